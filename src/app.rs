@@ -1,0 +1,162 @@
+//! The commands, below the CLI: load and resolve everything, then hand the
+//! plans to the engine and its events to a reporter.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::builtin;
+use crate::engine;
+use crate::error::{Error, ExitCode, Result};
+use crate::events::{Event, Summary};
+use crate::host::{Connection, Host};
+use crate::inventory::Inventory;
+use crate::plan::{self, Selection};
+use crate::playbook::{Files, Playbook};
+use crate::report::{self, Display, Format};
+use crate::transport::{HostKeyChecking, SshOptions};
+
+/// Everything a command needs, resolved from flags, environment and terminal.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub inventory: PathBuf,
+    pub selection: Selection,
+    pub forks: usize,
+    pub check: bool,
+    pub diff: bool,
+    pub display: Display,
+    pub format: Format,
+    pub host_key_checking: HostKeyChecking,
+    pub ssh_config: Option<PathBuf>,
+    pub control_parent: PathBuf,
+}
+
+fn load_inventory(path: &Path) -> Result<Inventory> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Inventory::parse(&path.display().to_string(), &text)
+}
+
+pub fn push(settings: &Settings, playbook: Option<&Path>) -> Result<ExitCode> {
+    let playbook = match playbook {
+        Some(path) => Playbook::load(path)?,
+        None => Playbook::parse(
+            "(built-in) playbooks/push.yml",
+            builtin::PUSH_PLAYBOOK,
+            Files::Embedded,
+        )?,
+    };
+    execute("push", settings, &playbook)
+}
+
+pub fn run(settings: &Settings, playbook: &Path) -> Result<ExitCode> {
+    execute("run", settings, &Playbook::load(playbook)?)
+}
+
+fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
+    let inventory = load_inventory(&settings.inventory)?;
+    let plans = plan::build(&inventory, playbook, &settings.selection)?;
+    let control_dir = tempfile::Builder::new()
+        .prefix("csd")
+        .tempdir_in(&settings.control_parent)
+        .map_err(|source| Error::Write {
+            path: settings.control_parent.clone(),
+            source,
+        })?;
+    let options = Arc::new(engine::Options {
+        check: settings.check,
+        diff: settings.diff,
+        forks: settings.forks,
+        ssh: SshOptions {
+            host_key_checking: settings.host_key_checking,
+            config_file: settings.ssh_config.clone(),
+            control_dir: control_dir.path().to_path_buf(),
+            connect_timeout: std::time::Duration::from_secs(10),
+        },
+    });
+    let mut reporter = report::reporter(settings.display, command, settings.diff);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Write {
+            path: PathBuf::from("(runtime)"),
+            source,
+        })?;
+    let started = Instant::now();
+    let summary = runtime.block_on(async {
+        let (events, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+        let printer = tokio::task::spawn_blocking(move || {
+            while let Some(event) = inbox.blocking_recv() {
+                reporter.event(&event);
+            }
+        });
+        let _ = events.send(Event::RunStarted {
+            command: command.to_string(),
+            hosts: plans.iter().map(|p| p.host.name.clone()).collect(),
+            check: settings.check,
+        });
+        let reports = engine::run(plans, options, events.clone()).await;
+        let summary = Summary::of(
+            &reports,
+            started.elapsed().as_millis() as u64,
+            settings.check,
+        );
+        let _ = events.send(Event::RunDone(summary.clone()));
+        drop(events);
+        let _ = printer.await;
+        summary
+    });
+    drop(control_dir);
+    Ok(ExitCode::for_outcome(
+        summary.failed > 0,
+        summary.unreachable > 0,
+    ))
+}
+
+pub fn inventory(settings: &Settings) -> Result<ExitCode> {
+    let inventory = load_inventory(&settings.inventory)?;
+    let selected = settings.selection.resolve(&inventory)?;
+    let mut hosts = serde_json::Map::new();
+    for name in &selected {
+        let host = Host::resolve(&inventory, name)?;
+        let connection = match &host.connection {
+            Connection::Local => serde_json::json!({"type": "local"}),
+            Connection::Ssh(t) => serde_json::json!({
+                "type": "ssh", "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
+            }),
+        };
+        let groups: Vec<&str> = inventory
+            .groups_of(name)
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        hosts.insert(
+            name.clone(),
+            serde_json::json!({"connection": connection, "groups": groups, "vars": host.vars}),
+        );
+    }
+    let groups: serde_json::Map<String, serde_json::Value> = inventory
+        .groups
+        .values()
+        .map(|g| {
+            let members: Vec<&String> = inventory
+                .hosts
+                .iter()
+                .filter(|h| inventory.group_contains(&g.name, h))
+                .collect();
+            (
+                g.name.clone(),
+                serde_json::json!({"hosts": members, "children": g.children}),
+            )
+        })
+        .collect();
+    let document = serde_json::json!({"hosts": hosts, "groups": groups});
+    let text = match settings.format {
+        Format::Json => serde_json::to_string_pretty(&document).unwrap_or_default(),
+        Format::Text => serde_yaml::to_string(&document).unwrap_or_default(),
+    };
+    println!("{}", text.trim_end());
+    Ok(ExitCode::Success)
+}

@@ -1,0 +1,32 @@
+//! What is compiled into the binary, so an installed csdeploy works from any
+//! directory: the built-in playbooks, the files they install, and the agent.
+
+pub const PUSH_PLAYBOOK: &str = include_str!("../playbooks/push.yml");
+pub const AGENT: &str = include_str!("agent.py");
+
+/// The scripts `push` installs, by their `src` name in the playbook.
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "claude-session",
+        include_str!("../playbooks/files/claude-session"),
+    ),
+    (
+        "claude-session-list",
+        include_str!("../playbooks/files/claude-session-list"),
+    ),
+    (
+        "cleanup-sessions.py",
+        include_str!("../playbooks/files/cleanup-sessions.py"),
+    ),
+    (
+        "session_registry.py",
+        include_str!("../playbooks/files/session_registry.py"),
+    ),
+];
+
+pub fn file(name: &str) -> Option<&'static str> {
+    FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}

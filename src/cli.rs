@@ -1,0 +1,161 @@
+//! The command line: clap types, the environment and the terminal are read
+//! here and nowhere else, and turned into [`Settings`] for `app`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{self, Settings};
+use crate::error::ExitCode;
+use crate::plan::Selection;
+use crate::report::{self, Format};
+use crate::transport::HostKeyChecking;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "csdeploy",
+    version,
+    about = "Deploy and verify Claude Code parallel-session tooling over SSH"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the session launcher, cleaner and directories on the selected hosts.
+    Push {
+        /// Run this playbook instead of the built-in one.
+        #[arg(long, value_name = "FILE")]
+        playbook: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run any playbook.
+    Run {
+        playbook: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the inventory's hosts, groups and resolved variables.
+    Inventory {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HostKeys {
+    /// Refuse unknown and changed host keys.
+    Strict,
+    /// Trust and record the key of a host seen for the first time; refuse changed keys.
+    AcceptNew,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Inventory file, in Ansible's YAML format.
+    #[arg(
+        short,
+        long,
+        env = "CSDEPLOY_INVENTORY",
+        default_value = "inventory/hosts.yml"
+    )]
+    inventory: PathBuf,
+    /// Run on this host (or group); repeatable.
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// Host pattern: names, groups, `*` globs, `a:b` union, `!x` exclusion, `&x` intersection.
+    #[arg(short, long, value_name = "PATTERN")]
+    limit: Option<String>,
+    /// How many hosts run at once [default: as many as file descriptors allow, up to 256].
+    #[arg(short, long)]
+    forks: Option<usize>,
+    /// Change nothing; report what would change.
+    #[arg(short = 'C', long)]
+    check: bool,
+    /// Show a unified diff for every file whose content changes.
+    #[arg(short = 'D', long)]
+    diff: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    #[arg(long, value_enum, default_value = "strict")]
+    host_key_checking: HostKeys,
+    /// ssh client configuration file (ssh -F), instead of ~/.ssh/config.
+    #[arg(long, env = "CSDEPLOY_SSH_CONFIG", value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+}
+
+/// Hosts in flight at once: enough for 500 hosts without tuning, within the
+/// file-descriptor limit (each running host holds a handful of descriptors).
+fn default_forks() -> usize {
+    const PER_HOST: u64 = 8;
+    const RESERVED: u64 = 64;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    (limit.saturating_sub(RESERVED) / PER_HOST).clamp(1, 256) as usize
+}
+
+/// Control sockets need a short path (a unix socket path holds 107 bytes).
+fn control_parent() -> PathBuf {
+    let tmp = std::env::temp_dir();
+    if tmp.as_os_str().len() <= 40 {
+        tmp
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+impl Common {
+    fn settings(self) -> Settings {
+        Settings {
+            inventory: self.inventory,
+            selection: Selection {
+                hosts: self.hosts,
+                limit: self.limit,
+            },
+            forks: self.forks.unwrap_or_else(default_forks),
+            check: self.check,
+            diff: self.diff,
+            display: report::display(
+                self.format,
+                std::io::stderr().is_terminal(),
+                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0"),
+            ),
+            format: self.format,
+            host_key_checking: match self.host_key_checking {
+                HostKeys::Strict => HostKeyChecking::Strict,
+                HostKeys::AcceptNew => HostKeyChecking::AcceptNew,
+            },
+            ssh_config: self.ssh_config,
+            control_parent: control_parent(),
+        }
+    }
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::InvalidInput as i32
+            } else {
+                0
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Push { playbook, common } => app::push(&common.settings(), playbook.as_deref()),
+        Command::Run { playbook, common } => app::run(&common.settings(), &playbook),
+        Command::Inventory { common } => app::inventory(&common.settings()),
+    };
+    match result {
+        Ok(code) => code as i32,
+        Err(err) => {
+            eprintln!("csdeploy: error: {err}");
+            err.exit_code() as i32
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Runs host plans: hosts in parallel (at most `forks` at once), each in at
+//! most two remote commands: one `gather` for the state of everything its
+//! tasks touch, one `apply` for every change, file contents on stdin. Nothing
+//! to change, or check mode: one command. A failed or unreachable host never
+//! stops the others; it only shows in its report.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc::UnboundedSender};
+
+use crate::builtin;
+use crate::events::{Event, HostReport, TaskResult, TaskStatus};
+use crate::facts::{Facts, GatherReply, Probe};
+use crate::modules::Decision;
+use crate::plan::{HostPlan, PlannedTask};
+use crate::transport::{RemoteCommand, SshOptions, Transport};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub check: bool,
+    pub diff: bool,
+    pub forks: usize,
+    pub ssh: SshOptions,
+}
+
+pub type Events = UnboundedSender<Event>;
+
+/// Runs every plan; the reports come back in plan order.
+pub async fn run(plans: Vec<HostPlan>, options: Arc<Options>, events: Events) -> Vec<HostReport> {
+    let forks = Arc::new(Semaphore::new(options.forks.max(1)));
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|plan| {
+            let (options, events, forks) = (options.clone(), events.clone(), forks.clone());
+            tokio::spawn(async move {
+                let _slot = forks
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                let report = run_host(&plan, &options, &events).await;
+                let _ = events.send(Event::HostDone(report.clone()));
+                report
+            })
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(handles.len());
+    for handle in handles {
+        reports.push(handle.await.expect("a host task panicked"));
+    }
+    reports
+}
+
+async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostReport {
+    let name = plan.host.name.as_str();
+    let started = Instant::now();
+    let _ = events.send(Event::HostStarted {
+        host: name.to_string(),
+    });
+    let transport = match Transport::connect(&plan.host, &options.ssh).await {
+        Ok(t) => t,
+        Err(err) => {
+            let mut report = HostReport::new(name, Vec::new(), Some(err.to_string()), true);
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return report;
+        }
+    };
+    let _ = events.send(Event::HostConnected {
+        host: name.to_string(),
+    });
+    let (tasks, error) = match deploy(&transport, plan, options).await {
+        Ok(tasks) => (tasks, None),
+        Err(err) => (Vec::new(), Some(err)),
+    };
+    for task in &tasks {
+        let _ = events.send(Event::TaskDone {
+            host: name.to_string(),
+            task: task.clone(),
+        });
+    }
+    let remote_commands = transport.commands_run();
+    let close_error = transport.close().await.err();
+    let error = error.or_else(|| close_error.map(|e| format!("closing the connection: {e}")));
+    let mut report = HostReport::new(name, tasks, error, false);
+    report.remote_commands = remote_commands;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+/// Runs csdeploy's agent on the host with `request` on stdin.
+async fn agent(
+    transport: &Transport,
+    plan: &HostPlan,
+    verb: &str,
+    stdin: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let command = RemoteCommand {
+        env: plan.host.environment.clone(),
+        argv: vec![
+            plan.host.python.clone(),
+            "-I".into(),
+            "-S".into(),
+            "-c".into(),
+            builtin::AGENT.into(),
+            verb.into(),
+        ],
+    };
+    let output = transport
+        .exec(&command, stdin)
+        .await
+        .map_err(|e| e.to_string())?;
+    if output.code != Some(0) {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let status = output
+            .code
+            .map_or("was killed".to_string(), |c| format!("exited with {c}"));
+        return Err(format!(
+            "the csdeploy agent ({verb}) {status}: {}",
+            stderr.trim()
+        ));
+    }
+    Ok(output.stdout)
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyResult {
+    ok: bool,
+    #[serde(default)]
+    skipped: bool,
+    msg: Option<String>,
+    backup: Option<String>,
+    rc: Option<i32>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApplyReply {
+    results: Vec<ApplyResult>,
+}
+
+fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskResult {
+    TaskResult {
+        name: task.name.clone(),
+        play: task.play.clone(),
+        module: task.action.module(),
+        status,
+        path: task.action.path().map(str::to_string),
+        backup: None,
+        diff: decision.diff.clone(),
+        msg: decision.msg.clone(),
+        rc: None,
+        stdout: None,
+        stderr: None,
+    }
+}
+
+async fn deploy(
+    transport: &Transport,
+    plan: &HostPlan,
+    options: &Options,
+) -> Result<Vec<TaskResult>, String> {
+    let probes: Vec<Probe> = plan.tasks.iter().flat_map(|t| t.action.probes()).collect();
+    let request = json!({"paths": probes.iter().map(Probe::to_json).collect::<Vec<_>>()});
+    let reply = agent(transport, plan, "gather", request.to_string().into_bytes()).await?;
+    let reply: GatherReply = serde_json::from_slice(&reply)
+        .map_err(|err| format!("the csdeploy agent answered gather with bad JSON: {err}"))?;
+    let mut facts = Facts::new(&probes, reply);
+
+    // Decide every task against the host's state as earlier tasks will leave it.
+    let mut results = Vec::new();
+    let mut ops = Vec::new();
+    for task in &plan.tasks {
+        let decision = task.action.decide(&mut facts, options.diff);
+        if let Some(failure) = &decision.failure {
+            let mut failed = result(task, TaskStatus::Failed, &decision);
+            failed.msg = Some(failure.clone());
+            results.push((failed, None));
+            break;
+        }
+        let status = if decision.changes {
+            TaskStatus::Changed
+        } else {
+            TaskStatus::Ok
+        };
+        let op_index = decision.op.as_ref().map(|_| ops.len());
+        if let Some(op) = &decision.op {
+            ops.push(op.clone());
+        }
+        results.push((result(task, status, &decision), op_index));
+    }
+    if options.check || ops.is_empty() {
+        return Ok(results.into_iter().map(|(r, _)| r).collect());
+    }
+    let header = json!({"ops": ops.iter().map(|op| &op.header).collect::<Vec<_>>()});
+    let mut stdin = header.to_string().into_bytes();
+    stdin.push(b'\n');
+    for data in ops.iter().filter_map(|op| op.data.as_ref()) {
+        stdin.extend_from_slice(data);
+    }
+    let reply = agent(transport, plan, "apply", stdin).await?;
+    let reply: ApplyReply = serde_json::from_slice(&reply)
+        .map_err(|err| format!("the csdeploy agent answered apply with bad JSON: {err}"))?;
+
+    let mut applied = Vec::new();
+    for (mut task, op_index) in results {
+        let Some(index) = op_index else {
+            applied.push(task);
+            continue;
+        };
+        // Tasks after a failed one never ran, and are not reported.
+        let Some(outcome) = reply.results.get(index) else {
+            break;
+        };
+        task.backup = outcome.backup.clone();
+        task.rc = outcome.rc;
+        task.stdout = outcome.stdout.clone();
+        task.stderr = outcome.stderr.clone();
+        if task.module == "command" {
+            task.msg = outcome.msg.clone();
+        }
+        if !outcome.ok {
+            task.status = TaskStatus::Failed;
+            task.msg = outcome.msg.clone();
+            applied.push(task);
+            break;
+        }
+        if outcome.skipped {
+            task.status = TaskStatus::Ok;
+            task.msg = outcome.msg.clone();
+        }
+        applied.push(task);
+    }
+    Ok(applied)
+}

@@ -1,0 +1,145 @@
+//! What the engine tells the world. The engine never prints: it sends these,
+//! and reporters (human, JSON) turn them into output.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Ok,
+    Changed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskResult {
+    pub name: String,
+    pub play: String,
+    pub module: &'static str,
+    pub status: TaskStatus,
+    pub path: Option<String>,
+    pub backup: Option<String>,
+    pub diff: Option<String>,
+    pub msg: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rc: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostStatus {
+    Ok,
+    Changed,
+    Failed,
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub status: HostStatus,
+    pub ok: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub remote_commands: usize,
+    pub duration_ms: u64,
+    pub tasks: Vec<TaskResult>,
+    pub error: Option<String>,
+}
+
+impl HostReport {
+    pub fn new(
+        host: &str,
+        tasks: Vec<TaskResult>,
+        error: Option<String>,
+        unreachable: bool,
+    ) -> HostReport {
+        let count = |s: TaskStatus| tasks.iter().filter(|t| t.status == s).count();
+        let (ok, changed, failed, skipped) = (
+            count(TaskStatus::Ok),
+            count(TaskStatus::Changed),
+            count(TaskStatus::Failed),
+            count(TaskStatus::Skipped),
+        );
+        let status = if unreachable {
+            HostStatus::Unreachable
+        } else if failed > 0 || error.is_some() {
+            HostStatus::Failed
+        } else if changed > 0 {
+            HostStatus::Changed
+        } else {
+            HostStatus::Ok
+        };
+        HostReport {
+            host: host.to_string(),
+            status,
+            ok,
+            changed,
+            failed,
+            skipped,
+            remote_commands: 0,
+            duration_ms: 0,
+            tasks,
+            error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub hosts: usize,
+    pub ok: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub unreachable: usize,
+    pub remote_commands: usize,
+    pub duration_ms: u64,
+    pub check: bool,
+    pub exit_code: i32,
+}
+
+impl Summary {
+    pub fn of(reports: &[HostReport], duration_ms: u64, check: bool) -> Summary {
+        let count = |s: HostStatus| reports.iter().filter(|r| r.status == s).count();
+        let failed = count(HostStatus::Failed);
+        let unreachable = count(HostStatus::Unreachable);
+        Summary {
+            hosts: reports.len(),
+            ok: count(HostStatus::Ok),
+            changed: count(HostStatus::Changed),
+            failed,
+            unreachable,
+            remote_commands: reports.iter().map(|r| r.remote_commands).sum(),
+            duration_ms,
+            check,
+            exit_code: crate::error::ExitCode::for_outcome(failed > 0, unreachable > 0) as i32,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    RunStarted {
+        command: String,
+        hosts: Vec<String>,
+        check: bool,
+    },
+    HostStarted {
+        host: String,
+    },
+    HostConnected {
+        host: String,
+    },
+    TaskDone {
+        host: String,
+        task: TaskResult,
+    },
+    HostDone(HostReport),
+    RunDone(Summary),
+}

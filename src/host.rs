@@ -1,0 +1,210 @@
+//! A host's connection settings, resolved and validated from its variables.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::inventory::Inventory;
+use crate::vars::{Scoped, Vars};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Local,
+    Ssh(SshTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// What ssh connects to; the user's ~/.ssh/config may resolve it further.
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub key_file: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub connection: Connection,
+    /// Exported for every command csdeploy runs there (Ansible's `environment`).
+    pub environment: Vec<(String, String)>,
+    /// The interpreter that runs csdeploy's agent (`ansible_python_interpreter`).
+    pub python: String,
+    pub vars: Vars,
+}
+
+impl Host {
+    pub fn resolve(inventory: &Inventory, name: &str) -> Result<Host> {
+        let scoped = inventory.vars_for(name);
+        let check = Checker {
+            inventory,
+            scoped: &scoped,
+        };
+        let connection = match check.string("ansible_connection")?.as_deref() {
+            None | Some("ssh") => Connection::Ssh(SshTarget {
+                host: check
+                    .string("ansible_host")?
+                    .unwrap_or_else(|| name.to_string()),
+                port: check.port()?,
+                user: check.string("ansible_user")?,
+                key_file: check.string("ansible_ssh_private_key_file")?,
+            }),
+            Some("local") => Connection::Local,
+            Some(other) => {
+                return Err(check.error(
+                    "ansible_connection",
+                    format!("unsupported connection `{other}` (expected ssh or local)"),
+                ));
+            }
+        };
+        Ok(Host {
+            name: name.to_string(),
+            connection,
+            environment: check.environment()?,
+            python: check
+                .string("ansible_python_interpreter")?
+                .unwrap_or_else(|| "python3".into()),
+            vars: scoped.values.clone(),
+        })
+    }
+}
+
+struct Checker<'a> {
+    inventory: &'a Inventory,
+    scoped: &'a Scoped,
+}
+
+impl Checker<'_> {
+    fn error(&self, key: &str, message: String) -> Error {
+        self.inventory
+            .locations
+            .error(&self.scoped.origin(key), message)
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.scoped.values.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.contains('\0') => {
+                Err(self.error(key, "must not contain a NUL byte".into()))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(self.error(key, format!("expected a string, found {other}"))),
+        }
+    }
+
+    fn port(&self) -> Result<Option<u16>> {
+        match self.scoped.values.get("ansible_port") {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.error(
+                        "ansible_port",
+                        format!("expected a port number 1-65535, found {value}"),
+                    )
+                }),
+        }
+    }
+
+    fn environment(&self) -> Result<Vec<(String, String)>> {
+        let map = match self.scoped.values.get("environment") {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(self.error(
+                    "environment",
+                    format!("expected a map of variable names to values, found {other}"),
+                ));
+            }
+        };
+        let mut env = Vec::with_capacity(map.len());
+        for (key, value) in map {
+            let valid_name = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return Err(self.error(
+                    "environment",
+                    format!("`{key}` is not a valid environment variable name"),
+                ));
+            }
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                other => {
+                    return Err(self.error(
+                        "environment",
+                        format!("{key}: expected a string, found {other}"),
+                    ));
+                }
+            };
+            if text.contains('\0') {
+                return Err(
+                    self.error("environment", format!("{key}: must not contain a NUL byte"))
+                );
+            }
+            env.push((key.clone(), text));
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(text: &str, name: &str) -> Result<Host> {
+        Host::resolve(&Inventory::parse("h.yml", text).unwrap(), name)
+    }
+
+    #[test]
+    fn ssh_settings_and_environment() {
+        let h = host(
+            "all:\n  hosts:\n    a:\n      ansible_host: 127.0.0.1\n      ansible_port: 2222\n      ansible_user: me\n      environment:\n        HOME: /tmp/a\n",
+            "a",
+        )
+        .unwrap();
+        assert_eq!(
+            h.connection,
+            Connection::Ssh(SshTarget {
+                host: "127.0.0.1".into(),
+                port: Some(2222),
+                user: Some("me".into()),
+                key_file: None
+            })
+        );
+        assert_eq!(h.environment, [("HOME".to_string(), "/tmp/a".to_string())]);
+    }
+
+    #[test]
+    fn bad_port_names_where_it_was_set() {
+        let err = host(
+            "all:\n  vars:\n    ansible_port: 99999\n  hosts:\n    a:\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("h.yml:3:5: all.vars.ansible_port: expected a port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_environment_name_is_rejected() {
+        let err = host(
+            "all:\n  hosts:\n    a:\n      environment:\n        'A B': x\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a valid environment variable name"),
+            "{err}"
+        );
+    }
+}

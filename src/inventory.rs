@@ -1,0 +1,268 @@
+//! The inventory, in Ansible's YAML format, so users can reuse theirs.
+//!
+//! `all` → `hosts` / `vars` / `children`, nested groups, other top-level keys
+//! as groups. Precedence, lowest first: csdeploy's defaults, `all` vars, then
+//! group vars from the shallowest group to the deepest (ties by name), then
+//! host vars. This module owns parsing and variable resolution; turning vars
+//! into connection settings is `host`'s job.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::vars::{self, Scoped};
+use crate::yaml::{self, Locations};
+
+type RawVars = IndexMap<String, Value>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    #[serde(default)]
+    hosts: Option<IndexMap<String, Option<RawVars>>>,
+    #[serde(default)]
+    vars: Option<RawVars>,
+    #[serde(default)]
+    children: Option<IndexMap<String, Option<RawGroup>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    /// Key path where the group is defined, for messages.
+    pub at: String,
+    pub depth: usize,
+    pub hosts: Vec<String>,
+    pub children: Vec<String>,
+    pub vars: RawVars,
+}
+
+#[derive(Debug)]
+pub struct Inventory {
+    pub file: String,
+    /// Host names in the order the file declares them.
+    pub hosts: Vec<String>,
+    host_vars: IndexMap<String, Vec<(String, RawVars)>>,
+    pub groups: IndexMap<String, Group>,
+    pub locations: Locations,
+}
+
+impl Inventory {
+    pub fn parse(file: &str, text: &str) -> Result<Inventory> {
+        let (raw, locations) =
+            yaml::load::<Option<IndexMap<String, Option<RawGroup>>>>(file, text)?;
+        let mut inventory = Inventory {
+            file: file.to_string(),
+            hosts: Vec::new(),
+            host_vars: IndexMap::new(),
+            groups: IndexMap::new(),
+            locations,
+        };
+        inventory.groups.insert(
+            "all".into(),
+            Group {
+                name: "all".into(),
+                at: "all".into(),
+                depth: 0,
+                hosts: Vec::new(),
+                children: Vec::new(),
+                vars: RawVars::new(),
+            },
+        );
+        for (name, group) in raw.unwrap_or_default() {
+            let group = group.unwrap_or_default();
+            if name == "all" {
+                inventory.add_group_body("all", "all", 0, group)?;
+            } else {
+                inventory.add_group(&name, &name, 1, group)?;
+                inventory.link_child("all", &name);
+            }
+        }
+        if inventory.hosts.is_empty() {
+            return Err(Error::Invalid {
+                file: file.to_string(),
+                key: "all.hosts".into(),
+                message: "the inventory defines no hosts".into(),
+            });
+        }
+        Ok(inventory)
+    }
+
+    fn link_child(&mut self, parent: &str, child: &str) {
+        let children = &mut self.groups[parent].children;
+        if !children.iter().any(|c| c == child) {
+            children.push(child.to_string());
+        }
+    }
+
+    fn add_group(&mut self, name: &str, at: &str, depth: usize, raw: RawGroup) -> Result<()> {
+        if self.hosts.iter().any(|h| h == name) {
+            return Err(self
+                .locations
+                .error(at, format!("`{name}` is both a host and a group")));
+        }
+        let group = self
+            .groups
+            .entry(name.to_string())
+            .or_insert_with(|| Group {
+                name: name.to_string(),
+                at: at.to_string(),
+                depth,
+                hosts: Vec::new(),
+                children: Vec::new(),
+                vars: RawVars::new(),
+            });
+        group.depth = group.depth.max(depth);
+        self.add_group_body(name, at, depth, raw)
+    }
+
+    fn add_group_body(&mut self, name: &str, at: &str, depth: usize, raw: RawGroup) -> Result<()> {
+        if let Some(vars) = raw.vars {
+            self.groups[name].vars.extend(vars);
+        }
+        for (host, vars) in raw.hosts.unwrap_or_default() {
+            let host_at = format!("{at}.hosts.{host}");
+            if self.groups.contains_key(&host) {
+                return Err(self
+                    .locations
+                    .error(&host_at, format!("`{host}` is both a host and a group")));
+            }
+            if !self.hosts.contains(&host) {
+                self.hosts.push(host.clone());
+            }
+            if !self.groups[name].hosts.contains(&host) {
+                self.groups[name].hosts.push(host.clone());
+            }
+            if let Some(vars) = vars {
+                self.host_vars
+                    .entry(host)
+                    .or_default()
+                    .push((host_at, vars));
+            }
+        }
+        for (child, body) in raw.children.unwrap_or_default() {
+            let child_at = format!("{at}.children.{child}");
+            self.add_group(&child, &child_at, depth + 1, body.unwrap_or_default())?;
+            self.link_child(name, &child);
+        }
+        Ok(())
+    }
+
+    /// Whether `host` belongs to `group`, directly or through its children.
+    pub fn group_contains(&self, group: &str, host: &str) -> bool {
+        let mut seen = Vec::new();
+        self.contains_inner(group, host, &mut seen)
+    }
+
+    fn contains_inner(&self, group: &str, host: &str, seen: &mut Vec<String>) -> bool {
+        if group == "all" {
+            return true;
+        }
+        if seen.iter().any(|g| g == group) {
+            return false;
+        }
+        seen.push(group.to_string());
+        match self.groups.get(group) {
+            Some(g) => {
+                g.hosts.iter().any(|h| h == host)
+                    || g.children
+                        .iter()
+                        .any(|c| self.contains_inner(c, host, seen))
+            }
+            None => false,
+        }
+    }
+
+    /// The groups `host` is in, `all` first, then by depth and name.
+    pub fn groups_of(&self, host: &str) -> Vec<&Group> {
+        let mut groups: Vec<&Group> = self
+            .groups
+            .values()
+            .filter(|g| self.group_contains(&g.name, host))
+            .collect();
+        groups.sort_by(|a, b| (a.depth, &a.name).cmp(&(b.depth, &b.name)));
+        groups
+    }
+
+    /// Every variable `host` sees, with where each was set.
+    pub fn vars_for(&self, host: &str) -> Scoped {
+        let mut scoped = Scoped::default();
+        scoped.overlay(&vars::builtin_defaults(), "(default)");
+        for group in self.groups_of(host) {
+            scoped.overlay(&group.vars, &format!("{}.vars", group.at));
+        }
+        for (at, vars) in self.host_vars.get(host).into_iter().flatten() {
+            scoped.overlay(vars, at);
+        }
+        scoped
+            .values
+            .insert("inventory_hostname".into(), Value::from(host));
+        scoped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVENTORY: &str = r#"
+all:
+  vars:
+    max_sessions: 5
+    color: all
+  hosts:
+    local:
+      ansible_connection: local
+  children:
+    lxc:
+      vars:
+        color: lxc
+      hosts:
+        lxc122:
+          ansible_host: lxc122
+          max_sessions: 3
+      children:
+        deep:
+          vars:
+            color: deep
+          hosts:
+            lxc123:
+"#;
+
+    #[test]
+    fn host_vars_win_over_deeper_groups_over_all() {
+        let inv = Inventory::parse("h.yml", INVENTORY).unwrap();
+        assert_eq!(inv.hosts, ["local", "lxc122", "lxc123"]);
+        let v = inv.vars_for("lxc122");
+        assert_eq!(v.values["max_sessions"], 3);
+        assert_eq!(v.values["color"], "lxc");
+        assert_eq!(
+            v.origin("max_sessions"),
+            "all.children.lxc.hosts.lxc122.max_sessions"
+        );
+        let v = inv.vars_for("lxc123");
+        assert_eq!(v.values["color"], "deep");
+        assert_eq!(v.values["max_sessions"], 5);
+        assert_eq!(inv.vars_for("local").values["claude_home"], "~/.claude");
+        assert!(inv.group_contains("lxc", "lxc123"));
+        assert!(!inv.group_contains("deep", "lxc122"));
+    }
+
+    #[test]
+    fn unknown_group_key_names_line() {
+        let err =
+            Inventory::parse("h.yml", "all:\n  hosts:\n    a:\n  child:\n    b:\n").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("h.yml:4:3: all: unknown field `child`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn empty_inventory_is_an_error() {
+        assert!(Inventory::parse("h.yml", "").is_err());
+        assert!(Inventory::parse("h.yml", "all:\n").is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! `copy`: a file with given content and mode, replaced atomically, with an
+//! optional backup of what it replaced.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Action, Decision, Facts, Mode, Op, RenderError, octal, render};
+use crate::facts::Kind;
+use crate::template::Escape;
+use crate::vars::Vars;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyArgs {
+    pub src: Option<String>,
+    pub content: Option<String>,
+    pub dest: String,
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyAction {
+    pub dest: String,
+    pub content: Arc<Vec<u8>>,
+    pub sha256: String,
+    pub mode: Option<u32>,
+    pub backup: bool,
+}
+
+/// Where `src` files come from: the playbook's directory, or the binary.
+pub trait SourceFiles {
+    fn read(&self, src: &str) -> Result<Vec<u8>, String>;
+}
+
+impl CopyArgs {
+    pub fn render(&self, vars: &Vars, files: &dyn SourceFiles) -> Result<Action, RenderError> {
+        let content = match (&self.src, &self.content) {
+            (Some(src), None) => {
+                let src = render("src", src, vars, Escape::None)?;
+                files.read(&src).map_err(|message| RenderError {
+                    field: "src",
+                    message,
+                })?
+            }
+            (None, Some(content)) => render("content", content, vars, Escape::None)?.into_bytes(),
+            _ => {
+                return Err(RenderError {
+                    field: "src",
+                    message: "copy takes exactly one of `src` and `content`".into(),
+                });
+            }
+        };
+        Ok(Action::Copy(CopyAction {
+            dest: render("dest", &self.dest, vars, Escape::None)?,
+            sha256: hex::encode(Sha256::digest(&content)),
+            content: Arc::new(content),
+            mode: self.mode.map(|m| m.0),
+            backup: self.backup,
+        }))
+    }
+}
+
+impl CopyAction {
+    pub fn decide(&self, facts: &mut Facts, want_diff: bool) -> Decision {
+        let state = facts.get(&self.dest);
+        if !matches!(state.kind, Kind::File | Kind::Missing) {
+            return Decision {
+                failure: Some(format!(
+                    "{} exists and is not a regular file ({:?})",
+                    state.path, state.kind
+                )),
+                ..Decision::default()
+            };
+        }
+        let same_content = state.sha256.as_deref() == Some(self.sha256.as_str());
+        let same_mode = self.mode.is_none() || state.mode == self.mode;
+        // Rewriting a file someone else owns gives it to the login user.
+        let same_owner = state.uid.is_none() || state.uid == Some(facts.uid);
+        if state.kind == Kind::File && same_content && same_mode && same_owner {
+            return Decision::default();
+        }
+        let mode = self.mode.or(state.mode);
+        facts.set(&self.dest, Kind::File, mode, Some(self.sha256.clone()));
+        if state.kind == Kind::File && same_content && same_owner {
+            let mode = self.mode.unwrap_or_default();
+            return Decision {
+                changes: true,
+                op: Some(Op {
+                    header: json!({"op": "chmod", "path": self.dest, "mode": mode}),
+                    data: None,
+                }),
+                msg: Some(format!(
+                    "mode {} -> {}",
+                    state.mode.map(octal).unwrap_or_default(),
+                    octal(mode)
+                )),
+                ..Decision::default()
+            };
+        }
+        let diff = (want_diff && !same_content).then(|| {
+            let old = state.old_content().unwrap_or_default();
+            unified_diff(&state.path, &old, &self.content)
+        });
+        Decision {
+            changes: true,
+            op: Some(Op {
+                header: json!({
+                    "op": "write",
+                    "path": self.dest,
+                    "mode": self.mode,
+                    "size": self.content.len(),
+                    "backup": self.backup,
+                }),
+                data: Some(self.content.clone()),
+            }),
+            diff,
+            msg: Some(
+                if state.kind == Kind::Missing {
+                    "created"
+                } else {
+                    "updated"
+                }
+                .into(),
+            ),
+            ..Decision::default()
+        }
+    }
+}
+
+pub fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> String {
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(old), Ok(new)) => similar::TextDiff::from_lines(old, new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("before: {path}"), &format!("after: {path}"))
+            .to_string(),
+        _ => format!("Binary files before: {path} and after: {path} differ\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_is_unified() {
+        let d = unified_diff("/x", b"a\nb\n", b"a\nc\n");
+        assert!(
+            d.starts_with("--- before: /x\n+++ after: /x\n@@ -1,2 +1,2 @@\n"),
+            "{d}"
+        );
+        assert!(d.contains("-b\n+c\n"), "{d}");
+    }
+}

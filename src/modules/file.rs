@@ -1,0 +1,101 @@
+//! `file`: a directory that must exist (with a mode), or a path that must not.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Action, Decision, Facts, Mode, Op, RenderError, octal, render};
+use crate::facts::Kind;
+use crate::template::Escape;
+use crate::vars::Vars;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Directory,
+    Absent,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileArgs {
+    pub path: String,
+    pub state: State,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileAction {
+    pub path: String,
+    pub state: State,
+    pub mode: Option<u32>,
+}
+
+impl FileArgs {
+    pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
+        Ok(Action::File(FileAction {
+            path: render("path", &self.path, vars, Escape::None)?,
+            state: self.state,
+            mode: self.mode.map(|m| m.0),
+        }))
+    }
+}
+
+impl FileAction {
+    pub fn decide(&self, facts: &mut Facts) -> Decision {
+        let state = facts.get(&self.path);
+        match self.state {
+            State::Absent if state.kind == Kind::Missing => Decision::default(),
+            State::Absent => {
+                facts.remove(&self.path);
+                Decision {
+                    changes: true,
+                    op: Some(Op {
+                        header: json!({"op": "remove", "path": self.path}),
+                        data: None,
+                    }),
+                    msg: Some("removed".into()),
+                    ..Decision::default()
+                }
+            }
+            State::Directory => match state.kind {
+                Kind::Dir if self.mode.is_none() || state.mode == self.mode => Decision::default(),
+                Kind::Dir => {
+                    let mode = self.mode.unwrap_or_default();
+                    facts.set(&self.path, Kind::Dir, self.mode, None);
+                    Decision {
+                        changes: true,
+                        op: Some(Op {
+                            header: json!({"op": "chmod", "path": self.path, "mode": mode}),
+                            data: None,
+                        }),
+                        msg: Some(format!(
+                            "mode {} -> {}",
+                            state.mode.map(octal).unwrap_or_default(),
+                            octal(mode)
+                        )),
+                        ..Decision::default()
+                    }
+                }
+                Kind::Missing => {
+                    facts.set(&self.path, Kind::Dir, self.mode, None);
+                    Decision {
+                        changes: true,
+                        op: Some(Op {
+                            header: json!({"op": "mkdir", "path": self.path, "mode": self.mode}),
+                            data: None,
+                        }),
+                        msg: Some("created".into()),
+                        ..Decision::default()
+                    }
+                }
+                other => Decision {
+                    failure: Some(format!(
+                        "{} exists and is not a directory ({other:?})",
+                        state.path
+                    )),
+                    ..Decision::default()
+                },
+            },
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Task modules. Each one owns its arguments (as written in a playbook), how
+//! they are rendered for one host, and how it decides, from the gathered
+//! state of the host, whether anything must change and how.
+
+pub mod command;
+pub mod copy;
+pub mod file;
+
+use serde::{Deserialize, Deserializer};
+
+pub use crate::facts::Facts;
+
+/// A file mode, written as an octal string (`"0755"`) or a number whose
+/// digits are octal (`755`, as YAML 1.2 reads an unquoted `0755`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl Mode {
+    fn parse(text: &str) -> Option<Mode> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        if digits.is_empty()
+            || digits.len() > 5
+            || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return None;
+        }
+        u32::from_str_radix(digits, 8)
+            .ok()
+            .filter(|&m| m <= 0o7777)
+            .map(Mode)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A visitor, not an untagged enum: errors then point at the value itself.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mode: octal digits such as \"0755\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Mode, E> {
+                Mode::parse(text).ok_or_else(|| {
+                    E::custom(format!(
+                        "bad mode `{text}`: expected octal digits such as \"0755\" (at most 07777)"
+                    ))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mode, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Mode, E> {
+                self.visit_str(&n.to_string())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// What a task does on one host, with every template rendered.
+#[derive(Debug, Clone)]
+pub enum Action {
+    File(file::FileAction),
+    Copy(copy::CopyAction),
+    Command(command::CommandAction),
+}
+
+impl Action {
+    pub fn module(&self) -> &'static str {
+        match self {
+            Action::File(_) => "file",
+            Action::Copy(_) => "copy",
+            Action::Command(_) => "command",
+        }
+    }
+
+    /// The main path the task is about, for reports.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Action::File(a) => Some(&a.path),
+            Action::Copy(a) => Some(&a.dest),
+            Action::Command(a) => a.creates.as_deref(),
+        }
+    }
+
+    /// The paths whose state the task needs to know about.
+    pub fn probes(&self) -> Vec<crate::facts::Probe> {
+        match self {
+            Action::File(a) => vec![crate::facts::Probe::stat(&a.path)],
+            Action::Copy(a) => vec![crate::facts::Probe::file(&a.dest, &a.sha256)],
+            Action::Command(a) => a
+                .creates
+                .iter()
+                .map(|c| crate::facts::Probe::stat(c))
+                .collect(),
+        }
+    }
+
+    pub fn decide(&self, facts: &mut Facts, want_diff: bool) -> Decision {
+        match self {
+            Action::File(a) => a.decide(facts),
+            Action::Copy(a) => a.decide(facts, want_diff),
+            Action::Command(a) => a.decide(facts),
+        }
+    }
+}
+
+/// The controller's verdict for one task, before anything is applied.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    /// Whether the task changes the host (or, for a command, runs).
+    pub changes: bool,
+    /// The op for the agent's apply step, if any.
+    pub op: Option<Op>,
+    pub diff: Option<String>,
+    pub msg: Option<String>,
+    /// The task cannot succeed whatever is applied (a file where a directory should be).
+    pub failure: Option<String>,
+}
+
+/// One step of the agent's apply command; `data` is streamed on stdin.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub header: serde_json::Value,
+    pub data: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+pub fn octal(mode: u32) -> String {
+    format!("{mode:04o}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(Mode::parse("0755"), Some(Mode(0o755)));
+        assert_eq!(Mode::parse("700"), Some(Mode(0o700)));
+        assert_eq!(Mode::parse("0999"), None);
+        assert_eq!(Mode::parse("rwx"), None);
+        assert_eq!(Mode::parse("17777"), None);
+        assert_eq!(Mode::parse(""), None);
+        let m: Mode = serde_yaml::from_str("0644").unwrap();
+        assert_eq!(m, Mode(0o644));
+        let err = serde_yaml::from_str::<Mode>("\"0999\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad mode `0999`"), "{err}");
+    }
+}
+
+/// A template in one of a task's arguments that could not be rendered.
+#[derive(Debug)]
+pub struct RenderError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Renders argument `field` of a task for one host.
+pub fn render(
+    field: &'static str,
+    template: &str,
+    vars: &crate::vars::Vars,
+    escape: crate::template::Escape,
+) -> Result<String, RenderError> {
+    crate::template::render(template, vars, escape).map_err(|err| RenderError {
+        field,
+        message: err.to_string(),
+    })
+}

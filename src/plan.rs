@@ -1,0 +1,113 @@
+//! Turns the inventory, the playbook and the host selection into one plan
+//! per host, with every template rendered, before any connection is made: an
+//! undefined variable on any host stops the run before it touches anything.
+//!
+//! Plays are flattened per host: each host runs the tasks of every play that
+//! targets it, in order, independently of other hosts (Ansible's `free`
+//! strategy). That is what lets a host's whole run cost two round trips.
+
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::inventory::Inventory;
+use crate::modules::Action;
+use crate::playbook::{ModuleArgs, Playbook};
+use crate::select;
+
+/// Which hosts the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `--host NAME`, repeatable.
+    pub hosts: Vec<String>,
+    /// `--limit PATTERN`.
+    pub limit: Option<String>,
+}
+
+impl Selection {
+    /// The selected hosts, in inventory order; never empty.
+    pub fn resolve(&self, inventory: &Inventory) -> Result<Vec<String>> {
+        let mut chosen = if self.hosts.is_empty() {
+            inventory.hosts.clone()
+        } else {
+            select::named(inventory, &self.hosts)?
+        };
+        if let Some(limit) = &self.limit {
+            let limited = select::matching(inventory, limit)?;
+            chosen.retain(|h| limited.contains(h));
+        }
+        if chosen.is_empty() {
+            return Err(Error::Selection(format!(
+                "the host selection matches no host in {} (hosts: {})",
+                inventory.file,
+                inventory.hosts.join(", ")
+            )));
+        }
+        Ok(chosen)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedTask {
+    pub name: String,
+    pub play: String,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    pub host: Host,
+    pub tasks: Vec<PlannedTask>,
+}
+
+pub fn build(
+    inventory: &Inventory,
+    playbook: &Playbook,
+    selection: &Selection,
+) -> Result<Vec<HostPlan>> {
+    let selected = selection.resolve(inventory)?;
+    let mut plans: Vec<HostPlan> = Vec::new();
+    for name in &selected {
+        let host = Host::resolve(inventory, name)?;
+        let mut tasks = Vec::new();
+        for play in &playbook.plays {
+            let targets = select::matching(inventory, &play.hosts).map_err(|err| {
+                playbook
+                    .locations
+                    .error(&format!("{}.hosts", play.at), err.to_string())
+            })?;
+            if !targets.contains(name) {
+                continue;
+            }
+            let mut vars = host.vars.clone();
+            vars.extend(play.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for task in &play.tasks {
+                let rendered = match &task.args {
+                    ModuleArgs::File(args) => args.render(&vars),
+                    ModuleArgs::Copy(args) => args.render(&vars, &playbook.files),
+                    ModuleArgs::Command(args) => args.render(&vars),
+                };
+                let action = rendered.map_err(|err| {
+                    playbook.locations.error(
+                        &format!("{}.{}.{}", task.at, task.args.name(), err.field),
+                        format!("{} (host {name})", err.message),
+                    )
+                })?;
+                tasks.push(PlannedTask {
+                    name: task.name.clone(),
+                    play: play.name.clone(),
+                    action,
+                });
+            }
+        }
+        if !tasks.is_empty() {
+            plans.push(HostPlan { host, tasks });
+        }
+    }
+    if plans.is_empty() {
+        return Err(Error::Selection(format!(
+            "no play in {} targets the selected hosts ({})",
+            playbook.file,
+            selected.join(", ")
+        )));
+    }
+    Ok(plans)
+}

@@ -1,0 +1,210 @@
+//! Playbooks: a YAML list of plays `{name, hosts, vars, tasks}`, each task
+//! `{name, <module>: {args}}`, parsed strictly: an unknown module or key, a
+//! wrong type or a bad mode is an error naming file:line:column and the key.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::builtin;
+use crate::error::Result;
+use crate::modules::command::CommandArgs;
+use crate::modules::copy::{CopyArgs, SourceFiles};
+use crate::modules::file::FileArgs;
+use crate::yaml::{self, Locations};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlay {
+    name: Option<String>,
+    hosts: String,
+    #[serde(default)]
+    vars: IndexMap<String, Value>,
+    #[serde(default)]
+    tasks: Vec<RawTask>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: Option<String>,
+    file: Option<FileArgs>,
+    copy: Option<CopyArgs>,
+    command: Option<CommandArgs>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ModuleArgs {
+    File(FileArgs),
+    Copy(CopyArgs),
+    Command(CommandArgs),
+}
+
+impl ModuleArgs {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ModuleArgs::File(_) => "file",
+            ModuleArgs::Copy(_) => "copy",
+            ModuleArgs::Command(_) => "command",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub name: String,
+    pub args: ModuleArgs,
+    /// Key path of the task, e.g. `[0].tasks[3]`.
+    pub at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Play {
+    pub name: String,
+    pub hosts: String,
+    pub vars: IndexMap<String, Value>,
+    pub tasks: Vec<Task>,
+    pub at: String,
+}
+
+/// Where a playbook's `src` files are read from.
+#[derive(Debug, Clone)]
+pub enum Files {
+    /// The playbook's directory: `files/<src>` first, then `<src>`.
+    Dir(PathBuf),
+    /// Compiled into the binary, for the built-in playbooks.
+    Embedded,
+}
+
+impl SourceFiles for Files {
+    fn read(&self, src: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Files::Embedded => builtin::file(src)
+                .map(|text| text.as_bytes().to_vec())
+                .ok_or_else(|| format!("no built-in file `{src}`")),
+            Files::Dir(dir) => {
+                let candidates = [dir.join("files").join(src), dir.join(src)];
+                let found = candidates
+                    .iter()
+                    .find(|p| p.is_file())
+                    .unwrap_or(&candidates[1]);
+                std::fs::read(found)
+                    .map_err(|err| format!("cannot read {}: {err}", found.display()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub file: String,
+    pub plays: Vec<Play>,
+    pub locations: Locations,
+    pub files: Files,
+}
+
+impl Playbook {
+    pub fn parse(file: &str, text: &str, files: Files) -> Result<Playbook> {
+        let (raw, locations) = yaml::load::<Vec<RawPlay>>(file, text)?;
+        let mut plays = Vec::with_capacity(raw.len());
+        for (p, play) in raw.into_iter().enumerate() {
+            let at = format!("[{p}]");
+            let mut tasks = Vec::with_capacity(play.tasks.len());
+            for (t, task) in play.tasks.into_iter().enumerate() {
+                let task_at = format!("{at}.tasks[{t}]");
+                let mut modules: Vec<ModuleArgs> = Vec::new();
+                modules.extend(task.file.map(ModuleArgs::File));
+                modules.extend(task.copy.map(ModuleArgs::Copy));
+                modules.extend(task.command.map(ModuleArgs::Command));
+                if modules.len() != 1 {
+                    return Err(locations.error(
+                        &task_at,
+                        format!(
+                            "a task takes exactly one module (file, copy or command), found {}",
+                            modules.len()
+                        ),
+                    ));
+                }
+                let args = modules.remove(0);
+                tasks.push(Task {
+                    name: task.name.unwrap_or_else(|| args.name().to_string()),
+                    args,
+                    at: task_at,
+                });
+            }
+            plays.push(Play {
+                name: play.name.unwrap_or_else(|| play.hosts.clone()),
+                hosts: play.hosts,
+                vars: play.vars,
+                tasks,
+                at,
+            });
+        }
+        Ok(Playbook {
+            file: file.to_string(),
+            plays,
+            locations,
+            files,
+        })
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Playbook> {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::error::Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        Playbook::parse(&path.display().to_string(), &text, Files::Dir(dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Playbook> {
+        Playbook::parse("p.yml", text, Files::Embedded)
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases = [
+            (
+                "- hosts: all\n  tasks:\n    - name: x\n      cpy: {dest: /x}\n",
+                "p.yml:4:7: [0].tasks[0]: unknown field `cpy`",
+            ),
+            (
+                "- hosts: all\n  tasks:\n    - copy:\n        dest: /x\n        mdoe: '0644'\n",
+                "p.yml:5:9: [0].tasks[0].copy: unknown field `mdoe`",
+            ),
+            (
+                "- hosts: all\n  tasks:\n    - file:\n        path: /x\n        state: directory\n        mode: '0999'\n",
+                "p.yml:6:15: [0].tasks[0].file.mode: bad mode `0999`",
+            ),
+            (
+                "- hosts: all\n  tasks:\n    - file:\n        path: [1]\n        state: directory\n",
+                "p.yml:4:15: [0].tasks[0].file.path: invalid type",
+            ),
+            (
+                "- hosts: all\n  tasks:\n    - name: two\n      file: {path: /x, state: absent}\n      command: {cmd: x}\n",
+                "p.yml:3:7: [0].tasks[0]: a task takes exactly one module",
+            ),
+            ("- hosts: all\n  tasks: [\n", "p.yml:3:1:"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn builtin_push_playbook_parses() {
+        let pb = parse(builtin::PUSH_PLAYBOOK).unwrap();
+        assert!(pb.plays[0].tasks.len() >= 5);
+    }
+}

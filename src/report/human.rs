@@ -1,0 +1,196 @@
+//! Text output for people: a line per task result in Ansible's words
+//! (`ok`, `changed`, `failed`, `unreachable`), diffs, and a recap. On a
+//! terminal an overall bar and the hosts still running sit on stderr while
+//! the lines scroll above them on stdout.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Reporter;
+use crate::events::{Event, HostReport, HostStatus, TaskResult, TaskStatus};
+
+pub struct HumanReporter {
+    bars: Option<Bars>,
+    diff: bool,
+    check: bool,
+    reports: Vec<HostReport>,
+    order: Vec<String>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    hosts: HashMap<String, ProgressBar>,
+}
+
+impl HumanReporter {
+    pub fn new(progress: bool, diff: bool) -> HumanReporter {
+        let bars = progress.then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = multi.add(ProgressBar::new(0));
+            overall.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} hosts  {elapsed}")
+                    .expect("valid template"),
+            );
+            Bars {
+                multi,
+                overall,
+                hosts: HashMap::new(),
+            }
+        });
+        HumanReporter {
+            bars,
+            diff,
+            check: false,
+            reports: Vec::new(),
+            order: Vec::new(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        let print = || {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        };
+        match &self.bars {
+            Some(bars) => bars.multi.suspend(print),
+            None => print(),
+        }
+    }
+
+    fn task_line(&self, host: &str, task: &TaskResult) -> String {
+        let word = match (task.status, self.check) {
+            (TaskStatus::Ok, _) => "ok",
+            (TaskStatus::Changed, false) => "changed",
+            (TaskStatus::Changed, true) => "would change",
+            (TaskStatus::Failed, _) => "failed",
+            (TaskStatus::Skipped, _) => "skipped",
+        };
+        let mut text = format!("{word}: [{host}] {}", task.name);
+        if let Some(path) = &task.path {
+            text.push_str(&format!(" ({path})"));
+        }
+        if let Some(msg) = task
+            .msg
+            .as_ref()
+            .filter(|_| task.status != TaskStatus::Ok || task.module == "command")
+        {
+            text.push_str(&format!(": {msg}"));
+        }
+        if let Some(backup) = &task.backup {
+            text.push_str(&format!(" [backup: {backup}]"));
+        }
+        if task.status == TaskStatus::Failed {
+            for (label, stream) in [("stdout", &task.stdout), ("stderr", &task.stderr)] {
+                if let Some(s) = stream.as_ref().filter(|s| !s.trim().is_empty()) {
+                    text.push_str(&format!(
+                        "\n  {label}: {}",
+                        s.trim_end().replace('\n', "\n  ")
+                    ));
+                }
+            }
+        }
+        text
+    }
+
+    fn recap(&mut self) {
+        let order = |r: &HostReport| self.order.iter().position(|h| *h == r.host);
+        self.reports.sort_by_key(order);
+        let width = self.reports.iter().map(|r| r.host.len()).max().unwrap_or(0);
+        let mut text = String::from("\nRECAP");
+        if self.check {
+            text.push_str(" (check mode: nothing was changed)");
+        }
+        for r in &self.reports {
+            let unreachable = usize::from(r.status == HostStatus::Unreachable);
+            text.push_str(&format!(
+                "\n{:width$} : ok={:<3} changed={:<3} unreachable={:<2} failed={:<3} skipped={:<3} ({} remote commands, {:.2}s)",
+                r.host,
+                r.ok,
+                r.changed,
+                unreachable,
+                r.failed,
+                r.skipped,
+                r.remote_commands,
+                r.duration_ms as f64 / 1000.0,
+            ));
+        }
+        self.line(&text);
+    }
+}
+
+impl Reporter for HumanReporter {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted {
+                command,
+                hosts,
+                check,
+            } => {
+                self.check = *check;
+                self.order = hosts.clone();
+                if let Some(bars) = &self.bars {
+                    bars.overall.set_length(hosts.len() as u64);
+                }
+                let mode = if *check { " (check mode)" } else { "" };
+                self.line(&format!(
+                    "csdeploy {command} on {} host(s){mode}",
+                    hosts.len()
+                ));
+            }
+            Event::HostStarted { host } => {
+                if let Some(bars) = &mut self.bars {
+                    let bar = bars.multi.add(ProgressBar::new_spinner());
+                    bar.set_message(format!("{host}: connecting"));
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    bars.hosts.insert(host.clone(), bar);
+                }
+            }
+            Event::HostConnected { host } => match &self.bars {
+                Some(bars) => {
+                    if let Some(bar) = bars.hosts.get(host) {
+                        bar.set_message(format!("{host}: running"));
+                    }
+                }
+                None => self.line(&format!("connected: [{host}]")),
+            },
+            Event::TaskDone { host, task } => {
+                self.line(&self.task_line(host, task));
+                if let Some(diff) = task.diff.as_ref().filter(|_| self.diff) {
+                    self.line(diff.trim_end());
+                }
+            }
+            Event::HostDone(report) => {
+                if let Some(bars) = &mut self.bars {
+                    if let Some(bar) = bars.hosts.remove(&report.host) {
+                        bar.finish_and_clear();
+                        bars.multi.remove(&bar);
+                    }
+                    bars.overall.inc(1);
+                }
+                if let Some(error) = &report.error {
+                    let word = if report.status == HostStatus::Unreachable {
+                        "unreachable"
+                    } else {
+                        "failed"
+                    };
+                    self.line(&format!(
+                        "{word}: [{}] {}",
+                        report.host,
+                        error.replace('\n', "\n  ")
+                    ));
+                }
+                self.reports.push(report.clone());
+            }
+            Event::RunDone(_) => {
+                if let Some(bars) = &self.bars {
+                    bars.overall.finish_and_clear();
+                }
+                self.recap();
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! How commands reach a host: over one multiplexed SSH connection, or as
+//! local processes for `ansible_connection: local`. Both take the same
+//! [`RemoteCommand`], so the engine never knows which it is talking to.
+
+pub mod local;
+pub mod ssh;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::host::{Connection, Host};
+
+/// A command to run on a host: environment assignments plus argv. It becomes
+/// a shell line only inside the SSH transport, with every word quoted.
+#[derive(Debug, Clone)]
+pub struct RemoteCommand {
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+}
+
+impl RemoteCommand {
+    /// The line a remote login shell runs: `env 'K=V' ... argv...`, quoted.
+    pub fn shell_line(&self) -> Result<String, crate::quote::NulByte> {
+        let assignments: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut words: Vec<&str> = Vec::new();
+        if !assignments.is_empty() {
+            words.push("env");
+            words.extend(assignments.iter().map(String::as_str));
+        }
+        words.extend(self.argv.iter().map(String::as_str));
+        crate::quote::join(words)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// None when the process was killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyChecking {
+    #[default]
+    Strict,
+    AcceptNew,
+}
+
+/// Settings shared by every SSH connection of a run.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub host_key_checking: HostKeyChecking,
+    /// Passed to ssh as `-F`.
+    pub config_file: Option<std::path::PathBuf>,
+    /// Where control sockets live: short, private, removed when the run ends.
+    pub control_dir: std::path::PathBuf,
+    pub connect_timeout: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Connect(String),
+    #[error("{0}")]
+    Exec(String),
+}
+
+pub enum Transport {
+    Ssh(ssh::SshTransport),
+    Local(local::LocalTransport),
+}
+
+impl Transport {
+    pub async fn connect(host: &Host, options: &SshOptions) -> Result<Transport, TransportError> {
+        match &host.connection {
+            Connection::Local => Ok(Transport::Local(local::LocalTransport::default())),
+            Connection::Ssh(target) => Ok(Transport::Ssh(
+                ssh::SshTransport::connect(target, options).await?,
+            )),
+        }
+    }
+
+    pub async fn exec(
+        &self,
+        command: &RemoteCommand,
+        stdin: Vec<u8>,
+    ) -> Result<Output, TransportError> {
+        match self {
+            Transport::Ssh(t) => t.exec(command, stdin).await,
+            Transport::Local(t) => t.exec(command, stdin).await,
+        }
+    }
+
+    /// How many commands this transport has run on its host.
+    pub fn commands_run(&self) -> usize {
+        match self {
+            Transport::Ssh(t) => t.counter.load(Ordering::Relaxed),
+            Transport::Local(t) => t.counter.load(Ordering::Relaxed),
+        }
+    }
+
+    pub async fn close(self) -> Result<(), TransportError> {
+        match self {
+            Transport::Ssh(t) => t.close().await,
+            Transport::Local(_) => Ok(()),
+        }
+    }
+}
+
+/// Counts commands; shared by both transports.
+pub type Counter = AtomicUsize;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_line_quotes_every_word() {
+        let cmd = RemoteCommand {
+            env: vec![("HOME".into(), "/tmp/a b;$(x)".into())],
+            argv: vec!["python3".into(), "-c".into(), "print('hi')".into()],
+        };
+        let line = cmd.shell_line().unwrap();
+        assert_eq!(
+            shlex::split(&line).unwrap(),
+            ["env", "HOME=/tmp/a b;$(x)", "python3", "-c", "print('hi')"]
+        );
+    }
+}

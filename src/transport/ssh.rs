@@ -1,0 +1,144 @@
+//! SSH through the openssh crate: one ControlMaster per host, commands as
+//! channels over its native mux protocol (no ssh process per command).
+//!
+//! The master honours the user's ssh config (or `--ssh-config`), agent and
+//! ProxyJump, checks host keys strictly unless told otherwise, and persists
+//! for a bounded idle time only, never forever.
+
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use std::num::NonZeroUsize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use super::{Counter, HostKeyChecking, Output, RemoteCommand, SshOptions, TransportError};
+use crate::host::SshTarget;
+
+/// sshd's MaxSessions defaults to 10; stay under it.
+pub const MAX_CHANNELS: usize = 8;
+/// A master left behind by a crash exits after this long idle.
+const PERSIST_SECONDS: usize = 60;
+
+pub struct SshTransport {
+    session: Session,
+    channels: Semaphore,
+    pub counter: Counter,
+}
+
+impl SshTransport {
+    pub async fn connect(
+        target: &SshTarget,
+        options: &SshOptions,
+    ) -> Result<SshTransport, TransportError> {
+        let mut builder = SessionBuilder::default();
+        builder
+            .known_hosts_check(match options.host_key_checking {
+                HostKeyChecking::Strict => KnownHosts::Strict,
+                HostKeyChecking::AcceptNew => KnownHosts::Add,
+            })
+            .control_directory(&options.control_dir)
+            .control_persist(ControlPersist::IdleFor(
+                NonZeroUsize::new(PERSIST_SECONDS).expect("non-zero"),
+            ))
+            .connect_timeout(options.connect_timeout)
+            .server_alive_interval(std::time::Duration::from_secs(15));
+        if let Some(port) = target.port {
+            builder.port(port);
+        }
+        if let Some(user) = &target.user {
+            builder.user(user.clone());
+        }
+        if let Some(key) = &target.key_file {
+            builder.keyfile(key);
+        }
+        if let Some(config) = &options.config_file {
+            builder.config_file(config);
+        }
+        let session = builder
+            .connect_mux(&target.host)
+            .await
+            .map_err(|err| TransportError::Connect(explain(target, &err)))?;
+        Ok(SshTransport {
+            session,
+            channels: Semaphore::new(MAX_CHANNELS),
+            counter: Counter::default(),
+        })
+    }
+
+    pub async fn exec(
+        &self,
+        command: &RemoteCommand,
+        stdin: Vec<u8>,
+    ) -> Result<Output, TransportError> {
+        let line = command
+            .shell_line()
+            .map_err(|err| TransportError::Exec(err.to_string()))?;
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        self.counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut child = self
+            .session
+            .raw_command(line)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|err| TransportError::Exec(chain(&err)))?;
+        let mut pipe = child.stdin().take().expect("stdin is piped");
+        let feed = async move {
+            let _ = pipe.write_all(&stdin).await;
+            let _ = pipe.shutdown().await;
+            drop(pipe);
+        };
+        let (_, output) = tokio::join!(feed, child.wait_with_output());
+        let output = output.map_err(|err| TransportError::Exec(chain(&err)))?;
+        Ok(Output {
+            code: output.status.code(),
+            stdout: output.stdout,
+            stderr: output.stderr,
+        })
+    }
+
+    pub async fn close(self) -> Result<(), TransportError> {
+        self.session
+            .close()
+            .await
+            .map_err(|err| TransportError::Exec(chain(&err)))
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(cause_text.trim());
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The connection error, with what to do about it when ssh's own words don't say.
+fn explain(target: &SshTarget, err: &openssh::Error) -> String {
+    let text = chain(err);
+    if text.contains("Host key verification failed")
+        || text.contains("HOST IDENTIFICATION HAS CHANGED")
+    {
+        let port = target.port.map(|p| format!("-p {p} ")).unwrap_or_default();
+        format!(
+            "{text}\nhint: the host key of {host} is not in your known_hosts. Check its fingerprint, then add it with \
+             `ssh-keyscan {port}{host} >> ~/.ssh/known_hosts`, or run once with `--host-key-checking accept-new` \
+             to trust it on first use.",
+            host = target.host
+        )
+    } else {
+        text
+    }
+}
