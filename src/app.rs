@@ -11,9 +11,10 @@ use crate::error::{Error, ExitCode, Result};
 use crate::events::{Event, Summary};
 use crate::host::{Connection, Host};
 use crate::inventory::Inventory;
+use crate::modules::verify::VerifyArgs;
 use crate::plan::{self, Selection};
-use crate::playbook::{Files, Playbook};
-use crate::report::{self, Display, Format};
+use crate::playbook::{Files, Play, Playbook};
+use crate::report::{self, Format, Outputs};
 use crate::transport::{HostKeyChecking, SshOptions};
 
 /// Everything a command needs, resolved from flags, environment and terminal.
@@ -24,7 +25,7 @@ pub struct Settings {
     pub forks: usize,
     pub check: bool,
     pub diff: bool,
-    pub display: Display,
+    pub outputs: Outputs,
     pub format: Format,
     pub host_key_checking: HostKeyChecking,
     pub ssh_config: Option<PathBuf>,
@@ -39,8 +40,12 @@ fn load_inventory(path: &Path) -> Result<Inventory> {
     Inventory::parse(&path.display().to_string(), &text)
 }
 
-pub fn push(settings: &Settings, playbook: Option<&Path>) -> Result<ExitCode> {
-    let playbook = match playbook {
+pub fn push(
+    settings: &Settings,
+    playbook: Option<&Path>,
+    verify: Option<VerifyArgs>,
+) -> Result<ExitCode> {
+    let mut playbook = match playbook {
         Some(path) => Playbook::load(path)?,
         None => Playbook::parse(
             "(built-in) playbooks/push.yml",
@@ -48,7 +53,20 @@ pub fn push(settings: &Settings, playbook: Option<&Path>) -> Result<ExitCode> {
             Files::Embedded,
         )?,
     };
+    if let Some(args) = verify {
+        playbook.plays.push(Play::verification(args));
+    }
     execute("push", settings, &playbook)
+}
+
+pub fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
+    let playbook = Playbook {
+        file: "(built-in verification)".into(),
+        plays: vec![Play::verification(args)],
+        locations: Default::default(),
+        files: Files::Embedded,
+    };
+    execute("verify", settings, &playbook)
 }
 
 pub fn run(settings: &Settings, playbook: &Path) -> Result<ExitCode> {
@@ -76,7 +94,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
             connect_timeout: std::time::Duration::from_secs(10),
         },
     });
-    let mut reporter = report::reporter(settings.display, command, settings.diff);
+    let mut reporters = report::reporters(&settings.outputs, command, settings.diff);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,7 +107,9 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
         let (events, mut inbox) = tokio::sync::mpsc::unbounded_channel();
         let printer = tokio::task::spawn_blocking(move || {
             while let Some(event) = inbox.blocking_recv() {
-                reporter.event(&event);
+                for reporter in &mut reporters {
+                    reporter.event(&event);
+                }
             }
         });
         let _ = events.send(Event::RunStarted {
@@ -155,7 +175,7 @@ pub fn inventory(settings: &Settings) -> Result<ExitCode> {
     let document = serde_json::json!({"hosts": hosts, "groups": groups});
     let text = match settings.format {
         Format::Json => serde_json::to_string_pretty(&document).unwrap_or_default(),
-        Format::Text => serde_yaml::to_string(&document).unwrap_or_default(),
+        Format::Text | Format::Junit => serde_yaml::to_string(&document).unwrap_or_default(),
     };
     println!("{}", text.trim_end());
     Ok(ExitCode::Success)

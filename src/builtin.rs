@@ -2,7 +2,8 @@
 //! directory: the built-in playbooks, the files they install, and the agent.
 
 pub const PUSH_PLAYBOOK: &str = include_str!("../playbooks/push.yml");
-pub const AGENT: &str = include_str!("agent.py");
+pub const AGENT: &str = include_str!("remote/agent.py");
+pub const VERIFIER: &str = include_str!("remote/verify.py");
 
 /// The scripts `push` installs, by their `src` name in the playbook.
 pub const FILES: &[(&str, &str)] = &[

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Settings};
 use crate::error::ExitCode;
+use crate::modules::verify::{Client, VerifyArgs};
 use crate::plan::Selection;
 use crate::report::{self, Format};
 use crate::transport::HostKeyChecking;
@@ -30,6 +31,18 @@ enum Command {
         /// Run this playbook instead of the built-in one.
         #[arg(long, value_name = "FILE")]
         playbook: Option<PathBuf>,
+        /// Run the parallel-isolation verification right after the push.
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        verification: Verification,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the parallel-isolation verification on the selected hosts.
+    Verify {
+        #[command(flatten)]
+        verification: Verification,
         #[command(flatten)]
         common: Common,
     },
@@ -44,6 +57,33 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Debug, Args)]
+struct Verification {
+    /// Sessions launched at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    sessions: u32,
+    /// What stands in for Claude Code: the built-in probe, or the real `claude` on the host.
+    #[arg(long, value_enum, default_value = "probe")]
+    client: Client,
+    /// Warnings and skipped checks fail the verification too.
+    #[arg(long)]
+    strict: bool,
+    /// Seconds each test session waits for the others to start.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    wait: u32,
+}
+
+impl Verification {
+    fn args(&self) -> VerifyArgs {
+        VerifyArgs {
+            sessions: self.sessions,
+            client: self.client,
+            strict: self.strict,
+            wait: Some(self.wait),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -81,6 +121,9 @@ struct Common {
     diff: bool,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Write the --format document to FILE; the text report still goes to stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "strict")]
     host_key_checking: HostKeys,
     /// ssh client configuration file (ssh -F), instead of ~/.ssh/config.
@@ -118,8 +161,9 @@ impl Common {
             forks: self.forks.unwrap_or_else(default_forks),
             check: self.check,
             diff: self.diff,
-            display: report::display(
+            outputs: report::outputs(
                 self.format,
+                self.output.as_deref(),
                 std::io::stderr().is_terminal(),
                 std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0"),
             ),
@@ -147,7 +191,20 @@ pub fn run() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Push { playbook, common } => app::push(&common.settings(), playbook.as_deref()),
+        Command::Push {
+            playbook,
+            verify,
+            verification,
+            common,
+        } => app::push(
+            &common.settings(),
+            playbook.as_deref(),
+            verify.then(|| verification.args()),
+        ),
+        Command::Verify {
+            verification,
+            common,
+        } => app::verify(&common.settings(), verification.args()),
         Command::Run { playbook, common } => app::run(&common.settings(), &playbook),
         Command::Inventory { common } => app::inventory(&common.settings()),
     };

@@ -12,9 +12,9 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc::UnboundedSender};
 
 use crate::builtin;
-use crate::events::{Event, HostReport, TaskResult, TaskStatus};
+use crate::events::{CheckResult, Event, HostReport, TaskResult, TaskStatus};
 use crate::facts::{Facts, GatherReply, Probe};
-use crate::modules::Decision;
+use crate::modules::{Action, Decision};
 use crate::plan::{HostPlan, PlannedTask};
 use crate::transport::{RemoteCommand, SshOptions, Transport};
 
@@ -134,6 +134,8 @@ struct ApplyResult {
     rc: Option<i32>,
     stdout: Option<String>,
     stderr: Option<String>,
+    #[serde(default)]
+    checks: Vec<CheckResult>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,7 +156,22 @@ fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskRe
         rc: None,
         stdout: None,
         stderr: None,
+        checks: Vec::new(),
     }
+}
+
+/// The host's state, as far as the plan's tasks care; no round trip when
+/// they care about none (a verification alone).
+async fn gather(transport: &Transport, plan: &HostPlan) -> Result<Facts, String> {
+    let probes: Vec<Probe> = plan.tasks.iter().flat_map(|t| t.action.probes()).collect();
+    if probes.is_empty() {
+        return Ok(Facts::empty());
+    }
+    let request = json!({"paths": probes.iter().map(Probe::to_json).collect::<Vec<_>>()});
+    let reply = agent(transport, plan, "gather", request.to_string().into_bytes()).await?;
+    let reply: GatherReply = serde_json::from_slice(&reply)
+        .map_err(|err| format!("the csdeploy agent answered gather with bad JSON: {err}"))?;
+    Ok(Facts::new(&probes, reply))
 }
 
 async fn deploy(
@@ -162,37 +179,32 @@ async fn deploy(
     plan: &HostPlan,
     options: &Options,
 ) -> Result<Vec<TaskResult>, String> {
-    let probes: Vec<Probe> = plan.tasks.iter().flat_map(|t| t.action.probes()).collect();
-    let request = json!({"paths": probes.iter().map(Probe::to_json).collect::<Vec<_>>()});
-    let reply = agent(transport, plan, "gather", request.to_string().into_bytes()).await?;
-    let reply: GatherReply = serde_json::from_slice(&reply)
-        .map_err(|err| format!("the csdeploy agent answered gather with bad JSON: {err}"))?;
-    let mut facts = Facts::new(&probes, reply);
+    let mut facts = gather(transport, plan).await?;
 
     // Decide every task against the host's state as earlier tasks will leave it.
-    let mut results = Vec::new();
+    let mut decided = Vec::new();
     let mut ops = Vec::new();
     for task in &plan.tasks {
-        let decision = task.action.decide(&mut facts, options.diff);
+        let decision = task.action.decide(&mut facts, options.diff, options.check);
         if let Some(failure) = &decision.failure {
             let mut failed = result(task, TaskStatus::Failed, &decision);
             failed.msg = Some(failure.clone());
-            results.push((failed, None));
+            decided.push((failed, None));
             break;
         }
-        let status = if decision.changes {
-            TaskStatus::Changed
-        } else {
-            TaskStatus::Ok
+        let status = match (decision.skipped, decision.changes) {
+            (true, _) => TaskStatus::Skipped,
+            (false, true) => TaskStatus::Changed,
+            (false, false) => TaskStatus::Ok,
         };
         let op_index = decision.op.as_ref().map(|_| ops.len());
         if let Some(op) = &decision.op {
             ops.push(op.clone());
         }
-        results.push((result(task, status, &decision), op_index));
+        decided.push((result(task, status, &decision), op_index));
     }
     if options.check || ops.is_empty() {
-        return Ok(results.into_iter().map(|(r, _)| r).collect());
+        return Ok(decided.into_iter().map(|(r, _)| r).collect());
     }
     let header = json!({"ops": ops.iter().map(|op| &op.header).collect::<Vec<_>>()});
     let mut stdin = header.to_string().into_bytes();
@@ -205,7 +217,7 @@ async fn deploy(
         .map_err(|err| format!("the csdeploy agent answered apply with bad JSON: {err}"))?;
 
     let mut applied = Vec::new();
-    for (mut task, op_index) in results {
+    for ((mut task, op_index), planned) in decided.into_iter().zip(&plan.tasks) {
         let Some(index) = op_index else {
             applied.push(task);
             continue;
@@ -218,20 +230,25 @@ async fn deploy(
         task.rc = outcome.rc;
         task.stdout = outcome.stdout.clone();
         task.stderr = outcome.stderr.clone();
-        if task.module == "command" {
+        task.checks = outcome.checks.clone();
+        if matches!(planned.action, Action::Command(_)) {
             task.msg = outcome.msg.clone();
         }
         if !outcome.ok {
             task.status = TaskStatus::Failed;
             task.msg = outcome.msg.clone();
-            applied.push(task);
-            break;
-        }
-        if outcome.skipped {
+        } else if outcome.skipped {
             task.status = TaskStatus::Ok;
             task.msg = outcome.msg.clone();
         }
+        if let Action::Verify(verify) = &planned.action {
+            verify.judge(&mut task);
+        }
+        let failed = task.status == TaskStatus::Failed;
         applied.push(task);
+        if failed && !matches!(planned.action, Action::Verify(_)) {
+            break;
+        }
     }
     Ok(applied)
 }

@@ -91,6 +91,15 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Nothing gathered: only tasks that probe no path may be decided against it.
+    pub fn empty() -> Facts {
+        Facts {
+            uid: 0,
+            resolved: HashMap::new(),
+            states: HashMap::new(),
+        }
+    }
+
     pub fn new(probes: &[Probe], reply: GatherReply) -> Facts {
         let mut facts = Facts {
             uid: reply.uid,

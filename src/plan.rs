@@ -84,6 +84,7 @@ pub fn build(
                     ModuleArgs::File(args) => args.render(&vars),
                     ModuleArgs::Copy(args) => args.render(&vars, &playbook.files),
                     ModuleArgs::Command(args) => args.render(&vars),
+                    ModuleArgs::Verify(args) => args.render(&vars),
                 };
                 let action = rendered.map_err(|err| {
                     playbook.locations.error(

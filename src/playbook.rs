@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::modules::command::CommandArgs;
 use crate::modules::copy::{CopyArgs, SourceFiles};
 use crate::modules::file::FileArgs;
+use crate::modules::verify::VerifyArgs;
 use crate::yaml::{self, Locations};
 
 #[derive(Debug, Deserialize)]
@@ -33,6 +34,7 @@ struct RawTask {
     file: Option<FileArgs>,
     copy: Option<CopyArgs>,
     command: Option<CommandArgs>,
+    verify: Option<VerifyArgs>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,7 @@ pub enum ModuleArgs {
     File(FileArgs),
     Copy(CopyArgs),
     Command(CommandArgs),
+    Verify(VerifyArgs),
 }
 
 impl ModuleArgs {
@@ -48,6 +51,7 @@ impl ModuleArgs {
             ModuleArgs::File(_) => "file",
             ModuleArgs::Copy(_) => "copy",
             ModuleArgs::Command(_) => "command",
+            ModuleArgs::Verify(_) => "verify",
         }
     }
 }
@@ -67,6 +71,24 @@ pub struct Play {
     pub vars: IndexMap<String, Value>,
     pub tasks: Vec<Task>,
     pub at: String,
+}
+
+impl Play {
+    /// The play behind `csdeploy verify` and `push --verify`.
+    pub fn verification(args: VerifyArgs) -> Play {
+        let name = "Verify parallel-session isolation".to_string();
+        Play {
+            name: name.clone(),
+            hosts: "all".into(),
+            vars: IndexMap::new(),
+            tasks: vec![Task {
+                name,
+                args: ModuleArgs::Verify(args),
+                at: "(verify)".into(),
+            }],
+            at: "(verify)".into(),
+        }
+    }
 }
 
 /// Where a playbook's `src` files are read from.
@@ -118,11 +140,12 @@ impl Playbook {
                 modules.extend(task.file.map(ModuleArgs::File));
                 modules.extend(task.copy.map(ModuleArgs::Copy));
                 modules.extend(task.command.map(ModuleArgs::Command));
+                modules.extend(task.verify.map(ModuleArgs::Verify));
                 if modules.len() != 1 {
                     return Err(locations.error(
                         &task_at,
                         format!(
-                            "a task takes exactly one module (file, copy or command), found {}",
+                            "a task takes exactly one module (file, copy, command or verify), found {}",
                             modules.len()
                         ),
                     ));

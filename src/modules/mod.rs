@@ -5,6 +5,7 @@
 pub mod command;
 pub mod copy;
 pub mod file;
+pub mod verify;
 
 use serde::{Deserialize, Deserializer};
 
@@ -64,6 +65,7 @@ pub enum Action {
     File(file::FileAction),
     Copy(copy::CopyAction),
     Command(command::CommandAction),
+    Verify(verify::VerifyAction),
 }
 
 impl Action {
@@ -72,6 +74,7 @@ impl Action {
             Action::File(_) => "file",
             Action::Copy(_) => "copy",
             Action::Command(_) => "command",
+            Action::Verify(_) => "verify",
         }
     }
 
@@ -81,6 +84,7 @@ impl Action {
             Action::File(a) => Some(&a.path),
             Action::Copy(a) => Some(&a.dest),
             Action::Command(a) => a.creates.as_deref(),
+            Action::Verify(a) => Some(&a.claude_home),
         }
     }
 
@@ -94,14 +98,16 @@ impl Action {
                 .iter()
                 .map(|c| crate::facts::Probe::stat(c))
                 .collect(),
+            Action::Verify(_) => Vec::new(),
         }
     }
 
-    pub fn decide(&self, facts: &mut Facts, want_diff: bool) -> Decision {
+    pub fn decide(&self, facts: &mut Facts, want_diff: bool, check_mode: bool) -> Decision {
         match self {
             Action::File(a) => a.decide(facts),
             Action::Copy(a) => a.decide(facts, want_diff),
             Action::Command(a) => a.decide(facts),
+            Action::Verify(a) => a.decide(check_mode),
         }
     }
 }
@@ -117,6 +123,8 @@ pub struct Decision {
     pub msg: Option<String>,
     /// The task cannot succeed whatever is applied (a file where a directory should be).
     pub failure: Option<String>,
+    /// The task does not run at all (verification in check mode).
+    pub skipped: bool,
 }
 
 /// One step of the agent's apply command; `data` is streamed on stdin.

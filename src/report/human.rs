@@ -1,23 +1,29 @@
 //! Text output for people: a line per task result in Ansible's words
-//! (`ok`, `changed`, `failed`, `unreachable`), diffs, and a recap. On a
-//! terminal an overall bar and the hosts still running sit on stderr while
-//! the lines scroll above them on stdout.
+//! (`ok`, `changed`, `failed`, `unreachable`), diffs, a table per host for
+//! verification checks, and a recap. On a terminal an overall bar and the
+//! hosts still running sit on stderr while the lines scroll above them.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Reporter;
-use crate::events::{Event, HostReport, HostStatus, TaskResult, TaskStatus};
+use super::{Display, Reporter};
+use crate::events::{
+    CheckResult, CheckStatus, Event, HostReport, HostStatus, TaskResult, TaskStatus,
+};
 
 pub struct HumanReporter {
     bars: Option<Bars>,
     diff: bool,
     check: bool,
+    command: String,
     reports: Vec<HostReport>,
     order: Vec<String>,
+    /// Set when the text goes to a file (`--format text --output FILE`).
+    transcript: Option<(PathBuf, String)>,
 }
 
 struct Bars {
@@ -26,9 +32,51 @@ struct Bars {
     hosts: HashMap<String, ProgressBar>,
 }
 
+fn check_mark(status: CheckStatus) -> &'static str {
+    match status {
+        CheckStatus::Pass => "✅ PASS",
+        CheckStatus::Fail => "❌ FAIL",
+        CheckStatus::Warn => "⚠️ WARN",
+        CheckStatus::Skip => "   SKIP",
+    }
+}
+
+/// The table of one host's checks, like the LXC 122 report's.
+pub fn check_table(host: &str, verdict: &str, checks: &[CheckResult]) -> String {
+    let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    let mut text = format!("{host}: {verdict}");
+    for c in checks {
+        let summary = match c.status {
+            CheckStatus::Fail => String::new(),
+            CheckStatus::Skip => c.detail.clone().unwrap_or_default(),
+            _ => c.actual.clone().unwrap_or_default(),
+        };
+        text.push_str(&format!(
+            "\n  {}  {:width$}  {summary}",
+            check_mark(c.status),
+            c.id
+        ));
+        if c.status == CheckStatus::Fail {
+            let pad = " ".repeat(11);
+            text.push_str(&format!(
+                "\n{pad}expected: {}",
+                c.expected.clone().unwrap_or_default()
+            ));
+            text.push_str(&format!(
+                "\n{pad}actual:   {}",
+                c.actual.clone().unwrap_or_default()
+            ));
+        }
+        if let Some(detail) = c.detail.as_ref().filter(|_| c.status != CheckStatus::Skip) {
+            text.push_str(&format!("\n{}{detail}", " ".repeat(11)));
+        }
+    }
+    text
+}
+
 impl HumanReporter {
-    pub fn new(progress: bool, diff: bool) -> HumanReporter {
-        let bars = progress.then(|| {
+    pub fn new(display: Display, diff: bool, transcript: Option<PathBuf>) -> HumanReporter {
+        let bars = (display == Display::Progress && transcript.is_none()).then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(0));
             overall.set_style(
@@ -45,12 +93,19 @@ impl HumanReporter {
             bars,
             diff,
             check: false,
+            command: String::new(),
             reports: Vec::new(),
             order: Vec::new(),
+            transcript: transcript.map(|path| (path, String::new())),
         }
     }
 
-    fn line(&self, text: &str) {
+    fn line(&mut self, text: &str) {
+        if let Some((_, buffer)) = &mut self.transcript {
+            buffer.push_str(text);
+            buffer.push('\n');
+            return;
+        }
         let print = || {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
@@ -98,13 +153,14 @@ impl HumanReporter {
 
     fn recap(&mut self) {
         let order = |r: &HostReport| self.order.iter().position(|h| *h == r.host);
-        self.reports.sort_by_key(order);
-        let width = self.reports.iter().map(|r| r.host.len()).max().unwrap_or(0);
+        let mut reports = std::mem::take(&mut self.reports);
+        reports.sort_by_key(order);
+        let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(0);
         let mut text = String::from("\nRECAP");
         if self.check {
             text.push_str(" (check mode: nothing was changed)");
         }
-        for r in &self.reports {
+        for r in &reports {
             let unreachable = usize::from(r.status == HostStatus::Unreachable);
             text.push_str(&format!(
                 "\n{:width$} : ok={:<3} changed={:<3} unreachable={:<2} failed={:<3} skipped={:<3} ({} remote commands, {:.2}s)",
@@ -116,6 +172,30 @@ impl HumanReporter {
                 r.skipped,
                 r.remote_commands,
                 r.duration_ms as f64 / 1000.0,
+            ));
+        }
+        let checks: Vec<&CheckResult> = reports
+            .iter()
+            .flat_map(|r| r.tasks.iter().flat_map(|t| t.checks.iter()))
+            .collect();
+        if !checks.is_empty() || self.command == "verify" {
+            let hosts = |s: &str| {
+                reports
+                    .iter()
+                    .filter(|r| super::json::verify_status(r) == s)
+                    .count()
+            };
+            let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
+            text.push_str(&format!(
+                "\nverify: {} hosts: {} pass, {} fail, {} unreachable; checks: {} pass, {} fail, {} warn, {} skip",
+                reports.len(),
+                hosts("pass"),
+                hosts("fail"),
+                hosts("unreachable"),
+                count(CheckStatus::Pass),
+                count(CheckStatus::Fail),
+                count(CheckStatus::Warn),
+                count(CheckStatus::Skip),
             ));
         }
         self.line(&text);
@@ -132,6 +212,7 @@ impl Reporter for HumanReporter {
             } => {
                 self.check = *check;
                 self.order = hosts.clone();
+                self.command = command.clone();
                 if let Some(bars) = &self.bars {
                     bars.overall.set_length(hosts.len() as u64);
                 }
@@ -158,7 +239,17 @@ impl Reporter for HumanReporter {
                 None => self.line(&format!("connected: [{host}]")),
             },
             Event::TaskDone { host, task } => {
-                self.line(&self.task_line(host, task));
+                if task.checks.is_empty() {
+                    let line = self.task_line(host, task);
+                    self.line(&line);
+                } else {
+                    let verdict = if task.status == TaskStatus::Failed {
+                        "❌ FAIL"
+                    } else {
+                        "✅ PASS"
+                    };
+                    self.line(&check_table(host, verdict, &task.checks));
+                }
                 if let Some(diff) = task.diff.as_ref().filter(|_| self.diff) {
                     self.line(diff.trim_end());
                 }
@@ -190,6 +281,9 @@ impl Reporter for HumanReporter {
                     bars.overall.finish_and_clear();
                 }
                 self.recap();
+                if let Some((path, text)) = self.transcript.take() {
+                    super::write_document(Some(&path), &text);
+                }
             }
         }
     }

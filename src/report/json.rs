@@ -1,27 +1,91 @@
-//! `--format json`: one document on stdout when the run ends. Its key names
-//! are a contract for CI users: add keys, never rename them.
+//! `--format json`: one document when the run ends. Its key names are a
+//! contract for CI users: add keys, never rename them.
+//!
+//! push/run: `{"command","hosts":[{"host","status":"ok|changed|failed|unreachable",
+//! "ok","changed","failed","remote_commands","duration_ms","tasks":[...],"error"}],"summary"}`.
+//! verify: `{"command":"verify","hosts":[{"host","status":"pass|fail|unreachable",
+//! "checks":[{"id","status","expected","actual","detail","duration_ms"}]}],"summary"}`.
 
-use std::io::Write;
+use std::path::PathBuf;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Reporter;
-use crate::events::{Event, HostReport};
+use crate::events::{CheckStatus, Event, HostReport, HostStatus, Summary};
 
 pub struct JsonReporter {
     command: String,
+    target: Option<PathBuf>,
     hosts: Vec<String>,
     reports: Vec<HostReport>,
 }
 
 impl JsonReporter {
-    pub fn new(command: &str) -> JsonReporter {
+    pub fn new(command: &str, target: Option<PathBuf>) -> JsonReporter {
         JsonReporter {
             command: command.to_string(),
+            target,
             hosts: Vec::new(),
             reports: Vec::new(),
         }
     }
+}
+
+/// pass|fail|unreachable for a host's verification.
+pub fn verify_status(report: &HostReport) -> &'static str {
+    match report.status {
+        HostStatus::Unreachable => "unreachable",
+        HostStatus::Failed => "fail",
+        _ => "pass",
+    }
+}
+
+fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
+    let hosts: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let checks: Vec<_> = r.tasks.iter().flat_map(|t| t.checks.iter()).collect();
+            json!({
+                "host": r.host,
+                "status": verify_status(r),
+                "checks": checks,
+                "error": r.error.clone().or_else(|| r.tasks.iter().find(|t| t.checks.is_empty()).and_then(|t| t.msg.clone())),
+                "remote_commands": r.remote_commands,
+                "duration_ms": r.duration_ms,
+            })
+        })
+        .collect();
+    let count = |s: CheckStatus| {
+        reports
+            .iter()
+            .flat_map(|r| r.tasks.iter().flat_map(|t| t.checks.iter()))
+            .filter(|c| c.status == s)
+            .count()
+    };
+    let hosts_with = |status: &str| {
+        reports
+            .iter()
+            .filter(|r| verify_status(r) == status)
+            .count()
+    };
+    json!({
+        "command": "verify",
+        "hosts": hosts,
+        "summary": {
+            "hosts": reports.len(),
+            "pass": hosts_with("pass"),
+            "fail": hosts_with("fail"),
+            "unreachable": hosts_with("unreachable"),
+            "checks": {
+                "pass": count(CheckStatus::Pass),
+                "fail": count(CheckStatus::Fail),
+                "warn": count(CheckStatus::Warn),
+                "skip": count(CheckStatus::Skip),
+            },
+            "duration_ms": summary.duration_ms,
+            "exit_code": summary.exit_code,
+        },
+    })
 }
 
 impl Reporter for JsonReporter {
@@ -33,18 +97,13 @@ impl Reporter for JsonReporter {
                 // Inventory order, whatever order the hosts finished in.
                 let order = |r: &HostReport| self.hosts.iter().position(|h| *h == r.host);
                 self.reports.sort_by_key(order);
-                let document = json!({
-                    "command": self.command,
-                    "hosts": self.reports,
-                    "summary": summary,
-                });
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&document).unwrap_or_default()
-                );
-                let _ = out.flush();
+                let document = if self.command == "verify" {
+                    verify_document(&self.reports, summary)
+                } else {
+                    json!({"command": self.command, "hosts": self.reports, "summary": summary})
+                };
+                let text = serde_json::to_string_pretty(&document).unwrap_or_default() + "\n";
+                super::write_document(self.target.as_deref(), &text);
             }
             _ => {}
         }

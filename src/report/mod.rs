@@ -1,8 +1,13 @@
-//! Reporters: consumers of engine events. The display mode is chosen by a
-//! pure function of the terminal, CI and the flags, so it can be tested.
+//! Reporters: consumers of engine events. Which ones run, and where they
+//! write, is a pure function of the format, the terminal, CI and `--output`,
+//! so it can be tested without a terminal.
 
 pub mod human;
 pub mod json;
+pub mod junit;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use crate::events::Event;
 
@@ -10,23 +15,52 @@ use crate::events::Event;
 pub enum Format {
     Text,
     Json,
+    Junit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Display {
-    /// indicatif bars on stderr, results on stdout.
+    /// indicatif bars on stderr, result lines on stdout.
     Progress,
     /// One plain line per event on stdout: logs, pipes, CI.
     Plain,
-    /// One JSON document on stdout, nothing else there.
-    Json,
 }
 
-pub fn display(format: Format, stderr_is_terminal: bool, ci: bool) -> Display {
-    match format {
-        Format::Json => Display::Json,
-        Format::Text if stderr_is_terminal && !ci => Display::Progress,
-        Format::Text => Display::Plain,
+/// What gets printed where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outputs {
+    /// Human text on stdout, if any.
+    pub human: Option<Display>,
+    /// A document (json, junit, or the text transcript) and where it goes:
+    /// `None` is stdout.
+    pub document: Option<(Format, Option<PathBuf>)>,
+}
+
+pub fn outputs(
+    format: Format,
+    output: Option<&Path>,
+    stderr_is_terminal: bool,
+    ci: bool,
+) -> Outputs {
+    let display = if stderr_is_terminal && !ci {
+        Display::Progress
+    } else {
+        Display::Plain
+    };
+    match (format, output) {
+        (Format::Text, None) => Outputs {
+            human: Some(display),
+            document: None,
+        },
+        // A document on stdout is all stdout holds.
+        (format, None) => Outputs {
+            human: None,
+            document: Some((format, None)),
+        },
+        (format, Some(file)) => Outputs {
+            human: Some(display),
+            document: Some((format, Some(file.to_path_buf()))),
+        },
     }
 }
 
@@ -34,12 +68,49 @@ pub trait Reporter: Send {
     fn event(&mut self, event: &Event);
 }
 
-pub fn reporter(display: Display, command: &str, diff: bool) -> Box<dyn Reporter> {
-    match display {
-        Display::Json => Box::new(json::JsonReporter::new(command)),
-        Display::Progress => Box::new(human::HumanReporter::new(true, diff)),
-        Display::Plain => Box::new(human::HumanReporter::new(false, diff)),
+/// The reporters for one run of `command` (push, run, verify).
+pub fn reporters(outputs: &Outputs, command: &str, diff: bool) -> Vec<Box<dyn Reporter>> {
+    let mut list: Vec<Box<dyn Reporter>> = Vec::new();
+    if let Some(display) = outputs.human {
+        list.push(Box::new(human::HumanReporter::new(display, diff, None)));
     }
+    if let Some((format, target)) = &outputs.document {
+        let target = target.clone();
+        list.push(match format {
+            Format::Json => Box::new(json::JsonReporter::new(command, target)),
+            Format::Junit => Box::new(junit::JunitReporter::new(command, target)),
+            Format::Text => Box::new(human::HumanReporter::new(Display::Plain, diff, target)),
+        });
+    }
+    list
+}
+
+/// Writes a finished document to stdout or, atomically, to a file.
+pub fn write_document(target: Option<&Path>, text: &str) {
+    match target {
+        None => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+        Some(path) => {
+            if let Err(err) = write_file(path, text) {
+                eprintln!("csdeploy: error: cannot write {}: {err}", path.display());
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(text.as_bytes())?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -47,11 +118,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn display_mode() {
-        assert_eq!(display(Format::Text, true, false), Display::Progress);
-        assert_eq!(display(Format::Text, true, true), Display::Plain);
-        assert_eq!(display(Format::Text, false, false), Display::Plain);
-        assert_eq!(display(Format::Json, true, false), Display::Json);
-        assert_eq!(display(Format::Json, false, true), Display::Json);
+    fn outputs_follow_format_terminal_ci_and_output() {
+        let text = |tty, ci| outputs(Format::Text, None, tty, ci).human;
+        assert_eq!(text(true, false), Some(Display::Progress));
+        assert_eq!(text(true, true), Some(Display::Plain));
+        assert_eq!(text(false, false), Some(Display::Plain));
+        let json = outputs(Format::Json, None, true, false);
+        assert_eq!(json.human, None, "stdout holds the document alone");
+        assert_eq!(json.document, Some((Format::Json, None)));
+        let file = outputs(Format::Junit, Some(Path::new("r.xml")), false, true);
+        assert_eq!(file.human, Some(Display::Plain));
+        assert_eq!(
+            file.document,
+            Some((Format::Junit, Some(PathBuf::from("r.xml"))))
+        );
     }
 }

@@ -185,6 +185,18 @@ def command(op):
             "msg": None if proc.returncode == 0 else "exit code %d" % proc.returncode}
 
 
+def verify(op):
+    # The verification ships with each run (see verify.py); it runs in this
+    # process so verifying costs no extra remote command.
+    namespace = {"__name__": "csdeploy_verify"}
+    try:
+        exec(compile(op["source"], "csdeploy-verify.py", "exec"), namespace)
+        checks = namespace["run"](op["args"])
+    except Exception as err:  # a crash must still come back as a result
+        return {"ok": False, "msg": "verification crashed: %s: %s" % (type(err).__name__, err)}
+    return {"ok": True, "checks": checks}
+
+
 def read_exact(stream, size):
     data = stream.read(size)
     if len(data) != size:
@@ -197,7 +209,8 @@ def apply(stream):
     ops = header["ops"]
     # Read everything first: a dropped connection must change nothing.
     blobs = [read_exact(stream, op["size"]) if op["op"] == "write" else None for op in ops]
-    handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "command": command}
+    handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "command": command,
+                "verify": verify}
     results = []
     for op, blob in zip(ops, blobs):
         try:

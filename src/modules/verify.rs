@@ -1,0 +1,152 @@
+//! `verify`: the parallel-isolation verification (see `src/remote/verify.py`),
+//! run through the deployed launcher. It changes nothing that outlives it: its
+//! test sessions are removed by the deployed cleaner before it returns.
+
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Action, Decision, Op, RenderError};
+use crate::builtin;
+use crate::events::{CheckResult, CheckStatus, TaskResult, TaskStatus};
+use crate::template::value_text;
+use crate::vars::Vars;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// A stand-in that writes history exactly as Claude Code does.
+    #[default]
+    Probe,
+    /// The real Claude Code on the host, headless, with no network.
+    Claude,
+}
+
+fn default_sessions() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyArgs {
+    /// Sessions launched at once.
+    #[serde(default = "default_sessions")]
+    pub sessions: u32,
+    #[serde(default)]
+    pub client: Client,
+    /// Warnings and skipped checks fail too.
+    #[serde(default)]
+    pub strict: bool,
+    /// Seconds each test session waits for the others to start.
+    pub wait: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyAction {
+    pub args: VerifyArgs,
+    pub claude_home: String,
+    pub inherit_link: String,
+    pub max_sessions: u64,
+}
+
+const MAX_SESSIONS_AT_ONCE: u32 = 64;
+
+impl VerifyArgs {
+    pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
+        if !(1..=MAX_SESSIONS_AT_ONCE).contains(&self.sessions) {
+            return Err(RenderError {
+                field: "sessions",
+                message: format!(
+                    "sessions must be 1 to {MAX_SESSIONS_AT_ONCE}, not {}",
+                    self.sessions
+                ),
+            });
+        }
+        let text = |key: &str| vars.get(key).map(value_text).unwrap_or_default();
+        let max_sessions = text("max_sessions")
+            .trim()
+            .parse()
+            .map_err(|_| RenderError {
+                field: "sessions",
+                message: format!(
+                    "max_sessions must be a whole number, not `{}`",
+                    text("max_sessions")
+                ),
+            })?;
+        Ok(Action::Verify(VerifyAction {
+            args: self.clone(),
+            claude_home: text("claude_home"),
+            inherit_link: text("inherit_link"),
+            max_sessions,
+        }))
+    }
+}
+
+impl VerifyAction {
+    pub fn decide(&self, check_mode: bool) -> Decision {
+        if check_mode {
+            return Decision {
+                skipped: true,
+                msg: Some("verification does not run in check mode".into()),
+                ..Decision::default()
+            };
+        }
+        // What the deployed scripts must hash to: what this binary ships.
+        let expected: serde_json::Map<String, serde_json::Value> = builtin::FILES
+            .iter()
+            .map(|(name, text)| {
+                (
+                    name.to_string(),
+                    hex::encode(Sha256::digest(text.as_bytes())).into(),
+                )
+            })
+            .collect();
+        let client = match self.args.client {
+            Client::Probe => "probe",
+            Client::Claude => "claude",
+        };
+        Decision {
+            op: Some(Op {
+                header: json!({
+                    "op": "verify",
+                    "source": builtin::VERIFIER,
+                    "args": {
+                        "claude_home": self.claude_home,
+                        "sessions": self.args.sessions,
+                        "client": client,
+                        "wait": self.args.wait.unwrap_or(10),
+                        "inherit_link": self.inherit_link,
+                        "max_sessions": self.max_sessions,
+                        "expected": expected,
+                    },
+                }),
+                data: None,
+            }),
+            ..Decision::default()
+        }
+    }
+
+    /// Sets the task's status from its checks.
+    pub fn judge(&self, task: &mut TaskResult) {
+        let failing: Vec<&CheckResult> = task
+            .checks
+            .iter()
+            .filter(|c| {
+                c.status == CheckStatus::Fail
+                    || (self.args.strict
+                        && matches!(c.status, CheckStatus::Warn | CheckStatus::Skip))
+            })
+            .collect();
+        if task.status == TaskStatus::Failed {
+            return;
+        }
+        if failing.is_empty() {
+            task.status = TaskStatus::Ok;
+            task.msg = Some(format!("{} checks passed", task.checks.len()));
+        } else {
+            task.status = TaskStatus::Failed;
+            let ids: Vec<&str> = failing.iter().map(|c| c.id.as_str()).collect();
+            task.msg = Some(format!("failed: {}", ids.join(", ")));
+        }
+    }
+}

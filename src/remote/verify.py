@@ -1,0 +1,594 @@
+"""csdeploy's parallel-isolation verification, run on the host being verified.
+
+The agent loads this file and calls run(args) inside its apply step, so a
+`csdeploy verify` costs a host one remote command. It repeats, through the
+deployed launcher, the proof the LXC 122 report made by hand, and more: N
+sessions are started at once with a client that behaves like Claude Code
+(`probe`) or the real Claude Code (`claude`), then every check is judged from
+what really happened on the filesystem. Each check returns a stable id, a
+status (pass|fail|warn|skip) and, on failure, what was expected and what was
+found. The verifier reads the registry format itself rather than importing the
+deployed registry library: the code under test does not get to grade itself.
+
+Python 3.8+ standard library only.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+SESSION_MB = 500
+POLL = 0.02
+WALK_LIMIT = 20000
+
+# The stand-in client: appends one history line where Claude Code would, then
+# waits (bounded) until every session of the run has started and the verifier
+# has looked at them, which is what proves the sessions overlapped.
+PROBE = r'''
+import json, os, sys, time
+work, n, limit = os.environ["CSDEPLOY_VERIFY_DIR"], int(os.environ["CSDEPLOY_VERIFY_N"]), float(os.environ["CSDEPLOY_VERIFY_WAIT"])
+token = sys.argv[-1]
+start = time.time()
+config = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.environ["HOME"], ".claude")
+os.makedirs(config, exist_ok=True)
+line = {"display": "csdeploy verify " + token, "pastedContents": {}, "timestamp": int(start * 1000),
+        "project": os.getcwd(), "sessionId": token}
+with open(os.path.join(config, "history.jsonl"), "a") as f:
+    f.write(json.dumps(line) + "\n")
+open(os.path.join(work, "started", token), "w").close()
+all_started = False
+while time.time() < start + limit:
+    all_started = len(os.listdir(os.path.join(work, "started"))) >= n
+    if all_started and os.path.exists(os.path.join(work, "release")):
+        break
+    time.sleep(0.01)
+report = {"token": token, "start": start, "end": time.time(), "all_started": all_started,
+          "config_dir": os.environ.get("CLAUDE_CONFIG_DIR"), "session_dir": os.environ.get("CLAUDE_SESSION_DIR")}
+with open(os.path.join(work, "reports", token + ".json"), "w") as f:
+    json.dump(report, f)
+'''
+
+
+class Check:
+    def __init__(self, check_id):
+        self.id = check_id
+        self.started = time.monotonic()
+
+    def result(self, status, expected=None, actual=None, detail=None):
+        return {"id": self.id, "status": status, "expected": expected, "actual": actual,
+                "detail": detail, "duration_ms": int((time.monotonic() - self.started) * 1000)}
+
+    def verdict(self, problems, expected, passed, detail=None):
+        if problems:
+            return self.result("fail", expected, "; ".join(problems), detail)
+        return self.result("pass", expected, passed, detail)
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_registry(sessions_dir):
+    """The registry's sessions by id, or None when it is missing or unreadable."""
+    try:
+        with open(os.path.join(sessions_dir, ".registry")) as f:
+            data = json.load(f)
+        sessions = data.get("sessions")
+        return sessions if isinstance(sessions, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def active_links(active_dir):
+    links = {}
+    try:
+        for name in os.listdir(active_dir):
+            path = os.path.join(active_dir, name)
+            if os.path.islink(path):
+                links[name] = os.path.realpath(path)
+    except OSError:
+        pass
+    return links
+
+
+def file_state(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    state = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    if stat.S_ISREG(st.st_mode):
+        state["sha256"] = sha256_of(path)
+    return state
+
+
+def snapshot_default(claude_home, home):
+    """Everything under the default config dir except sessions/, plus ~/.claude.json."""
+    entries = {}
+    for root, dirs, files in os.walk(claude_home):
+        if root == claude_home and "sessions" in dirs:
+            dirs.remove("sessions")
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            entries[os.path.relpath(path, claude_home)] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
+            if len(entries) >= WALK_LIMIT:
+                return entries
+    beside = os.path.join(home, ".claude.json")
+    if os.path.realpath(claude_home) == os.path.realpath(os.path.join(home, ".claude")) and os.path.lexists(beside):
+        st = os.lstat(beside)
+        entries["../.claude.json"] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
+    return entries
+
+
+def session_ids(sessions_dir):
+    try:
+        return sorted(n for n in os.listdir(sessions_dir) if UUID_RE.match(n))
+    except OSError:
+        return []
+
+
+class Session:
+    """One test session: what the verifier launched and what it learned."""
+
+    def __init__(self, index, token):
+        self.index = index
+        self.token = token
+        self.name = "csdeploy-verify-" + token
+        self.process = None
+        self.launched = None
+        self.exited = None
+        self.seen_active = False
+        self.seen_link = None
+        self.report = None
+        self.entry_id = None
+
+    def label(self):
+        return "session %d" % (self.index + 1)
+
+
+def launch(sessions, launcher, client_argv, env, work):
+    for s in sessions:
+        log = open(os.path.join(work, "launcher-%d.log" % s.index), "wb")
+        s.launched = time.time()
+        s.process = subprocess.Popen([launcher, "--name", s.name, "--force", "--"] + client_argv(s),
+                                     env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     cwd=env.get("HOME") or "/", start_new_session=True)
+        log.close()
+
+
+def observe(sessions, sessions_dir, active_dir, work, wait_limit, probe):
+    """Watches the sessions run: registry entries and active links are looked
+    at while each session is alive; releases the probes once all have started
+    and been seen, or the time is up."""
+    started_dir = os.path.join(work, "started")
+    released = False
+    deadline = time.time() + wait_limit + 2
+    hard_deadline = time.time() + 2 * wait_limit * max(1, len(sessions)) + 10
+    while True:
+        registry = read_registry(sessions_dir) or {}
+        by_name = {e.get("name"): (sid, e) for sid, e in registry.items() if isinstance(e, dict)}
+        links = active_links(active_dir)
+        started = set(os.listdir(started_dir)) if probe else set()
+        for s in sessions:
+            if s.exited is None and s.process.poll() is not None:
+                s.exited = time.time()
+            if s.exited is not None or (probe and s.token not in started):
+                continue
+            sid, entry = by_name.get(s.name, (None, None))
+            if entry is not None:
+                s.entry_id = sid
+                if entry.get("status") == "active":
+                    s.seen_active = True
+                if sid in links:
+                    s.seen_link = links[sid]
+        if all(s.exited is not None for s in sessions):
+            return
+        if probe and not released:
+            all_seen = all(s.token in started and s.seen_active for s in sessions)
+            if (len(started) >= len(sessions) and all_seen) or time.time() > deadline:
+                open(os.path.join(work, "release"), "w").close()
+                released = True
+        if time.time() > hard_deadline:
+            for s in sessions:
+                if s.exited is None:
+                    try:
+                        os.killpg(s.process.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    s.process.wait()
+                    s.exited = time.time()
+            return
+        time.sleep(POLL)
+
+
+def check_integrity(bindir, expected):
+    check = Check("launcher-integrity")
+    problems = []
+    for name, want in sorted(expected.items()):
+        path = os.path.join(bindir, name)
+        try:
+            got = sha256_of(path)
+        except OSError as err:
+            problems.append("%s: %s" % (name, err.strerror))
+            continue
+        if got != want:
+            problems.append("%s: sha256 %s, csdeploy ships %s" % (name, got[:12], want[:12]))
+    return check.verdict(problems, "deployed scripts match what this csdeploy ships (sha256)",
+                         "%d scripts match" % len(expected))
+
+
+def check_capacity(max_sessions):
+    check = Check("capacity")
+    mem_mb = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_mb = int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    if mem_mb is None:
+        return check.result("skip", detail="/proc/meminfo is not readable")
+    expected = "max_sessions x %d MB fits in memory" % SESSION_MB
+    if not max_sessions:
+        return check.result("warn", expected, "max_sessions is unlimited; host has %d MB" % mem_mb)
+    need = max_sessions * SESSION_MB
+    actual = "%d x %d MB = %d MB, host has %d MB" % (max_sessions, SESSION_MB, need, mem_mb)
+    return check.result("pass" if need <= mem_mb else "warn", expected, actual)
+
+
+def session_dir_of(s, sessions_dir):
+    """The directory the launcher gave the session: what it exported (or the
+    wrong variable it exported), else what it registered."""
+    report = s.report or {}
+    for key in ("config_dir", "session_dir"):
+        if report.get(key):
+            return os.path.realpath(report[key])
+    if s.entry_id:
+        return os.path.join(os.path.realpath(sessions_dir), s.entry_id)
+    return None
+
+
+def check_parallel(sessions, probe):
+    check = Check("parallel-launch")
+    problems = []
+    codes = [s.process.returncode for s in sessions]
+    if any(code != 0 for code in codes):
+        problems.append("exit codes %s" % codes)
+    if probe:
+        missing = [s.label() for s in sessions if s.report is None]
+        if missing:
+            problems.append("client never ran in %s" % ", ".join(missing))
+        reports = [s.report for s in sessions if s.report]
+        if reports and len(reports) == len(sessions):
+            latest_start = max(r["start"] for r in reports)
+            earliest_end = min(r["end"] for r in reports)
+            if latest_start >= earliest_end:
+                problems.append("not running at once: the last session started %.2fs after the first ended"
+                                % (latest_start - earliest_end))
+            elif not all(r["all_started"] for r in reports):
+                problems.append("some sessions gave up waiting for the others")
+    else:
+        latest = max(s.launched for s in sessions)
+        if min(s.exited for s in sessions) <= latest:
+            problems.append("a session ended before the last one was launched")
+    return check.verdict(problems, "%d sessions running at once, all exiting 0" % len(sessions),
+                         "%d sessions overlapped, exit codes %s" % (len(sessions), codes))
+
+
+def check_history(sessions, sessions_dir, default_history):
+    check = Check("history-isolation")
+    problems = []
+    inodes = {}
+    for s in sessions:
+        sdir = session_dir_of(s, sessions_dir)
+        report = s.report or {}
+        if report and not report.get("config_dir"):
+            home_history = default_history
+            problems.append("%s: CLAUDE_CONFIG_DIR was not set, history went to %s instead of %s"
+                            % (s.label(), home_history, os.path.join(sdir or "<session dir>", "history.jsonl")))
+            continue
+        if sdir is None:
+            problems.append("%s: no session directory" % s.label())
+            continue
+        path = os.path.join(sdir, "history.jsonl")
+        try:
+            st = os.stat(path)
+            with open(path) as f:
+                ids = [json.loads(line).get("sessionId") for line in f if line.strip()]
+        except (OSError, ValueError) as err:
+            problems.append("%s: %s: %s" % (s.label(), path, getattr(err, "strerror", None) or err))
+            continue
+        if ids != [s.token]:
+            others = len([i for i in ids if i != s.token])
+            problems.append("%s: %s holds %d of its own entries and %d from other sessions"
+                            % (s.label(), path, ids.count(s.token), others))
+        key = (st.st_dev, st.st_ino)
+        if key in inodes:
+            problems.append("%s and %s share history inode %d" % (inodes[key], s.label(), st.st_ino))
+        inodes[key] = s.label()
+    return check.verdict(problems, "each session's history in <its session dir>/history.jsonl, distinct inodes, only its own entries",
+                         "%d histories, inodes %s" % (len(inodes), sorted(k[1] for k in inodes)))
+
+
+def check_directories(sessions, sessions_dir):
+    check = Check("directory-isolation")
+    problems = []
+    seen = {}
+    uid = os.getuid()
+    root = os.path.realpath(sessions_dir)
+    for s in sessions:
+        sdir = session_dir_of(s, sessions_dir)
+        if sdir is None:
+            problems.append("%s: no session directory" % s.label())
+            continue
+        name = os.path.basename(sdir)
+        if os.path.dirname(sdir) != root or not UUID_RE.match(name):
+            problems.append("%s: %s is not a UUID directory in %s" % (s.label(), sdir, root))
+        if sdir in seen:
+            problems.append("%s and %s share %s" % (seen[sdir], s.label(), sdir))
+        seen[sdir] = s.label()
+        try:
+            st = os.lstat(sdir)
+        except OSError:
+            problems.append("%s: %s does not exist" % (s.label(), sdir))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            problems.append("%s: %s is not a directory" % (s.label(), sdir))
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            problems.append("%s: mode %04o" % (s.label(), stat.S_IMODE(st.st_mode)))
+        if st.st_uid != uid:
+            problems.append("%s: owned by uid %d, not the login user (%d)" % (s.label(), st.st_uid, uid))
+    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by the login user",
+                         "%d distinct UUID directories, 0700, uid %d" % (len(seen), uid))
+
+
+def check_shared_state(sessions, sessions_dir, inherit_link):
+    check = Check("no-shared-state")
+    problems = []
+    policy = []
+    owners = {}
+    dirs = sorted({d for d in (session_dir_of(s, sessions_dir) for s in sessions) if d})
+    for sdir in dirs:
+        label = os.path.basename(sdir)
+        for root, subdirs, files in os.walk(sdir):
+            for name in subdirs + files:
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, sdir)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    target = os.path.realpath(path)
+                    if target == sdir or target.startswith(sdir + os.sep):
+                        continue
+                    if rel in inherit_link:
+                        policy.append(rel)
+                    else:
+                        problems.append("%s/%s is a symlink to %s, outside its session" % (label, rel, target))
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    problems.append("%s/%s has %d hard links" % (label, rel, st.st_nlink))
+                key = (st.st_dev, st.st_ino)
+                if key in owners and owners[key] != label:
+                    problems.append("%s/%s shares inode %d with session %s" % (label, rel, st.st_ino, owners[key]))
+                owners[key] = label
+    detail = None
+    if policy:
+        detail = "shared by policy (inherit_link): %s" % ", ".join(sorted(set(policy)))
+    return check.verdict(problems, "no hard links, no symlinks out of a session dir except inherit_link, no shared inodes",
+                         "%d session dirs share nothing" % len(dirs), detail)
+
+
+def check_default(before, after, history_before, history_after, default_history):
+    check = Check("default-untouched")
+    problems = []
+    if history_before != history_after:
+        def show(state):
+            if state is None:
+                return "absent"
+            return "size %d, mtime_ns %d, sha256 %s" % (state["size"], state["mtime_ns"], state.get("sha256", "")[:12])
+        problems.append("%s changed: was %s, now %s" % (default_history, show(history_before), show(history_after)))
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k != "history.jsonl")
+    if changed:
+        shown = ", ".join(changed[:10]) + (" and %d more" % (len(changed) - 10) if len(changed) > 10 else "")
+        problems.append("changed outside sessions/: %s" % shown)
+    return check.verdict(problems, "default history and everything outside sessions/ unchanged",
+                         "unchanged (%d entries watched)" % len(before))
+
+
+def check_registry(sessions, sessions_dir):
+    check = Check("registry-tracking")
+    registry = read_registry(sessions_dir)
+    if registry is None:
+        return check.result("fail", "every test session in the registry, active while running, ended after",
+                            "registry %s missing or unreadable" % os.path.join(sessions_dir, ".registry"))
+    by_name = {e.get("name"): e for e in registry.values() if isinstance(e, dict)}
+    problems = []
+    for s in sessions:
+        entry = by_name.get(s.name)
+        if entry is None:
+            problems.append("%s: no registry entry" % s.label())
+            continue
+        if not s.seen_active:
+            problems.append("%s: never seen active while it ran" % s.label())
+        if entry.get("status") != "ended":
+            problems.append("%s: status %r after exit, expected 'ended'" % (s.label(), entry.get("status")))
+        elif entry.get("exit_code") != s.process.returncode:
+            problems.append("%s: recorded exit code %r, real %r" % (s.label(), entry.get("exit_code"), s.process.returncode))
+    return check.verdict(problems, "every test session in the registry, active while running, ended after",
+                         "%d sessions tracked: active, then ended" % len(sessions))
+
+
+def check_links(sessions, sessions_dir, active_dir):
+    check = Check("active-links")
+    if not os.path.isdir(active_dir) or os.path.islink(active_dir):
+        return check.result("fail", "%s is a directory" % active_dir, "missing")
+    problems = []
+    remaining = active_links(active_dir)
+    for s in sessions:
+        sdir = os.path.join(os.path.realpath(sessions_dir), s.entry_id) if s.entry_id else None
+        if s.seen_link is None:
+            problems.append("%s: no active link while it ran" % s.label())
+        elif sdir and s.seen_link != sdir:
+            problems.append("%s: active link points to %s, not %s" % (s.label(), s.seen_link, sdir))
+        if s.entry_id and s.entry_id in remaining:
+            problems.append("%s: active link still there after exit" % s.label())
+    return check.verdict(problems, "a link per running session in sessions/active, gone after exit",
+                         "%d links appeared and were removed" % len(sessions))
+
+
+def cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry):
+    check = Check("cleanup")
+    problems = []
+    ids = set()
+    for s in sessions:
+        if s.entry_id:
+            ids.add(s.entry_id)
+        sdir = session_dir_of(s, sessions_dir)
+        if sdir and os.path.dirname(sdir) == os.path.realpath(sessions_dir) and UUID_RE.match(os.path.basename(sdir)):
+            ids.add(os.path.basename(sdir))
+    ids -= set(before_ids)
+    cleaner = os.path.join(bindir, "cleanup-sessions.py")
+    for sid in sorted(ids):
+        proc = subprocess.run([sys.executable, cleaner, "--sessions-dir", sessions_dir, "--session", sid],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if proc.returncode != 0 or os.path.lexists(os.path.join(sessions_dir, sid)):
+            problems.append("cleaner could not remove %s (exit %d): %s"
+                            % (sid, proc.returncode, proc.stderr.decode("utf-8", "replace").strip()[:200]))
+    after_ids = session_ids(sessions_dir)
+    lost = [sid for sid in before_ids if sid not in after_ids]
+    if lost:
+        problems.append("pre-existing sessions gone: %s" % ", ".join(lost))
+    registry = read_registry(sessions_dir) or {}
+    lost_entries = [sid for sid in (before_registry or {}) if sid not in registry]
+    if lost_entries:
+        problems.append("pre-existing registry entries gone: %s" % ", ".join(lost_entries))
+    left = [sid for sid in ids if sid in registry]
+    if left:
+        problems.append("test registry entries left: %s" % ", ".join(left))
+    return check.verdict(problems, "test sessions removed by the deployed cleaner, pre-existing sessions kept",
+                         "%d test sessions removed, %d pre-existing kept" % (len(ids), len(before_ids)))
+
+
+def skipped(check_ids, reason):
+    return [Check(i).result("skip", detail=reason) for i in check_ids]
+
+
+SESSION_CHECKS = ["parallel-launch", "history-isolation", "directory-isolation", "no-shared-state",
+                  "default-untouched", "registry-tracking", "active-links", "cleanup"]
+
+
+def run(args):
+    home = os.path.expanduser("~")
+    claude_home = os.path.realpath(os.path.expanduser(args["claude_home"]))
+    bindir = os.path.join(claude_home, "bin")
+    sessions_dir = os.path.join(claude_home, "sessions")
+    active_dir = os.path.join(sessions_dir, "active")
+    launcher = os.path.join(bindir, "claude-session")
+    default_history = os.path.join(claude_home, "history.jsonl")
+    n = int(args.get("sessions", 2))
+    probe = args.get("client", "probe") == "probe"
+    wait_limit = float(args.get("wait", 10))
+    inherit_link = set(str(args.get("inherit_link") or "").split())
+
+    checks = [check_integrity(bindir, args.get("expected", {})), check_capacity(int(args.get("max_sessions") or 0))]
+    if not os.access(launcher, os.X_OK):
+        return checks + skipped(SESSION_CHECKS, "no executable launcher at %s" % launcher)
+    env = dict(os.environ)
+    if probe:
+        client = None
+    else:
+        client = shutil.which("claude", path=env.get("PATH"))
+        if client is None:
+            return checks + skipped(SESSION_CHECKS, "Claude Code (`claude`) is not installed on this host")
+        # Headless, and no request leaves the host: port 9 on loopback is closed.
+        env["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
+
+    work = tempfile.mkdtemp(prefix="csdeploy-verify-")
+    try:
+        os.mkdir(os.path.join(work, "started"))
+        os.mkdir(os.path.join(work, "reports"))
+        if probe:
+            client = os.path.join(work, "probe")
+            with open(client, "w") as f:
+                f.write("#!%s\n%s" % (sys.executable, PROBE))
+            os.chmod(client, 0o700)
+        env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_N": str(n),
+                    "CSDEPLOY_VERIFY_WAIT": str(wait_limit)})
+        env.pop("CLAUDE_CONFIG_DIR", None)
+        run_id = os.urandom(4).hex()
+        sessions = [Session(i, "%s-%d" % (run_id, i)) for i in range(n)]
+
+        def client_argv(s):
+            return [s.token] if probe else ["-p", "csdeploy verify " + s.token]
+
+        before_ids = session_ids(sessions_dir)
+        before_registry = read_registry(sessions_dir)
+        default_before = snapshot_default(claude_home, home)
+        history_before = file_state(default_history)
+
+        phase = Check("parallel-launch")
+        launch(sessions, launcher, client_argv, env, work)
+        observe(sessions, sessions_dir, active_dir, work, wait_limit, probe)
+        for s in sessions:
+            try:
+                with open(os.path.join(work, "reports", s.token + ".json")) as f:
+                    s.report = json.load(f)
+            except (OSError, ValueError):
+                s.report = None
+        launch_check = check_parallel(sessions, probe)
+        launch_check["duration_ms"] = int((time.monotonic() - phase.started) * 1000)
+
+        checks += [
+            launch_check,
+            check_history(sessions, sessions_dir, default_history) if probe else check_claude_state(sessions, sessions_dir),
+            check_directories(sessions, sessions_dir),
+            check_shared_state(sessions, sessions_dir, inherit_link),
+            check_default(default_before, snapshot_default(claude_home, home), history_before,
+                          file_state(default_history), default_history),
+            check_registry(sessions, sessions_dir),
+            check_links(sessions, sessions_dir, active_dir),
+            cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry),
+        ]
+        return checks
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_claude_state(sessions, sessions_dir):
+    """With the real Claude Code, headless mode writes no history; its state
+    files (.claude.json, the transcript) must land in the session's own dir."""
+    check = Check("history-isolation")
+    problems = []
+    for s in sessions:
+        sdir = session_dir_of(s, sessions_dir)
+        if sdir is None:
+            problems.append("%s: no session directory" % s.label())
+            continue
+        if not os.path.isfile(os.path.join(sdir, ".claude.json")):
+            problems.append("%s: no .claude.json in %s" % (s.label(), sdir))
+        transcripts = []
+        for root, _dirs, files in os.walk(os.path.join(sdir, "projects")):
+            transcripts += [f for f in files if f.endswith(".jsonl")]
+        if not transcripts:
+            problems.append("%s: no projects/<cwd>/<id>.jsonl transcript in %s" % (s.label(), sdir))
+    return check.verdict(problems, "Claude Code's state (.claude.json, projects/<cwd>/<id>.jsonl) in each session's own dir",
+                         "%d sessions each wrote their own state" % len(sessions))

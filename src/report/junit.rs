@@ -1,0 +1,113 @@
+//! `--format junit`: a `<testsuite>` per host, a `<testcase>` per check (verify)
+//! or per task (push, run); an unreachable host is one `<error>` testcase.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use super::Reporter;
+use crate::events::{CheckStatus, Event, HostReport, HostStatus, TaskStatus};
+
+pub struct JunitReporter {
+    command: String,
+    target: Option<PathBuf>,
+    hosts: Vec<String>,
+    reports: Vec<HostReport>,
+}
+
+impl JunitReporter {
+    pub fn new(command: &str, target: Option<PathBuf>) -> JunitReporter {
+        JunitReporter {
+            command: command.to_string(),
+            target,
+            hosts: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+}
+
+fn failure(kind: NonSuccessKind, message: &str, body: &str) -> TestCaseStatus {
+    let mut status = TestCaseStatus::non_success(kind);
+    status.set_message(message).set_description(body);
+    status
+}
+
+fn suite(report: &HostReport) -> TestSuite {
+    let mut suite = TestSuite::new(report.host.as_str());
+    suite.set_time(Duration::from_millis(report.duration_ms));
+    if report.status == HostStatus::Unreachable
+        || (report.tasks.is_empty() && report.error.is_some())
+    {
+        let error = report.error.clone().unwrap_or_default();
+        let mut case = TestCase::new("connect", failure(NonSuccessKind::Error, &error, &error));
+        case.set_classname(report.host.as_str());
+        suite.add_test_case(case);
+        return suite;
+    }
+    for task in &report.tasks {
+        if task.checks.is_empty() {
+            let status = match task.status {
+                TaskStatus::Failed => {
+                    let msg = task.msg.clone().unwrap_or_else(|| "failed".into());
+                    failure(NonSuccessKind::Failure, &msg, &msg)
+                }
+                TaskStatus::Skipped => TestCaseStatus::skipped(),
+                _ => TestCaseStatus::success(),
+            };
+            let mut case = TestCase::new(task.name.as_str(), status);
+            case.set_classname(report.host.as_str());
+            suite.add_test_case(case);
+        }
+        for check in &task.checks {
+            let status = match check.status {
+                CheckStatus::Pass | CheckStatus::Warn => TestCaseStatus::success(),
+                CheckStatus::Skip => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(check.detail.clone().unwrap_or_default());
+                    s
+                }
+                CheckStatus::Fail => {
+                    let expected = check.expected.clone().unwrap_or_default();
+                    let actual = check.actual.clone().unwrap_or_default();
+                    let message = format!("expected {expected}; actual {actual}");
+                    let mut body = format!("expected: {expected}\nactual: {actual}");
+                    if let Some(detail) = &check.detail {
+                        body.push_str(&format!("\ndetail: {detail}"));
+                    }
+                    failure(NonSuccessKind::Failure, &message, &body)
+                }
+            };
+            let mut case = TestCase::new(check.id.as_str(), status);
+            case.set_classname(report.host.as_str())
+                .set_time(Duration::from_millis(check.duration_ms));
+            if check.status == CheckStatus::Warn {
+                case.set_system_out(format!(
+                    "WARN: {}",
+                    check.actual.clone().unwrap_or_default()
+                ));
+            }
+            suite.add_test_case(case);
+        }
+    }
+    suite
+}
+
+impl Reporter for JunitReporter {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { hosts, .. } => self.hosts = hosts.clone(),
+            Event::HostDone(report) => self.reports.push(report.clone()),
+            Event::RunDone(summary) => {
+                let order = |r: &HostReport| self.hosts.iter().position(|h| *h == r.host);
+                self.reports.sort_by_key(order);
+                let mut junit = Report::new(format!("csdeploy {}", self.command));
+                junit.set_time(Duration::from_millis(summary.duration_ms));
+                junit.add_test_suites(self.reports.iter().map(suite));
+                let text = junit.to_string().unwrap_or_default();
+                super::write_document(self.target.as_deref(), &text);
+            }
+            _ => {}
+        }
+    }
+}
