@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc::UnboundedSender};
 
 use crate::builtin;
-use crate::events::{CheckResult, Event, HostReport, TaskResult, TaskStatus};
+use crate::events::{CheckResult, Event, HostReport, Phases, TaskResult, TaskStatus};
 use crate::facts::{Facts, GatherReply, Probe};
 use crate::modules::{Action, Decision};
 use crate::plan::{HostPlan, PlannedTask};
@@ -67,10 +67,14 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
             return report;
         }
     };
+    let mut phases = Phases {
+        connect_ms: millis(started),
+        ..Phases::default()
+    };
     let _ = events.send(Event::HostConnected {
         host: name.to_string(),
     });
-    let (tasks, error) = match deploy(&transport, plan, options).await {
+    let (tasks, error) = match deploy(&transport, plan, options, &mut phases).await {
         Ok(tasks) => (tasks, None),
         Err(err) => (Vec::new(), Some(err)),
     };
@@ -85,8 +89,30 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     let error = error.or_else(|| close_error.map(|e| format!("closing the connection: {e}")));
     let mut report = HostReport::new(name, tasks, error, false);
     report.remote_commands = remote_commands;
+    report.phases = phases;
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
+}
+
+/// Interpreter discovery, as Ansible does it, inside the one command: the
+/// platform python first (a PATH lookup can land on a slow shim such as
+/// pyenv's, ~100 ms a start), then whatever `python3` PATH has. The agent's
+/// source travels as `$0` of the sh script, so nothing is interpolated.
+const DISCOVER_PYTHON: &str = r#"for p in /usr/bin/python3 /usr/local/bin/python3 python3; do
+  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$0" "$@"; fi
+done
+echo "csdeploy: no python3 on this host (set ansible_python_interpreter)" >&2
+exit 127"#;
+
+fn agent_argv(python: Option<&str>, verb: &str) -> Vec<String> {
+    match python {
+        Some(python) => [python, "-I", "-S", "-c", builtin::AGENT, verb]
+            .map(String::from)
+            .to_vec(),
+        None => ["/bin/sh", "-c", DISCOVER_PYTHON, builtin::AGENT, verb]
+            .map(String::from)
+            .to_vec(),
+    }
 }
 
 /// Runs csdeploy's agent on the host with `request` on stdin.
@@ -98,14 +124,7 @@ async fn agent(
 ) -> Result<Vec<u8>, String> {
     let command = RemoteCommand {
         env: plan.host.environment.clone(),
-        argv: vec![
-            plan.host.python.clone(),
-            "-I".into(),
-            "-S".into(),
-            "-c".into(),
-            builtin::AGENT.into(),
-            verb.into(),
-        ],
+        argv: agent_argv(plan.host.python.as_deref(), verb),
     };
     let output = transport
         .exec(&command, stdin)
@@ -162,6 +181,10 @@ fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskRe
 
 /// The host's state, as far as the plan's tasks care; no round trip when
 /// they care about none (a verification alone).
+fn millis(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
 async fn gather(transport: &Transport, plan: &HostPlan) -> Result<Facts, String> {
     let probes: Vec<Probe> = plan.tasks.iter().flat_map(|t| t.action.probes()).collect();
     if probes.is_empty() {
@@ -178,8 +201,11 @@ async fn deploy(
     transport: &Transport,
     plan: &HostPlan,
     options: &Options,
+    phases: &mut Phases,
 ) -> Result<Vec<TaskResult>, String> {
+    let gathering = Instant::now();
     let mut facts = gather(transport, plan).await?;
+    phases.gather_ms = millis(gathering);
 
     // Decide every task against the host's state as earlier tasks will leave it.
     let mut decided = Vec::new();
@@ -212,7 +238,9 @@ async fn deploy(
     for data in ops.iter().filter_map(|op| op.data.as_ref()) {
         stdin.extend_from_slice(data);
     }
+    let applying = Instant::now();
     let reply = agent(transport, plan, "apply", stdin).await?;
+    phases.apply_ms = millis(applying);
     let reply: ApplyReply = serde_json::from_slice(&reply)
         .map_err(|err| format!("the csdeploy agent answered apply with bad JSON: {err}"))?;
 

@@ -72,8 +72,19 @@ pub struct HostReport {
     pub skipped: usize,
     pub remote_commands: usize,
     pub duration_ms: u64,
+    /// Where the host's time went.
+    pub phases: Phases,
     pub tasks: Vec<TaskResult>,
     pub error: Option<String>,
+}
+
+/// Milliseconds per phase of a host's run: connecting (the SSH handshake),
+/// the gather command, the apply command (which includes a verification).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Phases {
+    pub connect_ms: u64,
+    pub gather_ms: u64,
+    pub apply_ms: u64,
 }
 
 impl HostReport {
@@ -108,6 +119,7 @@ impl HostReport {
             skipped,
             remote_commands: 0,
             duration_ms: 0,
+            phases: Phases::default(),
             tasks,
             error,
         }

@@ -27,8 +27,9 @@ pub struct Host {
     pub connection: Connection,
     /// Exported for every command csdeploy runs there (Ansible's `environment`).
     pub environment: Vec<(String, String)>,
-    /// The interpreter that runs csdeploy's agent (`ansible_python_interpreter`).
-    pub python: String,
+    /// The interpreter that runs csdeploy's agent (`ansible_python_interpreter`);
+    /// `None` means discover it on the host.
+    pub python: Option<String>,
     pub vars: Vars,
 }
 
@@ -62,7 +63,7 @@ impl Host {
             environment: check.environment()?,
             python: check
                 .string("ansible_python_interpreter")?
-                .unwrap_or_else(|| "python3".into()),
+                .filter(|p| p != "auto"),
             vars: scoped.values.clone(),
         })
     }

@@ -52,6 +52,7 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
                 "error": r.error.clone().or_else(|| r.tasks.iter().find(|t| t.checks.is_empty()).and_then(|t| t.msg.clone())),
                 "remote_commands": r.remote_commands,
                 "duration_ms": r.duration_ms,
+                "phases": r.phases,
             })
         })
         .collect();

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""csdeploy's speed, measured against the SSH floor in the same run.
+
+Starts a real OpenSSH sshd on a loopback port with generated keys (the test
+harness's set-up), simulates N hosts (each its own inventory entry, HOME and
+SSH connection), and for each N measures, alternating the commands, after a
+warm-up round:
+
+  floor        N parallel `ssh ... true` with the ssh config csdeploy uses
+  push-first   csdeploy push on wiped hosts
+  push-rerun   csdeploy push with nothing to change
+  verify       csdeploy verify
+  ansible      ansible-playbook with bench/ansible-push.yml (only if installed)
+  pyinfra      pyinfra with bench/pyinfra_deploy.py (only if installed)
+
+It prints medians, each one's ratio to the floor, the median per-phase times
+csdeploy reports (connect = the SSH handshake, gather, apply), csdeploy's own
+peak memory, and checks the targets of the speed issue.
+
+    cargo build --release && python3 bench/bench.py [--hosts 1,10,50] [--runs 5] [--kex ALG]
+
+Nothing here touches your ~/.ssh or ~/.claude: every host's HOME is in a
+temporary directory, and ssh reads only the generated config.
+"""
+import argparse
+import getpass
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BENCH_USER = "csdbench"
+
+
+def make_user(lab_dir):
+    """As root, log in as a throwaway user (unlocked, no password: key only)
+    with an empty home: root's own
+    login shell may do heavy work for every command (pyenv init in .bashrc
+    costs ~230 ms here), which would be measured instead of SSH."""
+    subprocess.run(["userdel", BENCH_USER], stderr=subprocess.DEVNULL)
+    home = os.path.join(lab_dir, "userhome")
+    subprocess.run(["useradd", "--password", "*", "--no-create-home", "--home-dir", home, "--shell", "/bin/bash", BENCH_USER],
+                   check=True)
+    os.makedirs(home)
+    shutil.chown(home, BENCH_USER, BENCH_USER)
+    return BENCH_USER
+
+
+class Lab:
+    def __init__(self, max_hosts, kex, user):
+        self.dir = tempfile.mkdtemp(prefix="csd-bench-")
+        os.chmod(self.dir, 0o755)
+        self.made_user = user is None and os.getuid() == 0
+        self.user = make_user(self.dir) if self.made_user else (user or getpass.getuser())
+        d = self.dir
+        for name in ("hostkey", "id"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, name)], check=True)
+        shutil.copy(os.path.join(d, "id.pub"), os.path.join(d, "authorized_keys"))
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.port = free_port()
+        with open(os.path.join(d, "sshd_config"), "w") as f:
+            f.write("\n".join([
+                "Port %d" % self.port, "ListenAddress 127.0.0.1",
+                "HostKey %s/hostkey" % d, "AuthorizedKeysFile %s/authorized_keys" % d,
+                "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
+                "StrictModes no", "PidFile none", "MaxStartups 1000", "MaxSessions 30",
+                "PermitRootLogin prohibit-password", "LogLevel ERROR", ""]))
+        with open(os.path.join(d, "hostkey.pub")) as f:
+            key = " ".join(f.read().split()[:2])
+        with open(os.path.join(d, "known_hosts"), "w") as f:
+            f.write("[127.0.0.1]:%d %s\n" % (self.port, key))
+        lines = ["Host *", "  UserKnownHostsFile %s/known_hosts" % d, "  GlobalKnownHostsFile /dev/null",
+                 "  IdentityFile %s/id" % d, "  IdentitiesOnly yes", "  BatchMode yes"]
+        if kex:
+            lines.append("  KexAlgorithms %s" % kex)
+        self.ssh_config = os.path.join(d, "ssh_config")
+        with open(self.ssh_config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.sshd = subprocess.Popen([SSHD, "-D", "-e", "-f", os.path.join(d, "sshd_config")],
+                                     stderr=open(os.path.join(d, "sshd.log"), "w"))
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        self.max_hosts = max_hosts
+
+    def inventory(self, n):
+        path = os.path.join(self.dir, "inventory-%d.yml" % n)
+        lines = ["all:", "  hosts:"]
+        for i in range(n):
+            home = self.home(i)
+            os.makedirs(home, exist_ok=True)
+            if self.made_user:
+                shutil.chown(home, self.user, self.user)
+            lines += ["    host%d:" % i, "      ansible_host: 127.0.0.1", "      ansible_port: %d" % self.port,
+                      "      ansible_user: %s" % self.user, "      ansible_ssh_common_args: -F %s" % self.ssh_config,
+                      "      environment:", "        HOME: %s" % home]
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def home(self, i):
+        return os.path.join(self.dir, "homes", "host%d" % i)
+
+    def wipe(self, n):
+        for i in range(n):
+            shutil.rmtree(os.path.join(self.home(i), ".claude"), ignore_errors=True)
+
+    def close(self):
+        self.sshd.terminate()
+        self.sshd.wait()
+        if self.made_user:
+            subprocess.run(["userdel", self.user], stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def timed(argv, env=None):
+    """Wall time, output and peak RSS (KiB) of one command."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = proc.communicate()
+    elapsed = time.monotonic() - start
+    # communicate() reaped it; RUSAGE_CHILDREN's maxrss is the largest child so far.
+    return elapsed, proc.returncode, out, err
+
+
+def peak_rss_kib(argv, env=None):
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.execvpe(argv[0], argv, env or os.environ)
+    _, status, usage = os.wait4(pid, 0)
+    return usage.ru_maxrss
+
+
+def floor(lab, n):
+    argv = ["ssh", "-F", lab.ssh_config, "-p", str(lab.port), "%s@127.0.0.1" % lab.user, "true"]
+    start = time.monotonic()
+    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for _ in range(n)]
+    codes = [p.wait() for p in procs]
+    elapsed = time.monotonic() - start
+    if any(codes):
+        sys.exit("floor: ssh failed: %s (see %s/sshd.log)" % (codes, lab.dir))
+    return elapsed, None
+
+
+def csdeploy(binary, lab, inventory, *args):
+    argv = [binary] + list(args) + ["-i", inventory, "--ssh-config", lab.ssh_config, "--format", "json"]
+    env = dict(os.environ, CI="1")
+    elapsed, code, out, err = timed(argv, env)
+    if code != 0:
+        sys.exit("%s failed (%d): %s" % (" ".join(args), code, err.decode()[-2000:]))
+    return elapsed, json.loads(out)
+
+
+def ansible(lab, inventory):
+    argv = ["ansible-playbook", "-i", inventory, os.path.join(ROOT, "bench", "ansible-push.yml")]
+    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_FORKS="50",
+               ANSIBLE_SSH_ARGS="-F %s" % lab.ssh_config)
+    elapsed, code, out, err = timed(argv, env)
+    if code != 0:
+        sys.exit("ansible failed: %s" % out.decode()[-2000:])
+    return elapsed, None
+
+
+def pyinfra(lab, inventory, n):
+    inv = os.path.join(lab.dir, "pyinfra_inventory_%d.py" % n)
+    with open(inv, "w") as f:
+        f.write("hosts = [\n")
+        for i in range(n):
+            f.write("    ('127.0.0.1', {'ssh_port': %d, 'ssh_user': %r, 'ssh_key': %r, 'ssh_known_hosts_file': %r,"
+                    " 'home': %r}),\n" % (lab.port, lab.user, lab.dir + "/id", lab.dir + "/known_hosts", lab.home(i)))
+        f.write("]\n")
+    argv = ["pyinfra", "-y", "--parallel", "50", inv, os.path.join(ROOT, "bench", "pyinfra_deploy.py")]
+    elapsed, code, out, err = timed(argv)
+    if code != 0:
+        sys.exit("pyinfra failed: %s" % (out + err).decode()[-2000:])
+    return elapsed, None
+
+
+def median_phases(documents):
+    phases = {}
+    for doc in documents:
+        for host in doc["hosts"]:
+            for key, value in host.get("phases", {}).items():
+                phases.setdefault(key, []).append(value)
+    return {k: statistics.median(v) for k, v in phases.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hosts", default="1,10,50")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--kex", help="KexAlgorithms for both the floor and csdeploy (e.g. curve25519-sha256)")
+    parser.add_argument("--user", help="log in as this user (default: yours; as root, a throwaway user)")
+    parser.add_argument("--csdeploy", default=os.path.join(ROOT, "target", "release", "csdeploy"))
+    args = parser.parse_args()
+    if not os.access(args.csdeploy, os.X_OK):
+        sys.exit("%s not found: run `cargo build --release` first" % args.csdeploy)
+    sizes = [int(n) for n in args.hosts.split(",")]
+    lab = Lab(max(sizes), args.kex, args.user)
+    extra = [name for name in ("ansible-playbook", "pyinfra") if shutil.which(name)]
+    print("csdeploy benchmark: %d runs each after a warm-up, sshd on 127.0.0.1:%d as %s, kex %s, %d cores%s"
+          % (args.runs, lab.port, lab.user, args.kex or "OpenSSH default", os.cpu_count(),
+             "" if extra else "; ansible-playbook and pyinfra not installed"))
+    results = []
+    try:
+        for n in sizes:
+            inventory = lab.inventory(n)
+            commands = [
+                ("floor", lambda: floor(lab, n)),
+                ("push-first", lambda: (lab.wipe(n), csdeploy(args.csdeploy, lab, inventory, "push"))[1]),
+                ("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push")),
+                ("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify")),
+            ]
+            if "ansible-playbook" in extra:
+                commands.append(("ansible", lambda: (lab.wipe(n), ansible(lab, inventory))[1]))
+            if "pyinfra" in extra:
+                commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(lab, inventory, n))[1]))
+            times = {name: [] for name, _ in commands}
+            docs = {name: [] for name, _ in commands}
+            for run in range(args.runs + 1):
+                for name, command in commands:
+                    elapsed, doc = command()
+                    if run > 0:
+                        times[name].append(elapsed)
+                        if doc:
+                            docs[name].append(doc)
+            rerun_cmds = {d["hosts"][0]["remote_commands"] for d in docs["push-rerun"]}
+            lab.wipe(n)
+            env = dict(os.environ, CI="1")
+            base = [args.csdeploy, "push", "-i", inventory, "--ssh-config", lab.ssh_config, "--format", "json"]
+            rss_first = peak_rss_kib(base, env)
+            rss_rerun = peak_rss_kib(base, env)
+            med = {name: statistics.median(v) for name, v in times.items()}
+            results.append((n, med, {k: median_phases(v) for k, v in docs.items()}, max(rss_first, rss_rerun),
+                            rerun_cmds))
+    finally:
+        lab.close()
+
+    print()
+    names = list(results[0][1].keys())
+    print("| hosts | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for n, med, _, _, _ in results:
+        cells = []
+        for name in names:
+            ratio = med[name] / med["floor"]
+            cells.append("%.3f s" % med[name] + ("" if name == "floor" else " (%.2f×)" % ratio))
+        print("| %d | %s |" % (n, " | ".join(cells)))
+    print()
+    print("Median per host phase (ms): connect = SSH handshake and ControlMaster start")
+    for n, _, phases, rss, rerun_cmds in results:
+        for name in ("push-first", "push-rerun", "verify"):
+            p = phases.get(name, {})
+            print("  %3d hosts %-10s connect %5.0f  gather %5.0f  apply %5.0f" % (
+                n, name, p.get("connect_ms", 0), p.get("gather_ms", 0), p.get("apply_ms", 0)))
+        print("  %3d hosts csdeploy peak RSS %.1f MB; push rerun remote commands per host %s" % (
+            n, rss / 1024, sorted(rerun_cmds)))
+    print()
+    failures = []
+    for n, med, _, rss, _ in results:
+        f = med["floor"]
+        if n == 50:
+            targets = [("push rerun <= 1.15x floor", med["push-rerun"] <= 1.15 * f),
+                       ("push first <= 1.30x floor", med["push-first"] <= 1.30 * f),
+                       ("verify <= floor + 1.5 s", med["verify"] <= f + 1.5),
+                       ("peak RSS <= 30 MB", rss <= 30 * 1024)]
+        elif n == 1:
+            targets = [("push first <= floor + 60 ms", med["push-first"] <= f + 0.060),
+                       ("push rerun <= floor + 60 ms", med["push-rerun"] <= f + 0.060)]
+        else:
+            targets = []
+        for label, ok in targets:
+            print("target %-32s at %2d hosts: %s" % (label, n, "met" if ok else "MISSED"))
+            if not ok:
+                failures.append(label)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
