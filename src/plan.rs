@@ -35,8 +35,16 @@ impl Selection {
             chosen.retain(|h| limited.contains(h));
         }
         if chosen.is_empty() {
+            let mut asked = Vec::new();
+            if !self.hosts.is_empty() {
+                asked.push(format!("--host {}", self.hosts.join(" --host ")));
+            }
+            if let Some(limit) = &self.limit {
+                asked.push(format!("--limit '{limit}'"));
+            }
             return Err(Error::Selection(format!(
-                "the host selection matches no host in {} (hosts: {})",
+                "{} matches no host in {} (hosts: {})",
+                asked.join(" with "),
                 inventory.file,
                 inventory.hosts.join(", ")
             )));

@@ -133,9 +133,10 @@ fn explain(target: &SshTarget, err: &openssh::Error) -> String {
     {
         let port = target.port.map(|p| format!("-p {p} ")).unwrap_or_default();
         format!(
-            "{text}\nhint: the host key of {host} is not in your known_hosts. Check its fingerprint, then add it with \
-             `ssh-keyscan {port}{host} >> ~/.ssh/known_hosts`, or run once with `--host-key-checking accept-new` \
-             to trust it on first use.",
+            "{text}\nhint: the host key of {host} is unknown or has changed. If it is new, check its fingerprint, \
+             then add it to your known_hosts file (~/.ssh/known_hosts unless your ssh config's UserKnownHostsFile \
+             says otherwise) with `ssh-keyscan {port}{host} >> ~/.ssh/known_hosts`, or run once with \
+             `--host-key-checking accept-new` to trust it on first use. A changed key is never accepted.",
             host = target.host
         )
     } else {

@@ -1,0 +1,1117 @@
+//! End-to-end tests of `csdeploy push` (and `run` for the module behaviour push
+//! relies on) against real sshd servers from the lab harness.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// Directories push creates under claude_home, with their modes.
+const DIRS: [(&str, u32); 3] = [
+    ("bin", 0o755),
+    ("sessions", 0o700),
+    ("sessions/active", 0o700),
+];
+/// Files push installs into `<claude_home>/bin`, with their modes.
+const FILES: [(&str, u32); 5] = [
+    ("claude-session", 0o755),
+    ("claude-session-list", 0o755),
+    ("cleanup-sessions.py", 0o755),
+    ("session_registry.py", 0o755),
+    ("session.conf", 0o644),
+];
+
+// ---------------------------------------------------------------- helpers
+
+#[track_caller]
+fn assert_layout(lab: &Lab, name: &str) {
+    let ch = lab.claude_home(name);
+    let uid = current_uid();
+    for (dir, mode) in DIRS {
+        let p = ch.join(dir);
+        assert!(p.is_dir(), "{name}: {} is not a directory", p.display());
+        assert_eq!(mode_of(&p), mode, "{name}: mode of {}", p.display());
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().uid(),
+            uid,
+            "{name}: owner of {}",
+            p.display()
+        );
+    }
+    for (file, mode) in FILES {
+        let p = ch.join("bin").join(file);
+        assert!(p.is_file(), "{name}: {} is not a file", p.display());
+        assert_eq!(
+            mode_of(&p),
+            mode,
+            "{name}: mode of {} is {:o}",
+            p.display(),
+            mode_of(&p)
+        );
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().uid(),
+            uid,
+            "{name}: owner of {}",
+            p.display()
+        );
+        if file == "session.conf" {
+            // Rendered from the inventory (content: in playbooks/push.yml).
+            let got = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                !got.contains("{{"),
+                "{name}: session.conf not rendered:\n{got}"
+            );
+            assert!(
+                got.lines().any(|l| l == format!("host={name}")),
+                "{name}: session.conf lacks host={name}:\n{got}"
+            );
+            assert!(
+                got.lines().any(|l| l.starts_with("max_sessions=")),
+                "{name}: session.conf lacks max_sessions=:\n{got}"
+            );
+            continue;
+        }
+        let src = playbook_file(file);
+        let want =
+            std::fs::read(&src).unwrap_or_else(|e| panic!("reference {}: {e}", src.display()));
+        let got = std::fs::read(&p).unwrap();
+        assert!(
+            got == want,
+            "{name}: content of {} differs from {}",
+            p.display(),
+            src.display()
+        );
+    }
+}
+
+#[track_caller]
+fn session_conf(lab: &Lab, name: &str) -> String {
+    std::fs::read_to_string(lab.claude_home(name).join("bin/session.conf")).unwrap()
+}
+
+/// Everything below `dir`, relative, sorted (to compare "nothing changed").
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[track_caller]
+fn assert_empty_dir(dir: &Path) {
+    let t = tree(dir);
+    assert!(
+        t.is_empty(),
+        "{} should be untouched but holds {t:?}",
+        dir.display()
+    );
+}
+
+fn mtimes(dir: &Path) -> BTreeMap<String, (SystemTime, u32)> {
+    tree(dir)
+        .into_iter()
+        .map(|rel| {
+            let md = std::fs::symlink_metadata(dir.join(&rel)).unwrap();
+            (rel, (md.modified().unwrap(), md.mode()))
+        })
+        .collect()
+}
+
+fn statuses(host: &Value) -> Vec<String> {
+    tasks(host)
+        .iter()
+        .map(|t| t["status"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Assert an "invalid input" failure: exit 2 and stderr naming `file:line:col` and `key`.
+#[track_caller]
+fn assert_invalid_at(out: &Out, file: &Path, line: usize, key: &str) {
+    out.assert_exit(2);
+    let fname = file.file_name().unwrap().to_str().unwrap();
+    let needle = format!("{fname}:{line}:");
+    let located = out.stderr.match_indices(&needle).any(|(i, _)| {
+        out.stderr[i + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    });
+    assert!(
+        located,
+        "stderr should name `{fname}:{line}:<column>`\n{out}"
+    );
+    assert!(
+        out.stderr.contains(key),
+        "stderr should name the key `{key}`\n{out}"
+    );
+}
+
+fn write_playbook(lab: &Lab, rel: &str, text: &str) -> PathBuf {
+    lab.write_file(rel, text)
+}
+
+// ---------------------------------------------------------------- push
+
+#[test]
+fn first_push_installs_layout_on_two_ssh_servers_and_local() {
+    let lab = Lab::new()
+        .hosts(2)
+        .servers(2)
+        .local(true)
+        .host_var("host2", "max_sessions", "7")
+        .build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    assert_eq!(j["command"], "push", "{j:#}");
+    for h in ["host1", "host2", "local"] {
+        let hj = host(&j, h);
+        assert_eq!(hj["status"], "changed", "{h}: {hj:#}");
+        assert!(num(hj, "changed") > 0, "{h}: {hj:#}");
+        assert_eq!(num(hj, "failed"), 0, "{h}: {hj:#}");
+        assert_layout(&lab, h);
+    }
+    let conf1 = session_conf(&lab, "host1");
+    assert!(
+        conf1.lines().any(|l| l == "max_sessions=4"),
+        "default max_sessions is 4:\n{conf1}"
+    );
+    let conf2 = session_conf(&lab, "host2");
+    assert!(
+        conf2.lines().any(|l| l == "max_sessions=7"),
+        "inventory max_sessions 7:\n{conf2}"
+    );
+    assert_eq!(j["summary"]["exit_code"], 0, "{j:#}");
+    assert_eq!(j["summary"]["hosts"], 3, "{j:#}");
+    assert_eq!(j["summary"]["unreachable"], 0, "{j:#}");
+}
+
+#[test]
+fn first_push_costs_at_most_two_remote_commands() {
+    let lab = Lab::new().hosts(2).build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "host2"] {
+        let rc = num(host(&j, h), "remote_commands");
+        assert!(
+            (1..=2).contains(&rc),
+            "{h}: remote_commands = {rc}, want 1..=2\n{j:#}"
+        );
+    }
+}
+
+#[test]
+fn second_push_changes_nothing_and_costs_one_remote_command() {
+    let lab = Lab::new().hosts(2).local(true).build();
+    lab.csdeploy(&["push", "--format", "json"]).assert_exit(0);
+    let before: Vec<_> = ["host1", "host2", "local"]
+        .iter()
+        .map(|h| mtimes(&lab.claude_home(h)))
+        .collect();
+
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for (i, h) in ["host1", "host2", "local"].iter().enumerate() {
+        let hj = host(&j, h);
+        assert_eq!(hj["status"], "ok", "{h}: {hj:#}");
+        assert_eq!(num(hj, "changed"), 0, "{h}: {hj:#}");
+        assert!(
+            statuses(hj).iter().all(|s| s == "ok"),
+            "{h}: every task should be ok: {hj:#}"
+        );
+        if *h != "local" {
+            assert_eq!(
+                num(hj, "remote_commands"),
+                1,
+                "{h}: a no-op push must cost one remote command\n{hj:#}"
+            );
+        }
+        assert_eq!(
+            mtimes(&lab.claude_home(h)),
+            before[i],
+            "{h}: a no-op push rewrote something"
+        );
+        assert_layout(&lab, h);
+    }
+    assert_eq!(j["summary"]["exit_code"], 0, "{j:#}");
+}
+
+#[test]
+fn push_repairs_drift_and_check_mode_only_reports_it() {
+    let lab = Lab::new().hosts(1).build();
+    lab.csdeploy(&["push"]).assert_exit(0);
+    let bin = lab.claude_home("host1").join("bin");
+    let conf = bin.join("session.conf");
+    std::fs::write(&conf, "tampered\n").unwrap();
+    std::fs::set_permissions(
+        bin.join("claude-session"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+
+    let out = lab.csdeploy(&["push", "--check", "--format", "json"]);
+    out.assert_exit(0);
+    let hj = host(&out.json(), "host1").clone();
+    assert_eq!(hj["status"], "changed", "{hj:#}");
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "tampered\n",
+        "--check must not repair"
+    );
+    assert_eq!(
+        mode_of(&bin.join("claude-session")),
+        0o600,
+        "--check must not chmod"
+    );
+
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    let hj = host(&j, "host1");
+    assert_eq!(hj["status"], "changed", "{hj:#}");
+    assert!(num(hj, "remote_commands") <= 2, "{hj:#}");
+    let changed: Vec<_> = tasks(hj)
+        .iter()
+        .filter(|t| t["status"] == "changed")
+        .collect();
+    assert_eq!(
+        changed.len(),
+        2,
+        "exactly the two drifted files should change, got {changed:#?}"
+    );
+    assert_layout(&lab, "host1");
+}
+
+#[test]
+fn check_mode_on_fresh_hosts_changes_nothing_and_reports_changes() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let out = lab.csdeploy(&["push", "--check", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let hj = host(&j, h);
+        assert_eq!(hj["status"], "changed", "{h}: {hj:#}");
+        assert!(num(hj, "changed") > 0, "{h}: {hj:#}");
+        assert!(statuses(hj).iter().any(|s| s == "changed"), "{h}: {hj:#}");
+        assert_empty_dir(&lab.home(h));
+    }
+}
+
+#[test]
+fn json_report_has_the_contract_shape() {
+    let lab = Lab::new().hosts(1).build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    assert_eq!(j["command"], "push");
+    let hosts = j["hosts"].as_array().expect("hosts array");
+    assert_eq!(hosts.len(), 1, "{j:#}");
+    let h = &hosts[0];
+    assert_eq!(h["host"], "host1");
+    for k in [
+        "ok",
+        "changed",
+        "failed",
+        "skipped",
+        "remote_commands",
+        "duration_ms",
+    ] {
+        assert!(
+            h[k].is_u64(),
+            "host.{k} should be an unsigned integer: {h:#}"
+        );
+    }
+    assert!(
+        h.get("error").is_some(),
+        "host.error should be present (null when fine): {h:#}"
+    );
+    assert!(h["error"].is_null(), "{h:#}");
+    let ts = tasks(h);
+    assert!(!ts.is_empty());
+    let n = |s: &str| ts.iter().filter(|t| t["status"] == s).count() as u64;
+    assert_eq!(num(h, "ok"), n("ok"), "{h:#}");
+    assert_eq!(num(h, "changed"), n("changed"), "{h:#}");
+    assert_eq!(num(h, "failed"), n("failed"), "{h:#}");
+    assert_eq!(num(h, "skipped"), n("skipped"), "{h:#}");
+    for t in ts {
+        for k in ["name", "module", "status", "path", "backup", "diff", "msg"] {
+            assert!(t.get(k).is_some(), "task lacks `{k}`: {t:#}");
+        }
+        assert!(
+            ["ok", "changed", "failed", "skipped"].contains(&t["status"].as_str().unwrap_or("")),
+            "{t:#}"
+        );
+        assert!(
+            t["diff"].is_null(),
+            "diff must be null without --diff: {t:#}"
+        );
+    }
+    let modules: Vec<_> = ts
+        .iter()
+        .map(|t| t["module"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        modules.contains(&"file") && modules.contains(&"copy"),
+        "{modules:?}"
+    );
+    let want = lab
+        .claude_home("host1")
+        .join("bin/claude-session")
+        .display()
+        .to_string();
+    assert!(
+        ts.iter().any(|t| t["path"]
+            .as_str()
+            .is_some_and(|p| p == want || p.ends_with("/.claude/bin/claude-session"))),
+        "a task should report path {want}: {h:#}"
+    );
+    let s = &j["summary"];
+    for k in [
+        "hosts",
+        "ok",
+        "changed",
+        "failed",
+        "unreachable",
+        "exit_code",
+    ] {
+        assert!(
+            s[k].is_u64(),
+            "summary.{k} should be an unsigned integer: {s:#}"
+        );
+    }
+    assert_eq!(s["hosts"], 1);
+    assert_eq!(s["failed"], 0);
+    assert_eq!(s["unreachable"], 0);
+    assert_eq!(s["exit_code"], 0);
+}
+
+#[test]
+fn host_and_limit_select_hosts() {
+    let lab = Lab::new().hosts(2).local(true).build();
+    let out = lab.csdeploy(&["push", "--host", "host2", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    assert_eq!(j["hosts"].as_array().unwrap().len(), 1, "{j:#}");
+    assert_eq!(host(&j, "host2")["status"], "changed");
+    assert_layout(&lab, "host2");
+    assert_empty_dir(&lab.home("host1"));
+    assert_empty_dir(&lab.home("local"));
+
+    let out = lab.csdeploy(&["push", "--limit", "host*:!host2", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    let names: Vec<_> = j["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["host1"], "{j:#}");
+    assert_layout(&lab, "host1");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn unreachable_host_is_reported_while_the_other_succeeds_exit_3() {
+    let lab = Lab::new().hosts(1).unreachable("dead").build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let j = out.json();
+    let dead = host(&j, "dead");
+    assert_eq!(dead["status"], "unreachable", "{dead:#}");
+    assert!(
+        dead["error"].as_str().is_some_and(|e| !e.trim().is_empty()),
+        "unreachable host needs an error text: {dead:#}"
+    );
+    assert_eq!(host(&j, "host1")["status"], "changed", "{j:#}");
+    assert_layout(&lab, "host1");
+    assert_eq!(j["summary"]["unreachable"], 1, "{j:#}");
+    assert_eq!(j["summary"]["exit_code"], 3, "{j:#}");
+}
+
+#[test]
+fn failed_task_wins_over_unreachable_exit_1() {
+    let lab = Lab::new().hosts(1).unreachable("dead").build();
+    let pb = write_playbook(
+        &lab,
+        "fail.yml",
+        "- name: failing\n  hosts: all\n  tasks:\n    - name: always fails\n      command:\n        cmd: \"false\"\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(1);
+    let j = out.json();
+    assert_eq!(host(&j, "host1")["status"], "failed", "{j:#}");
+    assert_eq!(host(&j, "dead")["status"], "unreachable", "{j:#}");
+    assert_eq!(j["summary"]["exit_code"], 1, "{j:#}");
+}
+
+// ---------------------------------------------------------------- host keys
+
+#[test]
+fn strict_host_key_checking_rejects_unknown_key_with_a_hint() {
+    let lab = Lab::new().hosts(1).known_hosts(false).build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let j = out.json();
+    let hj = host(&j, "host1");
+    assert_eq!(hj["status"], "unreachable", "{hj:#}");
+    let text = format!("{} {}", hj["error"].as_str().unwrap_or(""), out.stderr);
+    assert!(
+        text.contains("ssh-keyscan") || text.contains("--host-key-checking accept-new"),
+        "the error should say how to add the key (ssh-keyscan / --host-key-checking accept-new)\n{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lab.known_hosts).unwrap(),
+        "",
+        "strict mode must not learn keys"
+    );
+    // The default (text) output must carry the hint as well.
+    let out = lab.csdeploy(&["push"]);
+    out.assert_exit(3);
+    let text = out.all_output();
+    assert!(
+        text.contains("ssh-keyscan") || text.contains("--host-key-checking accept-new"),
+        "the text output should say how to add the key (ssh-keyscan / --host-key-checking accept-new)\n{out}"
+    );
+    assert_empty_dir(&lab.home("host1"));
+}
+
+#[test]
+fn accept_new_learns_unknown_key_then_strict_succeeds() {
+    let lab = Lab::new().hosts(1).known_hosts(false).build();
+    let out = lab.csdeploy(&[
+        "push",
+        "--host-key-checking",
+        "accept-new",
+        "--format",
+        "json",
+    ]);
+    out.assert_exit(0);
+    assert_eq!(host(&out.json(), "host1")["status"], "changed");
+    assert_layout(&lab, "host1");
+    let kh = std::fs::read_to_string(&lab.known_hosts).unwrap();
+    assert!(
+        kh.contains(&format!("[127.0.0.1]:{}", lab.port("host1"))),
+        "accept-new should record the key in known_hosts: {kh:?}"
+    );
+    lab.csdeploy(&["push", "--format", "json"]).assert_exit(0);
+}
+
+#[test]
+fn accept_new_still_rejects_a_changed_host_key() {
+    let lab = Lab::new().hosts(1).build();
+    lab.spoof_known_hosts();
+    let out = lab.csdeploy(&[
+        "push",
+        "--host-key-checking",
+        "accept-new",
+        "--format",
+        "json",
+    ]);
+    out.assert_exit(3);
+    assert_eq!(host(&out.json(), "host1")["status"], "unreachable");
+    assert_empty_dir(&lab.home("host1"));
+}
+
+// ---------------------------------------------------------------- modules via `run`
+
+/// One play writing `content` to host var `note` (and, with `fresh`, to
+/// `<note>.fresh`, a file that does not exist beforehand).
+fn copy_playbook(content: &str, backup: bool, fresh: bool) -> String {
+    let mut pb = format!(
+        "- name: notes\n  hosts: all\n  tasks:\n    - name: write note\n      copy:\n        content: {c}\n        dest: \"{{{{ note }}}}\"\n        mode: \"0644\"\n        backup: {backup}\n",
+        c = yq(content)
+    );
+    if fresh {
+        pb.push_str(&format!(
+            "    - name: fresh note\n      copy:\n        content: {c}\n        dest: \"{{{{ note }}}}.fresh\"\n        backup: {backup}\n",
+            c = yq(content)
+        ));
+    }
+    pb
+}
+
+/// host1 + local, each with host var `note: <HOME>/note.txt` holding `seed`.
+fn note_lab(seed: &str) -> Lab {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        let note = h.home.join("note.txt");
+        std::fs::write(&note, seed).unwrap();
+        std::fs::set_permissions(&note, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(&format!(
+            "      note: {}\n",
+            yq(&note.display().to_string())
+        ));
+    }
+    lab.write_inventory(&inv);
+    lab
+}
+
+#[test]
+fn diff_shows_a_unified_diff_for_changed_content() {
+    let lab = note_lab("alpha\nbeta\n");
+    let pb = lab.write_file("note.yml", &copy_playbook("alpha\ngamma\n", false, false));
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--diff", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let t = task(host(&j, h), "write note");
+        assert_eq!(t["status"], "changed", "{t:#}");
+        let Some(d) = t["diff"].as_str() else {
+            panic!("{h}: diff should be a string: {t:#}")
+        };
+        for needle in ["---", "+++", "@@", "-beta", "+gamma"] {
+            assert!(d.contains(needle), "{h}: diff lacks {needle:?}:\n{d}");
+        }
+        assert!(
+            !d.contains("-alpha"),
+            "{h}: unchanged line shown as removed:\n{d}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(lab.home(h).join("note.txt")).unwrap(),
+            "alpha\ngamma\n"
+        );
+    }
+
+    // Text output of a --check --diff run shows the diff too, and changes nothing.
+    lab.write_file("note.yml", &copy_playbook("alpha\ndelta\n", false, false));
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--check", "--diff"]);
+    out.assert_exit(0);
+    for needle in ["---", "+++", "@@", "-gamma", "+delta"] {
+        assert!(
+            out.stdout.contains(needle),
+            "text --diff output lacks {needle:?}\n{out}"
+        );
+    }
+    for h in ["host1", "local"] {
+        assert_eq!(
+            std::fs::read_to_string(lab.home(h).join("note.txt")).unwrap(),
+            "alpha\ngamma\n",
+            "{h}: --check changed the file"
+        );
+    }
+}
+
+#[test]
+fn backup_keeps_the_replaced_file_and_reports_its_path() {
+    let lab = note_lab("old\n");
+    let pb = lab.write_file("note.yml", &copy_playbook("new\n", true, true));
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let dest = lab.home(h).join("note.txt");
+        let t = task(host(&j, h), "write note");
+        assert_eq!(t["status"], "changed", "{t:#}");
+        let Some(b) = t["backup"].as_str() else {
+            panic!("{h}: backup path expected: {t:#}")
+        };
+        let prefix = format!("{}.", dest.display());
+        assert!(
+            b.starts_with(&prefix) && b.ends_with(".bak"),
+            "{h}: backup {b:?} is not <dest>.<timestamp>.bak"
+        );
+        let stamp = &b[prefix.len()..b.len() - 4];
+        assert!(
+            !stamp.is_empty() && stamp.chars().any(|c| c.is_ascii_digit()) && !stamp.contains('/'),
+            "{h}: backup {b:?} has no timestamp"
+        );
+        assert_eq!(
+            std::fs::read_to_string(b).unwrap(),
+            "old\n",
+            "{h}: backup content"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "new\n",
+            "{h}: dest content"
+        );
+        let fresh = task(host(&j, h), "fresh note");
+        assert_eq!(fresh["status"], "changed", "{fresh:#}");
+        assert!(
+            fresh["backup"].is_null(),
+            "{h}: nothing replaced, no backup: {fresh:#}"
+        );
+    }
+
+    // Unchanged content: ok, no second backup.
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let t = task(host(&j, h), "write note");
+        assert_eq!(t["status"], "ok", "{t:#}");
+        assert!(t["backup"].is_null(), "{t:#}");
+        let baks: Vec<_> = tree(&lab.home(h))
+            .into_iter()
+            .filter(|p| p.ends_with(".bak"))
+            .collect();
+        assert_eq!(baks.len(), 1, "{h}: exactly one backup expected: {baks:?}");
+    }
+}
+
+#[test]
+fn command_with_creates_runs_once_then_is_ok() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(&format!(
+            "      dir: {}\n",
+            yq(&h.home.display().to_string())
+        ));
+    }
+    lab.write_inventory(&inv);
+    let script = r#"sh -c 'echo ran >> "$1/count"; touch "$1/made"' sh {{ dir }}"#;
+    let pb = lab.write_file(
+        "creates.yml",
+        &format!(
+            "- name: once\n  hosts: all\n  tasks:\n    - name: make it\n      command:\n        cmd: {}\n        creates: \"{{{{ dir }}}}/made\"\n",
+            yq(script)
+        ),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        assert_eq!(task(host(&j, h), "make it")["status"], "changed", "{j:#}");
+        assert_eq!(
+            std::fs::read_to_string(lab.home(h).join("count")).unwrap(),
+            "ran\n",
+            "{h}"
+        );
+    }
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        assert_eq!(task(host(&j, h), "make it")["status"], "ok", "{j:#}");
+        assert_eq!(
+            std::fs::read_to_string(lab.home(h).join("count")).unwrap(),
+            "ran\n",
+            "{h}: ran twice"
+        );
+    }
+}
+
+#[test]
+fn check_mode_command_would_run_but_does_not() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let marker = lab.root.join("ran");
+    let pb = lab.write_file(
+        "cmd.yml",
+        &format!(
+            "- name: cmd\n  hosts: all\n  tasks:\n    - name: touch it\n      command:\n        cmd: {}\n",
+            yq(&format!("touch {}", marker.display()))
+        ),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--check", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let t = task(host(&j, h), "touch it");
+        assert_eq!(t["status"], "changed", "{t:#}");
+        assert!(
+            t["msg"].as_str().is_some_and(|m| m.contains("would run")),
+            "{t:#}"
+        );
+    }
+    assert!(!marker.exists(), "--check ran the command");
+}
+
+#[test]
+fn two_ssh_hosts_run_in_parallel() {
+    // Each host announces itself, then waits (up to ~5 s) for the other one:
+    // run one after the other, the first host times out and fails.
+    let lab = Lab::new().hosts(2).servers(2).build();
+    let rv = lab.root.join("rendezvous");
+    std::fs::create_dir_all(&rv).unwrap();
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(&format!("      tag: {}\n", h.name));
+    }
+    lab.write_inventory(&inv);
+    let script = r#"sh -c 'touch "$1/started-$2"; i=0; while [ $i -lt 100 ]; do [ -e "$1/started-host1" ] && [ -e "$1/started-host2" ] && exit 0; i=$((i+1)); sleep 0.05; done; exit 1' sh {{ rv }} {{ tag }}"#;
+    let pb = lab.write_file(
+        "par.yml",
+        &format!(
+            "- name: rendezvous\n  hosts: all\n  vars:\n    rv: {}\n  tasks:\n    - name: meet\n      command:\n        cmd: {}\n",
+            yq(&rv.display().to_string()),
+            yq(script)
+        ),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "-f", "2", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "host2"] {
+        assert_eq!(
+            host(&j, h)["status"],
+            "changed",
+            "{h} did not meet the other host: {j:#}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------- injection
+
+/// Removes marker files on drop (if a test failed because one was created).
+struct Markers(Vec<PathBuf>);
+impl Drop for Markers {
+    fn drop(&mut self) {
+        for m in &self.0 {
+            let _ = std::fs::remove_file(m);
+        }
+    }
+}
+
+#[test]
+fn injection_attempts_are_inert_and_land_as_literal_data() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let tag = unique("pwned");
+    let m = |v: &str| PathBuf::from(format!("/tmp/{tag}-{v}"));
+    let markers = Markers(
+        ["dest", "content", "dir", "var1", "var2", "var3"]
+            .iter()
+            .map(|v| m(v))
+            .collect(),
+    );
+    let mk = |v: &str| m(v).display().to_string();
+
+    let evil = format!(
+        "e'f\"g;$(touch {}) `touch {}` | touch {} &\nnext line",
+        mk("var1"),
+        mk("var2"),
+        mk("var3")
+    );
+    let content = format!(
+        "c'o\"n;$(touch {})`touch {}`\n",
+        mk("content"),
+        mk("content")
+    );
+    let dest_tail = format!("a'b;$(touch {})`touch {}`", mk("dest"), mk("dest"));
+    let dir_tail = format!("d $(touch {});'\"`touch {}`", mk("dir"), mk("dir"));
+
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(&format!(
+            "      home: {}\n",
+            yq(&h.home.display().to_string())
+        ));
+    }
+    lab.write_inventory(&inv);
+
+    let pb = lab.write_file(
+        "inject.yml",
+        &format!(
+            r#"- name: injection
+  hosts: all
+  vars:
+    evil: {evil}
+  tasks:
+    - name: literal dest
+      copy:
+        content: {content}
+        dest: {dest}
+        mode: "0644"
+    - name: var in dest and content
+      copy:
+        content: "{{{{ evil }}}}"
+        dest: "{{{{ home }}}}/v-{{{{ evil }}}}"
+    - name: literal directory
+      file:
+        path: {dir}
+        state: directory
+        mode: "0755"
+    - name: var as command argument
+      command:
+        cmd: "touch {{{{ home }}}}/c-{{{{ evil }}}}"
+    - name: var echoed
+      command:
+        cmd: "echo {{{{ evil }}}}"
+"#,
+            evil = yq(&evil),
+            content = yq(&content),
+            dest = yq(&format!("{{{{ home }}}}/{dest_tail}")),
+            dir = yq(&format!("{{{{ home }}}}/{dir_tail}")),
+        ),
+    );
+
+    // The markers hold '/', so the literal paths have parent directories;
+    // create them so the tasks can land their data (mkdir -p semantics are not
+    // part of the contract).
+    for h in &lab.hosts {
+        for tail in [
+            dest_tail.clone(),
+            format!("v-{evil}"),
+            format!("c-{evil}"),
+            dir_tail.clone(),
+        ] {
+            std::fs::create_dir_all(h.home.join(&tail).parent().unwrap()).unwrap();
+        }
+    }
+
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    let fired: Vec<_> = markers.0.iter().filter(|p| p.exists()).collect();
+    assert!(
+        fired.is_empty(),
+        "injection executed, markers created: {fired:?}\n{out}"
+    );
+    out.assert_exit(0);
+    for h in &lab.hosts {
+        let home = &h.home;
+        let n = &h.name;
+        assert_eq!(
+            std::fs::read_to_string(home.join(&dest_tail))
+                .ok()
+                .as_deref(),
+            Some(content.as_str()),
+            "{n}: literal dest/content"
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join(format!("v-{evil}")))
+                .ok()
+                .as_deref(),
+            Some(evil.as_str()),
+            "{n}: var dest/content"
+        );
+        assert!(
+            home.join(&dir_tail).is_dir(),
+            "{n}: literal directory missing: {:?}",
+            tree(home)
+        );
+        assert!(
+            home.join(format!("c-{evil}")).is_file(),
+            "{n}: command arg not literal: {:?}",
+            tree(home)
+        );
+    }
+}
+
+#[test]
+fn command_var_is_passed_as_one_literal_argument() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let tag = unique("pwned");
+    let marker = PathBuf::from(format!("/tmp/{tag}"));
+    let _markers = Markers(vec![marker.clone()]);
+    let evil = format!(
+        "it's \"quoted\" `touch {m}` $(touch {m}); touch {m}\nsecond line \\ end",
+        m = marker.display()
+    );
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(&format!(
+            "      out: {}\n",
+            yq(&h.home.join("echoed").display().to_string())
+        ));
+    }
+    lab.write_inventory(&inv);
+    let script = r#"sh -c 'printf %s "$1" > "$2"' sh {{ evil }} {{ out }}"#;
+    let pb = lab.write_file(
+        "arg.yml",
+        &format!(
+            "- name: arg\n  hosts: all\n  vars:\n    evil: {}\n  tasks:\n    - name: print it\n      command:\n        cmd: {}\n",
+            yq(&evil),
+            yq(script)
+        ),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    assert!(!marker.exists(), "injection executed\n{out}");
+    out.assert_exit(0);
+    for h in &lab.hosts {
+        assert_eq!(
+            std::fs::read_to_string(h.home.join("echoed")).unwrap(),
+            evil,
+            "{}",
+            h.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------- invalid input (exit 2)
+
+fn local_lab() -> Lab {
+    Lab::new().local(true).build()
+}
+
+fn local_inventory_with(lab: &Lab, extra_host_lines: &str) -> String {
+    // line 1 all:, 2 hosts:, 3 local:, 4 ansible_connection, 5 environment:, 6 HOME, 7.. extra
+    let h = lab.host_info("local");
+    format!(
+        "all:\n  hosts:\n{}{extra_host_lines}",
+        lab.host_entry_yaml(h, 4)
+    )
+}
+
+#[test]
+fn inventory_unknown_key_is_rejected_with_location() {
+    let lab = local_lab();
+    let inv = format!(
+        "{}  childen:\n    web:\n      hosts: {{}}\n",
+        local_inventory_with(&lab, "")
+    );
+    assert_eq!(inv.lines().nth(6), Some("  childen:"));
+    lab.write_inventory(&inv);
+    let out = lab.csdeploy(&["push"]);
+    assert_invalid_at(&out, &lab.inventory, 7, "childen");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn inventory_wrong_type_is_rejected_with_location() {
+    let lab = local_lab();
+    let mut inv = String::from("all:\n  hosts:\n");
+    inv.push_str(&lab.host_entry_yaml(lab.host_info("local"), 4));
+    inv.push_str("    web:\n      ansible_host: 127.0.0.1\n      ansible_port: not-a-port\n");
+    assert_eq!(inv.lines().nth(8), Some("      ansible_port: not-a-port"));
+    lab.write_inventory(&inv);
+    let out = lab.csdeploy(&["push"]);
+    assert_invalid_at(&out, &lab.inventory, 9, "ansible_port");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn inventory_yaml_syntax_error_is_rejected_with_location() {
+    let lab = local_lab();
+    let inv = local_inventory_with(&lab, "      claude_home: a: b\n");
+    assert_eq!(inv.lines().nth(6), Some("      claude_home: a: b"));
+    lab.write_inventory(&inv);
+    let out = lab.csdeploy(&["push"]);
+    assert_invalid_at(&out, &lab.inventory, 7, "");
+    assert_empty_dir(&lab.home("local"));
+}
+
+/// A one-task playbook whose task body is `task_lines` (indented 6); the
+/// task starts on line 4 and its first body line is line 5.
+fn playbook_with_task(task_lines: &str) -> String {
+    format!("- name: bad\n  hosts: all\n  tasks:\n    - name: the task\n{task_lines}")
+}
+
+/// `@DIR@` in `task_lines` stands for a scratch directory inside the lab.
+fn assert_bad_playbook(task_lines: &str, line: usize, key: &str) {
+    let lab = local_lab();
+    let scratch = lab.root.join("scratch").display().to_string();
+    let pb = lab.write_file(
+        "bad.yml",
+        &playbook_with_task(&task_lines.replace("@DIR@", &scratch)),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, line, key);
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn playbook_unknown_module_is_rejected_with_location() {
+    assert_bad_playbook("      frobnicate:\n        path: /tmp/x\n", 5, "frobnicate");
+}
+
+#[test]
+fn playbook_unknown_key_is_rejected_with_location() {
+    assert_bad_playbook(
+        "      copy:\n        content: hi\n        dest: @DIR@/x\n        mdoe: \"0644\"\n",
+        8,
+        "mdoe",
+    );
+}
+
+#[test]
+fn playbook_wrong_type_is_rejected_with_location() {
+    assert_bad_playbook(
+        "      copy:\n        content: hi\n        dest: @DIR@/x\n        backup: sometimes\n",
+        8,
+        "backup",
+    );
+}
+
+#[test]
+fn playbook_bad_mode_is_rejected_with_location() {
+    assert_bad_playbook(
+        "      file:\n        path: @DIR@/x\n        state: directory\n        mode: \"0999\"\n",
+        8,
+        "mode",
+    );
+}
+
+#[test]
+fn playbook_undefined_variable_is_rejected_with_location() {
+    let lab = local_lab();
+    let pb = lab.write_file(
+        "bad.yml",
+        &playbook_with_task("      copy:\n        content: hi\n        dest: \"/nonexistent/{{ nowhere_defined }}/x\"\n"),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 7, "nowhere_defined");
+    assert!(
+        out.stderr.contains("dest"),
+        "stderr should name the key `dest`\n{out}"
+    );
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn playbook_yaml_syntax_error_is_rejected_with_location() {
+    let lab = local_lab();
+    let pb = lab.write_file(
+        "bad.yml",
+        "- name: bad\n  hosts: all\n  tasks:\n    - name: t: x\n      command:\n        cmd: \"true\"\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 4, "");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn push_with_bad_playbook_file_is_rejected_with_location() {
+    let lab = local_lab();
+    let pb = lab.write_file("custom.yml", &playbook_with_task("      frobnicate: {}\n"));
+    let out = lab.csdeploy(&["push", "--playbook", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 5, "frobnicate");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn unknown_host_name_is_rejected() {
+    let lab = local_lab();
+    let out = lab.csdeploy(&["push", "--host", "no-such-host"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains("no-such-host"),
+        "stderr should name the host\n{out}"
+    );
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn limit_matching_nothing_is_rejected() {
+    let lab = local_lab();
+    let out = lab.csdeploy(&["push", "--limit", "zzz*"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains("zzz*"),
+        "stderr should name the pattern\n{out}"
+    );
+    assert_empty_dir(&lab.home("local"));
+}
