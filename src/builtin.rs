@@ -2,7 +2,9 @@
 //! directory: the built-in playbooks, the files they install, and the agent.
 
 pub const PUSH_PLAYBOOK: &str = include_str!("../playbooks/push.yml");
-pub const AGENT: &str = include_str!("remote/agent.py");
+/// The remote steps of a host's run (see `engine`).
+pub const GATHER: &str = include_str!("remote/gather.py");
+pub const APPLY: &str = include_str!("remote/apply.py");
 pub const VERIFIER: &str = include_str!("remote/verify.py");
 
 /// The scripts `push` installs, by their `src` name in the playbook.

@@ -104,12 +104,12 @@ done
 echo "csdeploy: no python3 on this host (set ansible_python_interpreter)" >&2
 exit 127"#;
 
-fn agent_argv(python: Option<&str>, verb: &str) -> Vec<String> {
+fn agent_argv(python: Option<&str>, source: &str) -> Vec<String> {
     match python {
-        Some(python) => [python, "-I", "-S", "-c", builtin::AGENT, verb]
+        Some(python) => [python, "-I", "-S", "-c", source]
             .map(String::from)
             .to_vec(),
-        None => ["/bin/sh", "-c", DISCOVER_PYTHON, builtin::AGENT, verb]
+        None => ["/bin/sh", "-c", DISCOVER_PYTHON, source]
             .map(String::from)
             .to_vec(),
     }
@@ -124,7 +124,14 @@ async fn agent(
 ) -> Result<Vec<u8>, String> {
     let command = RemoteCommand {
         env: plan.host.environment.clone(),
-        argv: agent_argv(plan.host.python.as_deref(), verb),
+        argv: agent_argv(
+            plan.host.python.as_deref(),
+            if verb == "gather" {
+                builtin::GATHER
+            } else {
+                builtin::APPLY
+            },
+        ),
     };
     let output = transport
         .exec(&command, stdin)
@@ -185,16 +192,21 @@ fn millis(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-async fn gather(transport: &Transport, plan: &HostPlan) -> Result<Facts, String> {
-    let probes: Vec<Probe> = plan.tasks.iter().flat_map(|t| t.action.probes()).collect();
+async fn gather(transport: &Transport, plan: &HostPlan, want_diff: bool) -> Result<Facts, String> {
+    let probes: Vec<Probe> = plan
+        .tasks
+        .iter()
+        .flat_map(|t| t.action.probes(want_diff))
+        .collect();
     if probes.is_empty() {
         return Ok(Facts::empty());
     }
-    let request = json!({"paths": probes.iter().map(Probe::to_json).collect::<Vec<_>>()});
-    let reply = agent(transport, plan, "gather", request.to_string().into_bytes()).await?;
-    let reply: GatherReply = serde_json::from_slice(&reply)
-        .map_err(|err| format!("the csdeploy agent answered gather with bad JSON: {err}"))?;
-    Ok(Facts::new(&probes, reply))
+    let mut request = Vec::new();
+    for probe in &probes {
+        probe.encode(&mut request);
+    }
+    let reply = agent(transport, plan, "gather", request).await?;
+    Ok(Facts::new(&probes, GatherReply::parse(&reply)?))
 }
 
 async fn deploy(
@@ -204,7 +216,7 @@ async fn deploy(
     phases: &mut Phases,
 ) -> Result<Vec<TaskResult>, String> {
     let gathering = Instant::now();
-    let mut facts = gather(transport, plan).await?;
+    let mut facts = gather(transport, plan, options.diff).await?;
     phases.gather_ms = millis(gathering);
 
     // Decide every task against the host's state as earlier tasks will leave it.

@@ -5,11 +5,8 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::json;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Missing,
     File,
@@ -22,7 +19,8 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     pub path: String,
-    /// For a file: the sha256 it should have; its old content comes back when it differs.
+    /// None: stat only; `hash`: and the sha256; a sha256: and the old content
+    /// when the file differs from it (for --diff).
     pub want: Option<String>,
 }
 
@@ -34,22 +32,27 @@ impl Probe {
         }
     }
 
-    pub fn file(path: &str, sha256: &str) -> Probe {
+    /// A file's state and sha256; with `diff_against`, its old content too
+    /// when it does not hash to that.
+    pub fn file(path: &str, diff_against: Option<&str>) -> Probe {
         Probe {
             path: path.to_string(),
-            want: Some(sha256.to_string()),
+            want: Some(diff_against.unwrap_or("hash").to_string()),
         }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({"path": self.path, "hash": self.want.is_some(), "want": self.want})
+    /// This probe in the agent's gather request: `WANT\0PATH\0`.
+    pub fn encode(&self, request: &mut Vec<u8>) {
+        request.extend_from_slice(self.want.as_deref().unwrap_or("").as_bytes());
+        request.push(0);
+        request.extend_from_slice(self.path.as_bytes());
+        request.push(0);
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct PathState {
     pub path: String,
-    #[serde(rename = "type")]
     pub kind: Kind,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
@@ -76,10 +79,54 @@ impl PathState {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct GatherReply {
     pub uid: u32,
     pub paths: Vec<PathState>,
+}
+
+impl GatherReply {
+    /// Parses the agent's answer: `UID\0` then six fields per path (see agent.py).
+    pub fn parse(reply: &[u8]) -> Result<GatherReply, String> {
+        let bad = |what: &str| format!("the csdeploy agent answered gather with {what}");
+        let text = reply
+            .strip_suffix(b"\0")
+            .ok_or_else(|| bad("an unterminated reply"))?;
+        let mut fields = text
+            .split(|&b| b == 0)
+            .map(|f| String::from_utf8_lossy(f).into_owned());
+        let uid = fields
+            .next()
+            .and_then(|u| u.parse().ok())
+            .ok_or_else(|| bad("no uid"))?;
+        let fields: Vec<String> = fields.collect();
+        if !fields.len().is_multiple_of(6) {
+            return Err(bad("a truncated reply"));
+        }
+        let optional = |f: &String| (!f.is_empty()).then(|| f.clone());
+        let paths = fields
+            .chunks(6)
+            .map(|f| {
+                let kind = match f[1].as_str() {
+                    "missing" => Kind::Missing,
+                    "file" => Kind::File,
+                    "dir" => Kind::Dir,
+                    "link" => Kind::Link,
+                    "other" => Kind::Other,
+                    other => return Err(bad(&format!("an unknown type `{other}`"))),
+                };
+                Ok(PathState {
+                    path: f[0].clone(),
+                    kind,
+                    mode: optional(&f[2]).and_then(|m| u32::from_str_radix(&m, 8).ok()),
+                    uid: optional(&f[3]).and_then(|u| u.parse().ok()),
+                    sha256: optional(&f[4]),
+                    content: optional(&f[5]),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(GatherReply { uid, paths })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -153,5 +200,25 @@ impl Facts {
         let below = format!("{}/", absolute.trim_end_matches('/'));
         self.states
             .retain(|p, _| p != &absolute && !p.starts_with(&below));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_gather_replies() {
+        let fields = ["0", "/h/a", "file", "755", "0", "abc", "aGk=", "/h/b", "missing", "", "", "", ""];
+        let reply: Vec<u8> = fields.iter().flat_map(|f| f.bytes().chain([0])).collect();
+        let parsed = GatherReply::parse(&reply).unwrap();
+        assert_eq!(parsed.uid, 0);
+        assert_eq!(parsed.paths[0].kind, Kind::File);
+        assert_eq!(parsed.paths[0].mode, Some(0o755));
+        assert_eq!(parsed.paths[0].old_content().unwrap(), b"hi");
+        assert_eq!(parsed.paths[1].kind, Kind::Missing);
+        assert_eq!(parsed.paths[1].mode, None);
+        assert!(GatherReply::parse(b"0\0/h/a\0file\0").is_err());
+        assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0").is_err());
     }
 }

@@ -89,10 +89,13 @@ impl Action {
     }
 
     /// The paths whose state the task needs to know about.
-    pub fn probes(&self) -> Vec<crate::facts::Probe> {
+    pub fn probes(&self, want_diff: bool) -> Vec<crate::facts::Probe> {
         match self {
             Action::File(a) => vec![crate::facts::Probe::stat(&a.path)],
-            Action::Copy(a) => vec![crate::facts::Probe::file(&a.dest, &a.sha256)],
+            Action::Copy(a) => vec![crate::facts::Probe::file(
+                &a.dest,
+                want_diff.then_some(a.sha256.as_str()),
+            )],
             Action::Command(a) => a
                 .creates
                 .iter()

@@ -1,19 +1,13 @@
-"""csdeploy's remote agent: runs on each host, one invocation per remote command.
+"""csdeploy's remote apply step: makes every change a host's plan needs.
 
-The controller never builds shell code out of data. It runs this file as
-`python3 -I -S -c <this source> gather|apply`, with the only variable parts (the
-`environment` assignments) quoted, and sends everything else as JSON on stdin:
+The controller runs it as `python3 -I -S -c <this source>` (its `environment`
+assignments quoted), after `gather.py` has reported the host's state, and sends:
 
-gather  stdin: {"paths": [{"path": P, "hash": bool, "want": SHA256|null}]}
-        stdout: {"uid", "user", "home", "paths": [{"path", "type", "mode", "uid",
-                 "sha256", "content"}]}
-        `type` is missing|file|dir|link|other; `content` (base64) is only sent
-        for a file whose sha256 differs from `want`, so --diff costs no extra
-        round trip.
-apply   stdin: one JSON line {"ops": [...]} followed by the bytes of every
-        `write` op, back to back, `size` bytes each.
-        stdout: {"results": [...]}, one result per op that ran; it stops at
-        the first failure, as Ansible stops a host at its first failed task.
+stdin:  one JSON line {"ops": [...]} followed by the bytes of every `write`
+        op, back to back, `size` bytes each. Ops: mkdir, chmod, remove, write,
+        command, verify.
+stdout: {"results": [...]}, one result per op that ran; it stops at the first
+        failure, as Ansible stops a host at its first failed task.
 
 Every byte of stdin is read before any op runs, so a connection that drops
 while contents are streaming changes nothing. Files are replaced atomically
@@ -21,19 +15,13 @@ while contents are streaming changes nothing. Files are replaced atomically
 directory): a reader sees the old file or the new one, never a partial one.
 Python 3.8+ standard library only.
 """
-import base64
-import hashlib
 import json
 import os
-import pwd
-import shutil
 import signal
 import stat
-import subprocess
 import sys
-import time
 
-MAX_DIFF_BYTES = 1 << 20
+
 OUTPUT_LIMIT = 64 * 1024
 
 
@@ -49,53 +37,6 @@ def expand(path):
     return os.path.expanduser(path)
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def describe(request):
-    path = expand(request["path"])
-    entry = {"path": path, "type": "missing", "mode": None, "uid": None,
-             "sha256": None, "content": None}
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return entry
-    except NotADirectoryError:
-        return entry
-    entry["mode"] = stat.S_IMODE(st.st_mode)
-    entry["uid"] = st.st_uid
-    if stat.S_ISLNK(st.st_mode):
-        entry["type"] = "link"
-    elif stat.S_ISDIR(st.st_mode):
-        entry["type"] = "dir"
-    elif stat.S_ISREG(st.st_mode):
-        entry["type"] = "file"
-        if request.get("hash"):
-            entry["sha256"] = sha256_file(path)
-            want = request.get("want")
-            if want and want != entry["sha256"] and st.st_size <= MAX_DIFF_BYTES:
-                with open(path, "rb") as f:
-                    entry["content"] = base64.b64encode(f.read()).decode("ascii")
-    else:
-        entry["type"] = "other"
-    return entry
-
-
-def gather(request):
-    uid = os.getuid()
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    return {"uid": uid, "user": user, "home": expand("~"),
-            "paths": [describe(p) for p in request.get("paths", [])]}
-
-
 def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -105,6 +46,8 @@ def fsync_dir(path):
 
 
 def backup_name(dest):
+    import time
+
     base = "%s.%s" % (dest, time.strftime("%Y%m%dT%H%M%S"))
     name, n = base + ".bak", 1
     while os.path.lexists(name):
@@ -155,6 +98,8 @@ def make_dir(op):
 
 
 def remove(op):
+    import shutil
+
     path = expand(op["path"])
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
@@ -174,6 +119,8 @@ def clip(data):
 
 
 def command(op):
+    import subprocess
+
     creates = op.get("creates")
     if creates and os.path.lexists(expand(creates)):
         return {"ok": True, "skipped": True, "msg": "%s exists" % expand(creates)}
@@ -218,7 +165,7 @@ def apply(stream):
                 result = write_atomic(op, blob)
             else:
                 result = handlers[op["op"]](op)
-        except (OSError, subprocess.SubprocessError) as err:
+        except (OSError, ValueError) as err:
             result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
         results.append(result)
         if not result["ok"]:
@@ -229,12 +176,7 @@ def apply(stream):
 def main():
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, _interrupted)
-    stream = sys.stdin.buffer
-    if sys.argv[1] == "gather":
-        reply = gather(json.loads(stream.read()))
-    else:
-        reply = apply(stream)
-    sys.stdout.write(json.dumps(reply))
+    sys.stdout.write(json.dumps(apply(sys.stdin.buffer)))
     sys.stdout.flush()
 
 
