@@ -29,6 +29,7 @@ pub struct Settings {
     pub format: Format,
     pub host_key_checking: HostKeyChecking,
     pub ssh_config: Option<PathBuf>,
+    pub native_mux: bool,
     pub control_parent: PathBuf,
 }
 
@@ -91,6 +92,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
             host_key_checking: settings.host_key_checking,
             config_file: settings.ssh_config.clone(),
             control_dir: control_dir.path().to_path_buf(),
+            native_mux: settings.native_mux,
             connect_timeout: std::time::Duration::from_secs(10),
         },
     });

@@ -129,15 +129,31 @@ struct Common {
     /// ssh client configuration file (ssh -F), instead of ~/.ssh/config.
     #[arg(long, env = "CSDEPLOY_SSH_CONFIG", value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+    /// How commands share a host's connection: the mux protocol spoken natively, or an `ssh -S` process each.
+    #[arg(long, value_enum, default_value = "native", hide = true)]
+    ssh_mux: Mux,
 }
 
-/// Hosts in flight at once: enough for 500 hosts without tuning, within the
-/// file-descriptor limit (each running host holds a handful of descriptors).
-fn default_forks() -> usize {
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mux {
+    Native,
+    Process,
+}
+
+/// Hosts in flight at once for a file-descriptor limit: each running host
+/// holds its mux socket and the pipes of one command (a handful, 8 to be
+/// safe), and the runtime keeps some for itself. Past 256 hosts at once a
+/// 2-core machine is busy with handshakes anyway.
+pub fn forks_for(nofile_limit: u64) -> usize {
     const PER_HOST: u64 = 8;
     const RESERVED: u64 = 64;
-    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
-    (limit.saturating_sub(RESERVED) / PER_HOST).clamp(1, 256) as usize
+    (nofile_limit.saturating_sub(RESERVED) / PER_HOST).clamp(1, 256) as usize
+}
+
+/// The soft file-descriptor limit is raised to the hard one first, as most
+/// servers do: the default soft limit (1024) would cap a 500-host run at 120.
+fn default_forks() -> usize {
+    forks_for(rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024))
 }
 
 /// Control sockets need a short path (a unix socket path holds 107 bytes).
@@ -173,6 +189,7 @@ impl Common {
                 HostKeys::AcceptNew => HostKeyChecking::AcceptNew,
             },
             ssh_config: self.ssh_config,
+            native_mux: matches!(self.ssh_mux, Mux::Native),
             control_parent: control_parent(),
         }
     }
@@ -214,5 +231,28 @@ pub fn run() -> i32 {
             eprintln!("csdeploy: error: {err}");
             err.exit_code() as i32
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forks_fit_the_descriptor_limit() {
+        assert_eq!(forks_for(1024), 120);
+        assert_eq!(forks_for(524_288), 256);
+        assert_eq!(forks_for(100), 4);
+        assert_eq!(forks_for(0), 1);
+        // 500 hosts at the default forks, at any limit, never need more descriptors than there are.
+        for limit in [256, 1024, 4096, 1 << 20] {
+            assert!(forks_for(limit) as u64 * 8 + 64 <= limit.max(72));
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

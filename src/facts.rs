@@ -209,7 +209,9 @@ mod tests {
 
     #[test]
     fn parses_gather_replies() {
-        let fields = ["0", "/h/a", "file", "755", "0", "abc", "aGk=", "/h/b", "missing", "", "", "", ""];
+        let fields = [
+            "0", "/h/a", "file", "755", "0", "abc", "aGk=", "/h/b", "missing", "", "", "", "",
+        ];
         let reply: Vec<u8> = fields.iter().flat_map(|f| f.bytes().chain([0])).collect();
         let parsed = GatherReply::parse(&reply).unwrap();
         assert_eq!(parsed.uid, 0);

@@ -54,6 +54,8 @@ pub struct SshOptions {
     pub config_file: Option<std::path::PathBuf>,
     /// Where control sockets live: short, private, removed when the run ends.
     pub control_dir: std::path::PathBuf,
+    /// Speak the mux protocol natively (default), or run `ssh -S` per command.
+    pub native_mux: bool,
     pub connect_timeout: std::time::Duration,
 }
 

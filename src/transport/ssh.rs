@@ -1,5 +1,7 @@
 //! SSH through the openssh crate: one ControlMaster per host, commands as
-//! channels over its native mux protocol (no ssh process per command).
+//! channels over its mux protocol, spoken natively by default (no ssh
+//! process per command; `--ssh-mux process` runs `ssh -S` each, for
+//! comparison).
 //!
 //! The master honours the user's ssh config (or `--ssh-config`), agent and
 //! ProxyJump, checks host keys strictly unless told otherwise, and persists
@@ -53,10 +55,12 @@ impl SshTransport {
         if let Some(config) = &options.config_file {
             builder.config_file(config);
         }
-        let session = builder
-            .connect_mux(&target.host)
-            .await
-            .map_err(|err| TransportError::Connect(explain(target, &err)))?;
+        let connected = if options.native_mux {
+            builder.connect_mux(&target.host).await
+        } else {
+            builder.connect(&target.host).await
+        };
+        let session = connected.map_err(|err| TransportError::Connect(explain(target, &err)))?;
         Ok(SshTransport {
             session,
             channels: Semaphore::new(MAX_CHANNELS),
