@@ -17,9 +17,13 @@ Python 3.8+ standard library only.
 """
 import json
 import os
-import signal
 import stat
 import sys
+
+try:
+    import _signal as signal  # the same functions, without importing enum
+except ImportError:
+    import signal
 
 
 OUTPUT_LIMIT = 64 * 1024
