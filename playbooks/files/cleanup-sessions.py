@@ -1,1 +1,191 @@
-# placeholder
+#!/usr/bin/env python3
+"""cleanup-sessions.py: remove Claude Code session directories nobody needs.
+
+    cleanup-sessions.py [--dry-run] [--days N] [--json]
+                        [--sessions-dir DIR] [--session ID]
+
+Candidates are only the UUID-named real directories directly inside the
+sessions directory (default <claude_home>/sessions from session.conf).  Symlinks,
+files, active/, .registry, .registry.lock and any other name are never touched,
+and nothing is ever deleted through a symlink.
+
+A candidate is removed when it is
+  orphaned  the registry exists and has no entry for it (with no registry at
+            all nothing counts as orphaned: we cannot tell),
+  empty     it has no history.jsonl, or a 0-byte one, and no transcript
+            (projects/*/*.jsonl: headless `claude -p` writes those, never history),
+  old       (only with --days N) nothing inside changed for N days,
+  requested it is the one named by --session ID (then only that one is looked at),
+and is not protected.  Protected, whatever else holds (see
+session_registry.protection): its launcher is alive; a process has it as
+CLAUDE_CONFIG_DIR; or it has an active/ link and the registry has no entry
+proving its launcher dead (this is what protects sessions when there is no
+registry).  Registry entries whose directory is gone and whose launcher is
+dead are dropped too (reason "missing").
+
+Everything is decided and done under the registry lock, so a launch cannot
+slip in between; a removal deletes the active/ link, the directory and the
+registry entry.  --dry-run takes the same decisions and prints them without
+changing anything.
+
+--json prints {"removed": [{"id", "reason", "dir"}], "kept": [...], "dry_run": bool}.
+
+Exit codes: 0 ok; 1 something could not be removed, or --session named a
+session that is protected or does not exist, or the lock could not be taken;
+2 the registry exists but cannot be parsed (nothing is deleted); 64 usage error.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep the bin directory free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+import session_registry as sr  # noqa: E402
+
+DAY = 86400
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(sr.EX_USAGE, "%s: error: %s\n" % (self.prog, message))
+
+
+def _days(value):
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % value)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return n
+
+
+def _session_id(value):
+    if not sr.is_session_id(value):
+        raise argparse.ArgumentTypeError("%r is not a session id (lowercase UUID)" % value)
+    return value
+
+
+def plan(sessions_dir, registry, days, only):
+    """Decide (removed, kept) lists; pure apart from reading the file system."""
+    entries = registry["sessions"] if registry is not None else {}
+    dirs = sr.session_dirs(sessions_dir)
+    in_use = sr.dirs_in_use(sessions_dir)
+    now = time.time()
+    removed, kept = [], []
+
+    ids = sorted(set(dirs) | set(entries))
+    if only is not None:
+        ids = [only] if only in dirs or only in entries else []
+    for sid in ids:
+        entry = entries.get(sid)
+        path = dirs.get(sid)
+        item = {"id": sid, "dir": path or os.path.join(sessions_dir, sid)}
+        guard = sr.protection(sid, entry, registry is not None, sessions_dir, in_use)
+        if guard:
+            kept.append(dict(item, reason=guard))
+            continue
+        if path is None:
+            reason = "missing"  # a dead entry whose directory is already gone
+        elif only is not None:
+            reason = "requested"
+        elif registry is not None and entry is None:
+            reason = "orphaned"
+        elif sr.history_bytes(path) == 0 and not sr.has_transcripts(path):
+            reason = "empty"
+        elif days is not None and (sr.last_activity(path) or 0) < now - days * DAY:
+            reason = "old"
+        else:
+            kept.append(dict(item, reason="has-history"))
+            continue
+        removed.append(dict(item, reason=reason))
+    return removed, kept
+
+
+def _rmtree(path):
+    # On Linux rmtree is the fd-based version: it refuses a symlink at the top
+    # and never follows one below, even if the tree is changed while it runs.
+    if not shutil.rmtree.avoids_symlink_attacks:
+        raise OSError("refusing to delete %s: this Python's rmtree can follow symlinks" % path)
+    shutil.rmtree(path)
+
+
+def apply(sessions_dir, registry, removed):
+    """Delete what plan() chose; returns the ids that failed.  Caller holds the lock."""
+    failed = []
+    changed = False
+    for item in removed:
+        sid = item["id"]
+        try:
+            sr.remove_active_link(sessions_dir, sid)
+            if item["reason"] != "missing":
+                _rmtree(os.path.join(sessions_dir, sid))
+        except OSError as e:
+            sys.stderr.write("cleanup-sessions: cannot remove %s: %s\n" % (item["dir"], e))
+            failed.append(sid)
+            continue
+        # The entry goes only after its directory: an interrupted run leaves a
+        # dead entry ("missing" next time), never an unregistered directory.
+        if registry is not None and registry["sessions"].pop(sid, None) is not None:
+            changed = True
+    if changed:
+        sr.write_registry(sessions_dir, registry)
+    return failed
+
+
+def main(argv=None):
+    parser = _Parser(prog="cleanup-sessions.py",
+                     description="Remove orphaned, empty and old Claude Code sessions.")
+    parser.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    parser.add_argument("--days", type=_days, metavar="N",
+                        help="also remove sessions with no activity for N days")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--sessions-dir", metavar="DIR",
+                        help="default: <claude_home>/sessions from session.conf")
+    parser.add_argument("--session", type=_session_id, metavar="ID",
+                        help="remove exactly this session (refused while it is live)")
+    args = parser.parse_args(argv)
+    sessions_dir = args.sessions_dir or sr.load_config().sessions_dir
+
+    if not os.path.isdir(sessions_dir):
+        removed, kept, failed = [], [], []
+    else:
+        try:
+            with sr.RegistryLock(sessions_dir):
+                registry = sr.read_registry(sessions_dir)
+                removed, kept = plan(sessions_dir, registry, args.days, args.session)
+                failed = [] if args.dry_run else apply(sessions_dir, registry, removed)
+        except sr.RegistryError as e:
+            sys.stderr.write("cleanup-sessions: %s\ncleanup-sessions: refusing to delete "
+                             "anything until the registry is repaired or moved away\n" % e)
+            return 2
+        except (sr.LockTimeout, OSError) as e:
+            sys.stderr.write("cleanup-sessions: %s\n" % e)
+            return 1
+    removed = [r for r in removed if r["id"] not in failed]
+
+    if args.json:
+        sys.stdout.write(json.dumps({"removed": removed, "kept": kept,
+                                     "dry_run": args.dry_run}, indent=1) + "\n")
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for r in removed:
+            sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))
+
+    status = 1 if failed else 0
+    if args.session and not removed and not failed:
+        if kept:
+            sys.stderr.write("cleanup-sessions: not removing %s: it is live (%s)\n"
+                             % (args.session, kept[0]["reason"]))
+        else:
+            sys.stderr.write("cleanup-sessions: no session %s in %s\n" % (args.session, sessions_dir))
+        status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

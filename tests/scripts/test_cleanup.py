@@ -1,0 +1,399 @@
+"""cleanup-sessions.py: what it removes, and above all what it must never touch."""
+import json
+import os
+import shutil
+import random
+import threading
+import time
+
+import pytest
+
+from conftest import snapshot, start_time, wait_for
+
+
+def exists(env, sid):
+    return os.path.isdir(env.sdir(sid))
+
+
+def removed_ids(result):
+    return {r["id"]: r["reason"] for r in result["removed"]}
+
+
+def kept_ids(result):
+    return {r["id"]: r["reason"] for r in result["kept"]}
+
+
+def proc_gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    return data[data.rfind(b")") + 2:].split()[0] == b"Z"
+
+
+# ---------------------------------------------------------------- what it removes
+
+def test_removes_orphaned_empty_and_old_sessions(env):
+    keep = env.make_session(history=b"x\n")
+    empty = env.make_session(history=b"")
+    no_history = env.make_session(history=None)
+    orphan = env.make_session(history=b"x\n", registered=False)
+    old = env.make_session(history=b"x\n", age_days=10)
+    result = env.clean_json()
+    assert removed_ids(result) == {empty: "empty", no_history: "empty", orphan: "orphaned"}
+    assert kept_ids(result) == {keep: "has-history", old: "has-history"}
+    assert result["dry_run"] is False
+    assert removed_ids(env.clean_json("--days", "5")) == {old: "old"}
+    assert env.session_ids() == [keep]
+    assert set(env.read_registry()["sessions"]) == {keep}
+
+
+def test_headless_session_with_transcript_is_not_empty(env):
+    # `claude -p` writes projects/<cwd>/<id>.jsonl and never history.jsonl.
+    headless = env.make_session(history=None)
+    transcript = os.path.join(env.sdir(headless), "projects", "-home-u-work")
+    os.makedirs(transcript)
+    with open(os.path.join(transcript, "0306f14b-c4b6-4b41-bb8e-c3da2f735f24.jsonl"), "w") as f:
+        f.write('{"type":"user"}\n')
+    truly_empty = env.make_session(history=None)
+    result = env.clean_json()
+    assert removed_ids(result) == {truly_empty: "empty"}
+    assert kept_ids(result) == {headless: "has-history"}
+    assert exists(env, headless)
+
+
+def test_session_option_removes_exactly_that_session(env):
+    target = env.make_session(history=b"history worth keeping\n")
+    other = env.make_session(history=b"")            # would be removed by a normal run
+    result = env.clean_json("--session", target)
+    assert result["removed"] == [{"id": target, "reason": "requested", "dir": env.sdir(target)}]
+    assert not exists(env, target) and exists(env, other)
+    assert set(env.read_registry()["sessions"]) == {other}
+    again = env.clean("--session", target)
+    assert again.returncode == 1 and b"no session" in again.stderr
+    assert env.clean("--session", "not-a-uuid").returncode == 64
+    assert env.clean("--days", "-1").returncode == 64
+
+
+def test_no_sessions_dir_is_not_an_error(env):
+    shutil.rmtree(env.sessions)  # push made it; a host may lose it
+    r = env.clean("--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout) == {"removed": [], "kept": [], "dry_run": False}
+    assert not os.path.exists(env.sessions)
+
+
+# ---------------------------------------------------------------- live sessions are never deleted
+
+def test_live_session_never_deleted_whatever_else_holds(env):
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go, STUB_NO_HISTORY=1)   # empty while it runs
+    sid = env.running_session(p)
+    # Make it look as deletable as possible: empty, inactive for a year, and
+    # missing from the registry (only the entry of a *dead* launcher is evidence).
+    year = time.time() - 365 * 86400
+    for name in os.listdir(env.sdir(sid)):
+        os.utime(os.path.join(env.sdir(sid), name), (year, year))
+    os.utime(env.sdir(sid), (year, year))
+    for args in ([], ["--days", "0"], ["--dry-run", "--days", "0"]):
+        result = env.clean_json(*args)
+        assert sid not in removed_ids(result)
+        assert kept_ids(result)[sid] == "live"
+    refused = env.clean("--session", sid)
+    assert refused.returncode == 1 and b"live" in refused.stderr
+    assert exists(env, sid)
+
+    env.write_registry({})                             # entry lost while it runs
+    result = env.clean_json("--days", "0")
+    assert kept_ids(result)[sid] == "in-use"          # its client still uses the dir
+    assert env.clean("--session", sid).returncode == 1
+    assert exists(env, sid)
+
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 0
+
+
+def test_pid_reuse_does_not_make_a_session_live(env):
+    me = os.getpid()
+    reused = env.make_session(history=b"", status="active", pid=me, pid_start=start_time(me) + 1)
+    live = env.make_session(history=b"", status="active", pid=me, pid_start=start_time(me))
+    rows = env.list_json()
+    assert (rows[reused]["status"], rows[live]["status"]) == ("ended", "active")
+    result = env.clean_json()
+    assert removed_ids(result) == {reused: "empty"}
+    assert kept_ids(result) == {live: "live"}
+
+
+def test_cleaner_racing_concurrent_launches_never_deletes_a_live_session(env):
+    env.write_conf("max_sessions=0\n")
+    go = os.path.join(env.tmp, "go")
+    stop = threading.Event()
+    runs, failures, removals, planted = [], [], {}, []
+
+    def cleaner_loop():
+        while not stop.is_set():
+            # An orphan in each round proves the cleaner really deletes things.
+            planted.append(env.make_session(history=b"", registered=False))
+            began = time.monotonic()
+            r = env.clean("--json", "--days", "0")   # as aggressive as it gets
+            runs.append((began, time.monotonic()))
+            if r.returncode != 0:
+                failures.append(r.stderr.decode())
+                continue
+            for item in json.loads(r.stdout)["removed"]:
+                removals[item["id"]] = item["reason"]
+
+    def clients_running():
+        return sum(os.path.exists(os.path.join(env.sdir(sid), "client.pid"))
+                   for sid in env.session_ids())
+
+    thread = threading.Thread(target=cleaner_loop)
+    thread.start()
+    procs = []
+    try:
+        first_launch = time.monotonic()
+        for _ in range(20):
+            # Each client looks empty until it is released, then must still be
+            # able to write into its directory (it exits 99 otherwise).
+            procs.append(env.launch(STUB_NO_HISTORY=1, STUB_LATE_HISTORY=1, STUB_WAIT=go,
+                                    STUB_SLEEP="%.2f" % random.uniform(0, 0.3)))
+            time.sleep(random.uniform(0, 0.05))
+        last_launch = time.monotonic()
+        # (A launcher exiting this early has failed: stop waiting, report below.)
+        wait_for(lambda: clients_running() == 20 or any(p.poll() is not None for p in procs),
+                 timeout=40, what="20 clients")
+        # However slow the machine, the cleaner sweeps the running sessions a few times...
+        seen = len(runs)
+        wait_for(lambda: len(runs) >= seen + 3, timeout=40, what="3 cleaner runs")
+        # ...and keeps sweeping while they end.
+        open(go, "w").close()
+        codes = [p.wait(timeout=40) for p in procs]
+    finally:
+        stop.set()
+        thread.join(timeout=40)
+
+    assert failures == []
+    assert any(began < last_launch and ended > first_launch for began, ended in runs), \
+        "no cleaner run overlapped the launches"
+    assert codes == [0] * 20, [p.stderr.read().decode() for p in procs]
+    assert set(planted) <= set(removals), "planted orphans were not removed"
+    # Every launch registered: its entry is still there (ended), or the cleaner
+    # removed the session after its launcher ended.
+    registered = env.read_registry()["sessions"]
+    assert all(entry["status"] == "ended" for entry in registered.values())
+    launched_and_removed = set(removals) - set(planted)
+    assert not set(registered) & launched_and_removed
+    assert len(set(registered) | launched_and_removed) == 20
+
+
+# ---------------------------------------------------------------- crashed launchers
+
+def test_kill9_launcher_leaves_entry_list_and_cleaner_handle(env):
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go)
+    sid = env.running_session(p)
+    with open(os.path.join(env.sdir(sid), "client.pid")) as f:
+        client = int(f.read())
+    p.kill()
+    # Not reaped yet: a zombie launcher is not alive either.
+    wait_for(lambda: proc_gone(p.pid), what="launcher to become a zombie")
+    assert os.path.exists("/proc/%d" % p.pid)
+    assert env.list_json()[sid]["status"] == "ended"
+    p.wait()
+    assert env.read_registry()["sessions"][sid]["status"] == "active"   # never closed
+    assert os.path.islink(os.path.join(env.active, sid))                 # stale link
+    assert env.list_json()[sid]["status"] == "ended"
+
+    # The orphaned client still runs in the directory: still protected.
+    assert kept_ids(env.clean_json("--days", "0"))[sid] == "in-use"
+    assert env.clean("--session", sid).returncode == 1
+    assert exists(env, sid)
+
+    open(go, "w").close()
+    wait_for(lambda: proc_gone(client), what="orphaned client to exit")
+    assert env.list_json()[sid]["status"] == "ended"
+    result = env.clean_json("--session", sid)
+    assert removed_ids(result) == {sid: "requested"}
+    assert not exists(env, sid)
+    assert sid not in env.read_registry()["sessions"]
+    assert not os.path.lexists(os.path.join(env.active, sid))
+
+
+def test_kill9_of_launcher_and_client_is_cleaned_by_a_normal_run(env):
+    p = env.launch(STUB_NO_HISTORY=1, STUB_SLEEP=30)
+    sid = env.running_session(p)
+    with open(os.path.join(env.sdir(sid), "client.pid")) as f:
+        client = int(f.read())
+    p.kill()
+    p.wait()
+    os.kill(client, 9)
+    wait_for(lambda: proc_gone(client), what="client to die")
+    assert env.list_json()[sid]["status"] == "ended"
+    assert removed_ids(env.clean_json()) == {sid: "empty"}
+    assert not exists(env, sid) and not os.path.lexists(os.path.join(env.active, sid))
+    assert env.read_registry()["sessions"] == {}
+
+
+# ---------------------------------------------------------------- no registry
+
+def test_without_registry_an_active_link_protects_and_nothing_is_orphaned(env):
+    linked = env.make_session(history=b"", registered=False)
+    os.symlink(env.sdir(linked), os.path.join(env.active, linked))
+    empty = env.make_session(history=b"", registered=False)
+    with_history = env.make_session(history=b"x\n", registered=False)
+    assert not os.path.exists(env.registry)
+    result = env.clean_json()
+    assert removed_ids(result) == {empty: "empty"}
+    assert kept_ids(result) == {linked: "active-link", with_history: "has-history"}
+    assert env.clean("--session", linked).returncode == 1
+    assert exists(env, linked) and exists(env, with_history)
+    assert not os.path.exists(env.registry)             # the cleaner does not invent one
+
+
+def test_active_link_with_dead_registered_launcher_is_stale(env):
+    sid = env.make_session(history=b"", status="active")
+    os.symlink(env.sdir(sid), os.path.join(env.active, sid))
+    assert removed_ids(env.clean_json()) == {sid: "empty"}
+    assert not os.path.lexists(os.path.join(env.active, sid))
+
+
+# ---------------------------------------------------------------- corrupt registry
+
+@pytest.mark.parametrize("content", [
+    b"{not json", b"", b"[]", b'{"version": 2, "sessions": {}}',
+    b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": 5}}',
+    b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": {"status": "ended"}}}',
+], ids=["garbage", "empty-file", "list", "version", "entry-not-object", "entry-without-pid"])
+def test_unparseable_registry_deletes_nothing_and_exits_2(env, content):
+    env.make_session(history=b"", registered=False)
+    env.make_session(history=b"x\n", registered=False, age_days=30)
+    with open(env.registry, "wb") as f:
+        f.write(content)
+    before = snapshot(env.sessions)
+    for args in ([], ["--days", "0"], ["--dry-run"], ["--json"],
+                 ["--session", env.session_ids()[0]]):
+        r = env.clean(*args)
+        assert r.returncode == 2, args
+        assert b".registry" in r.stderr and b"refusing" in r.stderr
+        assert r.stdout == b""
+    after = snapshot(env.sessions)
+    after.pop(".registry.lock", None)
+    before.pop(".registry.lock", None)
+    assert after == before
+
+
+# ---------------------------------------------------------------- what is never a candidate
+
+def test_planted_symlink_is_never_followed(env):
+    outside = os.path.join(env.tmp, "precious")
+    os.makedirs(os.path.join(outside, "sub"))
+    with open(os.path.join(outside, "sub", "data"), "w") as f:
+        f.write("keep me")
+    outside_file = os.path.join(env.tmp, "precious-file")
+    with open(outside_file, "w") as f:
+        f.write("keep me too")
+    env.write_registry({})
+    # UUID-named symlinks in sessions/: to a directory and to a file.
+    dir_link = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+    file_link = "aaaaaaaa-bbbb-4ccc-8ddd-ffffffffffff"
+    os.symlink(outside, os.path.join(env.sessions, dir_link))
+    os.symlink(outside_file, os.path.join(env.sessions, file_link))
+    # An orphaned real session holding links to the outside: rmtree must remove
+    # the links, not what they point to.
+    orphan = env.make_session(history=b"", registered=False)
+    os.symlink(outside, os.path.join(env.sdir(orphan), "link-to-dir"))
+    os.symlink(outside_file, os.path.join(env.sdir(orphan), "link-to-file"))
+    outside_before = snapshot(outside)
+
+    result = env.clean_json("--days", "0")
+    assert removed_ids(result) == {orphan: "orphaned"}
+    assert env.clean("--session", dir_link).returncode == 1
+    assert snapshot(outside) == outside_before
+    with open(outside_file) as f:
+        assert f.read() == "keep me too"
+    assert os.readlink(os.path.join(env.sessions, dir_link)) == outside
+    assert os.readlink(os.path.join(env.sessions, file_link)) == outside_file
+
+
+def test_non_session_entries_are_never_touched(env):
+    registered = env.make_session(history=b"x\n")
+    os.symlink(env.sdir(registered), os.path.join(env.active, "foreign-link"))
+    os.makedirs(os.path.join(env.sessions, "notes"))
+    os.makedirs(os.path.join(env.sessions, "AAAAAAAA-BBBB-4CCC-8DDD-EEEEEEEEEEEE"))
+    os.makedirs(os.path.join(env.sessions, "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee.bak"))
+    with open(os.path.join(env.sessions, "aaaaaaaa-bbbb-4ccc-8ddd-000000000000"), "w") as f:
+        f.write("a file with a session name")
+    with open(os.path.join(env.sessions, "README"), "w") as f:
+        f.write("hi")
+    orphan = env.make_session(history=b"", registered=False)
+    env.clean("--json")                                 # creates the lock file
+    orphan2 = env.make_session(history=b"", registered=False)
+    before = snapshot(env.sessions)
+
+    result = env.clean_json("--days", "0")
+    assert removed_ids(result) == {orphan2: "orphaned", registered: "old"}
+    assert orphan not in env.session_ids()
+    after = snapshot(env.sessions)
+    gone = {k for k in before if k not in after}
+    assert all(k.startswith((orphan2, registered)) for k in gone), gone
+    changed = {k for k in after if before.get(k) != after[k]}
+    # Only the registry (entry removed) and the two directories' parents change.
+    assert changed <= {".registry", "active"}, changed
+    assert os.path.islink(os.path.join(env.active, "foreign-link"))
+    assert os.path.isfile(os.path.join(env.sessions, ".registry.lock"))
+
+
+def test_registry_untouched_when_nothing_registered_is_removed(env):
+    keep = env.make_session(history=b"x\n")
+    env.make_session(history=b"", registered=False)
+    before = os.stat(env.registry)
+    with open(env.registry, "rb") as f:
+        content = f.read()
+    env.clean_json()
+    after = os.stat(env.registry)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    with open(env.registry, "rb") as f:
+        assert f.read() == content
+    assert env.session_ids() == [keep]
+
+
+# ---------------------------------------------------------------- dry run
+
+@pytest.mark.parametrize("args", [[], ["--days", "5"], ["--days", "0"]])
+def test_dry_run_lists_exactly_what_the_real_run_removes(env, args):
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go)
+    live = env.running_session(p)
+    env.make_session(history=b"x\n")                                   # recent, kept
+    env.make_session(history=b"x\n", age_days=10)                       # old with --days 5
+    env.make_session(history=b"")                                       # empty
+    env.make_session(history=b"x\n", registered=False)                  # orphaned
+    crashed = env.make_session(history=b"", status="active")            # dead launcher
+    os.symlink(env.sdir(crashed), os.path.join(env.active, crashed))
+    missing = env.make_session(history=b"")
+    os.rename(env.sdir(missing), os.path.join(env.tmp, "moved-away"))   # entry without dir
+
+    before = snapshot(env.sessions)
+    dry = env.clean_json("--dry-run", *args)
+    assert dry["dry_run"] is True
+    assert snapshot(env.sessions) == before
+    text = env.clean("--dry-run", *args)
+    assert text.returncode == 0
+    assert sorted(text.stdout.decode().splitlines()) == sorted(
+        "would remove %s (%s) %s" % (r["id"], r["reason"], r["dir"]) for r in dry["removed"])
+
+    real = env.clean_json(*args)
+    key = lambda r: r["id"]  # noqa: E731
+    assert sorted(real["removed"], key=key) == sorted(dry["removed"], key=key)
+    assert sorted(real["kept"], key=key) == sorted(dry["kept"], key=key)
+    assert dry["removed"], "the scenario must remove something"
+    assert missing in removed_ids(real) and crashed in removed_ids(real)
+    assert live not in removed_ids(real) and exists(env, live)
+    for r in real["removed"]:
+        assert not exists(env, r["id"])
+        assert r["id"] not in env.read_registry()["sessions"]
+    for r in real["kept"]:
+        assert exists(env, r["id"])
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 0

@@ -1,0 +1,400 @@
+"""claude-session: isolation, registry bookkeeping, capacity guard, inheritance,
+signals, configuration."""
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import start_time, wait_for
+
+import session_registry as sr
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def history_lines(path):
+    with open(os.path.join(path, "history.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# ---------------------------------------------------------------- isolation
+
+def test_fifty_parallel_launches_are_isolated(env):
+    env.write_conf("max_sessions=0\n")
+    os.makedirs(env.claude_home, exist_ok=True)
+    default_history = os.path.join(env.claude_home, "history.jsonl")
+    with open(default_history, "w") as f:
+        f.write('{"display":"pre-existing","timestamp":1}\n')
+    os.utime(default_history, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    before = (os.stat(default_history).st_size, os.stat(default_history).st_mtime_ns,
+              sha256(default_history))
+    go = os.path.join(env.tmp, "go")
+
+    procs = [env.launch("--name", "p%d" % i, STUB_WAIT=go) for i in range(50)]
+    # All 50 clients are running at the same time before any may finish.
+    wait_for(lambda: sum(os.path.exists(os.path.join(env.sdir(s), "client.pid"))
+                         for s in env.session_ids()) == 50
+             or any(p.poll() is not None for p in procs), timeout=40, what="50 clients")
+    assert [p.poll() for p in procs] == [None] * 50, "a launch failed early"
+    assert len(os.listdir(env.active)) == 50
+    assert sorted(r["status"] for r in env.list_json().values()) == ["active"] * 50
+    open(go, "w").close()
+    for p in procs:
+        p.wait(timeout=40)
+        assert p.returncode == 0, p.stderr.read().decode()
+
+    ids = env.session_ids()
+    assert len(ids) == 50
+    inodes = set()
+    for sid in ids:
+        path = env.sdir(sid)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        lines = history_lines(path)
+        assert len(lines) == 1
+        assert lines[0]["config_dir"] == path          # CLAUDE_CONFIG_DIR is the session dir
+        assert lines[0]["session_dir_var"] is None     # the ignored variable is not used
+        inodes.add(os.stat(os.path.join(path, "history.jsonl")).st_ino)
+    assert len(inodes) == 50
+
+    assert (os.stat(default_history).st_size, os.stat(default_history).st_mtime_ns,
+            sha256(default_history)) == before
+    assert stat.S_IMODE(os.stat(env.registry).st_mode) == 0o600
+    sessions = env.read_registry()["sessions"]
+    assert sorted(sessions) == ids
+    assert {e["name"] for e in sessions.values()} == {"p%d" % i for i in range(50)}
+    for e in sessions.values():
+        assert e["status"] == "ended" and e["exit_code"] == 0 and e["ended"]
+    assert os.listdir(env.active) == []
+
+
+def test_stdout_carries_only_the_client_output(env):
+    r = env.run("--name", "quiet", STUB_STDOUT="hello from client\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"hello from client\n"
+    assert r.stderr == b""
+
+
+def test_args_passed_through_and_exit_code_recorded(env):
+    r = env.run("--name", "x", "--", "--name", "-p", "hi there", STUB_EXIT=7)
+    assert r.returncode == 7
+    (sid,) = env.session_ids()
+    assert history_lines(env.sdir(sid))[0]["args"] == ["--name", "-p", "hi there"]
+    entry = env.read_registry()["sessions"][sid]
+    assert (entry["status"], entry["exit_code"], entry["name"]) == ("ended", 7, "x")
+    assert entry["ended"] and entry["started"].endswith("Z")
+    assert entry["pid"] > 0 and entry["pid_start"] > 0
+    assert not os.path.lexists(os.path.join(env.active, sid))
+
+
+def test_first_unknown_argument_starts_the_client_args(env):
+    r = env.run("-p", "--force", STUB_EXIT=0)
+    assert r.returncode == 0
+    (sid,) = env.session_ids()
+    assert history_lines(env.sdir(sid))[0]["args"] == ["-p", "--force"]
+
+
+@pytest.mark.parametrize("args", [["--name"], ["--name", "bad\nname"], ["--name", "x" * 201]])
+def test_usage_errors_exit_64_and_create_nothing(env, args):
+    r = env.run(*args)
+    assert r.returncode == 64
+    assert r.stdout == b""
+    assert env.session_ids() == []
+
+
+def test_active_link_exists_while_client_runs(env):
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go)
+    sid = env.running_session(p)
+    link = os.path.join(env.active, sid)
+    assert os.path.islink(link) and os.path.realpath(link) == os.path.realpath(env.sdir(sid))
+    assert env.read_registry()["sessions"][sid]["status"] == "active"
+    assert env.list_json()[sid]["status"] == "active"
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 0
+    assert not os.path.lexists(link)
+    assert env.list_json()[sid]["status"] == "ended"
+
+
+# ---------------------------------------------------------------- capacity guard
+
+def test_capacity_guard_refuses_with_75_and_force_overrides(env):
+    env.write_conf("max_sessions=2\n")
+    go = os.path.join(env.tmp, "go")
+    running = [env.launch(STUB_WAIT=go) for _ in range(2)]
+    known = []
+    for p in running:
+        known.append(env.running_session(p, known))
+
+    r = env.run()
+    assert r.returncode == 75
+    assert r.stdout == b""
+    msg = r.stderr.decode()
+    assert "2 live sessions" in msg and "max_sessions=2" in msg and "--force" in msg
+    assert env.session_ids() == sorted(known)          # the refused launch left nothing
+    assert len(env.read_registry()["sessions"]) == 2
+
+    forced = env.run("--force")
+    assert forced.returncode == 0, forced.stderr
+    assert len(env.session_ids()) == 3
+    open(go, "w").close()
+    assert [p.wait(timeout=20) for p in running] == [0, 0]
+    assert env.run().returncode == 0                    # ended sessions no longer count
+
+
+def test_capacity_guard_holds_for_concurrent_launches(env):
+    env.write_conf("max_sessions=3\n")
+    go = os.path.join(env.tmp, "go")
+    # Hold the registry lock while the 20 launchers start, so they all reach
+    # the guard at the same moment: a check made outside the lock would let
+    # every one of them through.
+    os.makedirs(env.active, exist_ok=True)
+    lock = os.open(os.path.join(env.sessions, ".registry.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        procs = [env.launch(STUB_WAIT=go) for _ in range(20)]
+        time.sleep(1.5)
+    finally:
+        os.close(lock)
+    wait_for(lambda: sum(p.poll() is not None for p in procs) == 17, timeout=40,
+             what="17 refused launches")
+    assert sorted(p.returncode for p in procs if p.poll() is not None) == [75] * 17
+    assert len(env.session_ids()) == 3
+    open(go, "w").close()
+    assert sorted(p.wait(timeout=20) for p in procs) == [0] * 3 + [75] * 17
+
+
+def test_capacity_guard_ignores_dead_launchers(env):
+    env.write_conf("max_sessions=1\n")
+    # A launcher that died without closing its entry, and one whose pid was reused.
+    env.make_session(history=b"x\n", status="active")
+    env.make_session(history=b"x\n", status="active", pid=os.getpid(), pid_start=1)
+    r = env.run()
+    assert r.returncode == 0, r.stderr
+
+
+# ---------------------------------------------------------------- inheritance
+
+def _populate_claude_home(env, names):
+    for name, content in names.items():
+        path = os.path.join(env.claude_home, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(content)
+
+
+def test_default_inherit_lists_copy_and_link(env):
+    _populate_claude_home(env, {"settings.json": '{"theme":"dark"}', "CLAUDE.md": "# rules\n",
+                                ".credentials.json": '{"token":"t"}', "history.jsonl": "old\n",
+                                ".claude.json": "{}", "projects/p/x.jsonl": "{}\n"})
+    r = env.run()
+    assert r.returncode == 0, r.stderr
+    (sid,) = env.session_ids()
+    path = env.sdir(sid)
+    for name in ("settings.json", "CLAUDE.md"):
+        copy, orig = os.path.join(path, name), os.path.join(env.claude_home, name)
+        assert not os.path.islink(copy) and os.path.isfile(copy)
+        assert os.stat(copy).st_ino != os.stat(orig).st_ino
+        assert sha256(copy) == sha256(orig)
+    cred = os.path.join(path, ".credentials.json")
+    assert os.path.islink(cred)
+    assert os.readlink(cred) == os.path.join(env.claude_home, ".credentials.json")
+    # Nothing else is shared: the session's history is its own, no projects, no .claude.json.
+    assert sorted(os.listdir(path)) == [".credentials.json", "CLAUDE.md", "client.pid",
+                                        "history.jsonl", "settings.json"]
+    assert len(history_lines(path)) == 1
+
+
+def test_missing_inherit_sources_are_skipped_quietly(env):
+    _populate_claude_home(env, {"settings.json": "{}"})
+    r = env.run()
+    assert r.returncode == 0
+    assert r.stderr == b""
+    (sid,) = env.session_ids()
+    assert sorted(os.listdir(env.sdir(sid))) == ["client.pid", "history.jsonl", "settings.json"]
+
+
+def test_custom_inherit_lists_from_session_conf(env):
+    env.write_conf("# custom lists\ninherit_copy = notes.txt  sub/deep.json tools\n"
+                   "inherit_link=settings.json absent.json\n")
+    _populate_claude_home(env, {"notes.txt": "n", "sub/deep.json": "{}", "tools/a.sh": "a",
+                                "settings.json": "{}", "CLAUDE.md": "not inherited",
+                                ".credentials.json": "not inherited"})
+    assert env.run().returncode == 0
+    (sid,) = env.session_ids()
+    path = env.sdir(sid)
+    assert os.path.isfile(os.path.join(path, "notes.txt"))
+    assert os.path.isfile(os.path.join(path, "sub", "deep.json"))
+    assert os.path.isfile(os.path.join(path, "tools", "a.sh"))
+    assert not os.path.islink(os.path.join(path, "tools"))
+    assert os.readlink(os.path.join(path, "settings.json")) == \
+        os.path.join(env.claude_home, "settings.json")
+    for name in ("CLAUDE.md", ".credentials.json", "absent.json"):
+        assert not os.path.lexists(os.path.join(path, name))
+
+
+def test_inherit_names_outside_claude_home_are_refused(env):
+    env.write_conf("inherit_copy=../outside /etc/hostname . sessions\ninherit_link=sub/../../outside\n")
+    with open(os.path.join(env.home, "outside"), "w") as f:
+        f.write("secret")
+    r = env.run()
+    assert r.returncode == 0
+    assert r.stderr.count(b"inherit: ignoring") == 5
+    (sid,) = env.session_ids()
+    assert sorted(os.listdir(env.sdir(sid))) == ["client.pid", "history.jsonl"]
+
+
+def test_empty_inherit_lists_share_nothing(env):
+    env.write_conf("inherit_copy=\ninherit_link=\n")
+    _populate_claude_home(env, {"settings.json": "{}", ".credentials.json": "{}"})
+    assert env.run().returncode == 0
+    (sid,) = env.session_ids()
+    assert sorted(os.listdir(env.sdir(sid))) == ["client.pid", "history.jsonl"]
+
+
+# ---------------------------------------------------------------- signals
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_signal_forwarded_to_client_and_its_exit_code_propagated(env, sig):
+    p = env.launch(STUB_TRAP=1, STUB_SLEEP=30)
+    sid = env.running_session(p)
+    p.send_signal(sig)   # to the launcher only, not its process group
+    assert p.wait(timeout=20) == 40 + sig
+    with open(os.path.join(env.sdir(sid), "signal")) as f:
+        assert f.read() == sig.name
+    entry = env.read_registry()["sessions"][sid]
+    assert (entry["status"], entry["exit_code"]) == ("ended", 40 + sig)
+    assert not os.path.lexists(os.path.join(env.active, sid))
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_client_killed_by_forwarded_signal_gives_128_plus_n(env, sig):
+    # No handlers in the client: it must not have inherited SIGINT as ignored.
+    p = env.launch(STUB_SLEEP=30)
+    sid = env.running_session(p)
+    p.send_signal(sig)
+    assert p.wait(timeout=20) == 128 + sig
+    assert env.read_registry()["sessions"][sid]["exit_code"] == 128 + sig
+
+
+# ---------------------------------------------------------------- configuration
+
+def test_config_parsing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf = tmp_path / "session.conf"
+    conf.write_text("# comment\n\n  claude_home = ~/x y  \nmax_sessions=7\nunknown=1\n"
+                    "inherit_copy=a=b  c\nhost=lxc122\nnot a key value line\n")
+    cfg = sr.load_config(str(conf))
+    assert cfg.claude_home == str(tmp_path / "x y")
+    assert cfg.sessions_dir == str(tmp_path / "x y" / "sessions")
+    assert (cfg.max_sessions, cfg.inherit_copy, cfg.inherit_link, cfg.host) == \
+        (7, ["a=b", "c"], [".credentials.json"], "lxc122")
+
+    missing = sr.load_config(str(tmp_path / "absent.conf"))
+    assert (missing.claude_home, missing.max_sessions, missing.inherit_copy) == \
+        (str(tmp_path / ".claude"), 4, ["settings.json", "CLAUDE.md"])
+    assert missing.host  # the hostname
+
+    conf.write_text("claude_home=~\n")
+    assert sr.load_config(str(conf)).claude_home == str(tmp_path)
+    conf.write_text("claude_home=/abs/dir\n")
+    assert sr.load_config(str(conf)).claude_home == "/abs/dir"
+    monkeypatch.setenv("CLAUDE_SESSION_CONF", str(conf))
+    assert sr.load_config().claude_home == "/abs/dir"
+
+
+def test_config_is_parsed_not_sourced(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf = tmp_path / "session.conf"
+    pwned = tmp_path / "pwned"
+    conf.write_text("max_sessions=$(touch %s)\n" % pwned)
+    assert sr.load_config(str(conf)).max_sessions == 4   # invalid: default, guard stays on
+    assert "max_sessions" in capsys.readouterr().err
+    assert not pwned.exists()
+
+
+def test_launcher_uses_session_conf_next_to_it_through_a_symlink(env):
+    env.write_conf("claude_home=~/elsewhere\n")
+    linkdir = os.path.join(env.tmp, "usrbin")
+    os.makedirs(linkdir)
+    os.symlink(env.launcher, os.path.join(linkdir, "claude-session"))
+    r = subprocess.run([os.path.join(linkdir, "claude-session")], env=env.environ(),
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    sessions = os.path.join(env.home, "elsewhere", "sessions")
+    assert len([n for n in os.listdir(sessions) if len(n) == 36]) == 1
+    assert env.session_ids() == []  # nothing under the default claude_home
+
+
+def test_claude_session_conf_env_overrides(env):
+    other = os.path.join(env.tmp, "other.conf")
+    with open(other, "w") as f:
+        f.write("claude_home=%s\n" % os.path.join(env.tmp, "ch2"))
+    env.write_conf("claude_home=~/ignored\n")
+    r = env.run(CLAUDE_SESSION_CONF=other)
+    assert r.returncode == 0, r.stderr
+    assert os.path.isdir(os.path.join(env.tmp, "ch2", "sessions", "active"))
+    assert not os.path.exists(os.path.join(env.home, "ignored"))
+
+
+# ---------------------------------------------------------------- list
+
+def test_list_reports_status_activity_and_history(env):
+    ended = env.make_session(history=b"12345\n")
+    crashed = env.make_session(history=b"", status="active")         # launcher gone
+    live = env.make_session(history=None, status="active", pid=os.getpid(),
+                            pid_start=start_time(os.getpid()))
+    orphan = env.make_session(history=b"ab", registered=False)
+    gone = env.make_session(history=b"")
+    shutil.rmtree(env.sdir(gone))
+    rows = env.list_json()
+    assert {k: rows[k]["status"] for k in rows} == {
+        ended: "ended", crashed: "ended", live: "active", orphan: "orphaned", gone: "ended"}
+    assert rows[ended]["history_bytes"] == 6 and rows[live]["history_bytes"] == 0
+    assert rows[orphan]["started"] is None and rows[ended]["started"] == "2020-01-01T00:00:00Z"
+    assert rows[ended]["last_activity"].endswith("Z") and rows[gone]["last_activity"] is None
+    assert set(rows[ended]) == {"id", "name", "status", "started", "last_activity",
+                                "history_bytes", "dir"}
+
+    text = env.tool("claude-session-list")
+    assert text.returncode == 0
+    lines = text.stdout.decode().splitlines()
+    assert len(lines) == 5
+    by_id = {line.split("\t")[0]: line.split("\t") for line in lines}
+    assert by_id[orphan][1:3] == ["-", "orphaned"] and by_id[ended][5] == "6"
+
+    via_launcher = env.run("list", "--json")
+    assert via_launcher.returncode == 0
+    assert {r["id"]: r for r in json.loads(via_launcher.stdout)} == rows
+
+
+def test_list_with_unreadable_registry_exits_2(env):
+    os.makedirs(env.sessions, exist_ok=True)
+    with open(env.registry, "w") as f:
+        f.write("{oops")
+    r = env.tool("claude-session-list")
+    assert r.returncode == 2 and b".registry" in r.stderr
+
+
+def test_launcher_refuses_to_overwrite_unreadable_registry(env):
+    os.makedirs(env.sessions, exist_ok=True)
+    with open(env.registry, "w") as f:
+        f.write("{oops")
+    r = env.run()
+    assert r.returncode == 70 and b".registry" in r.stderr
+    with open(env.registry) as f:
+        assert f.read() == "{oops"
+    assert env.session_ids() == []

@@ -1,0 +1,177 @@
+"""Static checks: shellcheck for the bash scripts, Python 3.8 compatibility for
+the Python ones (hosts may have nothing newer)."""
+import ast
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import FILES, HERE, SCRIPTS, Env
+
+
+def _shebang(path):
+    with open(path, "rb") as f:
+        return f.readline().decode("utf-8", "replace")
+
+
+def _files():
+    return sorted(os.path.join(FILES, name) for name in os.listdir(FILES))
+
+
+BASH = [p for p in _files() if "bash" in _shebang(p) or _shebang(p).rstrip().endswith("/sh")]
+PYTHON = [p for p in _files() if p.endswith(".py") or "python" in _shebang(p)]
+TEST_PYTHON = sorted(glob.glob(os.path.join(HERE, "*.py")))
+# csdeploy's own remote steps run on the same hosts, under the same Python.
+REMOTE = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "*.py")))
+
+
+def test_every_deployed_script_is_checked():
+    assert sorted(map(os.path.basename, BASH + PYTHON)) == sorted(SCRIPTS)
+    assert [os.path.basename(p) for p in BASH] == ["claude-session"]
+
+
+def test_shellcheck_clean():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed (CI installs it; apt-get install shellcheck)")
+    r = subprocess.run([shellcheck, "--shell=bash", "--severity=style"] + BASH,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert r.returncode == 0, r.stdout.decode()
+
+
+# Standard-library names added after 3.8, as attributes or imports.  Not
+# exhaustive: the ones a script like these could plausibly reach for.
+NEWER_ATTRS = {
+    "removeprefix", "removesuffix",            # str/bytes 3.9
+    "is_relative_to", "with_stem", "readlink",  # pathlib 3.9 (os.readlink is fine, see below)
+    "randbytes", "pidfd_open", "waitstatus_to_exitcode", "splitlist", "lcm",  # 3.9
+    "cache",                                   # functools 3.9
+    "pairwise", "aiter", "anext", "countOf",   # 3.10
+    "exception_group", "add_note", "chdir",    # 3.11 (contextlib.chdir)
+    "batched", "walk",                         # itertools.batched, pathlib.Path.walk 3.12
+}
+NEWER_MODULES = {"zoneinfo", "graphlib", "tomllib"}
+GENERIC_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "type"}
+NEWER_CALLS = {  # callable name -> keyword arguments it gained after 3.8
+    "rmtree": {"onexc"}, "ArgumentParser": {"exit_on_error"}, "zip": {"strict"},
+    "basicConfig": {"encoding", "errors"}, "dataclass": {"kw_only", "slots", "match_args"},
+}
+
+
+def _newer_usage(tree):
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in NEWER_ATTRS:
+            base = node.value
+            # os.readlink / os.walk / os.chdir are old; the pathlib ones are not.
+            if not (isinstance(base, ast.Name) and base.id in ("os", "shutil")):
+                found.append("%s (line %d)" % (node.attr, node.lineno))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            found += ["import %s" % n for n in names if n.split(".")[0] in NEWER_MODULES]
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+                and node.value.id in GENERIC_BUILTINS:
+            found.append("%s[...] (line %d)" % (node.value.id, node.lineno))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr) and \
+                any(isinstance(side, (ast.Dict, ast.DictComp)) for side in (node.left, node.right)):
+            found.append("dict | dict (line %d)" % node.lineno)
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            for kw in node.keywords:
+                if kw.arg in NEWER_CALLS.get(name, ()):
+                    found.append("%s(%s=) (line %d)" % (name, kw.arg, node.lineno))
+        elif type(node).__name__ in ("Match", "TryStar", "TypeAlias"):
+            found.append("%s statement (line %d)" % (type(node).__name__, node.lineno))
+    return found
+
+
+def test_remote_steps_are_found():
+    assert sorted(map(os.path.basename, REMOTE)) == ["apply.py", "gather.py", "verify.py"]
+
+
+@pytest.mark.parametrize("path", PYTHON + REMOTE + TEST_PYTHON, ids=os.path.basename)
+def test_python_parses_as_3_8(path):
+    with open(path, encoding="utf-8") as f:
+        ast.parse(f.read(), filename=path, feature_version=(3, 8))
+
+
+@pytest.mark.parametrize("path", PYTHON + REMOTE, ids=os.path.basename)
+def test_no_stdlib_apis_newer_than_3_8(path):
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    assert _newer_usage(tree) == []
+
+
+def test_checker_catches_newer_apis():
+    bad = "import zoneinfo\nx: list[int] = []\ns.removeprefix('a')\n{1: 2} | d\nzip(a, b, strict=True)\n"
+    found = _newer_usage(ast.parse(bad))
+    assert len(found) == 5, found
+
+
+def _python38():
+    """A working Python 3.8 interpreter, if this machine has one."""
+    candidates = [shutil.which("python3.8")] + glob.glob("/root/.pyenv/versions/3.8*/bin/python3.8") \
+        + glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8"))
+    for exe in candidates:
+        if not exe:
+            continue
+        try:
+            r = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+        except OSError:
+            continue
+        if r.returncode == 0 and r.stdout.strip() == b"(3, 8)":
+            return exe
+    return None
+
+
+def test_tools_run_under_python_3_8(tmp_path):
+    exe = _python38()
+    if exe is None:
+        pytest.skip("no Python 3.8 interpreter here; the AST checks above still apply")
+    env = Env(tmp_path)
+    shim = tmp_path / "py38"
+    shim.mkdir()
+    os.symlink(exe, str(shim / "python3"))
+    path = "%s:%s" % (shim, os.environ["PATH"])
+    try:
+        r = env.run("--name", "old python", PATH=path, STUB_EXIT=3)
+        assert r.returncode == 3, r.stderr
+        (sid,) = env.session_ids()
+        env.make_session(history=b"", registered=False)
+        for script, args in (("claude-session-list", ["--json"]),
+                             ("cleanup-sessions.py", ["--dry-run", "--json"]),
+                             ("cleanup-sessions.py", ["--json", "--days", "0"])):
+            r = subprocess.run([exe, os.path.join(env.bindir, script)] + args,
+                               env=env.environ(PATH=path), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+            assert r.returncode == 0, (script, r.stderr.decode())
+        assert env.session_ids() == []
+    finally:
+        env.cleanup()
+
+
+def test_csdeploy_remote_steps_run_under_python_3_8(tmp_path):
+    """gather, apply and verify run on hosts whose python3 may be 3.8."""
+    exe = _python38()
+    if exe is None:
+        pytest.skip("no Python 3.8 interpreter here; the AST checks above still apply")
+    from conftest import csdeploy_binary
+
+    home = tmp_path / "home"
+    home.mkdir()
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n    local:\n      ansible_connection: local\n"
+                         "      ansible_python_interpreter: %s\n"
+                         "      environment:\n        HOME: %s\n" % (exe, home))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE", "CSDEPLOY_"))}
+    r = subprocess.run([csdeploy_binary(), "push", "--verify", "-i", str(inventory), "--format", "json"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+    report = json.loads(r.stdout)
+    tasks = report["hosts"][0]["tasks"]
+    checks = {c["id"]: c["status"] for t in tasks for c in t.get("checks", [])}
+    assert checks and set(checks.values()) == {"pass"}, checks
