@@ -26,6 +26,7 @@ import time
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 SESSION_MB = 500
+LAUNCHER_FAILURES = (64, 70, 75)
 POLL = 0.02
 WALK_LIMIT = 20000
 
@@ -43,7 +44,8 @@ line = {"display": "csdeploy verify " + token, "pastedContents": {}, "timestamp"
         "project": os.getcwd(), "sessionId": token}
 with open(os.path.join(config, "history.jsonl"), "a") as f:
     f.write(json.dumps(line) + "\n")
-open(os.path.join(work, "started", token), "w").close()
+with open(os.path.join(work, "started", token), "w") as f:
+    f.write(os.environ.get("CLAUDE_CONFIG_DIR") or os.environ.get("CLAUDE_SESSION_DIR") or "")
 all_started = False
 while time.time() < start + limit:
     all_started = len(os.listdir(os.path.join(work, "started"))) >= n
@@ -92,14 +94,20 @@ def read_registry(sessions_dir):
 
 
 def active_links(active_dir):
+    """Session id -> where its active link points. One readlink per link: the
+    launcher may remove a link at any moment, and a link read half-way must
+    not look like one pointing somewhere else."""
     links = {}
     try:
-        for name in os.listdir(active_dir):
-            path = os.path.join(active_dir, name)
-            if os.path.islink(path):
-                links[name] = os.path.realpath(path)
+        names = os.listdir(active_dir)
     except OSError:
-        pass
+        return links
+    for name in names:
+        try:
+            target = os.readlink(os.path.join(active_dir, name))
+        except OSError:
+            continue
+        links[name] = os.path.normpath(os.path.join(active_dir, target))
     return links
 
 
@@ -155,6 +163,7 @@ class Session:
         self.exited = None
         self.seen_active = False
         self.seen_link = None
+        self.dir_hint = None
         self.report = None
         self.entry_id = None
 
@@ -190,17 +199,21 @@ def observe(sessions, sessions_dir, active_dir, work, wait_limit, probe):
                 s.exited = time.time()
             if s.exited is not None or (probe and s.token not in started):
                 continue
+            if probe and s.dir_hint is None:
+                s.dir_hint = read_text(os.path.join(started_dir, s.token))
             sid, entry = by_name.get(s.name, (None, None))
             if entry is not None:
                 s.entry_id = sid
                 if entry.get("status") == "active":
                     s.seen_active = True
-                if sid in links:
-                    s.seen_link = links[sid]
+            # Links are looked for by the session's id, registered or not.
+            link_id = sid or (os.path.basename(s.dir_hint) if s.dir_hint else None)
+            if link_id in links:
+                s.seen_link = links[link_id]
         if all(s.exited is not None for s in sessions):
             return
         if probe and not released:
-            all_seen = all(s.token in started and s.seen_active for s in sessions)
+            all_seen = all(s.token in started and (s.seen_active or s.seen_link) for s in sessions)
             if (len(started) >= len(sessions) and all_seen) or time.time() > deadline:
                 open(os.path.join(work, "release"), "w").close()
                 released = True
@@ -215,6 +228,14 @@ def observe(sessions, sessions_dir, active_dir, work, wait_limit, probe):
                     s.exited = time.time()
             return
         time.sleep(POLL)
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def check_integrity(bindir, expected):
@@ -269,8 +290,12 @@ def check_parallel(sessions, probe):
     check = Check("parallel-launch")
     problems = []
     codes = [s.process.returncode for s in sessions]
-    if any(code != 0 for code in codes):
+    if probe and any(code != 0 for code in codes):
         problems.append("exit codes %s" % codes)
+    if not probe and any(code in LAUNCHER_FAILURES or code < 0 or code >= 128 for code in codes):
+        # Offline, Claude Code itself exits 1 ("Not logged in"): only the
+        # launcher's own failures and killed sessions count.
+        problems.append("exit codes %s (64/70/75 are the launcher's own failures)" % codes)
     if probe:
         missing = [s.label() for s in sessions if s.report is None]
         if missing:
@@ -288,7 +313,10 @@ def check_parallel(sessions, probe):
         latest = max(s.launched for s in sessions)
         if min(s.exited for s in sessions) <= latest:
             problems.append("a session ended before the last one was launched")
-    return check.verdict(problems, "%d sessions running at once, all exiting 0" % len(sessions),
+    expected = "%d sessions running at once, all exiting 0" % len(sessions)
+    if not probe:
+        expected = "%d sessions running at once, none refused or failed by the launcher" % len(sessions)
+    return check.verdict(problems, expected,
                          "%d sessions overlapped, exit codes %s" % (len(sessions), codes))
 
 
@@ -444,12 +472,18 @@ def check_links(sessions, sessions_dir, active_dir):
     problems = []
     remaining = active_links(active_dir)
     for s in sessions:
-        sdir = os.path.join(os.path.realpath(sessions_dir), s.entry_id) if s.entry_id else None
+        # The link belongs with the registered directory; without a registry
+        # entry, with the directory the session was given.
+        if s.entry_id:
+            sdir = os.path.join(os.path.realpath(sessions_dir), s.entry_id)
+        else:
+            sdir = session_dir_of(s, sessions_dir)
+        sid = s.entry_id or (os.path.basename(sdir) if sdir else None)
         if s.seen_link is None:
             problems.append("%s: no active link while it ran" % s.label())
-        elif sdir and s.seen_link != sdir:
+        elif sdir and os.path.realpath(s.seen_link) != sdir:
             problems.append("%s: active link points to %s, not %s" % (s.label(), s.seen_link, sdir))
-        if s.entry_id and s.entry_id in remaining:
+        if sid and sid in remaining:
             problems.append("%s: active link still there after exit" % s.label())
     return check.verdict(problems, "a link per running session in sessions/active, gone after exit",
                          "%d links appeared and were removed" % len(sessions))
@@ -488,6 +522,20 @@ def cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry):
                          "%d test sessions removed, %d pre-existing kept" % (len(ids), len(before_ids)))
 
 
+def without_inheritance(bindir, work):
+    """The deployed launcher settings with empty inherit lists."""
+    lines = []
+    try:
+        with open(os.path.join(bindir, "session.conf")) as f:
+            lines = [l for l in f.read().splitlines() if not l.startswith(("inherit_copy=", "inherit_link="))]
+    except OSError:
+        pass
+    path = os.path.join(work, "session.conf")
+    with open(path, "w") as f:
+        f.write("\n".join(lines + ["inherit_copy=", "inherit_link="]) + "\n")
+    return path
+
+
 def skipped(check_ids, reason):
     return [Check(i).result("skip", detail=reason) for i in check_ids]
 
@@ -519,8 +567,13 @@ def run(args):
         client = shutil.which("claude", path=env.get("PATH"))
         if client is None:
             return checks + skipped(SESSION_CHECKS, "Claude Code (`claude`) is not installed on this host")
-        # Headless, and no request leaves the host: port 9 on loopback is closed.
+        # Headless, and no request leaves the host: port 9 on loopback is
+        # closed. No credentials either: the test sessions get no inherited
+        # login (a logged-in client would retry the closed port for minutes,
+        # and a verification has no business using the user's login).
         env["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
+        for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
+            env.pop(key, None)
 
     work = tempfile.mkdtemp(prefix="csdeploy-verify-")
     try:
@@ -533,6 +586,8 @@ def run(args):
             os.chmod(client, 0o700)
         env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_N": str(n),
                     "CSDEPLOY_VERIFY_WAIT": str(wait_limit)})
+        if not probe:
+            env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
         env.pop("CLAUDE_CONFIG_DIR", None)
         run_id = os.urandom(4).hex()
         sessions = [Session(i, "%s-%d" % (run_id, i)) for i in range(n)]

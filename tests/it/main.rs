@@ -1,2 +1,4 @@
 mod harness;
+mod inventory;
 mod push;
+mod verify;

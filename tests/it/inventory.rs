@@ -1,0 +1,73 @@
+//! `csdeploy inventory`: hosts, groups and resolved variables, as Ansible resolves them.
+
+use crate::harness::Lab;
+
+const NESTED: &str = r#"
+all:
+  vars:
+    max_sessions: 5
+    color: all
+  hosts:
+    local:
+      ansible_connection: local
+  children:
+    lxc:
+      vars:
+        color: lxc
+      hosts:
+        lxc122:
+          ansible_host: lxc122
+          max_sessions: 3
+      children:
+        deep:
+          vars:
+            color: deep
+          hosts:
+            lxc123:
+              ansible_port: 2222
+"#;
+
+#[test]
+fn inventory_prints_hosts_groups_and_resolved_vars() {
+    let lab = Lab::new().build();
+    lab.write_inventory(NESTED);
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let doc = out.json();
+    let hosts = &doc["hosts"];
+    assert_eq!(hosts["local"]["connection"]["type"], "local");
+    assert_eq!(hosts["lxc122"]["connection"]["host"], "lxc122");
+    assert_eq!(hosts["lxc123"]["connection"]["port"], 2222);
+    // Host vars win over group vars; deeper groups win over shallower ones.
+    assert_eq!(hosts["lxc122"]["vars"]["max_sessions"], 3);
+    assert_eq!(hosts["lxc122"]["vars"]["color"], "lxc");
+    assert_eq!(hosts["lxc123"]["vars"]["color"], "deep");
+    assert_eq!(hosts["lxc123"]["vars"]["max_sessions"], 5);
+    assert_eq!(hosts["local"]["vars"]["claude_home"], "~/.claude");
+    assert_eq!(
+        hosts["lxc123"]["groups"],
+        serde_json::json!(["all", "lxc", "deep"])
+    );
+    assert_eq!(
+        doc["groups"]["lxc"]["hosts"],
+        serde_json::json!(["lxc122", "lxc123"])
+    );
+
+    let limited = lab.csdeploy(&["inventory", "--format", "json", "--limit", "lxc:!deep"]);
+    limited.assert_exit(0);
+    let names: Vec<String> = limited.json()["hosts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(names, ["lxc122"]);
+
+    let text = lab.csdeploy(&["inventory"]);
+    text.assert_exit(0);
+    assert!(
+        text.stdout.contains("lxc123:") && text.stdout.contains("color: deep"),
+        "{}",
+        text.stdout
+    );
+}

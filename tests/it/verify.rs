@@ -1,0 +1,1197 @@
+//! End-to-end tests of `csdeploy verify` (and `push --verify`) against real
+//! sshd servers from the lab harness.
+//!
+//! Every test deploys with `csdeploy push` first, then judges the verifier by
+//! the stable check ids it reports. The broken-launcher tests overwrite the
+//! deployed `claude-session` of one host with an edited copy of what push
+//! installed (the exact bytes this csdeploy ships, i.e.
+//! `playbooks/files/claude-session` at build time) and assert the exact set of
+//! failing checks, while the untouched host keeps passing everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// Every check the verifier reports, in report order.
+const CHECK_IDS: [&str; 10] = [
+    "launcher-integrity",
+    "capacity",
+    "parallel-launch",
+    "history-isolation",
+    "directory-isolation",
+    "no-shared-state",
+    "default-untouched",
+    "registry-tracking",
+    "active-links",
+    "cleanup",
+];
+
+/// The checks that need test sessions (skipped when no client can run).
+const SESSION_CHECK_IDS: [&str; 8] = [
+    "parallel-launch",
+    "history-isolation",
+    "directory-isolation",
+    "no-shared-state",
+    "default-untouched",
+    "registry-tracking",
+    "active-links",
+    "cleanup",
+];
+
+// ---------------------------------------------------------------- helpers
+
+/// `(id, status)` of a host's checks in a `verify --format json` document.
+#[track_caller]
+fn checks_of(json: &Value, name: &str, out: &Out) -> Vec<(String, String)> {
+    let h = host(json, name);
+    let Some(checks) = h["checks"].as_array() else {
+        panic!("{name}: no checks array\n{out}")
+    };
+    checks
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_string(),
+                c["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A host's check statuses by id; asserts every id appears exactly once and in order.
+#[track_caller]
+fn status_by_id(json: &Value, name: &str, out: &Out) -> BTreeMap<String, String> {
+    let checks = checks_of(json, name, out);
+    let ids: Vec<&str> = checks.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, CHECK_IDS, "{name}: check ids\n{out}");
+    checks.into_iter().collect()
+}
+
+/// The full JSON entry of one check.
+#[track_caller]
+fn check<'a>(json: &'a Value, name: &str, id: &str) -> &'a Value {
+    let h = host(json, name);
+    match h["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id))
+    {
+        Some(c) => c,
+        None => panic!("{name}: no check {id}:\n{h:#}"),
+    }
+}
+
+/// Every check of the host passed and the host status is `pass`.
+#[track_caller]
+fn assert_all_pass(json: &Value, name: &str, out: &Out) {
+    let statuses = status_by_id(json, name, out);
+    let bad: Vec<_> = statuses.iter().filter(|(_, s)| *s != "pass").collect();
+    assert!(bad.is_empty(), "{name}: checks not passing: {bad:?}\n{out}");
+    assert_eq!(host(json, name)["status"], "pass", "{name}\n{out}");
+}
+
+/// Exactly `failing` fail on the host, every other check passes, host status `fail`.
+#[track_caller]
+fn assert_exact_failures(json: &Value, name: &str, failing: &[&str], out: &Out) {
+    let statuses = status_by_id(json, name, out);
+    let got: BTreeSet<&str> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "fail")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let want: BTreeSet<&str> = failing.iter().copied().collect();
+    assert_eq!(got, want, "{name}: set of failing checks\n{out}");
+    let other: Vec<_> = statuses
+        .iter()
+        .filter(|(id, s)| !want.contains(id.as_str()) && *s != "pass")
+        .collect();
+    assert!(
+        other.is_empty(),
+        "{name}: checks neither failing nor passing: {other:?}\n{out}"
+    );
+    assert_eq!(host(json, name)["status"], "fail", "{name}\n{out}");
+}
+
+/// `actual` of a check (for failure-reason assertions).
+fn actual_of(json: &Value, name: &str, id: &str) -> String {
+    check(json, name, id)["actual"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A lowercase UUID as the launcher names session directories.
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        })
+}
+
+fn sessions_dir(lab: &Lab, name: &str) -> PathBuf {
+    lab.claude_home(name).join("sessions")
+}
+
+/// UUID-named entries directly in `<claude_home>/sessions`.
+fn uuid_dirs(lab: &Lab, name: &str) -> BTreeSet<String> {
+    let dir = sessions_dir(lab, name);
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| is_uuid(n))
+        .collect()
+}
+
+/// Entries of `<claude_home>/sessions/.registry` by id (empty if there is none).
+fn registry(lab: &Lab, name: &str) -> BTreeMap<String, Value> {
+    let path = sessions_dir(lab, name).join(".registry");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return BTreeMap::new();
+    };
+    let doc: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}\n{text}", path.display()));
+    assert_eq!(doc["version"], 1, "{}: {text}", path.display());
+    doc["sessions"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{}: no sessions object\n{text}", path.display()))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Names in `<claude_home>/sessions/active`.
+fn active_entries(lab: &Lab, name: &str) -> BTreeSet<String> {
+    let dir = sessions_dir(lab, name).join("active");
+    match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// No test session is left behind: the session dirs, registry entries and
+/// active links are exactly the pre-existing ones.
+#[track_caller]
+fn assert_no_test_sessions(lab: &Lab, name: &str, preexisting: &BTreeSet<String>) {
+    assert_eq!(
+        &uuid_dirs(lab, name),
+        preexisting,
+        "{name}: UUID dirs in sessions/ after verify"
+    );
+    let reg: BTreeSet<String> = registry(lab, name).into_keys().collect();
+    assert_eq!(&reg, preexisting, "{name}: registry entries after verify");
+    let links = active_entries(lab, name);
+    assert!(
+        links.is_subset(preexisting),
+        "{name}: active links left after verify: {links:?}"
+    );
+}
+
+fn launcher(lab: &Lab, name: &str) -> PathBuf {
+    lab.claude_home(name).join("bin/claude-session")
+}
+
+/// Replace the deployed launcher of `name` with a copy of what push installed,
+/// edited: each `(from, to)` replaces `from`, which must occur exactly once,
+/// or, when `from` is `^PREFIX`, the one whole line starting with PREFIX.
+#[track_caller]
+fn break_launcher(lab: &Lab, name: &str, edits: &[(&str, &str)]) {
+    let path = launcher(lab, name);
+    // What push installed: the bytes this csdeploy ships (the build's
+    // playbooks/files/claude-session), so launcher-integrity fails only
+    // because of the edit.
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut text = original.clone();
+    for (from, to) in edits {
+        if let Some(prefix) = from.strip_prefix('^') {
+            // The whole line that starts with `prefix` (and its newline).
+            let starts: Vec<usize> = std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .filter(|i| text[*i..].starts_with(prefix))
+                .collect();
+            assert_eq!(
+                starts.len(),
+                1,
+                "exactly one line of {} must start with {prefix:?}",
+                path.display()
+            );
+            let start = starts[0];
+            let end = text[start..]
+                .find('\n')
+                .map_or(text.len(), |i| start + i + 1);
+            text.replace_range(start..end, to);
+            continue;
+        }
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "launcher edit anchor {from:?} must occur exactly once in {}",
+            path.display()
+        );
+        text = text.replacen(from, to, 1);
+    }
+    assert_ne!(text, original);
+    std::fs::write(&path, text).unwrap();
+    assert_eq!(mode_of(&path), 0o755);
+}
+
+/// The check table of `host` in the text report: `(mark, id)` per row.
+fn text_table(stdout: &str, name: &str) -> Option<(String, Vec<(String, String)>)> {
+    const MARKS: [&str; 4] = ["✅ PASS", "❌ FAIL", "⚠️ WARN", "   SKIP"];
+    let mut lines = stdout.lines();
+    let verdict = lines.find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))?;
+    let mut rows = Vec::new();
+    for line in lines {
+        let Some(rest) = line.strip_prefix("  ") else {
+            break;
+        };
+        if let Some(mark) = MARKS.iter().find(|m| rest.starts_with(*m)) {
+            let id = rest[mark.len()..].split_whitespace().next().unwrap_or("");
+            rows.push((mark.trim().to_string(), id.to_string()));
+        }
+    }
+    Some((verdict, rows))
+}
+
+#[track_caller]
+fn assert_text_all_pass(out: &Out, name: &str) {
+    let Some((verdict, rows)) = text_table(&out.stdout, name) else {
+        panic!("no check table for {name} in the text report\n{out}")
+    };
+    assert_eq!(verdict, "✅ PASS", "{name}: table verdict\n{out}");
+    let ids: Vec<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids, CHECK_IDS, "{name}: table rows\n{out}");
+    for (mark, id) in &rows {
+        assert_eq!(mark, "✅ PASS", "{name}: {id}\n{out}");
+    }
+}
+
+// ------------------------------------------------------- a tiny JUnit reader
+
+#[derive(Debug, Default)]
+struct Suite {
+    attrs: BTreeMap<String, String>,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Default)]
+struct Case {
+    attrs: BTreeMap<String, String>,
+    /// `failure`, `error` or `skipped` children with their attributes and body.
+    outcomes: Vec<(String, BTreeMap<String, String>, String)>,
+}
+
+impl Case {
+    fn has(&self, kind: &str) -> bool {
+        self.outcomes.iter().any(|(k, _, _)| k == kind)
+    }
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#10;", "\n")
+        .replace("&amp;", "&")
+}
+
+fn xml_attrs(tag: &str) -> BTreeMap<String, String> {
+    let mut attrs = BTreeMap::new();
+    let mut rest = tag;
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq]
+            .rsplit(|c: char| c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let after = &rest[eq + 2..];
+        let end = after.find('"').expect("unterminated attribute");
+        attrs.insert(key, xml_unescape(&after[..end]));
+        rest = &after[end + 1..];
+    }
+    attrs
+}
+
+/// Just enough XML to read a JUnit report: testsuite > testcase > failure|error|skipped.
+fn parse_junit(xml: &str) -> Vec<Suite> {
+    let mut suites: Vec<Suite> = Vec::new();
+    let mut rest = xml;
+    let mut body_start: Option<usize> = None;
+    let mut pos = 0;
+    while let Some(open) = rest.find('<') {
+        let close = rest[open..].find('>').expect("unterminated tag") + open;
+        let tag = &rest[open + 1..close];
+        let abs_open = pos + open;
+        let self_closing = tag.ends_with('/');
+        let tag = tag.trim_end_matches('/');
+        let name = tag.split_whitespace().next().unwrap_or("");
+        match name {
+            "testsuite" => suites.push(Suite {
+                attrs: xml_attrs(tag),
+                ..Suite::default()
+            }),
+            "testcase" => suites
+                .last_mut()
+                .expect("testcase outside testsuite")
+                .cases
+                .push(Case {
+                    attrs: xml_attrs(tag),
+                    ..Case::default()
+                }),
+            "failure" | "error" | "skipped" => {
+                let case = suites
+                    .last_mut()
+                    .and_then(|s| s.cases.last_mut())
+                    .expect("outcome outside testcase");
+                case.outcomes
+                    .push((name.to_string(), xml_attrs(tag), String::new()));
+                if !self_closing {
+                    body_start = Some(pos + close + 1);
+                }
+            }
+            "/failure" | "/error" | "/skipped" => {
+                if let Some(start) = body_start.take() {
+                    let body = xml_unescape(&xml[start..abs_open]);
+                    let case = suites.last_mut().unwrap().cases.last_mut().unwrap();
+                    case.outcomes.last_mut().unwrap().2 = body;
+                }
+            }
+            _ => {}
+        }
+        pos += close + 1;
+        rest = &rest[close + 1..];
+    }
+    suites
+}
+
+#[track_caller]
+fn suite<'a>(suites: &'a [Suite], name: &str, xml: &str) -> &'a Suite {
+    let found: Vec<&Suite> = suites
+        .iter()
+        .filter(|s| s.attrs.get("name").map(String::as_str) == Some(name))
+        .collect();
+    assert_eq!(found.len(), 1, "testsuites named {name}\n{xml}");
+    found[0]
+}
+
+/// One testcase per check id, classname = host, no failure/error/skipped child,
+/// and the suite's counters say zero failures and errors.
+#[track_caller]
+fn assert_junit_suite_passes(suites: &[Suite], name: &str, xml: &str) {
+    let s = suite(suites, name, xml);
+    let ids: Vec<&str> = s
+        .cases
+        .iter()
+        .map(|c| c.attrs.get("name").map(String::as_str).unwrap_or(""))
+        .collect();
+    assert_eq!(ids, CHECK_IDS, "{name}: testcases\n{xml}");
+    for c in &s.cases {
+        assert_eq!(
+            c.attrs.get("classname").map(String::as_str),
+            Some(name),
+            "{xml}"
+        );
+        assert!(c.outcomes.is_empty(), "{name}: {:?}\n{xml}", c);
+    }
+    assert_eq!(
+        s.attrs.get("failures").map(String::as_str),
+        Some("0"),
+        "{xml}"
+    );
+    assert_eq!(
+        s.attrs.get("errors").map(String::as_str),
+        Some("0"),
+        "{xml}"
+    );
+}
+
+// ---------------------------------------------------------------- lab setup
+
+/// Push to every host of the lab, asserting success.
+#[track_caller]
+fn push(lab: &Lab) {
+    lab.csdeploy(&["push"]).assert_exit(0);
+}
+
+/// Inventory like the default one, plus `environment` entries:
+/// `(host, VAR, value)`.
+fn inventory_with_env(lab: &Lab, extra: &[(&str, &str, &str)]) -> String {
+    let mut s = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        for line in lab.host_entry_yaml(h, 4).lines() {
+            s.push_str(line);
+            s.push('\n');
+            if line.trim_start().starts_with("HOME: ") {
+                for (_, k, v) in extra.iter().filter(|(host, _, _)| *host == h.name) {
+                    s.push_str(&format!("        {k}: {}\n", yq(v)));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// A directory with a symlink to every command of /usr/local/bin, /usr/bin
+/// and /bin except `claude`: a PATH on which Claude Code cannot be found
+/// whatever the machine has installed.
+fn path_without_claude(lab: &Lab) -> PathBuf {
+    let farm = lab.root.join("path-without-claude");
+    std::fs::create_dir_all(&farm).unwrap();
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if name == "claude" {
+                continue;
+            }
+            let link = farm.join(&name);
+            if !link.exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), &link);
+            }
+        }
+    }
+    farm
+}
+
+/// Write an executable script.
+fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The deployed launcher of `name`, run as that host's user would run it:
+/// HOME is the host's HOME and CLAUDE_BIN the given client.
+fn launcher_command(lab: &Lab, name: &str, client: &Path, session_name: &str) -> Command {
+    let mut cmd = Command::new(launcher(lab, name));
+    cmd.args(["--name", session_name, "--"])
+        .env("HOME", lab.home(name))
+        .env("CLAUDE_BIN", client)
+        .env_remove("CLAUDE_CONFIG_DIR")
+        .env_remove("CLAUDE_SESSION_CONF")
+        .current_dir(lab.home(name))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Id of the registry entry named `session_name`, if any.
+fn registry_id_named(lab: &Lab, name: &str, session_name: &str) -> Option<(String, Value)> {
+    registry(lab, name)
+        .into_iter()
+        .find(|(_, e)| e["name"] == session_name)
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn correct_deployment_passes_every_check_in_text_json_and_junit() {
+    let lab = Lab::new().hosts(2).servers(2).local(true).build();
+    push(&lab);
+    let names = ["host1", "host2", "local"];
+    let none = BTreeSet::new();
+
+    let out = lab.csdeploy(&["verify"]);
+    out.assert_exit(0);
+    for name in names {
+        assert_text_all_pass(&out, name);
+    }
+    assert!(
+        out.stdout.contains(
+            "verify: 3 hosts: 3 pass, 0 fail, 0 unreachable; checks: 30 pass, 0 fail, 0 warn, 0 skip"
+        ),
+        "{out}"
+    );
+
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(0);
+    let json = out.json();
+    assert_eq!(json["command"], "verify", "{out}");
+    assert_eq!(json["hosts"].as_array().unwrap().len(), 3, "{out}");
+    for name in names {
+        assert_all_pass(&json, name, &out);
+        for c in host(&json, name)["checks"].as_array().unwrap() {
+            for key in ["expected", "actual", "detail", "duration_ms"] {
+                assert!(c.get(key).is_some(), "{name}: check lacks {key}: {c}");
+            }
+        }
+    }
+    let summary = &json["summary"];
+    assert_eq!(summary["hosts"], 3, "{out}");
+    assert_eq!(summary["pass"], 3, "{out}");
+    assert_eq!(summary["fail"], 0, "{out}");
+    assert_eq!(summary["unreachable"], 0, "{out}");
+    assert_eq!(summary["checks"]["pass"], 30, "{out}");
+    for k in ["fail", "warn", "skip"] {
+        assert_eq!(summary["checks"][k], 0, "{out}");
+    }
+    assert_eq!(summary["exit_code"], 0, "{out}");
+
+    let out = lab.csdeploy(&["verify", "--format", "junit"]);
+    out.assert_exit(0);
+    let suites = parse_junit(&out.stdout);
+    assert_eq!(suites.len(), 3, "one testsuite per host\n{out}");
+    for name in names {
+        assert_junit_suite_passes(&suites, name, &out.stdout);
+    }
+
+    for name in names {
+        assert_no_test_sessions(&lab, name, &none);
+    }
+}
+
+#[test]
+fn pre_existing_sessions_survive_verify() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let name = "host1";
+    let bin = lab.root.join("stub-clients");
+    std::fs::create_dir_all(&bin).unwrap();
+
+    // An ended session: its client wrote one history line and exited.
+    let ended_client = bin.join("ended-client");
+    write_script(
+        &ended_client,
+        "#!/bin/sh\nprintf '%s\\n' '{\"display\":\"before verify\",\"pastedContents\":{},\"timestamp\":1,\"project\":\"/\",\"sessionId\":\"pre-ended\"}' >> \"$CLAUDE_CONFIG_DIR/history.jsonl\"\n",
+    );
+    let st = launcher_command(&lab, name, &ended_client, "pre-ended")
+        .status()
+        .unwrap();
+    assert!(st.success(), "stub session exited {st}");
+
+    // A live session: its client is still running while verify runs.
+    let release = lab.root.join("release-live-client");
+    let live_client = bin.join("live-client");
+    write_script(
+        &live_client,
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' '{{\"display\":\"still running\",\"sessionId\":\"pre-live\"}}' >> \"$CLAUDE_CONFIG_DIR/history.jsonl\"\nwhile [ ! -e {} ]; do sleep 0.05; done\n",
+            shlex_quote(&release.display().to_string())
+        ),
+    );
+    let mut live = launcher_command(&lab, name, &live_client, "pre-live")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let live_id = loop {
+        if let Some((id, e)) = registry_id_named(&lab, name, "pre-live") {
+            let hist = sessions_dir(&lab, name).join(&id).join("history.jsonl");
+            let written = std::fs::read_to_string(&hist).is_ok_and(|h| h.ends_with('\n'));
+            if e["status"] == "active" && written {
+                break id;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "live stub session never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (ended_id, ended_entry) = registry_id_named(&lab, name, "pre-ended").unwrap();
+    assert_eq!(ended_entry["status"], "ended");
+    let before: BTreeSet<String> = [ended_id.clone(), live_id.clone()].into();
+    assert_eq!(uuid_dirs(&lab, name), before);
+    let history_of = |id: &str| {
+        std::fs::read_to_string(sessions_dir(&lab, name).join(id).join("history.jsonl"))
+            .unwrap_or_else(|e| panic!("history of {id}: {e}"))
+    };
+    let ended_history = history_of(&ended_id);
+    let live_history = history_of(&live_id);
+
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    // Let the live session finish whatever happened.
+    std::fs::write(&release, "").unwrap();
+    let st = live.wait().unwrap();
+    out.assert_exit(0);
+    let json = out.json();
+    assert_all_pass(&json, name, &out);
+    assert_eq!(
+        actual_of(&json, name, "cleanup"),
+        "2 test sessions removed, 2 pre-existing kept",
+        "{out}"
+    );
+    assert!(st.success(), "live stub session exited {st}");
+
+    // Both sessions, their histories and registry entries are still there;
+    // nothing of the test sessions is.
+    assert_no_test_sessions(&lab, name, &before);
+    assert_eq!(history_of(&ended_id), ended_history);
+    assert_eq!(history_of(&live_id), live_history);
+    let reg = registry(&lab, name);
+    assert_eq!(reg[&ended_id]["name"], "pre-ended");
+    assert_eq!(reg[&live_id]["name"], "pre-live");
+    assert_eq!(reg[&live_id]["status"], "ended", "{:#}", reg[&live_id]);
+}
+
+/// Single-quote for sh.
+fn shlex_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Push, break host1's launcher with `edits`, verify with `extra` flags, and
+/// assert that exactly `failing` fail on host1. With `companion`, host2 is
+/// deployed and verified in the same run and must pass everything (a broken
+/// host does not drag its neighbours down). Returns the JSON report.
+#[track_caller]
+fn verify_broken(
+    edits: &[(&str, &str)],
+    extra: &[&str],
+    failing: &[&str],
+    companion: bool,
+) -> (Lab, Value, Out) {
+    let lab = Lab::new().hosts(if companion { 2 } else { 1 }).build();
+    push(&lab);
+    break_launcher(&lab, "host1", edits);
+    let mut args = vec!["verify", "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = lab.csdeploy(&args);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", failing, &out);
+    if companion {
+        assert_all_pass(&json, "host2", &out);
+        assert_no_test_sessions(&lab, "host2", &BTreeSet::new());
+    }
+    assert_eq!(json["summary"]["exit_code"], 1, "{out}");
+    (lab, json, out)
+}
+
+const EXPORT_CONFIG_DIR: &str = "export CLAUDE_CONFIG_DIR=\"$sdir\"\n";
+
+#[test]
+fn broken_launcher_exporting_claude_session_dir() {
+    let (lab, json, out) = verify_broken(
+        &[(EXPORT_CONFIG_DIR, "export CLAUDE_SESSION_DIR=\"$sdir\"\n")],
+        &[],
+        &[
+            "launcher-integrity",
+            "history-isolation",
+            "default-untouched",
+        ],
+        true,
+    );
+    assert!(
+        actual_of(&json, "host1", "history-isolation").contains("CLAUDE_CONFIG_DIR was not set"),
+        "{out}"
+    );
+    // The probe wrote where Claude Code would: the default history.
+    let default_history = lab.claude_home("host1").join("history.jsonl");
+    assert!(default_history.exists(), "{out}");
+    assert!(
+        actual_of(&json, "host1", "default-untouched").contains("history.jsonl changed"),
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+#[test]
+fn broken_launcher_sharing_one_fixed_directory() {
+    // Every session gets <sessions>/shared (mkdir -p: mode from the umask).
+    // directory-isolation fails (not a UUID dir, shared, not 0700) and
+    // history-isolation fails (one history, everybody's entries). There is
+    // only one directory to compare, so no-shared-state has nothing to
+    // report; the registry, links and cleanup of the UUID dirs the launcher
+    // still registers all work.
+    let (lab, json, out) = verify_broken(
+        &[(
+            EXPORT_CONFIG_DIR,
+            "shared=\"$(dirname \"$sdir\")/shared\"\nmkdir -p \"$shared\"\nexport CLAUDE_CONFIG_DIR=\"$shared\"\n",
+        )],
+        &[],
+        &[
+            "launcher-integrity",
+            "history-isolation",
+            "directory-isolation",
+        ],
+        false,
+    );
+    let dirs = actual_of(&json, "host1", "directory-isolation");
+    assert!(dirs.contains("is not a UUID directory"), "{out}");
+    assert!(dirs.contains("session 1 and session 2 share"), "{out}");
+    assert!(
+        actual_of(&json, "host1", "history-isolation").contains("share history inode"),
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+#[test]
+fn broken_launcher_symlinking_history_to_a_shared_file() {
+    // The shared file lives in $HOME, outside claude_home, so the default
+    // config dir is untouched; the histories are shared (history-isolation)
+    // through a symlink out of the session dir (no-shared-state).
+    let (lab, json, out) = verify_broken(
+        &[(
+            EXPORT_CONFIG_DIR,
+            "export CLAUDE_CONFIG_DIR=\"$sdir\"\ntouch \"$HOME/shared-history.jsonl\"\nln -s \"$HOME/shared-history.jsonl\" \"$sdir/history.jsonl\"\n",
+        )],
+        &[],
+        &["launcher-integrity", "history-isolation", "no-shared-state"],
+        false,
+    );
+    assert!(
+        actual_of(&json, "host1", "no-shared-state").contains("is a symlink to"),
+        "{out}"
+    );
+    let shared = std::fs::read_to_string(lab.home("host1").join("shared-history.jsonl")).unwrap();
+    assert_eq!(
+        shared.lines().count(),
+        2,
+        "both sessions wrote there: {shared}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// The launcher makes the session directory itself (0700, UUID name) and
+/// never touches the registry.
+const REGISTER: &str = "^sdir=$(\"${registry[@]}\" register ";
+const FINISH: &str = "\"${registry[@]}\" finish --id \"$sid\" --exit-code \"$1\"";
+
+#[test]
+fn broken_launcher_without_registry_but_with_active_links() {
+    // The launcher still creates sessions/active/<uuid> while the session
+    // runs and removes it afterwards: only the registry is missing.
+    verify_broken(
+        &[
+            (
+                REGISTER,
+                "sessions=\"$(dirname \"$bindir\")/sessions\"\nsdir=\"$sessions/$sid\"\nmkdir -m 0700 \"$sdir\" && ln -s \"$sdir\" \"$sessions/active/$sid\"\n",
+            ),
+            (FINISH, "rm -f \"$sessions/active/$sid\""),
+        ],
+        &["--wait", "2"],
+        &["launcher-integrity", "registry-tracking"],
+        false,
+    );
+}
+
+#[test]
+fn broken_launcher_without_registry_or_active_links() {
+    // Without the registry's `register` nothing creates the active link
+    // either (register does both), so active-links fails legitimately here.
+    // Without registry entries the verifier never sees the sessions active
+    // and releases the probes only at its deadline: --wait 2 keeps it short.
+    let (lab, json, out) = verify_broken(
+        &[
+            (
+                REGISTER,
+                "sessions=\"$(dirname \"$bindir\")/sessions\"\nsdir=\"$sessions/$sid\"\nmkdir -m 0700 \"$sdir\"\n",
+            ),
+            (FINISH, "true"),
+        ],
+        &["--wait", "2"],
+        &["launcher-integrity", "registry-tracking", "active-links"],
+        false,
+    );
+    assert!(
+        actual_of(&json, "host1", "registry-tracking").contains("missing or unreadable"),
+        "{out}"
+    );
+    assert!(
+        actual_of(&json, "host1", "active-links").contains("no active link while it ran"),
+        "{out}"
+    );
+    assert!(
+        !sessions_dir(&lab, "host1").join(".registry").exists(),
+        "the broken launcher wrote a registry"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+#[test]
+fn broken_launcher_serialized_by_a_global_lock() {
+    let (lab, json, out) = verify_broken(
+        &[(
+            "\nset -u\n",
+            "\nset -u\nexec 9>\"$HOME/.global-lock\"\nflock 9\n",
+        )],
+        &["--wait", "2"],
+        &["launcher-integrity", "parallel-launch"],
+        false,
+    );
+    assert!(
+        actual_of(&json, "host1", "parallel-launch").contains("not running at once"),
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+#[test]
+fn correct_launcher_passes_twenty_runs_in_a_row() {
+    let lab = Lab::new().hosts(2).servers(2).build();
+    push(&lab);
+    let start = Instant::now();
+    for run in 1..=20 {
+        let out = lab.csdeploy(&["verify", "--format", "json"]);
+        assert_eq!(out.code, 0, "run {run} of 20 failed\n{out}");
+        let json = out.json();
+        for name in ["host1", "host2"] {
+            assert_all_pass(&json, name, &out);
+        }
+    }
+    eprintln!("20 verify runs on 2 hosts took {:?}", start.elapsed());
+    for name in ["host1", "host2"] {
+        assert_no_test_sessions(&lab, name, &BTreeSet::new());
+    }
+}
+
+#[test]
+fn unreachable_host_next_to_a_good_one() {
+    let lab = Lab::new().hosts(1).unreachable("dead").build();
+    lab.csdeploy(&["push", "--host", "host1"]).assert_exit(0);
+
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(3);
+    let json = out.json();
+    assert_eq!(host(&json, "dead")["status"], "unreachable", "{out}");
+    assert!(
+        host(&json, "dead")["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{out}"
+    );
+    assert_all_pass(&json, "host1", &out);
+    assert_eq!(json["summary"]["unreachable"], 1, "{out}");
+    assert_eq!(json["summary"]["pass"], 1, "{out}");
+    assert_eq!(json["summary"]["exit_code"], 3, "{out}");
+
+    let out = lab.csdeploy(&["verify", "--format", "junit"]);
+    out.assert_exit(3);
+    let suites = parse_junit(&out.stdout);
+    assert_eq!(suites.len(), 2, "{out}");
+    assert_junit_suite_passes(&suites, "host1", &out.stdout);
+    let dead = suite(&suites, "dead", &out.stdout);
+    assert_eq!(dead.cases.len(), 1, "{out}");
+    assert!(dead.cases[0].has("error"), "{out}");
+    assert_eq!(
+        dead.cases[0].attrs.get("classname").map(String::as_str),
+        Some("dead")
+    );
+    assert!(out.stdout.contains("<error"), "{out}");
+
+    // A failed check wins over the unreachable host: exit 1. A launcher that
+    // only differs by a comment fails launcher-integrity and nothing else.
+    break_launcher(
+        &lab,
+        "host1",
+        &[("\nset -u\n", "\n# edited by hand\nset -u\n")],
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["launcher-integrity"], &out);
+    assert_eq!(host(&json, "dead")["status"], "unreachable", "{out}");
+}
+
+#[test]
+fn strict_fails_on_the_unlimited_capacity_warning() {
+    let lab = Lab::new()
+        .hosts(1)
+        .host_var("host1", "max_sessions", "0")
+        .build();
+    push(&lab);
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(0);
+    let json = out.json();
+    let statuses = status_by_id(&json, "host1", &out);
+    assert_eq!(statuses["capacity"], "warn", "{out}");
+    assert!(
+        actual_of(&json, "host1", "capacity").contains("unlimited"),
+        "{out}"
+    );
+    for id in CHECK_IDS.iter().filter(|id| **id != "capacity") {
+        assert_eq!(statuses[*id], "pass", "{id}\n{out}");
+    }
+    assert_eq!(host(&json, "host1")["status"], "pass", "{out}");
+    assert_eq!(json["summary"]["checks"]["warn"], 1, "{out}");
+
+    let out = lab.csdeploy(&["verify", "--strict", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_eq!(host(&json, "host1")["status"], "fail", "{out}");
+    assert_eq!(
+        status_by_id(&json, "host1", &out)["capacity"],
+        "warn",
+        "{out}"
+    );
+    assert_eq!(json["summary"]["exit_code"], 1, "{out}");
+}
+
+#[test]
+fn invalid_input_exits_2() {
+    let lab = Lab::new().local(true).build();
+    lab.csdeploy(&["verify", "--sessions", "0"]).assert_exit(2);
+    lab.csdeploy(&["verify", "--client", "nonsense"])
+        .assert_exit(2);
+    lab.csdeploy(&["verify", "--host", "no-such-host"])
+        .assert_exit(2);
+}
+
+#[test]
+fn push_verify_costs_two_remote_commands_and_verify_alone_one() {
+    let lab = Lab::new().hosts(2).servers(2).local(true).build();
+    let names = ["host1", "host2", "local"];
+    let out = lab.csdeploy(&["push", "--verify", "--format", "json"]);
+    out.assert_exit(0);
+    let json = out.json();
+    for name in names {
+        let h = host(&json, name);
+        assert_eq!(num(h, "remote_commands"), 2, "{name}\n{out}");
+        let checks: Vec<&Value> = tasks(h)
+            .iter()
+            .filter_map(|t| t["checks"].as_array())
+            .flatten()
+            .collect();
+        let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, CHECK_IDS, "{name}\n{out}");
+        for c in checks {
+            assert_eq!(c["status"], "pass", "{name}: {c}\n{out}");
+        }
+    }
+    // The verification really ran against what was just pushed.
+    for name in names {
+        assert!(launcher(&lab, name).is_file());
+        assert_no_test_sessions(&lab, name, &BTreeSet::new());
+    }
+
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(0);
+    let json = out.json();
+    for name in names {
+        assert_eq!(
+            num(host(&json, name), "remote_commands"),
+            1,
+            "{name}\n{out}"
+        );
+        assert_all_pass(&json, name, &out);
+    }
+}
+
+#[test]
+fn client_claude_without_claude_skips_the_session_checks() {
+    let lab = Lab::new().hosts(1).build();
+    let farm = path_without_claude(&lab);
+    lab.write_inventory(&inventory_with_env(
+        &lab,
+        &[("host1", "PATH", &farm.display().to_string())],
+    ));
+    push(&lab);
+
+    let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "json"]);
+    out.assert_exit(0);
+    let json = out.json();
+    let statuses = status_by_id(&json, "host1", &out);
+    assert_eq!(statuses["launcher-integrity"], "pass", "{out}");
+    assert_eq!(statuses["capacity"], "pass", "{out}");
+    for id in SESSION_CHECK_IDS {
+        assert_eq!(statuses[id], "skip", "{id}\n{out}");
+        let detail = check(&json, "host1", id)["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            detail.contains("claude"),
+            "{id}: skip reason {detail:?}\n{out}"
+        );
+    }
+    assert_eq!(host(&json, "host1")["status"], "pass", "{out}");
+    assert_eq!(json["summary"]["checks"]["skip"], 8, "{out}");
+
+    let out = lab.csdeploy(&[
+        "verify", "--client", "claude", "--strict", "--format", "json",
+    ]);
+    out.assert_exit(1);
+    assert_eq!(host(&out.json(), "host1")["status"], "fail", "{out}");
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// The real Claude Code binary for the `--client claude` tests:
+/// `$CSDEPLOY_IT_CLAUDE`, else `claude` on the test's PATH; None (with the
+/// reason) when there is none or it does not run.
+fn real_claude() -> Result<PathBuf, String> {
+    let candidate = match std::env::var_os("CSDEPLOY_IT_CLAUDE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("claude"))
+                    .find(|p| p.is_file())
+            })
+            .ok_or_else(|| {
+                "no Claude Code binary: set CSDEPLOY_IT_CLAUDE to the `claude` executable \
+                 (npm install --prefix DIR @anthropic-ai/claude-code-linux-x64, then \
+                 DIR/node_modules/@anthropic-ai/claude-code-linux-x64/claude) or put `claude` on PATH"
+                    .to_string()
+            })?,
+    };
+    let out = Command::new(&candidate)
+        .arg("--version")
+        .env("HOME", std::env::temp_dir())
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", candidate.display()))?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !version.contains("Claude Code") {
+        return Err(format!(
+            "{} --version did not answer like Claude Code: {version}",
+            candidate.display()
+        ));
+    }
+    eprintln!("using {} ({})", candidate.display(), version.trim());
+    Ok(candidate)
+}
+
+/// Lab with the real Claude Code on host1's PATH (and not on host2's).
+fn claude_lab(claude: &Path) -> Lab {
+    let lab = Lab::new().hosts(2).build();
+    let bin = lab.root.join("claude-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(claude, bin.join("claude")).unwrap();
+    let farm = path_without_claude(&lab).display().to_string();
+    let with_claude = format!("{}:{farm}", bin.display());
+    let lab_inv = inventory_with_env(
+        &lab,
+        &[("host1", "PATH", &with_claude), ("host2", "PATH", &farm)],
+    );
+    lab.write_inventory(&lab_inv);
+    push(&lab);
+    lab
+}
+
+#[test]
+fn client_claude_real_binary_keeps_sessions_isolated() {
+    let claude = match real_claude() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED client_claude_real_binary_keeps_sessions_isolated: {why}");
+            return;
+        }
+    };
+    let lab = claude_lab(&claude);
+    let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "json"]);
+    let json = out.json();
+    // Every isolation check passes with the real client. parallel-launch is
+    // left out here: see client_claude_real_binary_passes.
+    let statuses = status_by_id(&json, "host1", &out);
+    for id in CHECK_IDS.iter().filter(|id| **id != "parallel-launch") {
+        assert_eq!(statuses[*id], "pass", "{id}\n{out}");
+    }
+    assert_eq!(
+        actual_of(&json, "host1", "history-isolation"),
+        "2 sessions each wrote their own state",
+        "{out}"
+    );
+    let statuses = status_by_id(&json, "host2", &out);
+    for id in SESSION_CHECK_IDS {
+        assert_eq!(statuses[id], "skip", "host2 {id}\n{out}");
+    }
+    for name in ["host1", "host2"] {
+        assert_no_test_sessions(&lab, name, &BTreeSet::new());
+    }
+}
+
+#[test]
+fn client_claude_real_binary_passes() {
+    let claude = match real_claude() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED client_claude_real_binary_passes: {why}");
+            return;
+        }
+    };
+    let lab = claude_lab(&claude);
+    let out = lab.csdeploy(&[
+        "verify", "--client", "claude", "--host", "host1", "--format", "json",
+    ]);
+    out.assert_exit(0);
+    assert_all_pass(&out.json(), "host1", &out);
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+#[test]
+fn junit_output_file_and_text_on_stdout() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    push(&lab);
+    let file = lab.root.join("reports/verify.xml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let file_arg = file.display().to_string();
+    let out = lab.csdeploy(&["verify", "--format", "junit", "--output", &file_arg]);
+    out.assert_exit(0);
+    for name in ["host1", "local"] {
+        assert_text_all_pass(&out, name);
+    }
+    assert!(!out.stdout.contains("<testsuite"), "XML on stdout\n{out}");
+    let xml =
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}\n{out}", file.display()));
+    let suites = parse_junit(&xml);
+    assert_eq!(suites.len(), 2, "{xml}");
+    for name in ["host1", "local"] {
+        assert_junit_suite_passes(&suites, name, &xml);
+    }
+}
+
+#[test]
+fn junit_failure_carries_message_and_details() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    break_launcher(
+        &lab,
+        "host1",
+        &[(EXPORT_CONFIG_DIR, "export CLAUDE_SESSION_DIR=\"$sdir\"\n")],
+    );
+    let out = lab.csdeploy(&["verify", "--format", "junit"]);
+    out.assert_exit(1);
+    let suites = parse_junit(&out.stdout);
+    let s = suite(&suites, "host1", &out.stdout);
+    let failed: BTreeSet<&str> = s
+        .cases
+        .iter()
+        .filter(|c| c.has("failure"))
+        .map(|c| c.attrs["name"].as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "launcher-integrity",
+            "history-isolation",
+            "default-untouched"
+        ]
+        .into(),
+        "{out}"
+    );
+    assert_eq!(
+        s.attrs.get("failures").map(String::as_str),
+        Some("3"),
+        "{out}"
+    );
+    for c in s.cases.iter().filter(|c| c.has("failure")) {
+        let (_, attrs, body) = c.outcomes.iter().find(|(k, _, _)| k == "failure").unwrap();
+        let message = attrs.get("message").cloned().unwrap_or_default();
+        assert!(
+            message.contains("expected") && message.contains("actual"),
+            "{message}\n{out}"
+        );
+        assert!(
+            body.contains("expected: ") && body.contains("actual: "),
+            "{body:?}\n{out}"
+        );
+    }
+    let hist = s
+        .cases
+        .iter()
+        .find(|c| c.attrs["name"] == "history-isolation")
+        .unwrap();
+    assert!(
+        hist.outcomes[0].2.contains("CLAUDE_CONFIG_DIR was not set"),
+        "{out}"
+    );
+}
