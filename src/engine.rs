@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::{Semaphore, mpsc::UnboundedSender};
 
 use crate::builtin;
@@ -150,23 +148,62 @@ async fn agent(
     Ok(output.stdout)
 }
 
-#[derive(Debug, Deserialize)]
+/// What apply.py reports for one op.
+#[derive(Debug, Default)]
 struct ApplyResult {
     ok: bool,
-    #[serde(default)]
     skipped: bool,
     msg: Option<String>,
     backup: Option<String>,
     rc: Option<i32>,
     stdout: Option<String>,
     stderr: Option<String>,
-    #[serde(default)]
     checks: Vec<CheckResult>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ApplyReply {
-    results: Vec<ApplyResult>,
+const APPLY_FIELDS: usize = 8;
+
+impl ApplyResult {
+    /// Parses apply.py's reply: eight fields per op that ran,
+    /// `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`.
+    fn parse_all(reply: &[u8]) -> Result<Vec<ApplyResult>, String> {
+        let bad = |what: &str| format!("the csdeploy agent answered apply with {what}");
+        if reply.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = reply
+            .strip_suffix(b"\0")
+            .ok_or_else(|| bad("an unterminated reply"))?;
+        let fields: Vec<String> = text
+            .split(|&b| b == 0)
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        if !fields.len().is_multiple_of(APPLY_FIELDS) {
+            return Err(bad("a truncated reply"));
+        }
+        let optional = |f: &String| (!f.is_empty()).then(|| f.clone());
+        fields
+            .chunks(APPLY_FIELDS)
+            .map(|f| {
+                let checks = match f[7].as_str() {
+                    "" => Vec::new(),
+                    json => {
+                        serde_json::from_str(json).map_err(|e| bad(&format!("bad checks: {e}")))?
+                    }
+                };
+                Ok(ApplyResult {
+                    ok: f[0] == "1",
+                    skipped: f[1] == "1",
+                    msg: optional(&f[2]),
+                    backup: optional(&f[3]),
+                    rc: f[4].parse().ok(),
+                    stdout: optional(&f[5]),
+                    stderr: optional(&f[6]),
+                    checks,
+                })
+            })
+            .collect()
+    }
 }
 
 fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskResult {
@@ -244,17 +281,17 @@ async fn deploy(
     if options.check || ops.is_empty() {
         return Ok(decided.into_iter().map(|(r, _)| r).collect());
     }
-    let header = json!({"ops": ops.iter().map(|op| &op.header).collect::<Vec<_>>()});
-    let mut stdin = header.to_string().into_bytes();
-    stdin.push(b'\n');
+    let mut stdin = format!("{}\0", ops.len()).into_bytes();
+    for op in &ops {
+        op.encode(&mut stdin);
+    }
     for data in ops.iter().filter_map(|op| op.data.as_ref()) {
         stdin.extend_from_slice(data);
     }
     let applying = Instant::now();
     let reply = agent(transport, plan, "apply", stdin).await?;
     phases.apply_ms = millis(applying);
-    let reply: ApplyReply = serde_json::from_slice(&reply)
-        .map_err(|err| format!("the csdeploy agent answered apply with bad JSON: {err}"))?;
+    let results = ApplyResult::parse_all(&reply)?;
 
     let mut applied = Vec::new();
     for ((mut task, op_index), planned) in decided.into_iter().zip(&plan.tasks) {
@@ -263,7 +300,7 @@ async fn deploy(
             continue;
         };
         // Tasks after a failed one never ran, and are not reported.
-        let Some(outcome) = reply.results.get(index) else {
+        let Some(outcome) = results.get(index) else {
             break;
         };
         task.backup = outcome.backup.clone();

@@ -4,7 +4,6 @@
 //! data, never code, whatever it contains.
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{Action, Decision, Facts, Op, RenderError, render};
 use crate::facts::Kind;
@@ -50,10 +49,7 @@ impl CommandAction {
         }
         Decision {
             changes: true,
-            op: Some(Op {
-                header: json!({"op": "command", "cmd": self.cmd, "creates": self.creates}),
-                data: None,
-            }),
+            op: Some(Op::command(&self.cmd, self.creates.as_deref())),
             msg: Some(format!("would run: {}", self.cmd)),
             ..Decision::default()
         }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Action, Decision, Facts, Mode, Op, RenderError, octal, render};
@@ -90,10 +89,7 @@ impl CopyAction {
             let mode = self.mode.unwrap_or_default();
             return Decision {
                 changes: true,
-                op: Some(Op {
-                    header: json!({"op": "chmod", "path": self.dest, "mode": mode}),
-                    data: None,
-                }),
+                op: Some(Op::chmod(&self.dest, mode)),
                 msg: Some(format!(
                     "mode {} -> {}",
                     state.mode.map(octal).unwrap_or_default(),
@@ -108,16 +104,12 @@ impl CopyAction {
         });
         Decision {
             changes: true,
-            op: Some(Op {
-                header: json!({
-                    "op": "write",
-                    "path": self.dest,
-                    "mode": self.mode,
-                    "size": self.content.len(),
-                    "backup": self.backup,
-                }),
-                data: Some(self.content.clone()),
-            }),
+            op: Some(Op::write(
+                &self.dest,
+                self.mode,
+                self.backup,
+                self.content.clone(),
+            )),
             diff,
             msg: Some(
                 if state.kind == Kind::Missing {

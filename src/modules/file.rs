@@ -1,7 +1,6 @@
 //! `file`: a directory that must exist (with a mode), or a path that must not.
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{Action, Decision, Facts, Mode, Op, RenderError, octal, render};
 use crate::facts::Kind;
@@ -49,10 +48,7 @@ impl FileAction {
                 facts.remove(&self.path);
                 Decision {
                     changes: true,
-                    op: Some(Op {
-                        header: json!({"op": "remove", "path": self.path}),
-                        data: None,
-                    }),
+                    op: Some(Op::remove(&self.path)),
                     msg: Some("removed".into()),
                     ..Decision::default()
                 }
@@ -64,10 +60,7 @@ impl FileAction {
                     facts.set(&self.path, Kind::Dir, self.mode, None);
                     Decision {
                         changes: true,
-                        op: Some(Op {
-                            header: json!({"op": "chmod", "path": self.path, "mode": mode}),
-                            data: None,
-                        }),
+                        op: Some(Op::chmod(&self.path, mode)),
                         msg: Some(format!(
                             "mode {} -> {}",
                             state.mode.map(octal).unwrap_or_default(),
@@ -80,10 +73,7 @@ impl FileAction {
                     facts.set(&self.path, Kind::Dir, self.mode, None);
                     Decision {
                         changes: true,
-                        op: Some(Op {
-                            header: json!({"op": "mkdir", "path": self.path, "mode": self.mode}),
-                            data: None,
-                        }),
+                        op: Some(Op::mkdir(&self.path, self.mode)),
                         msg: Some("created".into()),
                         ..Decision::default()
                     }

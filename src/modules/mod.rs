@@ -130,11 +130,93 @@ pub struct Decision {
     pub skipped: bool,
 }
 
-/// One step of the agent's apply command; `data` is streamed on stdin.
-#[derive(Debug, Clone)]
+/// One step of the agent's apply command (see `src/remote/apply.py`).
+#[derive(Debug, Clone, Default)]
 pub struct Op {
-    pub header: serde_json::Value,
+    pub kind: &'static str,
+    pub path: String,
+    pub mode: Option<u32>,
+    pub backup: bool,
+    /// `creates` of a command; the JSON arguments of a verification.
+    pub arg: String,
+    /// The command line; the verifier's source.
+    pub text: String,
+    /// A file's new content, streamed after the op list.
     pub data: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+impl Op {
+    pub fn mkdir(path: &str, mode: Option<u32>) -> Op {
+        Op {
+            kind: "mkdir",
+            path: path.into(),
+            mode,
+            ..Op::default()
+        }
+    }
+
+    pub fn chmod(path: &str, mode: u32) -> Op {
+        Op {
+            kind: "chmod",
+            path: path.into(),
+            mode: Some(mode),
+            ..Op::default()
+        }
+    }
+
+    pub fn remove(path: &str) -> Op {
+        Op {
+            kind: "remove",
+            path: path.into(),
+            ..Op::default()
+        }
+    }
+
+    pub fn write(path: &str, mode: Option<u32>, backup: bool, data: std::sync::Arc<Vec<u8>>) -> Op {
+        Op {
+            kind: "write",
+            path: path.into(),
+            mode,
+            backup,
+            data: Some(data),
+            ..Op::default()
+        }
+    }
+
+    pub fn command(cmd: &str, creates: Option<&str>) -> Op {
+        Op {
+            kind: "command",
+            arg: creates.unwrap_or_default().into(),
+            text: cmd.into(),
+            ..Op::default()
+        }
+    }
+
+    pub fn verify(args: &serde_json::Value, source: &str) -> Op {
+        Op {
+            kind: "verify",
+            arg: args.to_string(),
+            text: source.into(),
+            ..Op::default()
+        }
+    }
+
+    /// `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`, as apply.py reads it.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let size = self
+            .data
+            .as_ref()
+            .map(|d| d.len().to_string())
+            .unwrap_or_default();
+        let mode = self.mode.map(|m| format!("{m:o}")).unwrap_or_default();
+        let backup = if self.backup { "1" } else { "" };
+        for field in [
+            self.kind, &self.path, &mode, &size, backup, &self.arg, &self.text,
+        ] {
+            out.extend_from_slice(field.as_bytes());
+            out.push(0);
+        }
+    }
 }
 
 pub fn octal(mode: u32) -> String {

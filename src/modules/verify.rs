@@ -106,11 +106,8 @@ impl VerifyAction {
             Client::Claude => "claude",
         };
         Decision {
-            op: Some(Op {
-                header: json!({
-                    "op": "verify",
-                    "source": builtin::VERIFIER,
-                    "args": {
+            op: Some(Op::verify(
+                &json!({
                         "claude_home": self.claude_home,
                         "sessions": self.args.sessions,
                         "client": client,
@@ -118,10 +115,9 @@ impl VerifyAction {
                         "inherit_link": self.inherit_link,
                         "max_sessions": self.max_sessions,
                         "expected": expected,
-                    },
                 }),
-                data: None,
-            }),
+                builtin::VERIFIER,
+            )),
             ..Decision::default()
         }
     }

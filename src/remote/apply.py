@@ -1,21 +1,25 @@
-"""csdeploy's remote apply step: makes every change a host's plan needs.
+r"""csdeploy's remote apply step: makes every change a host's plan needs.
 
 The controller runs it as `python3 -I -S -c <this source>` (its `environment`
 assignments quoted), after `gather.py` has reported the host's state, and sends:
 
-stdin:  one JSON line {"ops": [...]} followed by the bytes of every `write`
-        op, back to back, `size` bytes each. Ops: mkdir, chmod, remove, write,
-        command, verify.
-stdout: {"results": [...]}, one result per op that ran; it stops at the first
+stdin:  `COUNT\0`, then per op `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`,
+        then the bytes of every `write` op, back to back, SIZE bytes each.
+        OP is mkdir|chmod|remove|write|command|verify; MODE octal; BACKUP 1
+        or empty; ARG is a command's `creates` or a verification's JSON
+        arguments; TEXT a command line or the verifier's source.
+stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`
+        (CHECKS: a verification's checks as JSON). It stops at the first
         failure, as Ansible stops a host at its first failed task.
 
+NUL-separated, like gather, because importing json (with re) would double
+this step's start-up; only a verification, which needs json anyway, loads it.
 Every byte of stdin is read before any op runs, so a connection that drops
 while contents are streaming changes nothing. Files are replaced atomically
-(temp file in the destination directory, fsync, rename, fsync of the
-directory): a reader sees the old file or the new one, never a partial one.
-Python 3.8+ standard library only.
+(temp file in the destination directory, fsync, rename; each directory is
+fsynced once at the end): a reader sees the old file or the new one, never a
+partial one. Python 3.8+ standard library only.
 """
-import json
 import os
 import stat
 import sys
@@ -89,8 +93,7 @@ def write_atomic(op, data):
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(directory)
-    return {"ok": True, "backup": backup}
+    return {"ok": True, "backup": backup, "dirty": directory}
 
 
 def make_dir(op):
@@ -139,48 +142,101 @@ def command(op):
 def verify(op):
     # The verification ships with each run (see verify.py); it runs in this
     # process so verifying costs no extra remote command.
+    import json
+
     namespace = {"__name__": "csdeploy_verify"}
     try:
         exec(compile(op["source"], "csdeploy-verify.py", "exec"), namespace)
-        checks = namespace["run"](op["args"])
+        checks = namespace["run"](json.loads(op["args"]))
     except Exception as err:  # a crash must still come back as a result
         return {"ok": False, "msg": "verification crashed: %s: %s" % (type(err).__name__, err)}
-    return {"ok": True, "checks": checks}
+    return {"ok": True, "checks": json.dumps(checks)}
 
 
-def read_exact(stream, size):
-    data = stream.read(size)
-    if len(data) != size:
-        raise Interrupted("input ended after %d of %d bytes" % (len(data), size))
-    return data
+FIELDS = ("op", "path", "mode", "size", "backup", "arg", "text")
+REPLY = ("ok", "skipped", "msg", "backup", "rc", "stdout", "stderr", "checks")
 
 
-def apply(stream):
-    header = json.loads(stream.readline())
-    ops = header["ops"]
-    # Read everything first: a dropped connection must change nothing.
-    blobs = [read_exact(stream, op["size"]) if op["op"] == "write" else None for op in ops]
+def parse(data):
+    """The ops and the content blobs from everything read on stdin."""
+    pos = 0
+
+    def field():
+        nonlocal pos
+        end = data.index(b"\0", pos)
+        value, pos = data[pos:end], end + 1
+        return value
+
+    ops = []
+    for _ in range(int(field())):
+        raw = dict(zip(FIELDS, (field() for _ in FIELDS)))
+        ops.append({
+            "op": raw["op"].decode("ascii"),
+            "path": os.fsdecode(raw["path"]),
+            "mode": int(raw["mode"], 8) if raw["mode"] else None,
+            "size": int(raw["size"]) if raw["size"] else 0,
+            "backup": raw["backup"] == b"1",
+            "creates": os.fsdecode(raw["arg"]) or None,
+            "args": raw["arg"].decode("utf-8"),
+            "cmd": raw["text"].decode("utf-8", "surrogateescape"),
+            "source": raw["text"].decode("utf-8", "surrogateescape"),
+        })
+    blobs = []
+    for op in ops:
+        if op["op"] == "write":
+            blob = data[pos:pos + op["size"]]
+            if len(blob) != op["size"]:
+                raise Interrupted("input ended after %d of %d bytes" % (len(blob), op["size"]))
+            blobs.append(blob)
+            pos += op["size"]
+        else:
+            blobs.append(None)
+    return ops, blobs
+
+
+def encode(result):
+    def text(value):
+        if value is None or value is False:
+            return b""
+        if value is True:
+            return b"1"
+        if isinstance(value, int):
+            return b"%d" % value
+        return os.fsencode(value).replace(b"\0", b"\\0") if isinstance(value, str) else value
+    return b"".join(text(result.get(key)) + b"\0" for key in REPLY)
+
+
+def apply(data):
+    # Everything is read first: a dropped connection must change nothing.
+    ops, blobs = parse(data)
     handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "command": command,
                 "verify": verify}
-    results = []
-    for op, blob in zip(ops, blobs):
-        try:
-            if op["op"] == "write":
-                result = write_atomic(op, blob)
-            else:
-                result = handlers[op["op"]](op)
-        except (OSError, ValueError) as err:
-            result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
-        results.append(result)
-        if not result["ok"]:
-            break
-    return {"results": results}
+    out = []
+    dirty = set()
+    try:
+        for op, blob in zip(ops, blobs):
+            try:
+                if op["op"] == "write":
+                    result = write_atomic(op, blob)
+                    dirty.add(result["dirty"])
+                else:
+                    result = handlers[op["op"]](op)
+            except (OSError, ValueError) as err:
+                result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
+            out.append(encode(result))
+            if not result["ok"]:
+                break
+    finally:
+        # The renames are durable once their directories are.
+        for directory in dirty:
+            fsync_dir(directory)
+    return b"".join(out)
 
 
 def main():
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, _interrupted)
-    sys.stdout.write(json.dumps(apply(sys.stdin.buffer)))
+    sys.stdout.buffer.write(apply(sys.stdin.buffer.read()))
     sys.stdout.flush()
 
 
