@@ -2,7 +2,7 @@
 """cleanup-sessions.py: remove Claude Code session directories nobody needs.
 
     cleanup-sessions.py [--dry-run] [--days N] [--json]
-                        [--sessions-dir DIR] [--session ID]
+                        [--sessions-dir DIR] [--session ID]...
 
 Candidates are only the UUID-named real directories directly inside the
 sessions directory (default <claude_home>/sessions from session.conf).  Symlinks,
@@ -15,7 +15,7 @@ A candidate is removed when it is
   empty     it has no history.jsonl, or a 0-byte one, and no transcript
             (projects/*/*.jsonl: headless `claude -p` writes those, never history),
   old       (only with --days N) nothing inside changed for N days,
-  requested it is the one named by --session ID (then only that one is looked at),
+  requested it is named by --session ID (repeatable; then only those are looked at),
 and is not protected.  Protected, whatever else holds (see
 session_registry.protection): its launcher is alive; a process has it as
 CLAUDE_CONFIG_DIR; or it has an active/ link and the registry has no entry
@@ -79,8 +79,8 @@ def plan(sessions_dir, registry, days, only):
     removed, kept = [], []
 
     ids = sorted(set(dirs) | set(entries))
-    if only is not None:
-        ids = [only] if only in dirs or only in entries else []
+    if only:
+        ids = [sid for sid in only if sid in dirs or sid in entries]
     for sid in ids:
         entry = entries.get(sid)
         path = dirs.get(sid)
@@ -91,7 +91,7 @@ def plan(sessions_dir, registry, days, only):
             continue
         if path is None:
             reason = "missing"  # a dead entry whose directory is already gone
-        elif only is not None:
+        elif only:
             reason = "requested"
         elif registry is not None and entry is None:
             reason = "orphaned"
@@ -146,8 +146,8 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--sessions-dir", metavar="DIR",
                         help="default: <claude_home>/sessions from session.conf")
-    parser.add_argument("--session", type=_session_id, metavar="ID",
-                        help="remove exactly this session (refused while it is live)")
+    parser.add_argument("--session", type=_session_id, metavar="ID", action="append",
+                        help="remove exactly this session (refused while it is live); repeatable")
     args = parser.parse_args(argv)
     sessions_dir = args.sessions_dir or sr.load_config().sessions_dir
 
@@ -177,12 +177,13 @@ def main(argv=None):
             sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))
 
     status = 1 if failed else 0
-    if args.session and not removed and not failed:
-        if kept:
-            sys.stderr.write("cleanup-sessions: not removing %s: it is live (%s)\n"
-                             % (args.session, kept[0]["reason"]))
+    gone = {r["id"] for r in removed} | set(failed)
+    for sid in sorted(set(args.session or ()) - gone):
+        guard = [k["reason"] for k in kept if k["id"] == sid]
+        if guard:
+            sys.stderr.write("cleanup-sessions: not removing %s: it is live (%s)\n" % (sid, guard[0]))
         else:
-            sys.stderr.write("cleanup-sessions: no session %s in %s\n" % (args.session, sessions_dir))
+            sys.stderr.write("cleanup-sessions: no session %s in %s\n" % (sid, sessions_dir))
         status = 1
     return status
 

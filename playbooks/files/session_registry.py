@@ -99,17 +99,13 @@ Exit codes: 0 ok, 64 usage error, 75 capacity refused, 70 other failure
 (unreadable registry, lock timeout, I/O error).
 """
 import argparse
-import datetime
 import errno
 import fcntl
 import json
 import os
 import re
-import shutil
-import socket
 import stat
 import sys
-import tempfile
 import time
 
 EX_USAGE = 64
@@ -161,7 +157,7 @@ def now_iso():
 def iso(ts):
     if ts is None:
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 # ---------------------------------------------------------------- config
@@ -173,7 +169,7 @@ class Config(object):
         self.max_sessions = _parse_max(values["max_sessions"], path)
         self.inherit_copy = values["inherit_copy"].split()
         self.inherit_link = values["inherit_link"].split()
-        self.host = values["host"] or socket.gethostname()
+        self.host = values["host"] or os.uname().nodename
 
     @property
     def sessions_dir(self):
@@ -389,7 +385,10 @@ def _fsync_dir(path):
 def write_registry(sessions_dir, data):
     """Atomically replace the registry.  Caller must hold the lock."""
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=REGISTRY_NAME + ".", suffix=".tmp", dir=sessions_dir)
+    # Not tempfile: this runs at every session start and end, and importing
+    # tempfile (with random, shutil...) costs more than the write itself.
+    tmp = os.path.join(sessions_dir, "%s.%s.tmp" % (REGISTRY_NAME, os.urandom(6).hex()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -555,10 +554,13 @@ def _seed(cfg, session_dir):
                     os.makedirs(parent, 0o700, exist_ok=True)
                 if link:
                     os.symlink(src, dst)
-                elif os.path.isdir(src):
-                    shutil.copytree(src, dst, symlinks=True)
                 else:
-                    shutil.copy2(src, dst)
+                    import shutil  # imported only when there is something to copy
+
+                    if os.path.isdir(src):
+                        shutil.copytree(src, dst, symlinks=True)
+                    else:
+                        shutil.copy2(src, dst)
             except OSError as e:
                 warn("inherit: cannot %s %s: %s" % ("link" if link else "copy", src, e))
 

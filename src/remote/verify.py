@@ -12,51 +12,83 @@ deployed registry library: the code under test does not get to grade itself.
 
 Python 3.8+ standard library only.
 """
-import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+try:
+    from _sha2 import sha256  # Python 3.12+; OpenSSL's hashlib costs a host more to import
+except ImportError:
+    try:
+        from _sha256 import sha256  # Python 3.8-3.11
+    except ImportError:
+        from hashlib import sha256
+
+
+class _Uuid4:
+    """The launcher's session names: UUID v4, lower case (no `re`: see sha256)."""
+
+    HEX = frozenset("0123456789abcdef")
+
+    def match(self, name):
+        parts = name.split("-")
+        return ([len(p) for p in parts] == [8, 4, 4, 4, 12] and set(name) - {"-"} <= self.HEX
+                and parts[2][0] == "4" and parts[3][0] in "89ab")
+
+
+UUID_RE = _Uuid4()
 SESSION_MB = 500
 LAUNCHER_FAILURES = (64, 70, 75)
 POLL = 0.02
 WALK_LIMIT = 20000
 
-# The stand-in client: appends one history line where Claude Code would, then
-# waits (bounded) until every session of the run has started and the verifier
-# has looked at them, which is what proves the sessions overlapped.
-PROBE = r'''
-import json, os, sys, time
-work, n, limit = os.environ["CSDEPLOY_VERIFY_DIR"], int(os.environ["CSDEPLOY_VERIFY_N"]), float(os.environ["CSDEPLOY_VERIFY_WAIT"])
-token = sys.argv[-1]
-start = time.time()
-config = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.environ["HOME"], ".claude")
-os.makedirs(config, exist_ok=True)
-line = {"display": "csdeploy verify " + token, "pastedContents": {}, "timestamp": int(start * 1000),
-        "project": os.getcwd(), "sessionId": token}
-with open(os.path.join(config, "history.jsonl"), "a") as f:
-    f.write(json.dumps(line) + "\n")
-with open(os.path.join(work, "started", token), "w") as f:
-    f.write(os.environ.get("CLAUDE_CONFIG_DIR") or os.environ.get("CLAUDE_SESSION_DIR") or "")
-all_started = False
-while time.time() < start + limit:
-    all_started = len(os.listdir(os.path.join(work, "started"))) >= n
-    if all_started and os.path.exists(os.path.join(work, "release")):
-        break
-    time.sleep(0.01)
-report = {"token": token, "start": start, "end": time.time(), "all_started": all_started,
-          "config_dir": os.environ.get("CLAUDE_CONFIG_DIR"), "session_dir": os.environ.get("CLAUDE_SESSION_DIR")}
-with open(os.path.join(work, "reports", token + ".json"), "w") as f:
-    json.dump(report, f)
-'''
+# The stand-in client, in POSIX sh (a Python client would cost each test
+# session another interpreter start): appends one history line where Claude
+# Code would, then waits (bounded) until every session of the run has started
+# and the verifier has looked at them, which is what proves they overlapped.
+# Its report is plain files: the times, and each variable as raw bytes.
+PROBE = r"""#!/bin/sh
+for token; do :; done
+work=$CSDEPLOY_VERIFY_DIR
+start=$(date +%s.%N)
+config=${CLAUDE_CONFIG_DIR:-$HOME/.claude}
+mkdir -p "$config"
+ms=${start%.*}$(printf %.3s "${start#*.}")
+printf '{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,"sessionId":"%s"}\n' \
+  "$token" "$ms" "$CSDEPLOY_VERIFY_PROJECT" "$token" >> "$config/history.jsonl"
+printf %s "${CLAUDE_CONFIG_DIR:-${CLAUDE_SESSION_DIR:-}}" > "$work/started/$token"
+all=0 i=0 ticks=$((${CSDEPLOY_VERIFY_WAIT%.*} * 50))
+while [ "$i" -lt "$ticks" ]; do
+  set -- "$work"/started/*
+  if [ "$#" -ge "$CSDEPLOY_VERIFY_N" ]; then
+    all=1
+    [ -e "$work/release" ] && break
+  fi
+  sleep 0.02
+  i=$((i + 1))
+done
+printf '%s %s %s\n' "$start" "$(date +%s.%N)" "$all" > "$work/reports/$token.times"
+[ "${CLAUDE_CONFIG_DIR+set}" ] && printf %s "$CLAUDE_CONFIG_DIR" > "$work/reports/$token.config"
+[ "${CLAUDE_SESSION_DIR+set}" ] && printf %s "$CLAUDE_SESSION_DIR" > "$work/reports/$token.legacy"
+exit 0
+"""
+
+
+def read_report(work, token):
+    """What the probe of session `token` wrote, or None if it never finished."""
+    base = os.path.join(work, "reports", token)
+    try:
+        with open(base + ".times") as f:
+            start, end, all_started = f.read().split()
+    except (OSError, ValueError):
+        return None
+    return {"token": token, "start": float(start), "end": float(end), "all_started": all_started == "1",
+            "config_dir": read_text(base + ".config"), "session_dir": read_text(base + ".legacy")}
 
 
 class Check:
@@ -75,7 +107,7 @@ class Check:
 
 
 def sha256_of(path):
-    digest = hashlib.sha256()
+    digest = sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):
             digest.update(block)
@@ -189,11 +221,24 @@ def observe(sessions, sessions_dir, active_dir, work, wait_limit, probe):
     released = False
     deadline = time.time() + wait_limit + 2
     hard_deadline = time.time() + 2 * wait_limit * max(1, len(sessions)) + 10
+    looked = None
     while True:
+        started = set(os.listdir(started_dir)) if probe else set()
+        running = [s for s in sessions if s.exited is None and s.process.poll() is None]
+        # A full look (registry, links) only when a session started or ended:
+        # polling them for 50 hosts at once would cost more than the sessions.
+        # With the real client there are no start markers: look every time.
+        state = (len(started), len(running))
+        now = time.time()
+        must_look = (not probe or state != looked or now > hard_deadline
+                     or (not released and (len(started) >= len(sessions) or now > deadline)))
+        if not must_look:
+            time.sleep(POLL)
+            continue
+        looked = state
         registry = read_registry(sessions_dir) or {}
         by_name = {e.get("name"): (sid, e) for sid, e in registry.items() if isinstance(e, dict)}
         links = active_links(active_dir)
-        started = set(os.listdir(started_dir)) if probe else set()
         for s in sessions:
             if s.exited is None and s.process.poll() is not None:
                 s.exited = time.time()
@@ -500,13 +545,18 @@ def cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry):
         if sdir and os.path.dirname(sdir) == os.path.realpath(sessions_dir) and UUID_RE.match(os.path.basename(sdir)):
             ids.add(os.path.basename(sdir))
     ids -= set(before_ids)
-    cleaner = os.path.join(bindir, "cleanup-sessions.py")
-    for sid in sorted(ids):
-        proc = subprocess.run([sys.executable, cleaner, "--sessions-dir", sessions_dir, "--session", sid],
-                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if proc.returncode != 0 or os.path.lexists(os.path.join(sessions_dir, sid)):
+    if ids:
+        # One run of the deployed cleaner for all of them.
+        argv = [sys.executable, os.path.join(bindir, "cleanup-sessions.py"), "--sessions-dir", sessions_dir]
+        for sid in sorted(ids):
+            argv += ["--session", sid]
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+        left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
+        if proc.returncode != 0 or left:
             problems.append("cleaner could not remove %s (exit %d): %s"
-                            % (sid, proc.returncode, proc.stderr.decode("utf-8", "replace").strip()[:200]))
+                            % (", ".join(left) or "them", proc.returncode,
+                               proc.stderr.decode("utf-8", "replace").strip()[:300]))
     after_ids = session_ids(sessions_dir)
     lost = [sid for sid in before_ids if sid not in after_ids]
     if lost:
@@ -575,17 +625,19 @@ def run(args):
         for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
             env.pop(key, None)
 
-    work = tempfile.mkdtemp(prefix="csdeploy-verify-")
+    work = os.path.join(os.environ.get("TMPDIR") or "/tmp", "csdeploy-verify-" + os.urandom(8).hex())
+    os.mkdir(work, 0o700)
     try:
         os.mkdir(os.path.join(work, "started"))
         os.mkdir(os.path.join(work, "reports"))
         if probe:
             client = os.path.join(work, "probe")
             with open(client, "w") as f:
-                f.write("#!%s\n%s" % (sys.executable, PROBE))
+                f.write(PROBE)
             os.chmod(client, 0o700)
         env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_N": str(n),
-                    "CSDEPLOY_VERIFY_WAIT": str(wait_limit)})
+                    "CSDEPLOY_VERIFY_WAIT": str(int(max(1, wait_limit))),
+                    "CSDEPLOY_VERIFY_PROJECT": json.dumps(env.get("HOME") or "/")})
         if not probe:
             env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
         env.pop("CLAUDE_CONFIG_DIR", None)
@@ -604,11 +656,7 @@ def run(args):
         launch(sessions, launcher, client_argv, env, work)
         observe(sessions, sessions_dir, active_dir, work, wait_limit, probe)
         for s in sessions:
-            try:
-                with open(os.path.join(work, "reports", s.token + ".json")) as f:
-                    s.report = json.load(f)
-            except (OSError, ValueError):
-                s.report = None
+            s.report = read_report(work, s.token)
         launch_check = check_parallel(sessions, probe)
         launch_check["duration_ms"] = int((time.monotonic() - phase.started) * 1000)
 

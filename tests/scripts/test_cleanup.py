@@ -76,6 +76,22 @@ def test_session_option_removes_exactly_that_session(env):
     assert env.clean("--days", "-1").returncode == 64
 
 
+def test_session_option_takes_several_ids_and_refuses_only_the_live_one(env):
+    first = env.make_session(history=b"a\n")
+    second = env.make_session(history=b"b\n")
+    untouched = env.make_session(history=b"")
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go)
+    live = env.running_session(p, known=(first, second, untouched))
+    r = env.clean("--json", "--session", first, "--session", live, "--session", second)
+    assert r.returncode == 1 and ("not removing %s" % live).encode() in r.stderr
+    assert removed_ids(json.loads(r.stdout)) == {first: "requested", second: "requested"}
+    assert not exists(env, first) and not exists(env, second)
+    assert exists(env, live) and exists(env, untouched)
+    open(go, "w").close()
+    assert p.wait(timeout=30) == 0
+
+
 def test_no_sessions_dir_is_not_an_error(env):
     shutil.rmtree(env.sessions)  # push made it; a host may lose it
     r = env.clean("--json")
