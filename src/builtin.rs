@@ -4,6 +4,7 @@
 pub const PUSH_PLAYBOOK: &str = include_str!("../playbooks/push.yml");
 /// The remote steps of a host's run (see `engine`).
 pub const GATHER: &str = include_str!("remote/gather.py");
+pub const GATHER_SH: &str = include_str!("remote/gather.sh");
 pub const APPLY: &str = include_str!("remote/apply.py");
 pub const VERIFIER: &str = include_str!("remote/verify.py");
 

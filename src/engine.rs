@@ -114,22 +114,17 @@ fn agent_argv(python: Option<&str>, source: &str) -> Vec<String> {
 }
 
 /// Runs csdeploy's agent on the host with `request` on stdin.
-async fn agent(
+/// Runs one of csdeploy's remote steps (`verb`, for messages) with `stdin`.
+async fn remote(
     transport: &Transport,
     plan: &HostPlan,
     verb: &str,
+    argv: Vec<String>,
     stdin: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
     let command = RemoteCommand {
         env: plan.host.environment.clone(),
-        argv: agent_argv(
-            plan.host.python.as_deref(),
-            if verb == "gather" {
-                builtin::GATHER
-            } else {
-                builtin::APPLY
-            },
-        ),
+        argv,
     };
     let output = transport
         .exec(&command, stdin)
@@ -141,11 +136,29 @@ async fn agent(
             .code
             .map_or("was killed".to_string(), |c| format!("exited with {c}"));
         return Err(format!(
-            "the csdeploy agent ({verb}) {status}: {}",
+            "the csdeploy {verb} step {status}: {}",
             stderr.trim()
         ));
     }
     Ok(output.stdout)
+}
+
+/// Runs one of the Python steps (gather.py, apply.py).
+async fn agent(
+    transport: &Transport,
+    plan: &HostPlan,
+    verb: &str,
+    source: &str,
+    stdin: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    remote(
+        transport,
+        plan,
+        verb,
+        agent_argv(plan.host.python.as_deref(), source),
+        stdin,
+    )
+    .await
 }
 
 /// What apply.py reports for one op.
@@ -238,11 +251,23 @@ async fn gather(transport: &Transport, plan: &HostPlan, want_diff: bool) -> Resu
     if probes.is_empty() {
         return Ok(Facts::empty());
     }
+    if !want_diff {
+        // The shell gather: no interpreter to start, which is most of a rerun's cost.
+        let mut argv: Vec<String> = ["/bin/sh", "-c", builtin::GATHER_SH, "csdeploy-gather"]
+            .map(String::from)
+            .to_vec();
+        argv.extend(probes.iter().map(|p| p.path.clone()));
+        let reply = remote(transport, plan, "gather", argv, Vec::new()).await;
+        if let Ok(reply) = reply.and_then(|r| GatherReply::parse_sh(&r, &probes)) {
+            return Ok(Facts::new(&probes, reply));
+        }
+        // Otherwise (a host without GNU coreutils) the Python gather, which needs nothing more.
+    }
     let mut request = Vec::new();
     for probe in &probes {
         probe.encode(&mut request);
     }
-    let reply = agent(transport, plan, "gather", request).await?;
+    let reply = agent(transport, plan, "gather", builtin::GATHER, request).await?;
     Ok(Facts::new(&probes, GatherReply::parse(&reply)?))
 }
 
@@ -289,7 +314,7 @@ async fn deploy(
         stdin.extend_from_slice(data);
     }
     let applying = Instant::now();
-    let reply = agent(transport, plan, "apply", stdin).await?;
+    let reply = agent(transport, plan, "apply", builtin::APPLY, stdin).await?;
     phases.apply_ms = millis(applying);
     let results = ApplyResult::parse_all(&reply)?;
 

@@ -86,6 +86,63 @@ pub struct GatherReply {
 }
 
 impl GatherReply {
+    /// Parses gather.sh's answer for `probes` (see that script).
+    pub fn parse_sh(reply: &[u8], probes: &[Probe]) -> Result<GatherReply, String> {
+        let bad = |what: &str| format!("the csdeploy gather script answered with {what}");
+        let mut rest = reply;
+        let mut field = || -> Result<String, String> {
+            let end = rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| bad("a truncated reply"))?;
+            let value = String::from_utf8_lossy(&rest[..end]).into_owned();
+            rest = &rest[end + 1..];
+            Ok(value)
+        };
+        let uid = field()?.parse().map_err(|_| bad("no uid"))?;
+        let expanded = probes
+            .iter()
+            .map(|_| field())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut found: HashMap<String, [String; 3]> = HashMap::new();
+        loop {
+            let name = field()?;
+            if name.is_empty() {
+                break;
+            }
+            found.insert(name, [field()?, field()?, field()?]);
+        }
+        if !found.contains_key("/") {
+            return Err(bad("no record for `/`: is stat GNU stat?"));
+        }
+        let hashes = sha256sum_lines(&String::from_utf8_lossy(rest));
+        let paths = expanded
+            .into_iter()
+            .map(|path| {
+                let Some([kind, mode, owner]) = found.get(&path) else {
+                    return PathState::missing(&path);
+                };
+                let kind = match kind.as_str() {
+                    "regular file" | "regular empty file" => Kind::File,
+                    "directory" => Kind::Dir,
+                    "symbolic link" => Kind::Link,
+                    _ => Kind::Other,
+                };
+                PathState {
+                    sha256: (kind == Kind::File)
+                        .then(|| hashes.get(&path).cloned())
+                        .flatten(),
+                    kind,
+                    mode: u32::from_str_radix(mode, 8).ok(),
+                    uid: owner.parse().ok(),
+                    content: None,
+                    path,
+                }
+            })
+            .collect();
+        Ok(GatherReply { uid, paths })
+    }
+
     /// Parses the agent's answer: `UID\0` then six fields per path (see agent.py).
     pub fn parse(reply: &[u8]) -> Result<GatherReply, String> {
         let bad = |what: &str| format!("the csdeploy agent answered gather with {what}");
@@ -127,6 +184,30 @@ impl GatherReply {
             .collect::<Result<_, _>>()?;
         Ok(GatherReply { uid, paths })
     }
+}
+
+/// `sha256sum` output, path → hash. A line for a name holding a newline or
+/// a backslash starts with `\\` and escapes them as `\\n` and `\\\\`.
+fn sha256sum_lines(text: &str) -> HashMap<String, String> {
+    let mut hashes = HashMap::new();
+    for line in text.lines() {
+        let (escaped, line) = match line.strip_prefix('\\') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let Some((hash, name)) = line.split_once("  ").or_else(|| line.split_once(" *")) else {
+            continue;
+        };
+        let name = if escaped {
+            name.replace("\\\\", "\u{0}")
+                .replace("\\n", "\n")
+                .replace('\u{0}', "\\")
+        } else {
+            name.to_string()
+        };
+        hashes.insert(name, hash.to_string());
+    }
+    hashes
 }
 
 #[derive(Debug, Clone)]
@@ -222,5 +303,58 @@ mod tests {
         assert_eq!(parsed.paths[1].mode, None);
         assert!(GatherReply::parse(b"0\0/h/a\0file\0").is_err());
         assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn parses_the_shell_gather_against_the_real_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let odd = format!("{root}/we\\ird\nname");
+        std::fs::write(format!("{root}/f"), b"hi").unwrap();
+        std::fs::write(&odd, b"x").unwrap();
+        std::os::unix::fs::symlink("f", format!("{root}/l")).unwrap();
+        let probes: Vec<Probe> = [
+            format!("{root}/f"),
+            odd.clone(),
+            root.to_string(),
+            format!("{root}/l"),
+            format!("{root}/gone"),
+        ]
+        .iter()
+        .map(|p| Probe::file(p, None))
+        .collect();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(crate::builtin::GATHER_SH)
+            .arg("gather")
+            .args(probes.iter().map(|p| &p.path))
+            .output()
+            .unwrap();
+        let reply = GatherReply::parse_sh(&out.stdout, &probes).unwrap();
+        let kinds: Vec<Kind> = reply.paths.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::File, Kind::File, Kind::Dir, Kind::Link, Kind::Missing]
+        );
+        // sha256("hi") and sha256("x"), the second through sha256sum's escaping.
+        assert_eq!(
+            reply.paths[0].sha256.as_deref(),
+            Some("8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4")
+        );
+        assert_eq!(
+            reply.paths[1].sha256.as_deref(),
+            Some("2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881")
+        );
+        assert_eq!(reply.paths[1].path, odd);
+        assert_eq!(reply.paths[3].sha256, None, "a link is not hashed through");
+        assert_eq!(reply.paths[2].mode, Some(0o700));
+        // A stat that printed nothing (not GNU stat) is refused, not read as "all missing".
+        let blind: Vec<u8> = ["0", root, "", ""]
+            .iter()
+            .flat_map(|f| f.bytes().chain([0]))
+            .collect();
+        assert!(GatherReply::parse_sh(&blind, &probes[2..3]).is_err());
     }
 }

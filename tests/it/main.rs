@@ -1,3 +1,4 @@
+mod gather;
 mod harness;
 mod inventory;
 mod push;

@@ -88,6 +88,12 @@ def _newer_usage(tree):
     return found
 
 
+def test_shellcheck_clean_remote_gather():
+    path = os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "gather.sh")
+    r = subprocess.run(["shellcheck", "-s", "sh", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert r.returncode == 0, r.stdout.decode()
+
+
 def test_remote_steps_are_found():
     assert sorted(map(os.path.basename, REMOTE)) == ["apply.py", "gather.py", "verify.py"]
 

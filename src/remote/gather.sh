@@ -1,0 +1,26 @@
+# csdeploy's remote gather step, in POSIX sh with GNU coreutils: the state of
+# every path a host's plan touches, for the price of three small processes.
+# It is the one command every push runs (a push with nothing to change runs
+# nothing else), and a Python interpreter's start alone costs more than all
+# of this; gather.py is used instead when --diff needs old file contents.
+#
+# Arguments: the paths; a leading `~` is the home directory.
+# Output: `UID\0`, the expanded paths (`PATH\0` each, in order), then
+# `stat` records `PATH\0TYPE\0MODE\0UID\0` for the paths that exist and for `/`
+# (a sentinel: without its record, stat is not GNU stat and the controller
+# falls back to gather.py), an empty field, then `sha256sum` lines.
+for p do
+  # A literal `~` from the playbook, expanded here on purpose.
+  # shellcheck disable=SC2088
+  case $p in
+    "~") p=$HOME ;;
+    "~/"*) p=$HOME/${p#"~/"} ;;
+  esac
+  set -- "$@" "$p"
+  shift
+done
+printf '%s\0' "$(id -u)" "$@"
+stat --printf '%n\0%F\0%a\0%u\0' -- "$@" / 2>/dev/null
+printf '\0'
+sha256sum -- "$@" 2>/dev/null
+exit 0

@@ -1,0 +1,40 @@
+//! The shell gather and its fallback: a host whose `stat` is not GNU stat
+//! still gets a correct push, through the Python gather.
+
+use crate::harness::Lab;
+
+#[test]
+fn push_falls_back_to_the_python_gather_without_gnu_stat() {
+    let lab = Lab::new().local(true).build();
+    let home = lab.home("local");
+    // A `stat` that, like a non-GNU one, does not understand --printf.
+    let fake = lab.root.join("fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let stat = fake.join("stat");
+    std::fs::write(
+        &stat,
+        "#!/bin/sh\necho 'stat: unrecognized option --printf' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stat, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n    local:\n      ansible_connection: local\n      environment:\n        HOME: {}\n        PATH: {}:/usr/bin:/bin\n",
+        home.display(),
+        fake.display()
+    ));
+    let first = lab.csdeploy(&["push", "--format", "json"]);
+    first.assert_exit(0);
+    let doc = first.json();
+    assert_eq!(doc["hosts"][0]["changed"], 8, "{doc}");
+    // The shell gather ran, was refused, then gather.py and apply: 3 commands.
+    assert_eq!(doc["hosts"][0]["remote_commands"], 3, "{doc}");
+
+    let again = lab.csdeploy(&["push", "--format", "json"]);
+    again.assert_exit(0);
+    let doc = again.json();
+    assert_eq!(
+        doc["hosts"][0]["changed"], 0,
+        "a blind stat must not look like missing files: {doc}"
+    );
+    assert_eq!(doc["hosts"][0]["remote_commands"], 2, "{doc}");
+}
