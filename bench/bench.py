@@ -10,8 +10,9 @@ warm-up round:
   push-first   csdeploy push on wiped hosts
   push-rerun   csdeploy push with nothing to change
   verify       csdeploy verify
-  ansible      ansible-playbook with bench/ansible-push.yml (only if installed)
-  pyinfra      pyinfra with bench/pyinfra_deploy.py (only if installed)
+  ansible      ansible-playbook with bench/ansible-push.yml, first run (only if
+               installed; pipelining and ControlPersist on, 50 forks)
+  pyinfra      pyinfra with bench/pyinfra_deploy.py, first run (only if installed)
 
 It prints medians, each one's ratio to the floor, the median per-phase times
 csdeploy reports (connect = the SSH handshake, gather, apply), csdeploy's own
@@ -79,7 +80,8 @@ class Lab:
                 "HostKey %s/hostkey" % d, "AuthorizedKeysFile %s/authorized_keys" % d,
                 "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
                 "StrictModes no", "PidFile none", "MaxStartups 1000", "MaxSessions 30",
-                "PermitRootLogin prohibit-password", "LogLevel ERROR", ""]))
+                "PermitRootLogin prohibit-password", "LogLevel ERROR",
+                "Subsystem sftp internal-sftp", ""]))
         with open(os.path.join(d, "hostkey.pub")) as f:
             key = " ".join(f.read().split()[:2])
         with open(os.path.join(d, "known_hosts"), "w") as f:
@@ -163,8 +165,11 @@ def floor(lab, n):
     return elapsed, None
 
 
+EXTRA_ARGS = []
+
+
 def csdeploy(binary, lab, inventory, *args):
-    argv = [binary] + list(args) + ["-i", inventory, "--ssh-config", lab.ssh_config, "--format", "json"]
+    argv = [binary] + list(args) + EXTRA_ARGS + ["-i", inventory, "--ssh-config", lab.ssh_config, "--format", "json"]
     env = dict(os.environ, CI="1")
     elapsed, code, out, err = timed(argv, env)
     if code != 0:
@@ -174,8 +179,9 @@ def csdeploy(binary, lab, inventory, *args):
 
 def ansible(lab, inventory):
     argv = ["ansible-playbook", "-i", inventory, os.path.join(ROOT, "bench", "ansible-push.yml")]
-    env = dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_FORKS="50",
-               ANSIBLE_SSH_ARGS="-F %s" % lab.ssh_config)
+    # Ansible at its best: its own connection reuse, pipelining, 50 forks.
+    env = dict(os.environ, ANSIBLE_FORKS="50", ANSIBLE_PIPELINING="True",
+               ANSIBLE_SSH_ARGS="-F %s -o ControlMaster=auto -o ControlPersist=60s" % lab.ssh_config)
     elapsed, code, out, err = timed(argv, env)
     if code != 0:
         sys.exit("ansible failed: %s" % out.decode()[-2000:])
@@ -187,8 +193,9 @@ def pyinfra(lab, inventory, n):
     with open(inv, "w") as f:
         f.write("hosts = [\n")
         for i in range(n):
-            f.write("    ('127.0.0.1', {'ssh_port': %d, 'ssh_user': %r, 'ssh_key': %r, 'ssh_known_hosts_file': %r,"
-                    " 'home': %r}),\n" % (lab.port, lab.user, lab.dir + "/id", lab.dir + "/known_hosts", lab.home(i)))
+            f.write("    ('host%d', {'ssh_hostname': '127.0.0.1', 'ssh_port': %d, 'ssh_user': %r, 'ssh_key': %r,"
+                    " 'ssh_known_hosts_file': %r, 'home': %r}),\n"
+                    % (i, lab.port, lab.user, lab.dir + "/id", lab.dir + "/known_hosts", lab.home(i)))
         f.write("]\n")
     argv = ["pyinfra", "-y", "--parallel", "50", inv, os.path.join(ROOT, "bench", "pyinfra_deploy.py")]
     elapsed, code, out, err = timed(argv)
@@ -211,12 +218,16 @@ def main():
     parser.add_argument("--hosts", default="1,10,50")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kex", help="KexAlgorithms for both the floor and csdeploy (e.g. curve25519-sha256)")
+    parser.add_argument("--other-runs", type=int, default=1,
+                        help="runs of ansible-playbook and pyinfra (slow), after their warm-up")
+    parser.add_argument("--csdeploy-args", default="", help="extra csdeploy flags, e.g. '--ssh-mux process'")
     parser.add_argument("--user", help="log in as this user (default: yours; as root, a throwaway user)")
     parser.add_argument("--csdeploy", default=os.path.join(ROOT, "target", "release", "csdeploy"))
     args = parser.parse_args()
     if not os.access(args.csdeploy, os.X_OK):
         sys.exit("%s not found: run `cargo build --release` first" % args.csdeploy)
     sizes = [int(n) for n in args.hosts.split(",")]
+    EXTRA_ARGS.extend(args.csdeploy_args.split())
     lab = Lab(max(sizes), args.kex, args.user)
     extra = [name for name in ("ansible-playbook", "pyinfra") if shutil.which(name)]
     print("csdeploy benchmark: %d runs each after a warm-up, sshd on 127.0.0.1:%d as %s, kex %s, %d cores%s"
@@ -238,8 +249,11 @@ def main():
                 commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(lab, inventory, n))[1]))
             times = {name: [] for name, _ in commands}
             docs = {name: [] for name, _ in commands}
+            others = ("ansible", "pyinfra")
             for run in range(args.runs + 1):
                 for name, command in commands:
+                    if name in others and run > args.other_runs:
+                        continue
                     elapsed, doc = command()
                     if run > 0:
                         times[name].append(elapsed)
