@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{Action, Decision, Facts, Mode, Op, RenderError, octal, render};
+use super::{Action, Decision, Facts, Mode, Op, RenderError, render};
 use crate::facts::Kind;
 use crate::template::Escape;
 use crate::vars::Vars;
@@ -86,17 +86,7 @@ impl CopyAction {
         let mode = self.mode.or(state.mode);
         facts.set(&self.dest, Kind::File, mode, Some(self.sha256.clone()));
         if state.kind == Kind::File && same_content && same_owner {
-            let mode = self.mode.unwrap_or_default();
-            return Decision {
-                changes: true,
-                op: Some(Op::chmod(&self.dest, mode)),
-                msg: Some(format!(
-                    "mode {} -> {}",
-                    state.mode.map(octal).unwrap_or_default(),
-                    octal(mode)
-                )),
-                ..Decision::default()
-            };
+            return Decision::chmod(&self.dest, state.mode, self.mode.unwrap_or_default());
         }
         let diff = (want_diff && !same_content).then(|| {
             let old = state.old_content().unwrap_or_default();

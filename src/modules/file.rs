@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{Action, Decision, Facts, Mode, Op, RenderError, octal, render};
+use super::{Action, Decision, Facts, Mode, Op, RenderError, render};
 use crate::facts::Kind;
 use crate::template::Escape;
 use crate::vars::Vars;
@@ -56,18 +56,8 @@ impl FileAction {
             State::Directory => match state.kind {
                 Kind::Dir if self.mode.is_none() || state.mode == self.mode => Decision::default(),
                 Kind::Dir => {
-                    let mode = self.mode.unwrap_or_default();
                     facts.set(&self.path, Kind::Dir, self.mode, None);
-                    Decision {
-                        changes: true,
-                        op: Some(Op::chmod(&self.path, mode)),
-                        msg: Some(format!(
-                            "mode {} -> {}",
-                            state.mode.map(octal).unwrap_or_default(),
-                            octal(mode)
-                        )),
-                        ..Decision::default()
-                    }
+                    Decision::chmod(&self.path, state.mode, self.mode.unwrap_or_default())
                 }
                 Kind::Missing => {
                     facts.set(&self.path, Kind::Dir, self.mode, None);

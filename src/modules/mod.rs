@@ -130,6 +130,22 @@ pub struct Decision {
     pub skipped: bool,
 }
 
+impl Decision {
+    /// Only the mode of `path` changes, `from` → `to`.
+    pub fn chmod(path: &str, from: Option<u32>, to: u32) -> Decision {
+        Decision {
+            changes: true,
+            op: Some(Op::chmod(path, to)),
+            msg: Some(format!(
+                "mode {} -> {}",
+                from.map(octal).unwrap_or_default(),
+                octal(to)
+            )),
+            ..Decision::default()
+        }
+    }
+}
+
 /// One step of the agent's apply command (see `src/remote/apply.py`).
 #[derive(Debug, Clone, Default)]
 pub struct Op {

@@ -10,18 +10,15 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Display, Reporter};
-use crate::events::{
-    CheckResult, CheckStatus, Event, HostReport, HostStatus, TaskResult, TaskStatus,
-};
+use super::{Collected, Display, Reporter};
+use crate::events::{CheckResult, CheckStatus, Event, HostStatus, TaskResult, TaskStatus};
 
 pub struct HumanReporter {
     bars: Option<Bars>,
     diff: bool,
     check: bool,
     command: String,
-    reports: Vec<HostReport>,
-    order: Vec<String>,
+    collected: Collected,
     /// Set when the text goes to a file (`--format text --output FILE`).
     transcript: Option<(PathBuf, String)>,
 }
@@ -94,8 +91,7 @@ impl HumanReporter {
             diff,
             check: false,
             command: String::new(),
-            reports: Vec::new(),
-            order: Vec::new(),
+            collected: Collected::default(),
             transcript: transcript.map(|path| (path, String::new())),
         }
     }
@@ -152,9 +148,7 @@ impl HumanReporter {
     }
 
     fn recap(&mut self) {
-        let order = |r: &HostReport| self.order.iter().position(|h| *h == r.host);
-        let mut reports = std::mem::take(&mut self.reports);
-        reports.sort_by_key(order);
+        let reports = self.collected.in_order().to_vec();
         let width = reports.iter().map(|r| r.host.len()).max().unwrap_or(0);
         let mut text = String::from("\nRECAP");
         if self.check {
@@ -204,6 +198,7 @@ impl HumanReporter {
 
 impl Reporter for HumanReporter {
     fn event(&mut self, event: &Event) {
+        self.collected.take(event);
         match event {
             Event::RunStarted {
                 command,
@@ -211,7 +206,6 @@ impl Reporter for HumanReporter {
                 check,
             } => {
                 self.check = *check;
-                self.order = hosts.clone();
                 self.command = command.clone();
                 if let Some(bars) = &self.bars {
                     bars.overall.set_length(hosts.len() as u64);
@@ -274,7 +268,6 @@ impl Reporter for HumanReporter {
                         error.replace('\n', "\n  ")
                     ));
                 }
-                self.reports.push(report.clone());
             }
             Event::RunDone(_) => {
                 if let Some(bars) = &self.bars {

@@ -10,14 +10,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::Reporter;
+use super::{Collected, Reporter};
 use crate::events::{CheckStatus, Event, HostReport, HostStatus, Summary};
 
 pub struct JsonReporter {
     command: String,
     target: Option<PathBuf>,
-    hosts: Vec<String>,
-    reports: Vec<HostReport>,
+    collected: Collected,
 }
 
 impl JsonReporter {
@@ -25,8 +24,7 @@ impl JsonReporter {
         JsonReporter {
             command: command.to_string(),
             target,
-            hosts: Vec::new(),
-            reports: Vec::new(),
+            collected: Collected::default(),
         }
     }
 }
@@ -91,22 +89,16 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
 
 impl Reporter for JsonReporter {
     fn event(&mut self, event: &Event) {
-        match event {
-            Event::RunStarted { hosts, .. } => self.hosts = hosts.clone(),
-            Event::HostDone(report) => self.reports.push(report.clone()),
-            Event::RunDone(summary) => {
-                // Inventory order, whatever order the hosts finished in.
-                let order = |r: &HostReport| self.hosts.iter().position(|h| *h == r.host);
-                self.reports.sort_by_key(order);
-                let document = if self.command == "verify" {
-                    verify_document(&self.reports, summary)
-                } else {
-                    json!({"command": self.command, "hosts": self.reports, "summary": summary})
-                };
-                let text = serde_json::to_string_pretty(&document).unwrap_or_default() + "\n";
-                super::write_document(self.target.as_deref(), &text);
-            }
-            _ => {}
+        self.collected.take(event);
+        if let Event::RunDone(summary) = event {
+            let reports = self.collected.in_order();
+            let document = if self.command == "verify" {
+                verify_document(reports, summary)
+            } else {
+                json!({"command": self.command, "hosts": reports, "summary": summary})
+            };
+            let text = serde_json::to_string_pretty(&document).unwrap_or_default() + "\n";
+            super::write_document(self.target.as_deref(), &text);
         }
     }
 }

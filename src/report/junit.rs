@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use super::Reporter;
+use super::{Collected, Reporter};
 use crate::events::{CheckStatus, Event, HostReport, HostStatus, TaskStatus};
 
 pub struct JunitReporter {
     command: String,
     target: Option<PathBuf>,
-    hosts: Vec<String>,
-    reports: Vec<HostReport>,
+    collected: Collected,
 }
 
 impl JunitReporter {
@@ -21,8 +20,7 @@ impl JunitReporter {
         JunitReporter {
             command: command.to_string(),
             target,
-            hosts: Vec::new(),
-            reports: Vec::new(),
+            collected: Collected::default(),
         }
     }
 }
@@ -95,19 +93,13 @@ fn suite(report: &HostReport) -> TestSuite {
 
 impl Reporter for JunitReporter {
     fn event(&mut self, event: &Event) {
-        match event {
-            Event::RunStarted { hosts, .. } => self.hosts = hosts.clone(),
-            Event::HostDone(report) => self.reports.push(report.clone()),
-            Event::RunDone(summary) => {
-                let order = |r: &HostReport| self.hosts.iter().position(|h| *h == r.host);
-                self.reports.sort_by_key(order);
-                let mut junit = Report::new(format!("csdeploy {}", self.command));
-                junit.set_time(Duration::from_millis(summary.duration_ms));
-                junit.add_test_suites(self.reports.iter().map(suite));
-                let text = junit.to_string().unwrap_or_default();
-                super::write_document(self.target.as_deref(), &text);
-            }
-            _ => {}
+        self.collected.take(event);
+        if let Event::RunDone(summary) = event {
+            let mut junit = Report::new(format!("csdeploy {}", self.command));
+            junit.set_time(Duration::from_millis(summary.duration_ms));
+            junit.add_test_suites(self.collected.in_order().iter().map(suite));
+            let text = junit.to_string().unwrap_or_default();
+            super::write_document(self.target.as_deref(), &text);
         }
     }
 }

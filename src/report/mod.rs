@@ -68,6 +68,33 @@ pub trait Reporter: Send {
     fn event(&mut self, event: &Event);
 }
 
+/// The host reports of a run, gathered from its events, for the reporters
+/// that write once it ends.
+#[derive(Debug, Default)]
+pub struct Collected {
+    order: Vec<String>,
+    reports: Vec<crate::events::HostReport>,
+}
+
+impl Collected {
+    /// Takes what `event` adds to the collection.
+    pub fn take(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { hosts, .. } => self.order = hosts.clone(),
+            Event::HostDone(report) => self.reports.push(report.clone()),
+            _ => {}
+        }
+    }
+
+    /// The reports in inventory order, whatever order the hosts finished in.
+    pub fn in_order(&mut self) -> &[crate::events::HostReport] {
+        let order = &self.order;
+        self.reports
+            .sort_by_key(|r| order.iter().position(|h| *h == r.host));
+        &self.reports
+    }
+}
+
 /// The reporters for one run of `command` (push, run, verify).
 pub fn reporters(outputs: &Outputs, command: &str, diff: bool) -> Vec<Box<dyn Reporter>> {
     let mut list: Vec<Box<dyn Reporter>> = Vec::new();
