@@ -20,7 +20,8 @@ use crate::transport::{HostKeyChecking, SshOptions};
 /// Everything a command needs, resolved from flags, environment and terminal.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub inventory: PathBuf,
+    /// `-i`; None: inventory/hosts.yml if it exists, else the built-in one.
+    pub inventory: Option<PathBuf>,
     pub selection: Selection,
     pub forks: usize,
     pub check: bool,
@@ -33,7 +34,15 @@ pub struct Settings {
     pub control_parent: PathBuf,
 }
 
-fn load_inventory(path: &Path) -> Result<Inventory> {
+const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
+
+fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
+    let path = match path {
+        Some(path) => path,
+        None if Path::new(DEFAULT_INVENTORY).is_file() => Path::new(DEFAULT_INVENTORY),
+        // An installed csdeploy, run anywhere: the inventory it ships with.
+        None => return Inventory::parse("(built-in) inventory/hosts.yml", builtin::INVENTORY),
+    };
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -75,7 +84,7 @@ pub fn run(settings: &Settings, playbook: &Path) -> Result<ExitCode> {
 }
 
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
-    let inventory = load_inventory(&settings.inventory)?;
+    let inventory = load_inventory(settings.inventory.as_deref())?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
     let control_dir = tempfile::Builder::new()
         .prefix("csd")
@@ -138,7 +147,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
 }
 
 pub fn inventory(settings: &Settings) -> Result<ExitCode> {
-    let inventory = load_inventory(&settings.inventory)?;
+    let inventory = load_inventory(settings.inventory.as_deref())?;
     let selected = settings.selection.resolve(&inventory)?;
     let mut hosts = serde_json::Map::new();
     for name in &selected {
@@ -179,6 +188,7 @@ pub fn inventory(settings: &Settings) -> Result<ExitCode> {
         Format::Json => serde_json::to_string_pretty(&document).unwrap_or_default(),
         Format::Text | Format::Junit => serde_yaml::to_string(&document).unwrap_or_default(),
     };
-    println!("{}", text.trim_end());
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    report::write_document(None, &format!("{}\n", text.trim_end()));
     Ok(ExitCode::Success)
 }

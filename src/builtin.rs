@@ -2,6 +2,8 @@
 //! directory: the built-in playbooks, the files they install, and the agent.
 
 pub const PUSH_PLAYBOOK: &str = include_str!("../playbooks/push.yml");
+/// The default inventory (`local` and `lxc122`), for a csdeploy run outside this repository.
+pub const INVENTORY: &str = include_str!("../inventory/hosts.yml");
 /// The remote steps of a host's run (see `engine`).
 pub const GATHER: &str = include_str!("remote/gather.py");
 pub const GATHER_SH: &str = include_str!("remote/gather.sh");

@@ -1,7 +1,7 @@
 //! The command line: clap types, the environment and the terminal are read
 //! here and nowhere else, and turned into [`Settings`] for `app`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -96,14 +96,10 @@ enum HostKeys {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Inventory file, in Ansible's YAML format.
-    #[arg(
-        short,
-        long,
-        env = "CSDEPLOY_INVENTORY",
-        default_value = "inventory/hosts.yml"
-    )]
-    inventory: PathBuf,
+    /// Inventory file, in Ansible's YAML format [default: inventory/hosts.yml if it exists,
+    /// else the built-in one: `local` and `lxc122`].
+    #[arg(short, long, env = "CSDEPLOY_INVENTORY")]
+    inventory: Option<PathBuf>,
     /// Run on this host (or group); repeatable.
     #[arg(long = "host", value_name = "NAME")]
     hosts: Vec<String>,
@@ -228,7 +224,7 @@ pub fn run() -> i32 {
     match result {
         Ok(code) => code as i32,
         Err(err) => {
-            eprintln!("csdeploy: error: {err}");
+            let _ = writeln!(std::io::stderr(), "csdeploy: error: {err}");
             err.exit_code() as i32
         }
     }

@@ -122,7 +122,11 @@ pub fn write_document(target: Option<&Path>, text: &str) {
         }
         Some(path) => {
             if let Err(err) = write_file(path, text) {
-                eprintln!("csdeploy: error: cannot write {}: {err}", path.display());
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "csdeploy: error: cannot write {}: {err}",
+                    path.display()
+                );
             }
         }
     }

@@ -71,3 +71,36 @@ fn inventory_prints_hosts_groups_and_resolved_vars() {
         text.stdout
     );
 }
+
+#[test]
+fn without_an_inventory_file_the_built_in_one_is_used() {
+    // The lab's directory has no inventory/hosts.yml: an installed csdeploy run anywhere.
+    let lab = Lab::new().build();
+    let out = lab.csdeploy_raw(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let doc = out.json();
+    assert_eq!(doc["hosts"]["local"]["connection"]["type"], "local");
+    assert_eq!(doc["hosts"]["lxc122"]["vars"]["max_sessions"], 3);
+    // An inventory named on the command line must exist.
+    let missing = lab.csdeploy_raw(&["inventory", "-i", "nope.yml"]);
+    missing.assert_exit(2);
+    assert!(missing.stderr.contains("nope.yml"), "{}", missing.stderr);
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let lab = Lab::new().build();
+    lab.write_inventory(NESTED);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_csdeploy"))
+        .args(["inventory", "-i"])
+        .arg(&lab.inventory)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader went away, like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
