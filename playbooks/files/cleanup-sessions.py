@@ -35,13 +35,14 @@ session that is protected or does not exist, or the lock could not be taken;
 2 the registry exists but cannot be parsed (nothing is deleted); 64 usage error.
 """
 import argparse
-import json
 import os
-import shutil
 import sys
 import time
 
-sys.dont_write_bytecode = True  # keep the bin directory free of __pycache__
+# session_registry's bytecode is cached where the launcher caches it, not
+# beside it: ~/.claude stays exactly as csdeploy installed it.
+sys.pycache_prefix = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                  "claude-session")
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import session_registry as sr  # noqa: E402
 
@@ -107,6 +108,8 @@ def plan(sessions_dir, registry, days, only):
 
 
 def _rmtree(path):
+    import shutil  # only when there is something to delete
+
     # On Linux rmtree is the fd-based version: it refuses a symlink at the top
     # and never follows one below, even if the tree is changed while it runs.
     if not shutil.rmtree.avoids_symlink_attacks:
@@ -169,6 +172,8 @@ def main(argv=None):
     removed = [r for r in removed if r["id"] not in failed]
 
     if args.json:
+        import json
+
         sys.stdout.write(json.dumps({"removed": removed, "kept": kept,
                                      "dry_run": args.dry_run}, indent=1) + "\n")
     else:

@@ -53,6 +53,7 @@ Registry format (.registry)
       }
     }
 
+It is written with one session entry per line, keys sorted.
 Every change happens under an exclusive flock on .registry.lock: read, modify,
 write a temp file in the same directory, fsync, rename over .registry, fsync
 the directory.  Readers that only look (claude-session-list) need no lock,
@@ -84,26 +85,34 @@ deleted while
 
 Commands (used by claude-session)
 ---------------------------------
-    register --id UUID --pid PID [--name NAME] [--force]
+    session --id UUID --pid PID [--name NAME] [--force]
         Under the lock: capacity check, mkdir <uuid> (0700), add the entry,
         create the active link.  Then, outside the lock, seed the directory
-        from the inherit lists.  Prints the session dir on stdout.
+        from the inherit lists and print the session dir on stdout.
         Creating the directory under the same lock as the entry means the
-        cleaner can never see it as an orphan.
-    finish --id UUID --exit-code N
-        Under the lock: mark the entry ended, remove the active link.
+        cleaner can never see it as an orphan.  Then wait for one line on
+        stdin, the client's exit code, and finish the session with it.  The
+        launcher keeps this one process beside each session instead of
+        starting an interpreter twice; if the launcher dies, stdin ends and
+        the entry is finished with exit_code null.
+    finish --id UUID [--exit-code N]
+        Under the lock: mark the entry ended, remove the active link (the
+        launcher's fallback when its session helper is gone).
     config
         Prints the resolved configuration as JSON.
+
+The launcher runs this module through an import (`python3 -I -S -c 'import
+session_registry ...'`), so that Python keeps its compiled form instead of
+compiling the whole file at every session start.  The launcher, the list and
+the cleaner put that cache in ${XDG_CACHE_HOME:-~/.cache}/claude-session
+(sys.pycache_prefix), never beside the scripts.
 
 Exit codes: 0 ok, 64 usage error, 75 capacity refused, 70 other failure
 (unreadable registry, lock timeout, I/O error).
 """
-import argparse
 import errno
 import fcntl
-import json
 import os
-import re
 import stat
 import sys
 import time
@@ -127,10 +136,13 @@ DEFAULTS = {
     "host": "",
 }
 
-# The ids we create come from /proc/sys/kernel/random/uuid: lowercase, canonical.
-_UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME_LEN = 200
+
+# Plain string checks, not `re`: importing re (with enum) would cost every
+# session start more than the registry update itself.
+_HEX = frozenset("0123456789abcdef")
+_UUID_GROUPS = [8, 4, 4, 4, 12]
+_CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
 
 class RegistryError(Exception):
@@ -147,7 +159,13 @@ def warn(msg):
 
 
 def is_session_id(name):
-    return bool(_UUID_RE.match(name))
+    """The ids we create come from /proc/sys/kernel/random/uuid: lowercase, canonical."""
+    groups = name.split("-")
+    return [len(g) for g in groups] == _UUID_GROUPS and _HEX.issuperset(name.replace("-", ""))
+
+
+def has_control_chars(text):
+    return not _CONTROL.isdisjoint(text)
 
 
 def now_iso():
@@ -320,6 +338,80 @@ def dirs_in_use(sessions_dir):
     return found
 
 
+# ---------------------------------------------------------------- JSON
+
+# The registry is read and written at every session start and end. `import
+# json` would cost each of those more than everything else the helper does
+# (json.decoder loads `re`, which loads enum, functools, ...). Its C
+# accelerator `_json` is the very scanner and encoder json.loads/json.dumps
+# use, without that import; plain `json` is the fallback where `_json` is
+# missing or different.
+_WHITESPACE = " \t\n\r"
+
+
+class _ScanContext(object):
+    """What json.JSONDecoder hands _json.make_scanner: strict JSON, plain types."""
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name):
+        raise ValueError("%s is not valid JSON" % name)
+
+
+try:
+    import _json
+
+    _scan = _json.make_scanner(_ScanContext)
+    # markers, default, encoder, indent, key_separator, item_separator,
+    # sort_keys, skipkeys, allow_nan: json.dumps(obj, sort_keys=True).
+    _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
+                                 ": ", ", ", True, False, False)
+except (ImportError, AttributeError, TypeError):
+    _scan = _encode = None
+
+
+def json_loads(text):
+    """json.loads(text) for a str; ValueError if it is not one JSON value."""
+    if _scan is None:
+        import json
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        value, end = _scan(text, start)
+        if not text[end:].strip(_WHITESPACE):
+            return value
+    except (StopIteration, SystemError):
+        # Not JSON. The scanner reports its errors through json.decoder, which
+        # it expects to be loaded already: let json say what is wrong.
+        pass
+    except RecursionError:
+        raise ValueError("nested too deeply")
+    import json
+    return json.loads(text)
+
+
+def json_dumps(value):
+    """json.dumps(value, sort_keys=True): one line."""
+    if _encode is None:
+        import json
+        return json.dumps(value, sort_keys=True)
+    return "".join(_encode(value, 0))
+
+
+def registry_text(data):
+    """The registry as JSON with one session entry per line (sorted by id)."""
+    head = ", ".join("%s: %s" % (json_dumps(k), json_dumps(v))
+                     for k, v in sorted(data.items()) if k != "sessions")
+    entries = ",\n".join(" %s: %s" % (json_dumps(sid), json_dumps(entry))
+                          for sid, entry in sorted(data["sessions"].items()))
+    sessions = "{\n%s\n}" % entries if entries else "{}"
+    return "{%s%s\"sessions\": %s}\n" % (head, ", " if head else "", sessions)
+
+
 # ---------------------------------------------------------------- registry
 
 def empty_registry():
@@ -368,7 +460,7 @@ def read_registry(sessions_dir):
     except OSError as e:
         raise RegistryError("%s: cannot read: %s" % (path, e))
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json_loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise RegistryError("%s: not valid JSON: %s" % (path, e))
     return validate(data, path)
@@ -384,7 +476,7 @@ def _fsync_dir(path):
 
 def write_registry(sessions_dir, data):
     """Atomically replace the registry.  Caller must hold the lock."""
-    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    text = registry_text(data)
     # Not tempfile: this runs at every session start and end, and importing
     # tempfile (with random, shutil...) costs more than the write itself.
     tmp = os.path.join(sessions_dir, "%s.%s.tmp" % (REGISTRY_NAME, os.urandom(6).hex()))
@@ -565,104 +657,170 @@ def _seed(cfg, session_dir):
                 warn("inherit: cannot %s %s: %s" % ("link" if link else "copy", src, e))
 
 
-def cmd_register(args):
-    cfg = load_config()
-    if not is_session_id(args.id):
-        warn("register: %r is not a session id" % args.id)
-        return EX_USAGE
-    name = args.name or None
-    if name is not None and (_CONTROL_RE.search(name) or len(name) > MAX_NAME_LEN):
-        warn("--name must be at most %d characters without control characters" % MAX_NAME_LEN)
-        return EX_USAGE
-    pid_start = proc_start_time(args.pid)
+def register(cfg, sid, pid, name, force):
+    """Under the lock: capacity check, the directory, the entry, the active
+    link; then the inherit lists. Returns (exit code, session dir)."""
+    pid_start = proc_start_time(pid)
     if pid_start is None:
-        warn("register: launcher pid %d is not running" % args.pid)
-        return EX_SOFTWARE
+        warn("register: launcher pid %d is not running" % pid)
+        return EX_SOFTWARE, None
     sdir = cfg.sessions_dir
-    session_dir = os.path.join(sdir, args.id)
+    session_dir = os.path.join(sdir, sid)
     ensure_sessions_dir(sdir)
     with RegistryLock(sdir):
         reg = read_registry(sdir) or empty_registry()
         live = sum(1 for e in reg["sessions"].values() if session_live(e))
-        if cfg.max_sessions and live >= cfg.max_sessions and not args.force:
+        if cfg.max_sessions and live >= cfg.max_sessions and not force:
             sys.stderr.write(
                 "claude-session: %d live session%s, max_sessions=%d (%s); not starting another.\n"
                 "claude-session: use --force to override.\n"
                 % (live, "" if live == 1 else "s", cfg.max_sessions, cfg.path))
-            return EX_TEMPFAIL
+            return EX_TEMPFAIL, None
         os.mkdir(session_dir, 0o700)
         try:
             os.chmod(session_dir, 0o700)  # mkdir's mode is filtered by the umask
-            remove_active_link(sdir, args.id)
-            os.symlink(session_dir, active_link(sdir, args.id))
-            reg["sessions"][args.id] = {
-                "id": args.id, "name": name, "host": cfg.host,
-                "pid": args.pid, "pid_start": pid_start, "boot_id": _boot_id(),
+            remove_active_link(sdir, sid)
+            os.symlink(session_dir, active_link(sdir, sid))
+            reg["sessions"][sid] = {
+                "id": sid, "name": name, "host": cfg.host,
+                "pid": pid, "pid_start": pid_start, "boot_id": _boot_id(),
                 "started": now_iso(), "status": "active", "ended": None,
                 "exit_code": None, "dir": session_dir,
             }
             write_registry(sdir, reg)
         except BaseException:
             # Leave nothing behind that the cleaner would have to explain.
-            remove_active_link(sdir, args.id)
+            remove_active_link(sdir, sid)
             os.rmdir(session_dir)
             raise
     _seed(cfg, session_dir)
-    sys.stdout.write(session_dir + "\n")
-    return 0
+    return 0, session_dir
 
 
-def cmd_finish(args):
-    cfg = load_config()
+def finish(cfg, sid, exit_code):
+    """Under the lock: mark the entry ended, remove the active link."""
     sdir = cfg.sessions_dir
     with RegistryLock(sdir):
-        remove_active_link(sdir, args.id)
+        remove_active_link(sdir, sid)
         reg = read_registry(sdir)
-        entry = reg["sessions"].get(args.id) if reg else None
+        entry = reg["sessions"].get(sid) if reg else None
         if entry is None:
-            warn("finish: session %s is not in the registry" % args.id)
+            warn("finish: session %s is not in the registry" % sid)
             return 0
-        entry.update(status="ended", ended=now_iso(), exit_code=args.exit_code)
+        entry.update(status="ended", ended=now_iso(), exit_code=exit_code)
         write_registry(sdir, reg)
     return 0
 
 
-def cmd_config(_args):
+def _read_exit_code(stream):
+    """The launcher's one line: the client's exit code. None at end of input
+    (the launcher died without saying) or for anything but a number."""
+    line = stream.readline().strip()
+    try:
+        return int(line)
+    except ValueError:
+        return None
+
+
+def cmd_session(opts):
+    cfg = load_config()
+    name = opts["--name"] or None
+    if name is not None and (has_control_chars(name) or len(name) > MAX_NAME_LEN):
+        warn("--name must be at most %d characters without control characters" % MAX_NAME_LEN)
+        return EX_USAGE
+    code, session_dir = register(cfg, opts["--id"], opts["--pid"], name, opts["--force"])
+    if code:
+        return code
+    sys.stdout.write(session_dir + "\n")
+    sys.stdout.flush()
+    return finish(cfg, opts["--id"], _read_exit_code(sys.stdin))
+
+
+def cmd_finish(opts):
+    return finish(load_config(), opts["--id"], opts["--exit-code"])
+
+
+def cmd_config(_opts):
+    import json
+
     sys.stdout.write(json.dumps(load_config().as_dict(), indent=1) + "\n")
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(EX_USAGE, "%s: error: %s\n" % (self.prog, message))
+# Per command: its handler and its options (type, or None for a flag; a
+# default of REQUIRED must be given). Hand-parsed rather than argparse, which
+# loads `re` too: the launcher runs this at every session start.
+REQUIRED = object()
+COMMANDS = {
+    "session": (cmd_session, {"--id": (str, REQUIRED), "--pid": (int, REQUIRED),
+                              "--name": (str, ""), "--force": (None, False)}),
+    "finish": (cmd_finish, {"--id": (str, REQUIRED), "--exit-code": (int, None)}),
+    "config": (cmd_config, {}),
+}
+USAGE = """usage: session_registry.py session --id UUID --pid PID [--name NAME] [--force]
+       session_registry.py finish --id UUID [--exit-code N]
+       session_registry.py config
+
+session  register a new session for the launcher PID (capacity check, its
+         directory, registry entry and active link), print its directory, then
+         wait for one line on stdin, the client's exit code, and mark it ended
+         (at end of input: ended, exit code unknown)
+finish   mark a session ended and remove its active link
+config   print the resolved configuration as JSON
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv):
+    """(handler, options) for argv; UsageError if it is not a valid call."""
+    if not argv or argv[0] not in COMMANDS:
+        raise UsageError("expected a command: %s" % ", ".join(COMMANDS))
+    handler, spec = COMMANDS[argv[0]]
+    opts = {key: default for key, (_type, default) in spec.items()}
+    args = list(argv[1:])
+    while args:
+        key, eq, value = args.pop(0).partition("=")
+        if key not in spec:
+            raise UsageError("%s: unknown option %s" % (argv[0], key))
+        kind = spec[key][0]
+        if kind is None:
+            if eq:
+                raise UsageError("%s takes no value" % key)
+            opts[key] = True
+            continue
+        if not eq:
+            if not args:
+                raise UsageError("%s needs a value" % key)
+            value = args.pop(0)
+        try:
+            opts[key] = kind(value)
+        except ValueError:
+            raise UsageError("%s: %r is not a number" % (key, value))
+    missing = [key for key, value in opts.items() if value is REQUIRED]
+    if missing:
+        raise UsageError("%s: missing %s" % (argv[0], ", ".join(missing)))
+    if "--id" in opts and not is_session_id(opts["--id"]):
+        raise UsageError("%r is not a session id" % opts["--id"])
+    return handler, opts
 
 
 def main(argv=None):
-    parser = _Parser(prog="session_registry.py",
-                     description="Session registry helper for claude-session.")
-    sub = parser.add_subparsers(dest="command")
-    p = sub.add_parser("register", help="create and register a session")
-    p.add_argument("--id", required=True)
-    p.add_argument("--pid", type=int, required=True)
-    p.add_argument("--name", default="")
-    p.add_argument("--force", action="store_true")
-    p = sub.add_parser("finish", help="mark a session ended")
-    p.add_argument("--id", required=True)
-    p.add_argument("--exit-code", type=int, required=True)
-    sub.add_parser("config", help="print the resolved configuration")
-    args = parser.parse_args(argv)
-    handlers = {"register": cmd_register, "finish": cmd_finish, "config": cmd_config}
-    if args.command not in handlers:
-        parser.print_usage(sys.stderr)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        handler, opts = parse_args(argv)
+    except UsageError as e:
+        sys.stderr.write("session_registry.py: %s\n%s" % (e, USAGE))
         return EX_USAGE
     try:
-        return handlers[args.command](args)
+        return handler(opts)
     except (RegistryError, LockTimeout) as e:
         warn(str(e))
         return EX_SOFTWARE
     except OSError as e:
-        warn("%s: %s" % (args.command, e))
+        warn("%s: %s" % (argv[0], e))
         return EX_SOFTWARE
     except KeyboardInterrupt:
         return 128 + 2

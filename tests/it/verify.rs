@@ -751,23 +751,32 @@ fn broken_launcher_symlinking_history_to_a_shared_file() {
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
 
-/// The launcher makes the session directory itself (0700, UUID name) and
-/// never touches the registry.
-const REGISTER: &str = "^sdir=$(\"${registry[@]}\" register ";
-const FINISH: &str = "\"${registry[@]}\" finish --id \"$sid\" --exit-code \"$1\"";
+/// The launcher's two registry steps, replaced: `register_session` makes the
+/// session directory itself (0700, UUID name) and never touches the registry;
+/// `end_session` only exits. `links` adds the active link and its removal.
+fn without_registry(links: bool) -> String {
+    let (link, unlink) = if links {
+        (
+            " && ln -s \"$sdir\" \"$sessions/active/$sid\"",
+            "    rm -f \"$sessions/active/$sid\"\n",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "\nregister_session() {{\n    sessions=\"$(dirname \"$bindir\")/sessions\"\n    \
+         sdir=\"$sessions/$sid\"\n    mkdir -m 0700 \"$sdir\"{link}\n}}\n\
+         end_session() {{\n{unlink}    exit \"$1\"\n}}\nregister_session\n"
+    )
+}
+const REGISTER_CALL: &str = "\nregister_session\n";
 
 #[test]
 fn broken_launcher_without_registry_but_with_active_links() {
     // The launcher still creates sessions/active/<uuid> while the session
     // runs and removes it afterwards: only the registry is missing.
     verify_broken(
-        &[
-            (
-                REGISTER,
-                "sessions=\"$(dirname \"$bindir\")/sessions\"\nsdir=\"$sessions/$sid\"\nmkdir -m 0700 \"$sdir\" && ln -s \"$sdir\" \"$sessions/active/$sid\"\n",
-            ),
-            (FINISH, "rm -f \"$sessions/active/$sid\""),
-        ],
+        &[(REGISTER_CALL, &without_registry(true))],
         &["--wait", "2"],
         &["launcher-integrity", "registry-tracking"],
         false,
@@ -776,18 +785,12 @@ fn broken_launcher_without_registry_but_with_active_links() {
 
 #[test]
 fn broken_launcher_without_registry_or_active_links() {
-    // Without the registry's `register` nothing creates the active link
-    // either (register does both), so active-links fails legitimately here.
+    // Without the registry helper nothing creates the active link either
+    // (the helper does both), so active-links fails legitimately here.
     // Without registry entries the verifier never sees the sessions active
     // and releases the probes only at its deadline: --wait 2 keeps it short.
     let (lab, json, out) = verify_broken(
-        &[
-            (
-                REGISTER,
-                "sessions=\"$(dirname \"$bindir\")/sessions\"\nsdir=\"$sessions/$sid\"\nmkdir -m 0700 \"$sdir\"\n",
-            ),
-            (FINISH, "true"),
-        ],
+        &[(REGISTER_CALL, &without_registry(false))],
         &["--wait", "2"],
         &["launcher-integrity", "registry-tracking", "active-links"],
         false,

@@ -205,12 +205,64 @@ def test_cleaner_racing_concurrent_launches_never_deletes_a_live_session(env):
 
 # ---------------------------------------------------------------- crashed launchers
 
+def registry_helper_of(sid):
+    """Pid of the launcher's registry helper for session `sid` (its child)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"session_registry" in b" ".join(argv) and sid.encode() in argv:
+            return int(pid)
+    return None
+
+
 def test_kill9_launcher_leaves_entry_list_and_cleaner_handle(env):
+    # Only the launcher dies: its registry helper sees its stdin end and closes
+    # the entry (exit code unknown); the client it started still runs.
     go = os.path.join(env.tmp, "go")
     p = env.launch(STUB_WAIT=go)
     sid = env.running_session(p)
+    helper = registry_helper_of(sid)
+    assert helper is not None
     with open(os.path.join(env.sdir(sid), "client.pid")) as f:
         client = int(f.read())
+    p.kill()
+    p.wait()
+    wait_for(lambda: proc_gone(helper), what="registry helper to close the entry")
+    entry = env.read_registry()["sessions"][sid]
+    assert (entry["status"], entry["exit_code"]) == ("ended", None)
+    assert entry["ended"] is not None
+    assert not os.path.lexists(os.path.join(env.active, sid))
+    assert env.list_json()[sid]["status"] == "ended"
+
+    # The orphaned client still runs in the directory: still protected.
+    assert kept_ids(env.clean_json("--days", "0"))[sid] == "in-use"
+    assert env.clean("--session", sid).returncode == 1
+    assert exists(env, sid)
+
+    open(go, "w").close()
+    wait_for(lambda: proc_gone(client), what="orphaned client to exit")
+    result = env.clean_json("--session", sid)
+    assert removed_ids(result) == {sid: "requested"}
+    assert not exists(env, sid)
+    assert sid not in env.read_registry()["sessions"]
+
+
+def test_kill9_of_launcher_and_its_helper_leaves_entry_list_and_cleaner_handle(env):
+    # Nothing is left to close the entry (a crash, an OOM kill of both): the
+    # registry still says active, the link is stale, yet nobody treats the
+    # session as live.
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go)
+    sid = env.running_session(p)
+    helper = registry_helper_of(sid)
+    with open(os.path.join(env.sdir(sid), "client.pid")) as f:
+        client = int(f.read())
+    os.kill(helper, 9)
     p.kill()
     # Not reaped yet: a zombie launcher is not alive either.
     wait_for(lambda: proc_gone(p.pid), what="launcher to become a zombie")

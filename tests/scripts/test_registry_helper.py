@@ -1,0 +1,208 @@
+"""The registry helper beside each session: one interpreter per session, its
+JSON codec, its command line, and what happens when it or the launcher dies."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from conftest import snapshot, wait_for
+
+import session_registry as sr
+
+
+# ---------------------------------------------------------------- the JSON codec
+
+REGISTRY_SHAPES = [
+    {"version": 1, "sessions": {}},
+    {"version": 1, "extra": [1, 2.5, None, True, False], "sessions": {
+        "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11": {
+            "id": "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11", "name": "n\u00e4me \"quoted\" \\ \t tab",
+            "host": "lxc122", "pid": 123, "pid_start": 456789012345, "boot_id": None,
+            "started": "2026-01-01T00:00:00Z", "status": "active", "ended": None,
+            "exit_code": -1, "dir": "/home/u/.claude/sessions/x", "emoji": "\U0001f600"},
+        "ffffffff-ffff-4fff-bfff-ffffffffffff": {"id": "x", "pid": 1, "pid_start": 0,
+                                                 "status": "ended", "exit_code": 0}}},
+]
+
+
+@pytest.mark.parametrize("data", REGISTRY_SHAPES)
+def test_registry_text_is_the_json_it_was_made_from(data):
+    text = sr.registry_text(data)
+    assert json.loads(text) == data
+    assert sr.json_loads(text) == data
+    # One entry per line, sorted: a diff of two registries reads entry by entry.
+    lines = text.splitlines()
+    assert len(lines) == (2 + len(data["sessions"]) if data["sessions"] else 1)
+    assert [line.split('"')[1] for line in lines[1:-1]] == sorted(data["sessions"])
+
+
+def test_json_loads_agrees_with_json_on_valid_and_invalid_text():
+    rng = random.Random(7)
+    valid = [json.dumps(v) for v in REGISTRY_SHAPES] + [
+        " \n{\"a\": [1, 2, {\"b\": null}]}\t\r\n", "[]", "0", "-1.5e3", "\"\\u00e9\\ud83d\\ude00\"", "true"]
+    for text in valid:
+        assert sr.json_loads(text) == json.loads(text)
+    invalid = ["", "   ", "{", "{\"a\": 1,}", "{\"a\": 1} x", "[1] [2]", "NaN", "Infinity", "-Infinity",
+               "{'a': 1}", "\"unterminated", "[1, 2", "\"bad \x01 control\"", "[" * 100000]
+    # Every prefix of a registry that was cut short is rejected, as json rejects it.
+    whole = sr.registry_text(REGISTRY_SHAPES[1])
+    invalid += [whole[:n] for n in sorted(rng.sample(range(len(whole) - 1), 40))]
+    for text in invalid:
+        with pytest.raises((ValueError, RecursionError)):   # json: too deep is a RecursionError
+            json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+        with pytest.raises(ValueError):                    # the registry reader: always ValueError
+            sr.json_loads(text)
+
+
+def test_unreadable_registry_text_is_a_registry_error(tmp_path):
+    (tmp_path / ".registry").write_text('{"version": 1, "sessions": {NaN}}')
+    with pytest.raises(sr.RegistryError, match="not valid JSON"):
+        sr.read_registry(str(tmp_path))
+
+
+# ---------------------------------------------------------------- command line
+
+@pytest.mark.parametrize("argv", [
+    [], ["register"], ["session"], ["session", "--id", "x", "--pid", "1"],
+    ["session", "--id", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11"],
+    ["session", "--id", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11", "--pid", "one"],
+    ["session", "--id", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11", "--pid", "1", "--force=yes"],
+    ["session", "--id", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11", "--pid", "1", "--name"],
+    ["finish", "--id", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11", "--exit-code", "x"],
+    ["config", "--bogus"],
+])
+def test_usage_errors_exit_64(argv, capsys):
+    assert sr.main(argv) == sr.EX_USAGE
+    assert "usage: session_registry.py" in capsys.readouterr().err
+
+
+def test_options_parse_in_both_spellings():
+    sid = "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11"
+    handler, opts = sr.parse_args(["session", "--id=" + sid, "--pid", "12", "--name=a=b", "--force"])
+    assert handler is sr.cmd_session
+    assert opts == {"--id": sid, "--pid": 12, "--name": "a=b", "--force": True}
+    handler, opts = sr.parse_args(["finish", "--id", sid])
+    assert handler is sr.cmd_finish and opts == {"--id": sid, "--exit-code": None}
+
+
+def test_session_ids_are_canonical_lowercase_uuids():
+    assert sr.is_session_id("0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11")
+    for bad in ["0B9C6A34-3E6A-4D3C-9F57-0D6D1F0C2A11", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a1",
+                "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11\n", "0b9c6a343e6a-4d3c-9f57-0d6d1f0c2a11-",
+                "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a1g", "..", "active", ""]:
+        assert not sr.is_session_id(bad), bad
+
+
+# ---------------------------------------------------------------- processes per session
+
+def python_shim(env):
+    """A python3 first on PATH that logs each start, then runs the real one."""
+    shimdir = os.path.join(env.tmp, "shim")
+    os.mkdir(shimdir)
+    log = os.path.join(env.tmp, "python-starts")
+    with open(os.path.join(shimdir, "python3"), "w") as f:
+        f.write("#!/bin/sh\n{ printf start; printf ' %%s' \"$@\" | tr '\\n' ' '; echo; } >> %s\n"
+                "exec %s \"$@\"\n" % (log, sys.executable))
+    os.chmod(os.path.join(shimdir, "python3"), 0o755)
+    return shimdir + ":" + os.environ["PATH"], log
+
+
+def test_a_session_costs_one_python_start(env):
+    path, log = python_shim(env)
+    r = env.run("--name", "counted", PATH=path, STUB_EXIT=3)
+    assert r.returncode == 3, r.stderr
+    with open(log) as f:
+        starts = [line for line in f.read().splitlines() if env.stub not in line]  # the stub client is Python too
+    assert len(starts) == 1, starts
+    assert "session_registry" in starts[0] and " session " in starts[0]
+    (sid,) = env.session_ids()
+    entry = env.read_registry()["sessions"][sid]
+    assert (entry["status"], entry["exit_code"]) == ("ended", 3)
+
+
+def test_launching_leaves_claude_home_outside_sessions_as_installed(env):
+    before = snapshot(env.claude_home)
+    r = env.run("--name", "one")
+    assert r.returncode == 0, r.stderr
+    after = snapshot(env.claude_home)
+    changed = sorted(k for k in set(before) | set(after)
+                     if before.get(k) != after.get(k) and k.split("/")[0] != "sessions")
+    assert changed == []
+    # The helper's bytecode is cached, but under ~/.cache.
+    cache = os.path.join(env.home, ".cache", "claude-session")
+    cached = [name for _root, _dirs, files in os.walk(cache) for name in files]
+    assert any(name.startswith("session_registry.") and name.endswith(".pyc") for name in cached), cached
+
+
+# ---------------------------------------------------------------- when the helper dies
+
+def test_launcher_outlives_a_dead_helper_and_still_closes_the_entry(env):
+    from test_cleanup import registry_helper_of
+
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go, STUB_EXIT=5)
+    sid = env.running_session(p)
+    os.kill(registry_helper_of(sid), 9)
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 5         # the client's code, not a SIGPIPE
+    entry = env.read_registry()["sessions"][sid]
+    assert (entry["status"], entry["exit_code"]) == ("ended", 5)
+    assert not os.path.lexists(os.path.join(env.active, sid))
+
+
+def test_helper_ignores_the_signals_meant_for_the_client(env):
+    from test_cleanup import registry_helper_of
+
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_WAIT=go)
+    sid = env.running_session(p)
+    helper = registry_helper_of(sid)
+    for sig in ("INT", "TERM", "HUP"):
+        os.kill(helper, getattr(__import__("signal"), "SIG" + sig))
+    wait_for(lambda: _signals_ignored(helper), what="signal dispositions to show")
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 0
+    assert env.read_registry()["sessions"][sid]["exit_code"] == 0
+
+
+def _signals_ignored(pid):
+    """The helper is alive and ignores INT, TERM and HUP (SigIgn in /proc)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return False
+    ignored = int(status["SigIgn"].strip(), 16)
+    return all(ignored & (1 << (n - 1)) for n in (1, 2, 15))  # HUP, INT, TERM
+
+
+CODEC_CHECK = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import session_registry as sr
+assert sr._scan is not None and sr._encode is not None, "no _json fast path"
+data = json.loads(sys.argv[2])
+assert sr.json_loads(sr.registry_text(data)) == data == json.loads(sr.registry_text(data))
+for bad in ["", "{", "[1] x", "NaN", "[" * 100000, sr.registry_text(data)[:-3]]:
+    try:
+        sr.json_loads(bad)
+    except ValueError:
+        continue
+    raise AssertionError("accepted %r" % bad[:20])
+print("ok")
+"""
+
+
+def test_json_codec_under_python_3_8():
+    from test_static import _python38
+
+    exe = _python38()
+    if exe is None:
+        pytest.skip("no Python 3.8 interpreter here")
+    files = os.path.dirname(sr.__file__)
+    r = subprocess.run([exe, "-I", "-S", "-B", "-c", CODEC_CHECK, files, json.dumps(REGISTRY_SHAPES[1])],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()
