@@ -14,11 +14,16 @@ warm-up round:
                installed; pipelining and ControlPersist on, 50 forks)
   pyinfra      pyinfra with bench/pyinfra_deploy.py, first run (only if installed)
 
-It prints medians, each one's ratio to the floor, the median per-phase times
+It prints medians, each one's ratio to the floor, the median CPU time the
+whole machine spent on each command (every process: ssh, sshd, the remote
+steps, csdeploy; on loopback the hosts share the controller's cores, so on a
+2-core machine wall time follows CPU time), the median per-phase times
 csdeploy reports (connect = the SSH handshake, gather, apply), csdeploy's own
-peak memory, and checks the targets of the speed issue.
+peak memory, and checks the targets of the speed issue. With --profile (and
+Linux `perf` installed) it also records one more run of each command with
+`perf record -a` and prints where that CPU time went, by process name.
 
-    cargo build --release && python3 bench/bench.py [--hosts 1,10,50] [--runs 5] [--kex ALG]
+    cargo build --release && python3 bench/bench.py [--hosts 1,10,50] [--runs 5] [--kex ALG] [--profile]
 
 Nothing here touches your ~/.ssh or ~/.claude: every host's HOME is in a
 temporary directory, and ssh reads only the generated config.
@@ -133,6 +138,40 @@ class Lab:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def cpu_seconds():
+    """CPU time the whole machine has spent busy since boot (all cores)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(command):
+    """(wall seconds, machine CPU seconds, csdeploy's JSON report or None)."""
+    before = cpu_seconds()
+    elapsed, doc = command()
+    return elapsed, cpu_seconds() - before, doc
+
+
+def profiled(command, out_dir, name):
+    """Runs command under `perf record -a`; returns [(process name, CPU ms)]."""
+    data = os.path.join(out_dir, "perf-%s.data" % name)
+    perf = subprocess.Popen(["perf", "record", "-q", "-a", "-e", "task-clock", "-F", "2000", "-o", data],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # perf is recording once its buffers are mapped
+    command()
+    perf.send_signal(2)
+    perf.wait()
+    report = subprocess.run(["perf", "report", "-i", data, "--sort", "comm", "--stdio", "-F", "sample,comm"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True).stdout
+    rows = []
+    for line in report.splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].strip() != "swapper":
+            rows.append((parts[1].strip(), int(parts[0]) / 2.0))  # 2000 Hz: a sample is 0.5 ms
+    return sorted(rows, key=lambda r: -r[1])
+
+
 def timed(argv, env=None):
     """Wall time, output and peak RSS (KiB) of one command."""
     start = time.monotonic()
@@ -223,7 +262,11 @@ def main():
     parser.add_argument("--csdeploy-args", default="", help="extra csdeploy flags, e.g. '--ssh-mux process'")
     parser.add_argument("--user", help="log in as this user (default: yours; as root, a throwaway user)")
     parser.add_argument("--csdeploy", default=os.path.join(ROOT, "target", "release", "csdeploy"))
+    parser.add_argument("--profile", action="store_true",
+                        help="one more run of each command under `perf record -a`: CPU by process name")
     args = parser.parse_args()
+    if args.profile and not shutil.which("perf"):
+        sys.exit("--profile needs Linux perf (Debian: apt-get install linux-perf)")
     if not os.access(args.csdeploy, os.X_OK):
         sys.exit("%s not found: run `cargo build --release` first" % args.csdeploy)
     sizes = [int(n) for n in args.hosts.split(",")]
@@ -248,17 +291,24 @@ def main():
             if "pyinfra" in extra:
                 commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(lab, inventory, n))[1]))
             times = {name: [] for name, _ in commands}
+            cpu = {name: [] for name, _ in commands}
             docs = {name: [] for name, _ in commands}
             others = ("ansible", "pyinfra")
             for run in range(args.runs + 1):
                 for name, command in commands:
                     if name in others and run > args.other_runs:
                         continue
-                    elapsed, doc = command()
+                    elapsed, busy, doc = measured(command)
                     if run > 0:
                         times[name].append(elapsed)
+                        cpu[name].append(busy)
                         if doc:
                             docs[name].append(doc)
+            profiles = {}
+            if args.profile:
+                for name, command in commands:
+                    if name not in others:
+                        profiles[name] = profiled(command, lab.dir, "%s-%d" % (name, n))
             rerun_cmds = {d["hosts"][0]["remote_commands"] for d in docs["push-rerun"]}
             lab.wipe(n)
             env = dict(os.environ, CI="1")
@@ -266,8 +316,9 @@ def main():
             rss_first = peak_rss_kib(base, env)
             rss_rerun = peak_rss_kib(base, env)
             med = {name: statistics.median(v) for name, v in times.items()}
+            med_cpu = {name: statistics.median(v) for name, v in cpu.items() if v}
             results.append((n, med, {k: median_phases(v) for k, v in docs.items()}, max(rss_first, rss_rerun),
-                            rerun_cmds))
+                            rerun_cmds, med_cpu, profiles))
     finally:
         lab.close()
 
@@ -275,24 +326,36 @@ def main():
     names = list(results[0][1].keys())
     print("| hosts | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
-    for n, med, _, _, _ in results:
+    for n, med, *_ in results:
         cells = []
         for name in names:
             ratio = med[name] / med["floor"]
             cells.append("%.3f s" % med[name] + ("" if name == "floor" else " (%.2f×)" % ratio))
         print("| %d | %s |" % (n, " | ".join(cells)))
     print()
+    print("Median CPU time of the whole machine per command (s), and per host beyond the floor (ms):")
+    for n, _, _, _, _, med_cpu, _ in results:
+        base = med_cpu["floor"]
+        print("  %3d hosts " % n + "  ".join(
+            "%s %.2f" % (name, v) + ("" if name == "floor" else " (%+.0f)" % ((v - base) * 1000 / n))
+            for name, v in med_cpu.items()))
+    print()
     print("Median per host phase (ms): connect = SSH handshake and ControlMaster start")
-    for n, _, phases, rss, rerun_cmds in results:
+    for n, _, phases, rss, rerun_cmds, _, _ in results:
         for name in ("push-first", "push-rerun", "verify"):
             p = phases.get(name, {})
             print("  %3d hosts %-10s connect %5.0f  gather %5.0f  apply %5.0f" % (
                 n, name, p.get("connect_ms", 0), p.get("gather_ms", 0), p.get("apply_ms", 0)))
         print("  %3d hosts csdeploy peak RSS %.1f MB; push rerun remote commands per host %s" % (
             n, rss / 1024, sorted(rerun_cmds)))
+    for n, _, _, _, _, _, profiles in results:
+        for name, rows in profiles.items():
+            total = sum(ms for _, ms in rows)
+            top = ", ".join("%s %.0f" % (comm, ms) for comm, ms in rows[:10])
+            print("  %3d hosts %-10s CPU %.0f ms by process: %s" % (n, name, total, top))
     print()
     failures = []
-    for n, med, _, rss, _ in results:
+    for n, med, _, rss, *_ in results:
         f = med["floor"]
         if n == 50:
             targets = [("push rerun <= 1.15x floor", med["push-rerun"] <= 1.15 * f),
