@@ -34,7 +34,6 @@ Exit codes: 0 ok; 1 something could not be removed, or --session named a
 session that is protected or does not exist, or the lock could not be taken;
 2 the registry exists but cannot be parsed (nothing is deleted); 64 usage error.
 """
-import argparse
 import os
 import sys
 import time
@@ -49,26 +48,27 @@ import session_registry as sr  # noqa: E402
 DAY = 86400
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(sr.EX_USAGE, "%s: error: %s\n" % (self.prog, message))
+USAGE = """usage: cleanup-sessions.py [--dry-run] [--days N] [--json] [--sessions-dir DIR] [--session ID]...
+
+Remove orphaned, empty and old Claude Code sessions; never a live one.
+
+  --dry-run           only print what would be removed
+  --days N            also remove sessions with no activity for N days
+  --json              print the result as JSON
+  --sessions-dir DIR  default: <claude_home>/sessions from session.conf
+  --session ID        remove exactly this session (refused while it is live); repeatable
+"""
 
 
 def _days(value):
-    try:
-        n = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % value)
+    n = float(value)
     if n < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
+        raise ValueError("must not be negative")
     return n
 
 
-def _session_id(value):
-    if not sr.is_session_id(value):
-        raise argparse.ArgumentTypeError("%r is not a session id (lowercase UUID)" % value)
-    return value
+OPTIONS = {"--dry-run": (sr.FLAG, False), "--days": (_days, None), "--json": (sr.FLAG, False),
+           "--sessions-dir": (str, None), "--session": ([sr.session_id], None)}
 
 
 def plan(sessions_dir, registry, days, only):
@@ -107,14 +107,39 @@ def plan(sessions_dir, registry, days, only):
     return removed, kept
 
 
-def _rmtree(path):
-    import shutil  # only when there is something to delete
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    # On Linux rmtree is the fd-based version: it refuses a symlink at the top
-    # and never follows one below, even if the tree is changed while it runs.
-    if not shutil.rmtree.avoids_symlink_attacks:
-        raise OSError("refusing to delete %s: this Python's rmtree can follow symlinks" % path)
-    shutil.rmtree(path)
+
+def remove_tree(path):
+    """rm -r path without ever following a symlink, even if the tree changes
+    while it runs: every directory is opened with O_NOFOLLOW relative to its
+    parent's descriptor, and every name is removed relative to it, so a
+    directory swapped for a symlink meanwhile is an error, not a way out.
+    (shutil.rmtree does the same on Linux; importing shutil would cost more
+    than a whole removal, through fnmatch and re.)"""
+    if not {os.open, os.unlink, os.rmdir} <= os.supports_dir_fd:
+        raise OSError("refusing to delete %s: no *at() system calls here" % path)
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        _remove_contents(fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _remove_contents(dir_fd):
+    with os.scandir(dir_fd) as entries:
+        names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    for name, is_dir in names:
+        if is_dir:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                _remove_contents(fd)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
 
 
 def apply(sessions_dir, registry, removed):
@@ -126,7 +151,7 @@ def apply(sessions_dir, registry, removed):
         try:
             sr.remove_active_link(sessions_dir, sid)
             if item["reason"] != "missing":
-                _rmtree(os.path.join(sessions_dir, sid))
+                remove_tree(os.path.join(sessions_dir, sid))
         except OSError as e:
             sys.stderr.write("cleanup-sessions: cannot remove %s: %s\n" % (item["dir"], e))
             failed.append(sid)
@@ -141,18 +166,9 @@ def apply(sessions_dir, registry, removed):
 
 
 def main(argv=None):
-    parser = _Parser(prog="cleanup-sessions.py",
-                     description="Remove orphaned, empty and old Claude Code sessions.")
-    parser.add_argument("--dry-run", action="store_true", help="only print what would be removed")
-    parser.add_argument("--days", type=_days, metavar="N",
-                        help="also remove sessions with no activity for N days")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--sessions-dir", metavar="DIR",
-                        help="default: <claude_home>/sessions from session.conf")
-    parser.add_argument("--session", type=_session_id, metavar="ID", action="append",
-                        help="remove exactly this session (refused while it is live); repeatable")
-    args = parser.parse_args(argv)
-    sessions_dir = args.sessions_dir or sr.load_config().sessions_dir
+    opts = sr.command_line("cleanup-sessions.py", USAGE, sys.argv[1:] if argv is None else argv, OPTIONS)
+    dry_run, days, only = opts["--dry-run"], opts["--days"], opts["--session"]
+    sessions_dir = opts["--sessions-dir"] or sr.load_config().sessions_dir
 
     if not os.path.isdir(sessions_dir):
         removed, kept, failed = [], [], []
@@ -160,8 +176,8 @@ def main(argv=None):
         try:
             with sr.RegistryLock(sessions_dir):
                 registry = sr.read_registry(sessions_dir)
-                removed, kept = plan(sessions_dir, registry, args.days, args.session)
-                failed = [] if args.dry_run else apply(sessions_dir, registry, removed)
+                removed, kept = plan(sessions_dir, registry, days, only)
+                failed = [] if dry_run else apply(sessions_dir, registry, removed)
         except sr.RegistryError as e:
             sys.stderr.write("cleanup-sessions: %s\ncleanup-sessions: refusing to delete "
                              "anything until the registry is repaired or moved away\n" % e)
@@ -171,19 +187,19 @@ def main(argv=None):
             return 1
     removed = [r for r in removed if r["id"] not in failed]
 
-    if args.json:
+    if opts["--json"]:
         import json
 
         sys.stdout.write(json.dumps({"removed": removed, "kept": kept,
-                                     "dry_run": args.dry_run}, indent=1) + "\n")
+                                     "dry_run": dry_run}, indent=1) + "\n")
     else:
-        verb = "would remove" if args.dry_run else "removed"
+        verb = "would remove" if dry_run else "removed"
         for r in removed:
             sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))
 
     status = 1 if failed else 0
     gone = {r["id"] for r in removed} | set(failed)
-    for sid in sorted(set(args.session or ()) - gone):
+    for sid in sorted(set(only or ()) - gone):
         guard = [k["reason"] for k in kept if k["id"] == sid]
         if guard:
             sys.stderr.write("cleanup-sessions: not removing %s: it is live (%s)\n" % (sid, guard[0]))

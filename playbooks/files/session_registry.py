@@ -747,14 +747,98 @@ def cmd_config(_opts):
     return 0
 
 
-# Per command: its handler and its options (type, or None for a flag; a
-# default of REQUIRED must be given). Hand-parsed rather than argparse, which
-# loads `re` too: the launcher runs this at every session start.
-REQUIRED = object()
+# ---------------------------------------------------------------- command lines
+
+# The tools parse their options with this rather than argparse, which loads
+# `re`: the helper runs at every session start and the cleaner at every
+# `csdeploy verify`, where that import alone would cost more than their work.
+FLAG = "flag"            # an option without a value
+REQUIRED = object()      # a default meaning "must be given"
+
+
+class UsageError(Exception):
+    pass
+
+
+class HelpRequested(Exception):
+    pass
+
+
+def parse_options(args, spec):
+    """{option: value} for args, by spec {option: (kind, default)}.
+
+    kind is FLAG, a function that converts the value (ValueError: a usage
+    error, its message shown), or [function] for a repeatable option whose
+    values are collected in a list. `--opt value` and `--opt=value` both work;
+    there are no positional arguments. -h/--help raises HelpRequested.
+    """
+    opts = {key: default for key, (_kind, default) in spec.items()}
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            raise HelpRequested()
+        key, eq, value = arg.partition("=")
+        if key not in spec:
+            raise UsageError("unknown option %s" % arg if arg.startswith("-") else "unexpected argument %r" % arg)
+        kind = spec[key][0]
+        if kind == FLAG:
+            if eq:
+                raise UsageError("%s takes no value" % key)
+            opts[key] = True
+            continue
+        if not eq:
+            if not args:
+                raise UsageError("%s needs a value" % key)
+            value = args.pop(0)
+        convert = kind[0] if isinstance(kind, list) else kind
+        try:
+            value = convert(value)
+        except ValueError as e:
+            raise UsageError("%s: %s" % (key, e))
+        if isinstance(kind, list):
+            opts[key] = (opts[key] or []) + [value]
+        else:
+            opts[key] = value
+    missing = [key for key, value in opts.items() if value is REQUIRED]
+    if missing:
+        raise UsageError("missing %s" % ", ".join(missing))
+    return opts
+
+
+def command_line(prog, usage, args, spec):
+    """parse_options for a tool's main(): usage on stdout for --help (exit 0),
+    on stderr after the error for a bad command line (exit 64)."""
+    try:
+        return parse_options(args, spec)
+    except HelpRequested:
+        sys.stdout.write(usage)
+        raise SystemExit(0)
+    except UsageError as e:
+        sys.stderr.write("%s: %s\n%s" % (prog, e, usage))
+        raise SystemExit(EX_USAGE)
+
+
+def number(value):
+    """An option's integer value."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("%r is not a number" % value)
+
+
+def session_id(value):
+    """An option's session id value."""
+    if not is_session_id(value):
+        raise ValueError("%r is not a session id (lowercase UUID)" % value)
+    return value
+
+
+# Per command: its handler and its options.
 COMMANDS = {
-    "session": (cmd_session, {"--id": (str, REQUIRED), "--pid": (int, REQUIRED),
-                              "--name": (str, ""), "--force": (None, False)}),
-    "finish": (cmd_finish, {"--id": (str, REQUIRED), "--exit-code": (int, None)}),
+    "session": (cmd_session, {"--id": (session_id, REQUIRED), "--pid": (number, REQUIRED),
+                              "--name": (str, ""), "--force": (FLAG, False)}),
+    "finish": (cmd_finish, {"--id": (session_id, REQUIRED), "--exit-code": (number, None)}),
     "config": (cmd_config, {}),
 }
 USAGE = """usage: session_registry.py session --id UUID --pid PID [--name NAME] [--force]
@@ -770,50 +854,17 @@ config   print the resolved configuration as JSON
 """
 
 
-class UsageError(Exception):
-    pass
-
-
-def parse_args(argv):
-    """(handler, options) for argv; UsageError if it is not a valid call."""
-    if not argv or argv[0] not in COMMANDS:
-        raise UsageError("expected a command: %s" % ", ".join(COMMANDS))
-    handler, spec = COMMANDS[argv[0]]
-    opts = {key: default for key, (_type, default) in spec.items()}
-    args = list(argv[1:])
-    while args:
-        key, eq, value = args.pop(0).partition("=")
-        if key not in spec:
-            raise UsageError("%s: unknown option %s" % (argv[0], key))
-        kind = spec[key][0]
-        if kind is None:
-            if eq:
-                raise UsageError("%s takes no value" % key)
-            opts[key] = True
-            continue
-        if not eq:
-            if not args:
-                raise UsageError("%s needs a value" % key)
-            value = args.pop(0)
-        try:
-            opts[key] = kind(value)
-        except ValueError:
-            raise UsageError("%s: %r is not a number" % (key, value))
-    missing = [key for key, value in opts.items() if value is REQUIRED]
-    if missing:
-        raise UsageError("%s: missing %s" % (argv[0], ", ".join(missing)))
-    if "--id" in opts and not is_session_id(opts["--id"]):
-        raise UsageError("%r is not a session id" % opts["--id"])
-    return handler, opts
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        handler, opts = parse_args(argv)
-    except UsageError as e:
-        sys.stderr.write("session_registry.py: %s\n%s" % (e, USAGE))
+    command = argv[0] if argv else None
+    if command in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if command not in COMMANDS:
+        sys.stderr.write("session_registry.py: expected a command: %s\n%s" % (", ".join(COMMANDS), USAGE))
         return EX_USAGE
+    handler, spec = COMMANDS[command]
+    opts = command_line("session_registry.py " + argv[0], USAGE, argv[1:], spec)
     try:
         return handler(opts)
     except (RegistryError, LockTimeout) as e:

@@ -372,10 +372,15 @@ def test_planted_symlink_is_never_followed(env):
     orphan = env.make_session(history=b"", registered=False)
     os.symlink(outside, os.path.join(env.sdir(orphan), "link-to-dir"))
     os.symlink(outside_file, os.path.join(env.sdir(orphan), "link-to-file"))
+    nested = os.path.join(env.sdir(orphan), "projects", "deep", "deeper")
+    os.makedirs(nested)
+    os.symlink(outside, os.path.join(nested, "link-to-dir"))
+    os.symlink(os.path.join(outside, "sub", "data"), os.path.join(nested, "link-to-data"))
     outside_before = snapshot(outside)
 
     result = env.clean_json("--days", "0")
     assert removed_ids(result) == {orphan: "orphaned"}
+    assert not os.path.lexists(env.sdir(orphan))
     assert env.clean("--session", dir_link).returncode == 1
     assert snapshot(outside) == outside_before
     with open(outside_file) as f:
@@ -465,3 +470,68 @@ def test_dry_run_lists_exactly_what_the_real_run_removes(env, args):
         assert exists(env, r["id"])
     open(go, "w").close()
     assert p.wait(timeout=20) == 0
+
+
+def _cleaner_module():
+    import importlib.util
+
+    from conftest import FILES
+    spec = importlib.util.spec_from_file_location("cleanup_sessions", os.path.join(FILES, "cleanup-sessions.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_remove_tree_never_follows_a_symlink_even_one_swapped_in(tmp_path, monkeypatch):
+    cleaner = _cleaner_module()
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "data").write_text("keep")
+    before = snapshot(str(outside))
+
+    # The path itself is a symlink: refused, nothing removed.
+    os.symlink(str(outside), str(tmp_path / "link"))
+    with pytest.raises(OSError):
+        cleaner.remove_tree(str(tmp_path / "link"))
+    assert snapshot(str(outside)) == before
+
+    # A directory that becomes a symlink between the listing and the descent
+    # (the listing is made to say "directory"): the descent fails, the target
+    # is untouched.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    os.symlink(str(outside), str(victim / "was-a-dir"))
+    real_scandir = os.scandir
+
+    class Lying:
+        def __init__(self, entry):
+            self.name = entry.name
+
+        def is_dir(self, follow_symlinks=True):
+            return True
+
+    class Listing:
+        def __init__(self, fd):
+            self.entries = [Lying(e) for e in real_scandir(fd)]
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(cleaner.os, "scandir", Listing)
+    with pytest.raises(OSError):
+        cleaner.remove_tree(str(victim))
+    monkeypatch.undo()
+    assert snapshot(str(outside)) == before
+
+    # A normal tree with links to the outside at every depth goes entirely.
+    tree = tmp_path / "tree"
+    (tree / "a" / "b" / "c").mkdir(parents=True)
+    (tree / "a" / "file").write_text("x")
+    os.symlink(str(outside), str(tree / "a" / "b" / "c" / "out"))
+    os.symlink(str(outside / "sub" / "data"), str(tree / "data-link"))
+    cleaner.remove_tree(str(tree))
+    assert not os.path.lexists(str(tree))
+    assert snapshot(str(outside)) == before

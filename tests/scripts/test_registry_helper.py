@@ -75,17 +75,30 @@ def test_unreadable_registry_text_is_a_registry_error(tmp_path):
     ["config", "--bogus"],
 ])
 def test_usage_errors_exit_64(argv, capsys):
-    assert sr.main(argv) == sr.EX_USAGE
+    try:
+        code = sr.main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == sr.EX_USAGE
     assert "usage: session_registry.py" in capsys.readouterr().err
 
 
 def test_options_parse_in_both_spellings():
     sid = "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11"
-    handler, opts = sr.parse_args(["session", "--id=" + sid, "--pid", "12", "--name=a=b", "--force"])
-    assert handler is sr.cmd_session
+    session = sr.COMMANDS["session"][1]
+    opts = sr.parse_options(["--id=" + sid, "--pid", "12", "--name=a=b", "--force"], session)
     assert opts == {"--id": sid, "--pid": 12, "--name": "a=b", "--force": True}
-    handler, opts = sr.parse_args(["finish", "--id", sid])
-    assert handler is sr.cmd_finish and opts == {"--id": sid, "--exit-code": None}
+    opts = sr.parse_options(["--id", sid], sr.COMMANDS["finish"][1])
+    assert opts == {"--id": sid, "--exit-code": None}
+    many = {"--session": ([sr.session_id], None), "--days": (float, None)}
+    assert sr.parse_options(["--session", sid, "--session=" + sid.replace("0", "1")], many) == \
+        {"--session": [sid, sid.replace("0", "1")], "--days": None}
+    with pytest.raises(sr.UsageError, match="not a session id"):
+        sr.parse_options(["--session", "nope"], many)
+    with pytest.raises(sr.UsageError, match="unexpected argument"):
+        sr.parse_options(["stray"], many)
+    with pytest.raises(sr.HelpRequested):
+        sr.parse_options(["--days", "1", "-h"], many)
 
 
 def test_session_ids_are_canonical_lowercase_uuids():
