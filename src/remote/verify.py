@@ -35,17 +35,19 @@ Closing the FIFOs when the verifier ends gives any probe still in `read` an
 end of file, so none outlives an interrupted verification for long.
 
 Cost matters (one verification per host, many hosts per controller): no
-signal module (enum at import), and the launchers are started with
-posix_spawn.
+subprocess or signal module (enum and friends at import), the launchers are
+started with posix_spawn, and the deployed cleaner runs in a fork of this
+interpreter instead of a new one. json is already loaded by the apply step
+that runs this file.
 
 Python 3.8+ standard library only.
 """
+import gc
 import json
 import os
 import select
 import shutil
 import stat
-import subprocess
 import sys
 import time
 
@@ -253,7 +255,7 @@ def inherited_fds():
 def spawn(argv, env, log, close=()):
     """Starts argv in a new session (so a hung one can be killed with all its
     children), stdin /dev/null, stdout and stderr to `log`. posix_spawn: no
-    fork of this interpreter."""
+    fork of this interpreter, no subprocess module to import."""
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
                (os.POSIX_SPAWN_DUP2, 1, 2)]
@@ -740,6 +742,58 @@ def check_links(sessions, sessions_dir, active_dir):
                          "%d links appeared and were removed" % len(sessions))
 
 
+def run_script(path, argv, env, errors):
+    """Runs the Python program `path` as `python3 -I -S path argv...` would,
+    stdin /dev/null, stdout discarded, stderr to the file `errors`; returns its
+    exit status. It runs in a fork of this interpreter: no interpreter start,
+    and what it imports that this process already has (json, re) is there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Objects the child inherits stay out of its garbage collections, which
+    # would otherwise touch (and so copy) every page of this heap.
+    gc.freeze()
+    pid = os.fork()
+    if pid:
+        gc.unfreeze()
+    else:
+        code = 1
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.argv = [path] + argv
+            main = type(sys)("__main__")
+            main.__file__ = path
+            sys.modules["__main__"] = main
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+            except OSError as err:
+                sys.stderr.write("python3: can't open file %r: [Errno %d] %s\n" % (path, err.errno, err.strerror))
+                raise SystemExit(2)
+            exec(compile(source, path, "exec"), main.__dict__)
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                sys.stderr.write("%s\n" % (stop.code,))
+        except BaseException:
+            kind, error, trace = sys.exc_info()
+            # As python3 would print it: without this function's frame.
+            sys.excepthook(kind, error.with_traceback(trace.tb_next), trace.tb_next)
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code & 0xFF)
+    return exit_code(os.waitpid(pid, 0)[1])
+
+
 def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry):
     check = Check("cleanup")
     problems = []
@@ -753,16 +807,15 @@ def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_regist
     ids -= set(before_ids)
     if ids:
         # One run of the deployed cleaner for all of them.
-        argv = [sys.executable, os.path.join(bindir, "cleanup-sessions.py"), "--sessions-dir", sessions_dir]
+        argv = ["--sessions-dir", sessions_dir]
         for sid in sorted(ids):
             argv += ["--session", sid]
-        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+        errors = os.path.join(work, "cleaner.err")
+        code = run_script(os.path.join(bindir, "cleanup-sessions.py"), argv, env, errors)
         left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
-        if proc.returncode != 0 or left:
+        if code != 0 or left:
             problems.append("cleaner could not remove %s (exit %d): %s"
-                            % (", ".join(left) or "them", proc.returncode,
-                               proc.stderr.decode("utf-8", "replace").strip()[:300]))
+                            % (", ".join(left) or "them", code, (read_text(errors) or "")[:300]))
     after_ids = session_ids(sessions_dir)
     lost = [sid for sid in before_ids if sid not in after_ids]
     if lost:
