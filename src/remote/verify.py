@@ -35,10 +35,10 @@ Closing the FIFOs when the verifier ends gives any probe still in `read` an
 end of file, so none outlives an interrupted verification for long.
 
 Cost matters (one verification per host, many hosts per controller): no
-subprocess or signal module (enum and friends at import), the launchers are
-started with posix_spawn, and the deployed cleaner runs in a fork of this
-interpreter instead of a new one. json is already loaded by the apply step
-that runs this file.
+subprocess, shutil or signal module (enum, re and friends at import), the
+launchers are started with posix_spawn, and the deployed cleaner runs in a
+fork of this interpreter instead of a new one. json is already loaded by the
+apply step that runs this file.
 
 Python 3.8+ standard library only.
 """
@@ -46,7 +46,6 @@ import gc
 import json
 import os
 import select
-import shutil
 import stat
 import sys
 import time
@@ -873,7 +872,7 @@ def run(args):
     if probe:
         client = None
     else:
-        client = shutil.which("claude", path=env.get("PATH"))
+        client = which("claude", env.get("PATH"))
         if client is None:
             return checks + skipped(SESSION_CHECKS, "Claude Code (`claude`) is not installed on this host")
         # Headless, and no request leaves the host: port 9 on loopback is
@@ -937,11 +936,44 @@ def run(args):
         # file) finds nowhere to write; a file one made meanwhile means
         # another try.
         for _ in range(3):
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             if not os.path.lexists(work):
                 break
         if watch is not None:
             watch.close()
+
+
+def which(name, path):
+    """shutil.which(name, path=path), without importing shutil."""
+    if path is None:
+        path = os.defpath
+    for directory in path.split(os.pathsep) if path else ():
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def remove_tree(path):
+    """rmtree of the work directory (only what this run made), never
+    following a symlink."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        entry = os.path.join(path, name)
+        try:
+            if stat.S_ISDIR(os.lstat(entry).st_mode):
+                remove_tree(entry)
+            else:
+                os.unlink(entry)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def check_claude_state(sessions, sessions_dir):
