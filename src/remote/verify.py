@@ -26,13 +26,20 @@ How the verifier and the probes meet (work/ is a private temporary directory):
 The verifier releases the probes once every session has sent its marker and
 been seen running (registry entry "active" or its active link), or when
 `wait` seconds have passed; a marker read after that is answered as soon as
-that session has been looked at. Nothing polls: the verifier sleeps in
-select() on the `started` FIFO and on a pipe SIGCHLD writes to, with a
-deadline; a probe runs shell builtins only. Since no probe can end before its
-release, sessions whose markers all arrived before the release ran at once;
-the times in the report are the verifier's (marker read, launcher reaped).
-Closing the FIFOs when the verifier ends gives any probe still in `read` an
-end of file, so none outlives an interrupted verification for long.
+that session has been looked at. Nothing polls in the normal course: the
+verifier sleeps in select() on the `started` FIFO and on a pipe SIGCHLD
+writes to, with a deadline, and a probe runs shell builtins only. (Looked for
+every POLL or so: a session that has started but is not yet in the registry
+or sessions/active, and the real client's sessions, which send no markers.)
+Since no probe can end before its release, sessions whose markers all arrived
+before the release ran at once; the times in the report are the verifier's
+(marker read, launcher reaped).
+
+A probe must not outlive its verifier: when the verifier ends or dies, its
+descriptors close and a probe blocked in `read` gets an end of file; an
+interrupted verifier removes work/ first, so a probe that comes later finds
+nothing to wait on; and a probe waits only while the verifier's process
+exists (`kill -0`), since opening `release` with no writer left would block.
 
 Cost matters (one verification per host, many hosts per controller): no
 subprocess, shutil or signal module (enum, re and friends at import), the
@@ -98,7 +105,7 @@ printf '{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"proj
 [ "${CLAUDE_CONFIG_DIR+set}" ] && printf %s "$CLAUDE_CONFIG_DIR" > "$work/$token.config"
 [ "${CLAUDE_SESSION_DIR+set}" ] && printf %s "$CLAUDE_SESSION_DIR" > "$work/$token.legacy"
 printf '%s\n' "$token" 1<> "$work/started"
-read -r x < "$work/release"
+kill -0 "$CSDEPLOY_VERIFY_PID" 2>/dev/null && read -r x < "$work/release"
 all=0
 [ -e "$work/all-started" ] && all=1
 printf %s "$all" > "$work/$token.done"
@@ -892,7 +899,7 @@ def run(args):
             with open(client, "w") as f:
                 f.write(PROBE)
             os.chmod(client, 0o700)
-        env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work,
+        env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_PID": str(os.getpid()),
                     "CSDEPLOY_VERIFY_PROJECT": json.dumps(env.get("HOME") or "/")})
         if not probe:
             env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
