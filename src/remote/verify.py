@@ -10,16 +10,57 @@ status (pass|fail|warn|skip) and, on failure, what was expected and what was
 found. The verifier reads the registry format itself rather than importing the
 deployed registry library: the code under test does not get to grade itself.
 
+How the verifier and the probes meet (work/ is a private temporary directory):
+
+  work/started   FIFO the verifier holds open read-write. Each probe, once it
+                 has written its history line and its report files, writes
+                 one line, its token (a write below PIPE_BUF is atomic).
+  work/release   FIFO the verifier holds open read-write for the whole run.
+                 Each probe then blocks in `read` on it; the verifier writes
+                 one newline per start marker it has read, and a shell's
+                 `read` takes exactly one (it reads a pipe byte by byte).
+  work/all-started  created just before the release when all N markers came
+                 in first: a probe that finds it after its `read` was
+                 released because everybody had started.
+
+The verifier releases the probes once every session has sent its marker and
+been seen running (registry entry "active" or its active link), or when
+`wait` seconds have passed; a marker read after that is answered as soon as
+that session has been looked at. Nothing polls in the normal course: the
+verifier sleeps in select() on the `started` FIFO and on a pipe SIGCHLD
+writes to, with a deadline, and a probe runs shell builtins only. (Looked for
+every POLL or so: a session that has started but is not yet in the registry
+or sessions/active, and the real client's sessions, which send no markers.)
+Since no probe can end before its release, sessions whose markers all arrived
+before the release ran at once; the times in the report are the verifier's
+(marker read, launcher reaped).
+
+A probe must not outlive its verifier: when the verifier ends or dies, its
+descriptors close and a probe blocked in `read` gets an end of file; an
+interrupted verifier removes work/ first, so a probe that comes later finds
+nothing to wait on; and a probe waits only while the verifier's process
+exists (`kill -0`), since opening `release` with no writer left would block.
+
+Cost matters (one verification per host, many hosts per controller): no
+subprocess, shutil or signal module (enum, re and friends at import), the
+launchers are started with posix_spawn, and the deployed cleaner runs in a
+fork of this interpreter instead of a new one. json is already loaded by the
+apply step that runs this file.
+
 Python 3.8+ standard library only.
 """
+import gc
 import json
 import os
-import shutil
-import signal
+import select
 import stat
-import subprocess
 import sys
 import time
+
+try:
+    import _signal as signal  # the same functions, without importing enum
+except ImportError:
+    import signal
 
 try:
     from _sha2 import sha256  # Python 3.12+; OpenSSL's hashlib costs a host more to import
@@ -44,50 +85,41 @@ class _Uuid4:
 UUID_RE = _Uuid4()
 SESSION_MB = 500
 LAUNCHER_FAILURES = (64, 70, 75)
+# Only for what has no event to wait for: a session that started but is not
+# yet in the registry or sessions/active, and the real client (no markers).
 POLL = 0.02
+POLL_MAX = 0.2
 WALK_LIMIT = 20000
 
-# The stand-in client, in POSIX sh (a Python client would cost each test
-# session another interpreter start): appends one history line where Claude
-# Code would, then waits (bounded) until every session of the run has started
-# and the verifier has looked at them, which is what proves they overlapped.
-# Its report is plain files: the times, and each variable as raw bytes.
+# The stand-in client, in POSIX sh and builtins only (every fork counts on a
+# loaded host): appends one history line where Claude Code would, reports
+# what it was given, announces itself and waits for the release (see above).
+# The history timestamp comes from the verifier: `date` would cost a process.
 PROBE = r"""#!/bin/sh
 for token; do :; done
 work=$CSDEPLOY_VERIFY_DIR
-start=$(date +%s.%N)
 config=${CLAUDE_CONFIG_DIR:-$HOME/.claude}
-mkdir -p "$config"
-ms=${start%.*}$(printf %.3s "${start#*.}")
+[ -d "$config" ] || mkdir -p "$config"
 printf '{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,"sessionId":"%s"}\n' \
-  "$token" "$ms" "$CSDEPLOY_VERIFY_PROJECT" "$token" >> "$config/history.jsonl"
-printf %s "${CLAUDE_CONFIG_DIR:-${CLAUDE_SESSION_DIR:-}}" > "$work/started/$token"
-all=0 i=0 ticks=$((${CSDEPLOY_VERIFY_WAIT%.*} * 50))
-while [ "$i" -lt "$ticks" ]; do
-  set -- "$work"/started/*
-  if [ "$#" -ge "$CSDEPLOY_VERIFY_N" ]; then
-    all=1
-    [ -e "$work/release" ] && break
-  fi
-  sleep 0.02
-  i=$((i + 1))
-done
-printf '%s %s %s\n' "$start" "$(date +%s.%N)" "$all" > "$work/reports/$token.times"
-[ "${CLAUDE_CONFIG_DIR+set}" ] && printf %s "$CLAUDE_CONFIG_DIR" > "$work/reports/$token.config"
-[ "${CLAUDE_SESSION_DIR+set}" ] && printf %s "$CLAUDE_SESSION_DIR" > "$work/reports/$token.legacy"
+  "$token" "$CSDEPLOY_VERIFY_MS" "$CSDEPLOY_VERIFY_PROJECT" "$token" >> "$config/history.jsonl"
+[ "${CLAUDE_CONFIG_DIR+set}" ] && printf %s "$CLAUDE_CONFIG_DIR" > "$work/$token.config"
+[ "${CLAUDE_SESSION_DIR+set}" ] && printf %s "$CLAUDE_SESSION_DIR" > "$work/$token.legacy"
+printf '%s\n' "$token" 1<> "$work/started"
+kill -0 "$CSDEPLOY_VERIFY_PID" 2>/dev/null && read -r x < "$work/release"
+all=0
+[ -e "$work/all-started" ] && all=1
+printf %s "$all" > "$work/$token.done"
 exit 0
 """
 
 
 def read_report(work, token):
-    """What the probe of session `token` wrote, or None if it never finished."""
-    base = os.path.join(work, "reports", token)
-    try:
-        with open(base + ".times") as f:
-            start, end, all_started = f.read().split()
-    except (OSError, ValueError):
+    """What the probe of session `token` reported, or None if it never got to the end."""
+    base = os.path.join(work, token)
+    done = read_text(base + ".done")
+    if done is None:
         return None
-    return {"token": token, "start": float(start), "end": float(end), "all_started": all_started == "1",
+    return {"token": token, "all_started": done == "1",
             "config_dir": read_text(base + ".config"), "session_dir": read_text(base + ".legacy")}
 
 
@@ -190,8 +222,12 @@ class Session:
         self.index = index
         self.token = token
         self.name = "csdeploy-verify-" + token
-        self.process = None
+        self.pid = None
+        self.returncode = None
+        # The verifier's clock (time.monotonic): launched, start marker read,
+        # launcher reaped.
         self.launched = None
+        self.started = None
         self.exited = None
         self.seen_active = False
         self.seen_link = None
@@ -202,77 +238,254 @@ class Session:
     def label(self):
         return "session %d" % (self.index + 1)
 
+    def seen(self):
+        """Seen running: registry entry active, or active link (either will do
+        to release the probes; each has its own check)."""
+        return self.seen_active or self.seen_link is not None
+
+
+def inherited_fds():
+    """Descriptors this process got from its parent and would pass on
+    (Python's own are close-on-exec): a launcher must not hold them, just as
+    subprocess's close_fds would have closed them."""
+    fds = []
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else ():
+        try:
+            if int(name) > 2 and os.get_inheritable(int(name)):
+                fds.append(int(name))
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return fds
+
+
+def spawn(argv, env, log, close=()):
+    """Starts argv in a new session (so a hung one can be killed with all its
+    children), stdin /dev/null, stdout and stderr to `log`. posix_spawn: no
+    fork of this interpreter, no subprocess module to import."""
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in close]
+    # Python ignores SIGPIPE and SIGXFSZ; the launcher gets the defaults, as
+    # subprocess's restore_signals would give it.
+    options = {"file_actions": actions, "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
+    try:
+        return os.posix_spawn(argv[0], argv, env, setsid=True, **options)
+    except NotImplementedError:  # a C library without POSIX_SPAWN_SETSID
+        return os.posix_spawn(argv[0], argv, env, setpgroup=0, **options)
+
 
 def launch(sessions, launcher, client_argv, env, work):
-    for s in sessions:
-        log = open(os.path.join(work, "launcher-%d.log" % s.index), "wb")
-        s.launched = time.time()
-        s.process = subprocess.Popen([launcher, "--name", s.name, "--force", "--"] + client_argv(s),
-                                     env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     cwd=env.get("HOME") or "/", start_new_session=True)
-        log.close()
-
-
-def observe(sessions, sessions_dir, active_dir, work, wait_limit, probe):
-    """Watches the sessions run: registry entries and active links are looked
-    at while each session is alive; releases the probes once all have started
-    and been seen, or the time is up."""
-    started_dir = os.path.join(work, "started")
-    released = False
-    deadline = time.time() + wait_limit + 2
-    hard_deadline = time.time() + 2 * wait_limit * max(1, len(sessions)) + 10
-    looked = None
-    while True:
-        started = set(os.listdir(started_dir)) if probe else set()
-        running = [s for s in sessions if s.exited is None and s.process.poll() is None]
-        # A full look (registry, links) only when a session started or ended:
-        # polling them for 50 hosts at once would cost more than the sessions.
-        # With the real client there are no start markers: look every time.
-        state = (len(started), len(running))
-        now = time.time()
-        must_look = (not probe or state != looked or now > hard_deadline
-                     or (not released and (len(started) >= len(sessions) or now > deadline)))
-        if not must_look:
-            time.sleep(POLL)
-            continue
-        looked = state
-        registry = read_registry(sessions_dir) or {}
-        by_name = {e.get("name"): (sid, e) for sid, e in registry.items() if isinstance(e, dict)}
-        links = active_links(active_dir)
+    # Started from HOME, as a user would; posix_spawn has no cwd argument.
+    try:
+        back = os.getcwd()
+    except OSError:
+        back = None
+    os.chdir(env.get("HOME") or "/")
+    close = inherited_fds()
+    try:
         for s in sessions:
-            if s.exited is None and s.process.poll() is not None:
-                s.exited = time.time()
-            if s.exited is not None or (probe and s.token not in started):
-                continue
-            if probe and s.dir_hint is None:
-                s.dir_hint = read_text(os.path.join(started_dir, s.token))
-            sid, entry = by_name.get(s.name, (None, None))
-            if entry is not None:
-                s.entry_id = sid
-                if entry.get("status") == "active":
-                    s.seen_active = True
-            # Links are looked for by the session's id, registered or not.
-            link_id = sid or (os.path.basename(s.dir_hint) if s.dir_hint else None)
-            if link_id in links:
-                s.seen_link = links[link_id]
-        if all(s.exited is not None for s in sessions):
+            env["CSDEPLOY_VERIFY_MS"] = str(int(time.time() * 1000))  # the history line's timestamp
+            s.launched = time.monotonic()
+            s.pid = spawn([launcher, "--name", s.name, "--force", "--"] + client_argv(s), env,
+                          os.path.join(work, "launcher-%d.log" % s.index), close)
+    finally:
+        if back is not None:
+            os.chdir(back)
+
+
+def _wake(_signum, _frame):
+    pass  # the C handler has already written to the wakeup pipe: that is the point
+
+
+class Watch:
+    """What the verifier sleeps on: the `started` FIFO (probe only) and a pipe
+    that SIGCHLD writes to (set_wakeup_fd), so a launcher's exit or a start
+    marker wakes it at once and nothing needs polling. It also holds the
+    `release` FIFO (see the module docstring)."""
+
+    def __init__(self, work, probe):
+        self.work = work
+        self.probe = probe
+        self.released = False
+        self.owed = 0  # start markers read, not yet answered with a newline
+        self.pending = b""
+        self.fds = []
+        self.started_fd = self.release_fd = self.wake_fd = None
+        self.saved = None
+        if probe:
+            # Read-write: opening never blocks, and the FIFO never reads as
+            # ended while we hold it, whoever else opens or closes it.
+            for name in ("started", "release"):
+                os.mkfifo(os.path.join(work, name), 0o600)
+            self.started_fd = os.open(os.path.join(work, "started"), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.release_fd = os.open(os.path.join(work, "release"), os.O_RDWR | os.O_CLOEXEC)
+            self.fds += [self.started_fd, self.release_fd]
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fds += [r, w]
+        try:
+            old = signal.set_wakeup_fd(w)
+        except ValueError:  # not the main thread: sleep in short steps instead
+            pass
+        else:
+            self.saved = (signal.signal(signal.SIGCHLD, _wake), old)
+            self.wake_fd = r
+
+    def restore(self):
+        """Gives SIGCHLD back to whoever had it (before the cleaner's fork)."""
+        if self.saved:
+            handler, wakeup = self.saved
+            signal.set_wakeup_fd(wakeup)
+            # None: a handler not set from Python, which cannot be put back.
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL if handler is None else handler)
+            self.saved = None
+
+    def close(self):
+        self.restore()
+        for fd in self.fds:  # a probe still in `read` gets its end of file
+            os.close(fd)
+        self.fds = []
+
+    def sleep(self, timeout):
+        if self.wake_fd is None:
+            timeout = min(timeout, POLL_MAX)
+        fds = [fd for fd in (self.started_fd, self.wake_fd) if fd is not None]
+        ready = select.select(fds, [], [], max(0.0, timeout))[0]
+        if self.wake_fd in ready:
+            try:
+                os.read(self.wake_fd, 512)
+            except BlockingIOError:
+                pass
+
+    def markers(self):
+        """Tokens of the start markers that came in since the last call."""
+        if self.started_fd is None:
+            return []
+        try:
+            while True:
+                data = os.read(self.started_fd, 65536)
+                self.pending += data
+                if len(data) < 65536:
+                    break
+        except BlockingIOError:
+            pass
+        lines = self.pending.split(b"\n")
+        self.pending = lines.pop()
+        self.owed += len(lines)
+        return [line.decode("utf-8", "replace") for line in lines]
+
+    def release(self, all_started):
+        """Lets every probe that announced itself go on, now and from now on."""
+        if all_started:
+            open(os.path.join(self.work, "all-started"), "w").close()
+        self.released = True
+        self.pay()
+
+    def pay(self):
+        if self.owed:
+            os.write(self.release_fd, b"\n" * self.owed)
+            self.owed = 0
+
+
+def reap(sessions, now):
+    for s in sessions:
+        if s.exited is None:
+            pid, status = os.waitpid(s.pid, os.WNOHANG)
+            if pid:
+                s.exited = now
+                s.returncode = exit_code(status)
+
+
+def exit_code(status):
+    """What subprocess would report: the exit status, or -N when killed by signal N."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def look(sessions, sessions_dir, active_dir, probe):
+    """One look at the registry and the active links for the running sessions."""
+    registry = read_registry(sessions_dir) or {}
+    by_name = {e.get("name"): (sid, e) for sid, e in registry.items() if isinstance(e, dict)}
+    links = active_links(active_dir)
+    for s in sessions:
+        if s.exited is not None or (probe and s.started is None):
+            continue
+        sid, entry = by_name.get(s.name, (None, None))
+        if entry is not None:
+            s.entry_id = sid
+            if entry.get("status") == "active":
+                s.seen_active = True
+        # Links are looked for by the session's id, registered or not.
+        link_id = sid or (os.path.basename(s.dir_hint) if s.dir_hint else None)
+        if link_id in links:
+            s.seen_link = links[link_id]
+
+
+def observe(sessions, sessions_dir, active_dir, work, watch, wait_limit):
+    """Watches the sessions run until every launcher has exited: registry
+    entries and active links are looked at while each session is alive; the
+    probes are released once all have started and been seen, or at the
+    deadline. The launchers of a run that hangs are killed."""
+    probe = watch.probe
+    by_token = {s.token: s for s in sessions}
+    first = min(s.launched for s in sessions)
+    release_at = first + wait_limit
+    hard_deadline = first + 2 * wait_limit * max(1, len(sessions)) + 10
+    poll = POLL
+    while True:
+        now = time.monotonic()
+        # Exits before markers: of an exit and a marker read in the same
+        # round, the exit cannot be the later one.
+        reap(sessions, now)
+        fresh = False
+        for token in watch.markers():
+            s = by_token.get(token)
+            if s is not None and s.started is None:
+                s.started = now
+                s.dir_hint = read_text(os.path.join(work, token + ".config")) or read_text(
+                    os.path.join(work, token + ".legacy"))
+                fresh = True
+        running = [s for s in sessions if s.exited is None]
+        if not running:
             return
-        if probe and not released:
-            all_seen = all(s.token in started and (s.seen_active or s.seen_link) for s in sessions)
-            if (len(started) >= len(sessions) and all_seen) or time.time() > deadline:
-                open(os.path.join(work, "release"), "w").close()
-                released = True
-        if time.time() > hard_deadline:
-            for s in sessions:
-                if s.exited is None:
-                    try:
-                        os.killpg(s.process.pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                    s.process.wait()
-                    s.exited = time.time()
+        if now > hard_deadline:
+            for s in running:
+                try:
+                    os.killpg(s.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                s.returncode = exit_code(os.waitpid(s.pid, 0)[1])
+                s.exited = time.monotonic()
             return
-        time.sleep(POLL)
+        all_started = all(s.started is not None for s in sessions)
+        timeout = hard_deadline - now
+        if not probe:
+            # The real client sends no markers: look every POLL until each
+            # session has shown both its entry and its link.
+            if any(not (s.seen_active and s.seen_link) for s in running):
+                look(sessions, sessions_dir, active_dir, probe)
+                timeout = min(timeout, POLL)
+            watch.sleep(timeout)
+            continue
+        unseen = [s for s in running if s.started is not None and not s.seen()]
+        # Launchers register before they start the client, so one look once
+        # all have started normally sees them all. A marker read after the
+        # release is answered once that session has been looked at.
+        if unseen and (all_started or now >= release_at or (fresh and watch.released)):
+            look(sessions, sessions_dir, active_dir, probe)
+            unseen = [s for s in unseen if not s.seen()]
+        if watch.released:
+            watch.pay()
+        elif (all_started and not unseen) or now >= release_at:
+            watch.release(all_started)
+        else:
+            timeout = min(timeout, release_at - now)
+            if all_started:
+                # Nothing to wait for but a registry entry or a link to appear.
+                timeout = min(timeout, poll)
+                poll = min(poll * 2, POLL_MAX)
+        watch.sleep(timeout)
 
 
 def read_text(path):
@@ -334,7 +547,7 @@ def session_dir_of(s, sessions_dir):
 def check_parallel(sessions, probe):
     check = Check("parallel-launch")
     problems = []
-    codes = [s.process.returncode for s in sessions]
+    codes = [s.returncode for s in sessions]
     if probe and any(code != 0 for code in codes):
         problems.append("exit codes %s" % codes)
     if not probe and any(code in LAUNCHER_FAILURES or code < 0 or code >= 128 for code in codes):
@@ -345,14 +558,15 @@ def check_parallel(sessions, probe):
         missing = [s.label() for s in sessions if s.report is None]
         if missing:
             problems.append("client never ran in %s" % ", ".join(missing))
-        reports = [s.report for s in sessions if s.report]
-        if reports and len(reports) == len(sessions):
-            latest_start = max(r["start"] for r in reports)
-            earliest_end = min(r["end"] for r in reports)
+        else:
+            # The verifier's clock: a probe was running when its marker was
+            # read, and had ended when its launcher was reaped.
+            latest_start = max(s.exited if s.started is None else s.started for s in sessions)
+            earliest_end = min(s.exited for s in sessions)
             if latest_start >= earliest_end:
                 problems.append("not running at once: the last session started %.2fs after the first ended"
                                 % (latest_start - earliest_end))
-            elif not all(r["all_started"] for r in reports):
+            elif not all(s.report["all_started"] for s in sessions):
                 problems.append("some sessions gave up waiting for the others")
     else:
         latest = max(s.launched for s in sessions)
@@ -504,8 +718,8 @@ def check_registry(sessions, sessions_dir):
             problems.append("%s: never seen active while it ran" % s.label())
         if entry.get("status") != "ended":
             problems.append("%s: status %r after exit, expected 'ended'" % (s.label(), entry.get("status")))
-        elif entry.get("exit_code") != s.process.returncode:
-            problems.append("%s: recorded exit code %r, real %r" % (s.label(), entry.get("exit_code"), s.process.returncode))
+        elif entry.get("exit_code") != s.returncode:
+            problems.append("%s: recorded exit code %r, real %r" % (s.label(), entry.get("exit_code"), s.returncode))
     return check.verdict(problems, "every test session in the registry, active while running, ended after",
                          "%d sessions tracked: active, then ended" % len(sessions))
 
@@ -534,7 +748,59 @@ def check_links(sessions, sessions_dir, active_dir):
                          "%d links appeared and were removed" % len(sessions))
 
 
-def cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry):
+def run_script(path, argv, env, errors):
+    """Runs the Python program `path` as `python3 -I -S path argv...` would,
+    stdin /dev/null, stdout discarded, stderr to the file `errors`; returns its
+    exit status. It runs in a fork of this interpreter: no interpreter start,
+    and what it imports that this process already has (json, re) is there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Objects the child inherits stay out of its garbage collections, which
+    # would otherwise touch (and so copy) every page of this heap.
+    gc.freeze()
+    pid = os.fork()
+    if pid:
+        gc.unfreeze()
+    else:
+        code = 1
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.dup2(os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
+            os.environ.clear()
+            os.environ.update(env)
+            sys.argv = [path] + argv
+            main = type(sys)("__main__")
+            main.__file__ = path
+            sys.modules["__main__"] = main
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+            except OSError as err:
+                sys.stderr.write("python3: can't open file %r: [Errno %d] %s\n" % (path, err.errno, err.strerror))
+                raise SystemExit(2)
+            exec(compile(source, path, "exec"), main.__dict__)
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                sys.stderr.write("%s\n" % (stop.code,))
+        except BaseException:
+            kind, error, trace = sys.exc_info()
+            # As python3 would print it: without this function's frame.
+            sys.excepthook(kind, error.with_traceback(trace.tb_next), trace.tb_next)
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code & 0xFF)
+    return exit_code(os.waitpid(pid, 0)[1])
+
+
+def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry):
     check = Check("cleanup")
     problems = []
     ids = set()
@@ -547,16 +813,15 @@ def cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry):
     ids -= set(before_ids)
     if ids:
         # One run of the deployed cleaner for all of them.
-        argv = [sys.executable, os.path.join(bindir, "cleanup-sessions.py"), "--sessions-dir", sessions_dir]
+        argv = ["--sessions-dir", sessions_dir]
         for sid in sorted(ids):
             argv += ["--session", sid]
-        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+        errors = os.path.join(work, "cleaner.err")
+        code = run_script(os.path.join(bindir, "cleanup-sessions.py"), argv, env, errors)
         left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
-        if proc.returncode != 0 or left:
+        if code != 0 or left:
             problems.append("cleaner could not remove %s (exit %d): %s"
-                            % (", ".join(left) or "them", proc.returncode,
-                               proc.stderr.decode("utf-8", "replace").strip()[:300]))
+                            % (", ".join(left) or "them", code, (read_text(errors) or "")[:300]))
     after_ids = session_ids(sessions_dir)
     lost = [sid for sid in before_ids if sid not in after_ids]
     if lost:
@@ -614,7 +879,7 @@ def run(args):
     if probe:
         client = None
     else:
-        client = shutil.which("claude", path=env.get("PATH"))
+        client = which("claude", env.get("PATH"))
         if client is None:
             return checks + skipped(SESSION_CHECKS, "Claude Code (`claude`) is not installed on this host")
         # Headless, and no request leaves the host: port 9 on loopback is
@@ -627,16 +892,14 @@ def run(args):
 
     work = os.path.join(os.environ.get("TMPDIR") or "/tmp", "csdeploy-verify-" + os.urandom(8).hex())
     os.mkdir(work, 0o700)
+    watch = None
     try:
-        os.mkdir(os.path.join(work, "started"))
-        os.mkdir(os.path.join(work, "reports"))
         if probe:
             client = os.path.join(work, "probe")
             with open(client, "w") as f:
                 f.write(PROBE)
             os.chmod(client, 0o700)
-        env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_N": str(n),
-                    "CSDEPLOY_VERIFY_WAIT": str(int(max(1, wait_limit))),
+        env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_PID": str(os.getpid()),
                     "CSDEPLOY_VERIFY_PROJECT": json.dumps(env.get("HOME") or "/")})
         if not probe:
             env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
@@ -653,8 +916,10 @@ def run(args):
         history_before = file_state(default_history)
 
         phase = Check("parallel-launch")
+        watch = Watch(work, probe)
         launch(sessions, launcher, client_argv, env, work)
-        observe(sessions, sessions_dir, active_dir, work, wait_limit, probe)
+        observe(sessions, sessions_dir, active_dir, work, watch, wait_limit)
+        watch.close()
         for s in sessions:
             s.report = read_report(work, s.token)
         launch_check = check_parallel(sessions, probe)
@@ -669,11 +934,53 @@ def run(args):
                           file_state(default_history), default_history),
             check_registry(sessions, sessions_dir),
             check_links(sessions, sessions_dir, active_dir),
-            cleanup(sessions, sessions_dir, bindir, env, before_ids, before_registry),
+            cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry),
         ]
         return checks
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        # After an interruption probes may still run: the directory goes
+        # first, so that what they do once the FIFOs close (their end of
+        # file) finds nowhere to write; a file one made meanwhile means
+        # another try.
+        for _ in range(3):
+            remove_tree(work)
+            if not os.path.lexists(work):
+                break
+        if watch is not None:
+            watch.close()
+
+
+def which(name, path):
+    """shutil.which(name, path=path), without importing shutil."""
+    if path is None:
+        path = os.defpath
+    for directory in path.split(os.pathsep) if path else ():
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def remove_tree(path):
+    """rmtree of the work directory (only what this run made), never
+    following a symlink."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        entry = os.path.join(path, name)
+        try:
+            if stat.S_ISDIR(os.lstat(entry).st_mode):
+                remove_tree(entry)
+            else:
+                os.unlink(entry)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def check_claude_state(sessions, sessions_dir):
