@@ -313,29 +313,53 @@ def dirs_in_use(sessions_dir):
 
     /proc/<pid>/environ is the environment at exec time, which is exactly how
     the launcher hands the directory to the client (and the client to its
-    children).  Processes of other users are unreadable and skipped.
+    children).  Processes of other users are unreadable and skipped.  This
+    reads every process we may read, so it is kept lean: raw reads, a search
+    for the one variable instead of splitting whole environments, and one
+    realpath per distinct parent directory.
     """
     real = os.path.realpath(sessions_dir)
     found = set()
     key = b"CLAUDE_CONFIG_DIR="
+    parents = {}
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
         return found
     for pid in pids:
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                env = f.read()
-        except OSError:
-            continue
-        for var in env.split(b"\0"):
-            if not var.startswith(key):
-                continue
-            value = os.fsdecode(var[len(key):])
-            parent, base = os.path.split(os.path.normpath(value))
-            if is_session_id(base) and os.path.realpath(parent or ".") == real:
-                found.add(base)
+        env = _read_proc_file("/proc/%s/environ" % pid)
+        at = env.find(key) if env else -1
+        while at != -1:
+            if at == 0 or env[at - 1] == 0:  # a variable's start, not inside a value
+                end = env.find(b"\0", at)
+                value = os.fsdecode(env[at + len(key):end if end != -1 else len(env)])
+                parent, base = os.path.split(os.path.normpath(value))
+                if is_session_id(base):
+                    if parent not in parents:
+                        parents[parent] = os.path.realpath(parent or ".")
+                    if parents[parent] == real:
+                        found.add(base)
+            at = env.find(key, at + 1)
     return found
+
+
+def _read_proc_file(path):
+    """The whole file, or None if it cannot be read (gone, another user's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- JSON

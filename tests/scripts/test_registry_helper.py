@@ -219,3 +219,28 @@ def test_json_codec_under_python_3_8():
     r = subprocess.run([exe, "-I", "-S", "-B", "-c", CODEC_CHECK, files, json.dumps(REGISTRY_SHAPES[1])],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr.decode()
+
+
+def test_dirs_in_use_reads_the_variable_not_a_value_that_mentions_it(tmp_path):
+    sessions = tmp_path / "sessions"
+    ids = ["0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a1%d" % i for i in range(4)]
+    for sid in ids:
+        (sessions / sid).mkdir(parents=True)
+    via_link = tmp_path / "link"
+    os.symlink(str(sessions), str(via_link))
+    environments = [
+        {"CLAUDE_CONFIG_DIR": str(sessions / ids[0])},                         # plainly in use
+        {"A": "1", "CLAUDE_CONFIG_DIR": str(via_link / ids[1]) + "/"},         # through a symlink, trailing /
+        {"FOO": "CLAUDE_CONFIG_DIR=" + str(sessions / ids[2])},                # only a value mentions it
+        {"XCLAUDE_CONFIG_DIR": str(sessions / ids[3])},                        # another variable
+    ]
+    procs = [subprocess.Popen(["sleep", "30"], env=e) for e in environments]
+    try:
+        wait_for(lambda: all(os.path.exists("/proc/%d/environ" % p.pid) for p in procs))
+        # exec has happened once sleep's environment is the one we gave it
+        wait_for(lambda: all(b"sleep" in open("/proc/%d/cmdline" % p.pid, "rb").read() for p in procs))
+        assert sr.dirs_in_use(str(sessions)) == {ids[0], ids[1]}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
