@@ -369,7 +369,8 @@ def _read_proc_file(path):
 # (json.decoder loads `re`, which loads enum, functools, ...). Its C
 # accelerator `_json` is the very scanner and encoder json.loads/json.dumps
 # use, without that import; plain `json` is the fallback where `_json` is
-# missing or different.
+# missing or different. (csdeploy's own remote agent, src/remote/apply.py, has
+# the same few lines: neither may import the other.)
 _WHITESPACE = " \t\n\r"
 
 

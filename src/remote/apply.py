@@ -145,7 +145,9 @@ def command(op):
 # reads, its results. `import json` would cost each host ~8 ms (json.decoder
 # loads re, which loads enum, ...); json's own C accelerator `_json` is the
 # scanner and encoder json.loads/json.dumps use, without that import. Plain
-# json is the fallback where _json is missing or different.
+# json is the fallback where _json is missing or different. (The deployed
+# session_registry.py has the same few lines: the agent runs where nothing is
+# deployed yet, and the verifier must not lean on the code it verifies.)
 class _ScanContext(object):
     """What json.JSONDecoder hands _json.make_scanner: strict JSON, plain types."""
     strict = True

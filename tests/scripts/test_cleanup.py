@@ -220,6 +220,23 @@ def registry_helper_of(sid):
     return None
 
 
+def assert_orphaned_client_protected_until_it_ends(env, sid, client, go):
+    """The client of a dead launcher still runs in its directory: the cleaner
+    keeps the session (in use) until the client ends, then removes it whole."""
+    assert kept_ids(env.clean_json("--days", "0"))[sid] == "in-use"
+    assert env.clean("--session", sid).returncode == 1
+    assert exists(env, sid)
+
+    open(go, "w").close()
+    wait_for(lambda: proc_gone(client), what="orphaned client to exit")
+    assert env.list_json()[sid]["status"] == "ended"
+    result = env.clean_json("--session", sid)
+    assert removed_ids(result) == {sid: "requested"}
+    assert not exists(env, sid)
+    assert sid not in env.read_registry()["sessions"]
+    assert not os.path.lexists(os.path.join(env.active, sid))
+
+
 def test_kill9_launcher_leaves_entry_list_and_cleaner_handle(env):
     # Only the launcher dies: its registry helper sees its stdin end and closes
     # the entry (exit code unknown); the client it started still runs.
@@ -239,17 +256,7 @@ def test_kill9_launcher_leaves_entry_list_and_cleaner_handle(env):
     assert not os.path.lexists(os.path.join(env.active, sid))
     assert env.list_json()[sid]["status"] == "ended"
 
-    # The orphaned client still runs in the directory: still protected.
-    assert kept_ids(env.clean_json("--days", "0"))[sid] == "in-use"
-    assert env.clean("--session", sid).returncode == 1
-    assert exists(env, sid)
-
-    open(go, "w").close()
-    wait_for(lambda: proc_gone(client), what="orphaned client to exit")
-    result = env.clean_json("--session", sid)
-    assert removed_ids(result) == {sid: "requested"}
-    assert not exists(env, sid)
-    assert sid not in env.read_registry()["sessions"]
+    assert_orphaned_client_protected_until_it_ends(env, sid, client, go)
 
 
 def test_kill9_of_launcher_and_its_helper_leaves_entry_list_and_cleaner_handle(env):
@@ -273,19 +280,7 @@ def test_kill9_of_launcher_and_its_helper_leaves_entry_list_and_cleaner_handle(e
     assert os.path.islink(os.path.join(env.active, sid))                 # stale link
     assert env.list_json()[sid]["status"] == "ended"
 
-    # The orphaned client still runs in the directory: still protected.
-    assert kept_ids(env.clean_json("--days", "0"))[sid] == "in-use"
-    assert env.clean("--session", sid).returncode == 1
-    assert exists(env, sid)
-
-    open(go, "w").close()
-    wait_for(lambda: proc_gone(client), what="orphaned client to exit")
-    assert env.list_json()[sid]["status"] == "ended"
-    result = env.clean_json("--session", sid)
-    assert removed_ids(result) == {sid: "requested"}
-    assert not exists(env, sid)
-    assert sid not in env.read_registry()["sessions"]
-    assert not os.path.lexists(os.path.join(env.active, sid))
+    assert_orphaned_client_protected_until_it_ends(env, sid, client, go)
 
 
 def test_kill9_of_launcher_and_client_is_cleaned_by_a_normal_run(env):
