@@ -245,6 +245,21 @@ def dead_pid():
     return _dead[0]
 
 
+def registry_helper_of(sid):
+    """Pid of the launcher's registry helper for session `sid` (its child)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"session_registry" in b" ".join(argv) and sid.encode() in argv:
+            return int(pid)
+    return None
+
+
 def start_time(pid):
     with open("/proc/%d/stat" % pid, "rb") as f:
         data = f.read()

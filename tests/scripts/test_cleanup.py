@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import snapshot, start_time, wait_for
+from conftest import registry_helper_of, snapshot, start_time, wait_for
 
 
 def exists(env, sid):
@@ -204,21 +204,6 @@ def test_cleaner_racing_concurrent_launches_never_deletes_a_live_session(env):
 
 
 # ---------------------------------------------------------------- crashed launchers
-
-def registry_helper_of(sid):
-    """Pid of the launcher's registry helper for session `sid` (its child)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"session_registry" in b" ".join(argv) and sid.encode() in argv:
-            return int(pid)
-    return None
-
 
 def assert_orphaned_client_protected_until_it_ends(env, sid, client, go):
     """The client of a dead launcher still runs in its directory: the cleaner

@@ -3,12 +3,13 @@ JSON codec, its command line, and what happens when it or the launcher dies."""
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import snapshot, wait_for
+from conftest import registry_helper_of, snapshot, wait_for
 
 import session_registry as sr
 
@@ -153,8 +154,6 @@ def test_launching_leaves_claude_home_outside_sessions_as_installed(env):
 # ---------------------------------------------------------------- when the helper dies
 
 def test_launcher_outlives_a_dead_helper_and_still_closes_the_entry(env):
-    from test_cleanup import registry_helper_of
-
     go = os.path.join(env.tmp, "go")
     p = env.launch(STUB_WAIT=go, STUB_EXIT=5)
     sid = env.running_session(p)
@@ -167,14 +166,12 @@ def test_launcher_outlives_a_dead_helper_and_still_closes_the_entry(env):
 
 
 def test_helper_ignores_the_signals_meant_for_the_client(env):
-    from test_cleanup import registry_helper_of
-
     go = os.path.join(env.tmp, "go")
     p = env.launch(STUB_WAIT=go)
     sid = env.running_session(p)
     helper = registry_helper_of(sid)
-    for sig in ("INT", "TERM", "HUP"):
-        os.kill(helper, getattr(__import__("signal"), "SIG" + sig))
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        os.kill(helper, sig)
     wait_for(lambda: _signals_ignored(helper), what="signal dispositions to show")
     open(go, "w").close()
     assert p.wait(timeout=20) == 0
