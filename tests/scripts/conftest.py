@@ -50,6 +50,30 @@ def deploy(tmp, home):
             assert f.read() == g.read(), "push did not install %s as shipped" % name
 
 
+def python_shim(tmp):
+    """A python3 first on PATH that records each start (`start ARGS`, in a file
+    of its own, so that parallel starts cannot interleave), then runs the real
+    one. Returns (PATH, the directory of records); read them with python_starts."""
+    shimdir = os.path.join(tmp, "shim")
+    os.mkdir(shimdir)
+    starts = os.path.join(tmp, "python-starts")
+    os.mkdir(starts)
+    with open(os.path.join(shimdir, "python3"), "w") as f:
+        f.write("#!/bin/sh\n{ printf start; printf ' %%s' \"$@\" | tr '\\n' ' '; echo; } > \"$(mktemp %s/XXXXXX)\"\n"
+                "exec %s \"$@\"\n" % (starts, sys.executable))
+    os.chmod(os.path.join(shimdir, "python3"), 0o755)
+    return shimdir + ":" + os.environ["PATH"], starts
+
+
+def python_starts(starts):
+    """The python3 starts python_shim recorded, one line each."""
+    lines = []
+    for name in sorted(os.listdir(starts)):
+        with open(os.path.join(starts, name)) as f:
+            lines.append(f.read().rstrip("\n"))
+    return lines
+
+
 def wait_for(predicate, timeout=20.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import registry_helper_of, snapshot, wait_for
+from conftest import python_shim, python_starts, registry_helper_of, snapshot, wait_for
 
 import session_registry as sr
 
@@ -112,24 +112,11 @@ def test_session_ids_are_canonical_lowercase_uuids():
 
 # ---------------------------------------------------------------- processes per session
 
-def python_shim(env):
-    """A python3 first on PATH that logs each start, then runs the real one."""
-    shimdir = os.path.join(env.tmp, "shim")
-    os.mkdir(shimdir)
-    log = os.path.join(env.tmp, "python-starts")
-    with open(os.path.join(shimdir, "python3"), "w") as f:
-        f.write("#!/bin/sh\n{ printf start; printf ' %%s' \"$@\" | tr '\\n' ' '; echo; } >> %s\n"
-                "exec %s \"$@\"\n" % (log, sys.executable))
-    os.chmod(os.path.join(shimdir, "python3"), 0o755)
-    return shimdir + ":" + os.environ["PATH"], log
-
-
 def test_a_session_costs_one_python_start(env):
-    path, log = python_shim(env)
+    path, records = python_shim(env.tmp)
     r = env.run("--name", "counted", PATH=path, STUB_EXIT=3)
     assert r.returncode == 3, r.stderr
-    with open(log) as f:
-        starts = [line for line in f.read().splitlines() if env.stub not in line]  # the stub client is Python too
+    starts = [line for line in python_starts(records) if env.stub not in line]  # the stub client is Python too
     assert len(starts) == 1, starts
     assert "session_registry" in starts[0] and " session " in starts[0]
     (sid,) = env.session_ids()
