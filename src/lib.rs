@@ -16,6 +16,7 @@ mod playbook;
 mod quote;
 mod report;
 mod select;
+mod shell_context;
 mod template;
 mod transport;
 mod vars;

@@ -30,7 +30,7 @@ impl CommandArgs {
             creates: self
                 .creates
                 .as_ref()
-                .map(|c| render("creates", c, vars, Escape::None))
+                .map(|c| render("creates", c, vars, Escape::Path))
                 .transpose()?,
         }))
     }

@@ -40,7 +40,7 @@ impl CopyArgs {
     pub fn render(&self, vars: &Vars, files: &dyn SourceFiles) -> Result<Action, RenderError> {
         let content = match (&self.src, &self.content) {
             (Some(src), None) => {
-                let src = render("src", src, vars, Escape::None)?;
+                let src = render("src", src, vars, Escape::Path)?;
                 files.read(&src).map_err(|message| RenderError {
                     field: "src",
                     message,
@@ -55,7 +55,7 @@ impl CopyArgs {
             }
         };
         Ok(Action::Copy(CopyAction {
-            dest: render("dest", &self.dest, vars, Escape::None)?,
+            dest: render("dest", &self.dest, vars, Escape::Path)?,
             sha256: hex::encode(Sha256::digest(&content)),
             content: Arc::new(content),
             mode: self.mode.map(|m| m.0),

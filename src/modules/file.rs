@@ -32,7 +32,7 @@ pub struct FileAction {
 impl FileArgs {
     pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
         Ok(Action::File(FileAction {
-            path: render("path", &self.path, vars, Escape::None)?,
+            path: render("path", &self.path, vars, Escape::Path)?,
             state: self.state,
             mode: self.mode.map(|m| m.0),
         }))

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::{Action, Decision, Op, RenderError};
 use crate::builtin;
 use crate::events::{CheckResult, CheckStatus, TaskResult, TaskStatus};
-use crate::template::value_text;
+use crate::template::{TemplateError, value_text};
 use crate::vars::Vars;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -62,21 +62,22 @@ impl VerifyArgs {
                 ),
             });
         }
-        let text = |key: &str| vars.get(key).map(value_text).unwrap_or_default();
-        let max_sessions = text("max_sessions")
-            .trim()
-            .parse()
-            .map_err(|_| RenderError {
-                field: "sessions",
-                message: format!(
-                    "max_sessions must be a whole number, not `{}`",
-                    text("max_sessions")
-                ),
-            })?;
+        let text = |key: &str| match vars.get(key) {
+            None => Ok(String::new()),
+            Some(value) => value_text(value).ok_or_else(|| RenderError {
+                field: "verify",
+                message: TemplateError::Null(key.to_string()).to_string(),
+            }),
+        };
+        let max_sessions = text("max_sessions")?;
+        let max_sessions = max_sessions.trim().parse().map_err(|_| RenderError {
+            field: "sessions",
+            message: format!("max_sessions must be a whole number, not `{max_sessions}`"),
+        })?;
         Ok(Action::Verify(VerifyAction {
             args: self.clone(),
-            claude_home: text("claude_home"),
-            inherit_link: text("inherit_link"),
+            claude_home: text("claude_home")?,
+            inherit_link: text("inherit_link")?,
             max_sessions,
         }))
     }

@@ -951,6 +951,52 @@ fn command_var_is_passed_as_one_literal_argument() {
     }
 }
 
+#[test]
+fn command_value_starting_with_tilde_is_the_hosts_home() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let pb = lab.write_file(
+        "tilde.yml",
+        "- name: tilde\n  hosts: all\n  vars:\n    made: \"~/made by it\"\n  tasks:\n    - name: mkdir\n      command:\n        cmd: mkdir -p {{ made }}/sub {{ claude_home }}/x\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    out.assert_exit(0);
+    for h in &lab.hosts {
+        assert!(h.home.join("made by it/sub").is_dir(), "{}\n{out}", h.name);
+        assert!(h.home.join(".claude/x").is_dir(), "{}\n{out}", h.name);
+    }
+}
+
+#[test]
+fn command_placeholder_inside_double_quotes_is_refused_and_nothing_runs() {
+    let lab = local_lab();
+    let tag = unique("pwned");
+    let marker = PathBuf::from(format!("/tmp/{tag}"));
+    let _markers = Markers(vec![marker.clone()]);
+    let pb = lab.write_file(
+        "quoted.yml",
+        &format!(
+            "- name: quoted\n  hosts: all\n  vars:\n    dir: \"my dir $(touch {m})\"\n  tasks:\n    - name: first\n      command:\n        cmd: touch ~/ran-first\n    - name: quoted\n      command:\n        cmd: 'mkdir -p \"{{{{ dir }}}}\"'\n",
+            m = marker.display()
+        ),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 11, "cmd");
+    assert!(out.stderr.contains("inside double quotes"), "{out}");
+    assert!(!marker.exists(), "injection executed\n{out}");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn null_variable_is_refused_not_rendered_empty() {
+    let lab = local_lab();
+    let inv = local_inventory_with(&lab, "      claude_home: ~\n");
+    lab.write_inventory(&inv);
+    let out = lab.csdeploy(&["push", "--check"]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("`claude_home` is null"), "{out}");
+    assert_empty_dir(&lab.home("local"));
+}
+
 // ---------------------------------------------------------------- invalid input (exit 2)
 
 fn local_lab() -> Lab {
