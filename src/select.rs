@@ -1,6 +1,7 @@
 //! Host patterns, as in Ansible: names of hosts or groups, `*` globs, `a:b`
-//! union, `!x` exclusion, `&x` intersection. A selection that matches nothing
-//! is an error, never a silent success.
+//! union, `!x` exclusion, `&x` intersection. A pattern of exclusions and
+//! intersections only starts from `all`, as Ansible's does. A selection that
+//! matches nothing is an error, never a silent success.
 
 use globset::{GlobBuilder, GlobMatcher};
 
@@ -12,6 +13,7 @@ pub fn matching(inventory: &Inventory, pattern: &str) -> Result<Vec<String>> {
     let mut included: Vec<String> = Vec::new();
     let mut excluded: Vec<String> = Vec::new();
     let mut intersections: Vec<Vec<String>> = Vec::new();
+    let mut any_plain = false;
     for part in pattern
         .split([':', ','])
         .map(str::trim)
@@ -22,8 +24,12 @@ pub fn matching(inventory: &Inventory, pattern: &str) -> Result<Vec<String>> {
         } else if let Some(rest) = part.strip_prefix('&') {
             intersections.push(term(inventory, rest)?);
         } else {
+            any_plain = true;
             included.extend(term(inventory, part)?);
         }
+    }
+    if !any_plain {
+        included = inventory.hosts.clone();
     }
     Ok(inventory
         .hosts
@@ -125,6 +131,9 @@ mod tests {
         );
         assert_eq!(matching(&i, "all:!lxc").unwrap(), ["local", "web1"]);
         assert_eq!(matching(&i, "nomatch*").unwrap(), Vec::<String>::new());
+        assert_eq!(matching(&i, "!lxc").unwrap(), ["local", "web1"]);
+        assert_eq!(matching(&i, "&web").unwrap(), ["lxc123", "web1"]);
+        assert_eq!(matching(&i, "!web:&lxc").unwrap(), ["lxc122"]);
     }
 
     #[test]
