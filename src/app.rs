@@ -70,6 +70,13 @@ pub fn push(
 }
 
 pub fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
+    if settings.check {
+        return Err(Error::Usage(
+            "verify --check: a verification launches real sessions, so check mode cannot run it; \
+             `push --check` previews a push"
+                .into(),
+        ));
+    }
     let playbook = Playbook {
         file: "(built-in verification)".into(),
         plays: vec![Play::verification(args)],
@@ -83,9 +90,30 @@ pub fn run(settings: &Settings, playbook: &Path) -> Result<ExitCode> {
     execute("run", settings, &Playbook::load(playbook)?)
 }
 
+/// What must hold before any host is touched, beyond the inventory and
+/// playbook: the files csdeploy reads or writes besides them.
+fn check_files(settings: &Settings) -> Result<()> {
+    if let Some(Some(path)) = settings.outputs.document.as_ref().map(|(_, t)| t) {
+        report::check_writable(path).map_err(|source| {
+            Error::Usage(format!(
+                "--output {}: cannot write the report there: {source}",
+                path.display()
+            ))
+        })?;
+    }
+    if let Some(path) = &settings.ssh_config {
+        std::fs::File::open(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
+    check_files(settings)?;
     let control_dir = tempfile::Builder::new()
         .prefix("csd")
         .tempdir_in(&settings.control_parent)
@@ -122,6 +150,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
                     reporter.event(&event);
                 }
             }
+            reporters.iter().all(|r| r.wrote_all())
         });
         let _ = events.send(Event::RunStarted {
             command: command.to_string(),
@@ -136,12 +165,13 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
         );
         let _ = events.send(Event::RunDone(summary.clone()));
         drop(events);
-        let _ = printer.await;
-        summary
+        let reported = printer.await.unwrap_or(false);
+        (summary, reported)
     });
     drop(control_dir);
+    let (summary, reported) = summary;
     Ok(ExitCode::for_outcome(
-        summary.failed > 0,
+        summary.failed > 0 || !reported,
         summary.unreachable > 0,
     ))
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Settings};
 use crate::error::ExitCode;
-use crate::modules::verify::{Client, VerifyArgs};
+use crate::modules::verify::{Client, MAX_WAIT, VerifyArgs};
 use crate::plan::Selection;
 use crate::report::{self, Format};
 use crate::transport::HostKeyChecking;
@@ -71,7 +71,8 @@ struct Verification {
     #[arg(long)]
     strict: bool,
     /// Seconds each test session waits for the others to start.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_WAIT)))]
     wait: u32,
 }
 
@@ -106,9 +107,9 @@ struct Common {
     /// Host pattern: names, groups, `*` globs, `a:b` union, `!x` exclusion, `&x` intersection.
     #[arg(short, long, value_name = "PATTERN")]
     limit: Option<String>,
-    /// How many hosts run at once [default: as many as file descriptors allow, up to 256].
-    #[arg(short, long)]
-    forks: Option<usize>,
+    /// How many hosts run at once, 1 to 4096 [default: as many as file descriptors allow, up to 256].
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    forks: Option<u32>,
     /// Change nothing; report what would change.
     #[arg(short = 'C', long)]
     check: bool,
@@ -170,7 +171,7 @@ impl Common {
                 hosts: self.hosts,
                 limit: self.limit,
             },
-            forks: self.forks.unwrap_or_else(default_forks),
+            forks: self.forks.map_or_else(default_forks, |n| n as usize),
             check: self.check,
             diff: self.diff,
             outputs: report::outputs(

@@ -98,7 +98,9 @@ impl HostReport {
         let (ok, changed, failed, skipped) = (
             count(TaskStatus::Ok),
             count(TaskStatus::Changed),
-            count(TaskStatus::Failed),
+            // A host that failed outside any task (its remote step could not
+            // run) has failed once, as Ansible's recap counts it.
+            count(TaskStatus::Failed).max(usize::from(error.is_some() && !unreachable)),
             count(TaskStatus::Skipped),
         );
         let status = if unreachable {

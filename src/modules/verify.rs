@@ -50,6 +50,8 @@ pub struct VerifyAction {
 }
 
 const MAX_SESSIONS_AT_ONCE: u32 = 64;
+/// The longest a test session waits for the others, in seconds: an hour.
+pub const MAX_WAIT: u32 = 3600;
 
 impl VerifyArgs {
     pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
@@ -60,6 +62,12 @@ impl VerifyArgs {
                     "sessions must be 1 to {MAX_SESSIONS_AT_ONCE}, not {}",
                     self.sessions
                 ),
+            });
+        }
+        if let Some(wait) = self.wait.filter(|w| !(1..=MAX_WAIT).contains(w)) {
+            return Err(RenderError {
+                field: "wait",
+                message: format!("wait must be 1 to {MAX_WAIT} seconds, not {wait}"),
             });
         }
         let text = |key: &str| match vars.get(key) {

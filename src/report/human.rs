@@ -21,6 +21,8 @@ pub struct HumanReporter {
     collected: Collected,
     /// Set when the text goes to a file (`--format text --output FILE`).
     transcript: Option<(PathBuf, String)>,
+    /// False once the transcript could not be written.
+    written: bool,
 }
 
 struct Bars {
@@ -93,6 +95,7 @@ impl HumanReporter {
             command: String::new(),
             collected: Collected::default(),
             transcript: transcript.map(|path| (path, String::new())),
+            written: true,
         }
     }
 
@@ -197,6 +200,10 @@ impl HumanReporter {
 }
 
 impl Reporter for HumanReporter {
+    fn wrote_all(&self) -> bool {
+        self.written
+    }
+
     fn event(&mut self, event: &Event) {
         self.collected.take(event);
         match event {
@@ -275,7 +282,7 @@ impl Reporter for HumanReporter {
                 }
                 self.recap();
                 if let Some((path, text)) = self.transcript.take() {
-                    super::write_document(Some(&path), &text);
+                    self.written = super::write_document(Some(&path), &text);
                 }
             }
         }

@@ -17,6 +17,8 @@ pub struct JsonReporter {
     command: String,
     target: Option<PathBuf>,
     collected: Collected,
+    /// False once the document could not be written.
+    written: bool,
 }
 
 impl JsonReporter {
@@ -25,6 +27,7 @@ impl JsonReporter {
             command: command.to_string(),
             target,
             collected: Collected::default(),
+            written: true,
         }
     }
 }
@@ -88,6 +91,10 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
 }
 
 impl Reporter for JsonReporter {
+    fn wrote_all(&self) -> bool {
+        self.written
+    }
+
     fn event(&mut self, event: &Event) {
         self.collected.take(event);
         if let Event::RunDone(summary) = event {
@@ -98,7 +105,7 @@ impl Reporter for JsonReporter {
                 json!({"command": self.command, "hosts": reports, "summary": summary})
             };
             let text = serde_json::to_string_pretty(&document).unwrap_or_default() + "\n";
-            super::write_document(self.target.as_deref(), &text);
+            self.written = super::write_document(self.target.as_deref(), &text);
         }
     }
 }

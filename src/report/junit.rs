@@ -13,6 +13,8 @@ pub struct JunitReporter {
     command: String,
     target: Option<PathBuf>,
     collected: Collected,
+    /// False once the document could not be written.
+    written: bool,
 }
 
 impl JunitReporter {
@@ -21,6 +23,7 @@ impl JunitReporter {
             command: command.to_string(),
             target,
             collected: Collected::default(),
+            written: true,
         }
     }
 }
@@ -34,14 +37,17 @@ fn failure(kind: NonSuccessKind, message: &str, body: &str) -> TestCaseStatus {
 fn suite(report: &HostReport) -> TestSuite {
     let mut suite = TestSuite::new(report.host.as_str());
     suite.set_time(Duration::from_millis(report.duration_ms));
-    if report.status == HostStatus::Unreachable
-        || (report.tasks.is_empty() && report.error.is_some())
-    {
+    // A host-level error: it could not be reached ("connect"), or its remote
+    // step could not run or finish ("host"), beside whatever tasks did run.
+    if report.status == HostStatus::Unreachable || report.error.is_some() {
         let error = report.error.clone().unwrap_or_default();
-        let mut case = TestCase::new("connect", failure(NonSuccessKind::Error, &error, &error));
+        let name = match report.status {
+            HostStatus::Unreachable => "connect",
+            _ => "host",
+        };
+        let mut case = TestCase::new(name, failure(NonSuccessKind::Error, &error, &error));
         case.set_classname(report.host.as_str());
         suite.add_test_case(case);
-        return suite;
     }
     for task in &report.tasks {
         if task.checks.is_empty() {
@@ -92,6 +98,10 @@ fn suite(report: &HostReport) -> TestSuite {
 }
 
 impl Reporter for JunitReporter {
+    fn wrote_all(&self) -> bool {
+        self.written
+    }
+
     fn event(&mut self, event: &Event) {
         self.collected.take(event);
         if let Event::RunDone(summary) = event {
@@ -99,7 +109,7 @@ impl Reporter for JunitReporter {
             junit.set_time(Duration::from_millis(summary.duration_ms));
             junit.add_test_suites(self.collected.in_order().iter().map(suite));
             let text = junit.to_string().unwrap_or_default();
-            super::write_document(self.target.as_deref(), &text);
+            self.written = super::write_document(self.target.as_deref(), &text);
         }
     }
 }

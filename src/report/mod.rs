@@ -66,6 +66,12 @@ pub fn outputs(
 
 pub trait Reporter: Send {
     fn event(&mut self, event: &Event);
+
+    /// Whether everything this reporter had to write was written: a report
+    /// file that could not be written fails the run.
+    fn wrote_all(&self) -> bool {
+        true
+    }
 }
 
 /// The host reports of a run, gathered from its events, for the reporters
@@ -112,32 +118,52 @@ pub fn reporters(outputs: &Outputs, command: &str, diff: bool) -> Vec<Box<dyn Re
     list
 }
 
-/// Writes a finished document to stdout or, atomically, to a file.
-pub fn write_document(target: Option<&Path>, text: &str) {
+/// Writes a finished document to stdout or, atomically, to a file; false
+/// (and a message) if the file could not be written. A closed stdout (`| head`)
+/// is the reader's choice, not a failure.
+pub fn write_document(target: Option<&Path>, text: &str) -> bool {
     match target {
         None => {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
+            true
         }
-        Some(path) => {
-            if let Err(err) = write_file(path, text) {
+        Some(path) => match write_file(path, text) {
+            Ok(()) => true,
+            Err(err) => {
                 let _ = writeln!(
                     std::io::stderr(),
                     "csdeploy: error: cannot write {}: {err}",
                     path.display()
                 );
+                false
             }
-        }
+        },
+    }
+}
+
+/// Checks, before anything runs, that a report can be written to `path`:
+/// a run whose report is lost would have changed hosts for nothing.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory",
+        ));
+    }
+    tempfile::NamedTempFile::new_in(parent_dir(path)).map(drop)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    let mut file = tempfile::NamedTempFile::new_in(parent_dir(path))?;
     file.write_all(text.as_bytes())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
@@ -147,6 +173,24 @@ fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_that_cannot_be_written_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing").join("report.json");
+        assert!(!write_document(Some(&missing), "{}"));
+        assert!(check_writable(&missing).is_err());
+        assert!(check_writable(dir.path()).is_err(), "a directory");
+        let fine = dir.path().join("report.json");
+        check_writable(&fine).unwrap();
+        assert!(write_document(Some(&fine), "{}"));
+        assert_eq!(std::fs::read_to_string(&fine).unwrap(), "{}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
 
     #[test]
     fn outputs_follow_format_terminal_ci_and_output() {

@@ -1151,6 +1151,114 @@ fn unknown_host_name_is_rejected() {
 }
 
 #[test]
+fn out_of_range_numbers_are_rejected_before_anything_runs() {
+    let lab = local_lab();
+    for args in [
+        &["push", "--forks", "0"][..],
+        &["push", "--forks", "18446744073709551615"],
+        &["verify", "--wait", "0"],
+        &["verify", "--wait", "2400000000"],
+        &["verify", "--sessions", "65"],
+    ] {
+        let out = lab.csdeploy(args);
+        out.assert_exit(2);
+        assert!(
+            out.stderr.contains(&format!("for '--{}", &args[1][2..])),
+            "{args:?}: names the flag\n{out}"
+        );
+        assert!(!out.stderr.contains("panicked"), "{out}");
+    }
+    let pb = lab.write_file(
+        "wait.yml",
+        "- name: v\n  hosts: all\n  tasks:\n    - name: verify\n      verify:\n        wait: 0\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 6, "wait");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn unwritable_output_or_missing_ssh_config_is_rejected_before_anything_runs() {
+    let lab = local_lab();
+    let missing_dir = lab.root.join("no-such-dir").join("report.json");
+    let a_dir = lab.root.join("a-dir");
+    std::fs::create_dir(&a_dir).unwrap();
+    for output in [&missing_dir, &a_dir] {
+        let out = lab.csdeploy(&[
+            "push",
+            "--format",
+            "json",
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        out.assert_exit(2);
+        assert!(
+            out.stderr.contains("--output") && out.stderr.contains(output.to_str().unwrap()),
+            "{out}"
+        );
+        assert_empty_dir(&lab.home("local"));
+    }
+    assert!(
+        std::fs::read_dir(&a_dir).unwrap().next().is_none(),
+        "no stray temp file"
+    );
+    let config = lab.root.join("no-such-ssh-config");
+    let inventory = lab.inventory.to_str().unwrap();
+    let out = lab.csdeploy_raw(&[
+        "push",
+        "-i",
+        inventory,
+        "--ssh-config",
+        config.to_str().unwrap(),
+    ]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("no-such-ssh-config"), "{out}");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn verify_in_check_mode_is_refused() {
+    let lab = local_lab();
+    let out = lab.csdeploy(&["verify", "--check"]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("check mode cannot run it"), "{out}");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn host_whose_remote_step_cannot_run_counts_as_failed_in_every_report() {
+    let lab = local_lab();
+    let inv = local_inventory_with(
+        &lab,
+        "      ansible_python_interpreter: /nonexistent/python3\n",
+    );
+    lab.write_inventory(&inv);
+    let junit = lab.root.join("report.xml");
+    let out = lab.csdeploy(&[
+        "push",
+        "--format",
+        "junit",
+        "--output",
+        junit.to_str().unwrap(),
+    ]);
+    out.assert_exit(1);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("local") && l.contains("failed=1")),
+        "the recap counts the host's failure\n{out}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testcase name=\"host\""), "{xml}");
+    assert!(xml.contains("/nonexistent/python3"), "{xml}");
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(1);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(num(host(&json, "local"), "failed"), 1, "{out}");
+    assert_eq!(num(&json["summary"], "failed"), 1, "{out}");
+}
+
+#[test]
 fn limit_matching_nothing_is_rejected() {
     let lab = local_lab();
     let out = lab.csdeploy(&["push", "--limit", "zzz*"]);
