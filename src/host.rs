@@ -57,6 +57,7 @@ impl Host {
                 ));
             }
         };
+        check.session_settings()?;
         Ok(Host {
             name: name.to_string(),
             connection,
@@ -109,6 +110,26 @@ impl Checker<'_> {
                     )
                 }),
         }
+    }
+
+    /// The variables `push` writes into the host's `session.conf`, one line
+    /// each, checked where they were set rather than on the host.
+    fn session_settings(&self) -> Result<()> {
+        if let Some(value) = self.scoped.values.get("max_sessions") {
+            let whole = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if value.as_u64().is_none() && !value.as_str().is_some_and(|s| whole(s.trim())) {
+                return Err(self.error(
+                    "max_sessions",
+                    format!("expected a whole number of sessions (0: no limit), found {value}"),
+                ));
+            }
+        }
+        for key in ["claude_home", "inherit_copy", "inherit_link"] {
+            if self.string(key)?.is_some_and(|s| s.contains(['\n', '\r'])) {
+                return Err(self.error(key, "must be one line".into()));
+            }
+        }
+        Ok(())
     }
 
     fn environment(&self) -> Result<Vec<(String, String)>> {
@@ -191,6 +212,45 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("h.yml:3:5: all.vars.ansible_port: expected a port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn session_settings_are_checked_where_they_were_set() {
+        for (value, fine) in [
+            ("3", true),
+            ("0", true),
+            ("'12'", true),
+            ("lots", false),
+            ("-1", false),
+            ("2.5", false),
+            ("''", false),
+        ] {
+            let result = host(
+                &format!("all:\n  hosts:\n    a:\n      max_sessions: {value}\n"),
+                "a",
+            );
+            match result {
+                Ok(_) => assert!(fine, "{value} was accepted"),
+                Err(err) => {
+                    assert!(!fine, "{value}: {err}");
+                    assert!(
+                        err.to_string().starts_with(
+                            "h.yml:4:7: all.hosts.a.max_sessions: expected a whole number"
+                        ),
+                        "{err}"
+                    );
+                }
+            }
+        }
+        let err = host(
+            "all:\n  hosts:\n    a:\n      inherit_copy: \"a\\nmax_sessions=0\"\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("inherit_copy: must be one line"),
             "{err}"
         );
     }

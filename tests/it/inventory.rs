@@ -73,6 +73,26 @@ fn inventory_prints_hosts_groups_and_resolved_vars() {
 }
 
 #[test]
+fn inventory_hides_secret_values() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  vars:\n    api_token: tok-4711\n  hosts:\n    a:\n      ansible_password: hunter2\n      ansible_become_password: s3cret\n      color: blue\n",
+    );
+    for format in ["text", "json"] {
+        let out = lab.csdeploy(&["inventory", "--format", format]);
+        out.assert_exit(0);
+        for secret in ["tok-4711", "hunter2", "s3cret"] {
+            assert!(
+                !out.stdout.contains(secret),
+                "{format}: {secret} shown\n{out}"
+            );
+        }
+        assert!(out.stdout.contains("blue"), "{out}");
+        assert_eq!(out.stdout.matches("********").count(), 3, "{out}");
+    }
+}
+
+#[test]
 fn without_an_inventory_file_the_built_in_one_is_used() {
     // The lab's directory has no inventory/hosts.yml: an installed csdeploy run anywhere.
     let lab = Lab::new().build();
