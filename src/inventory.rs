@@ -265,4 +265,56 @@ all:
         assert!(Inventory::parse("h.yml", "").is_err());
         assert!(Inventory::parse("h.yml", "all:\n").is_err());
     }
+
+    #[test]
+    fn merge_keys_share_vars_and_explicit_ones_win() {
+        let inv = Inventory::parse(
+            "h.yml",
+            concat!(
+                "all:\n",
+                "  hosts:\n",
+                "    web1: &common {ansible_port: 2222, max_sessions: 2}\n",
+                "    web2: {<<: *common, ansible_user: deploy}\n",
+                "    web3:\n",
+                "      <<: [{max_sessions: 7}, *common]\n",
+                "      ansible_port: 2200\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(inv.hosts, ["web1", "web2", "web3"]);
+        let v = inv.vars_for("web2");
+        assert_eq!(v.values["ansible_port"], 2222);
+        assert_eq!(v.values["max_sessions"], 2);
+        assert_eq!(v.values["ansible_user"], "deploy");
+        assert!(!v.values.contains_key("<<"), "{:?}", v.values);
+        // The first merged mapping wins over later ones; the host's own key over both.
+        let v = inv.vars_for("web3");
+        assert_eq!(v.values["max_sessions"], 7);
+        assert_eq!(v.values["ansible_port"], 2200);
+        // A merged-in variable is placed where the anchored mapping has it.
+        let at = inv.locations.find("all.hosts.web2.ansible_port");
+        assert_eq!((at.line, at.column), (3, 20));
+    }
+
+    #[test]
+    fn a_host_listed_twice_is_an_error() {
+        let err = Inventory::parse(
+            "h.yml",
+            "all:\n  hosts:\n    web1:\n    web2:\n    web1:\n      ansible_port: 2222\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "h.yml:5:5: all.hosts.web1: duplicate key `web1` (first at line 3)"
+        );
+        let err = Inventory::parse(
+            "h.yml",
+            "all:\n  vars:\n    max_sessions: 3\n    color: red\n    max_sessions: 4\n  hosts:\n    a:\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "h.yml:5:5: all.vars.max_sessions: duplicate key `max_sessions` (first at line 3)"
+        );
+    }
 }

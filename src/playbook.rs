@@ -230,4 +230,68 @@ mod tests {
         let pb = parse(builtin::PUSH_PLAYBOOK).unwrap();
         assert!(pb.plays[0].tasks.len() >= 5);
     }
+
+    #[test]
+    fn play_vars_and_task_args_take_merge_keys() {
+        let pb = parse(concat!(
+            "- hosts: all\n",
+            "  vars:\n",
+            "    <<: &defaults {greeting: hello, name: world}\n",
+            "    name: merge\n",
+            "  tasks:\n",
+            "    - file: &dir {path: /x, state: directory}\n",
+            "    - file: {<<: *dir, path: /y}\n",
+        ))
+        .unwrap();
+        let play = &pb.plays[0];
+        assert_eq!(play.vars["greeting"], "hello");
+        assert_eq!(play.vars["name"], "merge");
+        assert!(!play.vars.contains_key("<<"), "{:?}", play.vars);
+        let ModuleArgs::File(args) = &play.tasks[1].args else {
+            panic!("{:?}", play.tasks[1].args)
+        };
+        assert_eq!(args.path, "/y");
+        assert!(matches!(args.state, crate::modules::file::State::Directory));
+    }
+
+    #[test]
+    fn a_repeated_key_is_an_error_naming_both_lines() {
+        let cases = [
+            (
+                "- hosts: all\n  tasks:\n    - name: x\n      command: {cmd: a}\n      name: y\n",
+                "p.yml:5:7: [0].tasks[0].name: duplicate key `name` (first at line 3)",
+            ),
+            (
+                "- hosts: all\n  vars:\n    a: 1\n    a: 2\n",
+                "p.yml:4:5: [0].vars.a: duplicate key `a` (first at line 3)",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(text).unwrap_err().to_string(), expected);
+        }
+        // A key the mapping sets over a merged one is no repeat.
+        let pb = parse("- hosts: all\n  vars:\n    <<: {a: 1}\n    a: 2\n").unwrap();
+        assert_eq!(pb.plays[0].vars["a"], 2);
+    }
+
+    #[test]
+    fn errors_in_merged_tasks_name_where_the_key_is_written() {
+        let cases = [
+            (
+                "- hosts: all\n  tasks:\n    - file: &dir {path: /x, state: directory}\n    - file:\n        <<: *dir\n        mdoe: '0644'\n",
+                "p.yml:6:9: [0].tasks[1].file: unknown field `mdoe`",
+            ),
+            (
+                "- hosts: all\n  vars:\n    bad: &bad {path: /x, state: directory, mode: '0999'}\n  tasks:\n    - file: {<<: *bad, path: /y}\n",
+                "p.yml:3:50: [0].tasks[0].file.mode: bad mode `0999`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "expected {expected:?}, got {err:?}"
+            );
+        }
+    }
 }

@@ -124,3 +124,52 @@ fn a_closed_stdout_is_not_a_crash() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+const MERGED: &str = r#"
+all:
+  hosts:
+    web1: &common {ansible_port: 2222, max_sessions: 2}
+    web2: {<<: *common, ansible_user: deploy}
+    web3:
+      <<: [{max_sessions: 7}, *common]
+      ansible_port: 2200
+"#;
+
+#[test]
+fn inventory_applies_yaml_merge_keys() {
+    let lab = Lab::new().build();
+    lab.write_inventory(MERGED);
+    let out = lab.csdeploy(&["inventory", "--format", "json", "--host", "web2"]);
+    out.assert_exit(0);
+    let web2 = &out.json()["hosts"]["web2"];
+    assert_eq!(web2["connection"]["port"], 2222, "{out}");
+    assert_eq!(web2["connection"]["user"], "deploy", "{out}");
+    assert_eq!(web2["vars"]["max_sessions"], 2, "{out}");
+    assert!(web2["vars"].get("<<").is_none(), "{out}");
+
+    // List form: the first merged mapping wins; the host's own keys win over all.
+    let out = lab.csdeploy(&["inventory", "--format", "json", "--host", "web3"]);
+    out.assert_exit(0);
+    let web3 = &out.json()["hosts"]["web3"];
+    assert_eq!(web3["connection"]["port"], 2200, "{out}");
+    assert_eq!(web3["vars"]["max_sessions"], 7, "{out}");
+}
+
+#[test]
+fn inventory_with_a_repeated_key_is_rejected_with_location() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  hosts:\n    web1:\n      max_sessions: 2\n      max_sessions: 3\n    web2:\n    web1:\n",
+    );
+    let out = lab.csdeploy(&["inventory"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains(
+            "inventory.yml:5:7: all.hosts.web1.max_sessions: duplicate key `max_sessions` (first at line 4)"
+        ),
+        "{out}"
+    );
+    // A key set over a merged one is no repeat.
+    lab.write_inventory(MERGED);
+    lab.csdeploy(&["inventory"]).assert_exit(0);
+}

@@ -1102,6 +1102,31 @@ fn playbook_bad_mode_is_rejected_with_location() {
 }
 
 #[test]
+fn playbook_repeated_key_is_rejected_with_location() {
+    assert_bad_playbook(
+        "      file:\n        path: @DIR@/x\n        state: directory\n        path: @DIR@/y\n",
+        8,
+        "duplicate key `path` (first at line 6)",
+    );
+}
+
+#[test]
+fn playbook_vars_take_yaml_merge_keys() {
+    let lab = local_lab();
+    let dest = lab.root.join("greeting.txt");
+    let pb = lab.write_file(
+        "merge.yml",
+        &format!(
+            "- name: merged\n  hosts: all\n  vars:\n    <<: &defaults {{greeting: hello, name: world}}\n    name: merge\n  tasks:\n    - name: greet\n      copy:\n        content: \"{{{{ greeting }}}} {{{{ name }}}}\\n\"\n        dest: {}\n",
+            yq(&dest.display().to_string())
+        ),
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    out.assert_exit(0);
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "hello merge\n");
+}
+
+#[test]
 fn playbook_undefined_variable_is_rejected_with_location() {
     let lab = local_lab();
     let pb = lab.write_file(
