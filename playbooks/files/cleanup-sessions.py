@@ -11,7 +11,12 @@ and nothing is ever deleted through a symlink.
 
 A candidate is removed when it is
   orphaned  the registry exists and has no entry for it (with no registry at
-            all nothing counts as orphaned: we cannot tell),
+            all nothing counts as orphaned: we cannot tell), and it is empty
+            (below); an orphan that holds a history or a transcript is kept
+            ("orphaned-has-history", noted on stderr) whatever --days says:
+            sessions from before the registry, or from before a damaged
+            registry was moved away, are unregistered yet hold real work.
+            Only --session ID removes one,
   empty     it has no history.jsonl, or a 0-byte one, and no transcript
             (projects/*/*.jsonl: headless `claude -p` writes those, never history),
   old       (only with --days N) nothing inside changed for N days,
@@ -95,8 +100,15 @@ def plan(sessions_dir, registry, days, only):
         elif only:
             reason = "requested"
         elif registry is not None and entry is None:
+            # No entry is no evidence that the directory holds nothing: older
+            # launchers kept no registry, and one moved away (the advice for
+            # a damaged one) is recreated empty by the next launch. Only an
+            # orphan with nothing to lose goes; the others wait for --session.
+            if holds_work(path):
+                kept.append(dict(item, reason="orphaned-has-history"))
+                continue
             reason = "orphaned"
-        elif sr.history_bytes(path) == 0 and not sr.has_transcripts(path):
+        elif not holds_work(path):
             reason = "empty"
         elif days is not None and (sr.last_activity(path) or 0) < now - days * DAY:
             reason = "old"
@@ -105,6 +117,11 @@ def plan(sessions_dir, registry, days, only):
             continue
         removed.append(dict(item, reason=reason))
     return removed, kept
+
+
+def holds_work(path):
+    """A history (non-empty history.jsonl) or a transcript: what a user could lose."""
+    return sr.history_bytes(path) > 0 or sr.has_transcripts(path)
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -196,6 +213,10 @@ def main(argv=None):
         verb = "would remove" if dry_run else "removed"
         for r in removed:
             sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))
+        for k in kept:
+            if k["reason"] == "orphaned-has-history":
+                sys.stderr.write("cleanup-sessions: keeping %s: not in the registry but it holds "
+                                 "history; --session %s removes it\n" % (k["dir"], k["id"]))
 
     status = 1 if failed else 0
     gone = {r["id"] for r in removed} | set(failed)

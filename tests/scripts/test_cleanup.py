@@ -38,7 +38,7 @@ def test_removes_orphaned_empty_and_old_sessions(env):
     keep = env.make_session(history=b"x\n")
     empty = env.make_session(history=b"")
     no_history = env.make_session(history=None)
-    orphan = env.make_session(history=b"x\n", registered=False)
+    orphan = env.make_session(history=b"", registered=False)
     old = env.make_session(history=b"x\n", age_days=10)
     result = env.clean_json()
     assert removed_ids(result) == {empty: "empty", no_history: "empty", orphan: "orphaned"}
@@ -47,6 +47,71 @@ def test_removes_orphaned_empty_and_old_sessions(env):
     assert removed_ids(env.clean_json("--days", "5")) == {old: "old"}
     assert env.session_ids() == [keep]
     assert set(env.read_registry()["sessions"]) == {keep}
+
+
+def _work_of_an_older_launcher(env, age_days=0):
+    """A session dir as a launcher without a registry left it: history and a transcript."""
+    sid = env.make_session(history=b'{"display":"real work"}\n', registered=False)
+    projects = os.path.join(env.sdir(sid), "projects", "-home-u")
+    os.makedirs(projects)
+    with open(os.path.join(projects, "0306f14b-c4b6-4b41-bb8e-c3da2f735f24.jsonl"), "w") as f:
+        f.write("{}\n")
+    if age_days:
+        old = time.time() - age_days * 86400
+        for root, dirs, files in os.walk(env.sdir(sid)):
+            for name in dirs + files:
+                os.utime(os.path.join(root, name), (old, old))
+        os.utime(env.sdir(sid), (old, old))
+    return sid
+
+
+@pytest.mark.parametrize("args", [[], ["--days", "0"], ["--dry-run", "--days", "0"]])
+def test_orphan_holding_work_survives_the_registry_being_created(env, args):
+    # Sessions from before the registry existed: the first launch creates it,
+    # without entries for them. Being unregistered is no reason to lose them.
+    with_history = _work_of_an_older_launcher(env, age_days=30)
+    transcript_only = env.make_session(history=None, registered=False)
+    projects = os.path.join(env.sdir(transcript_only), "projects", "-srv")
+    os.makedirs(projects)
+    with open(os.path.join(projects, "x.jsonl"), "w") as f:
+        f.write("{}\n")
+    empty_orphan = env.make_session(history=b"", registered=False)
+    assert not os.path.exists(env.registry)
+    assert env.run().returncode == 0                    # the registry is created now
+    assert os.path.exists(env.registry)
+    before = snapshot(env.sdir(with_history))
+
+    result = env.clean_json(*args)
+    assert kept_ids(result)[with_history] == "orphaned-has-history"
+    assert kept_ids(result)[transcript_only] == "orphaned-has-history"
+    assert removed_ids(result).get(empty_orphan) == "orphaned"
+    assert snapshot(env.sdir(with_history)) == before
+    assert exists(env, transcript_only)
+    text = env.clean(*args)
+    assert text.returncode == 0
+    assert with_history.encode() not in text.stdout
+    assert ("--session %s" % with_history).encode() in text.stderr   # how to remove it on purpose
+    # Only asking for it by name removes it.
+    if "--dry-run" not in args:
+        assert removed_ids(env.clean_json("--session", with_history)) == {with_history: "requested"}
+        assert not exists(env, with_history)
+
+
+def test_sessions_survive_a_damaged_registry_being_moved_away(env):
+    # The cleaner refuses a damaged registry and says to repair it or move it
+    # away; doing the latter must not turn every session into deletable orphans.
+    assert env.run("--name", "important-work").returncode == 0
+    (sid,) = env.session_ids()
+    with open(env.registry, "a") as f:
+        f.write("garbage")
+    assert env.clean().returncode == 2
+    os.rename(env.registry, os.path.join(env.tmp, "registry.broken"))
+    assert env.run("--name", "next").returncode == 0    # a fresh registry, without sid
+    assert sid not in env.read_registry()["sessions"]
+    result = env.clean_json("--days", "0")
+    assert kept_ids(result)[sid] == "orphaned-has-history"
+    assert exists(env, sid)
+    assert env.list_json()[sid]["status"] == "orphaned"
 
 
 def test_headless_session_with_transcript_is_not_empty(env):
