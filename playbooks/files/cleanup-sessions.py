@@ -7,7 +7,8 @@
 Candidates are only the UUID-named real directories directly inside the
 sessions directory (default <claude_home>/sessions from session.conf).  Symlinks,
 files, active/, .registry, .registry.lock and any other name are never touched,
-and nothing is ever deleted through a symlink.
+and nothing is ever deleted through a symlink: if the sessions directory itself
+or its active/ is a symlink, the cleaner deletes nothing and exits 3.
 
 A candidate is removed when it is
   orphaned  the registry exists and has no entry for it (with no registry at
@@ -37,9 +38,11 @@ changing anything.
 
 Exit codes: 0 ok; 1 something could not be removed, or --session named a
 session that is protected or does not exist, or the lock could not be taken;
-2 the registry exists but cannot be parsed (nothing is deleted); 64 usage error.
+2 the registry exists but cannot be parsed (nothing is deleted); 3 the sessions
+directory or its active/ is a symlink (nothing is deleted); 64 usage error.
 """
 import os
+import stat
 import sys
 import time
 
@@ -51,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import session_registry as sr  # noqa: E402
 
 DAY = 86400
+EX_SYMLINK = 3
 
 
 USAGE = """usage: cleanup-sessions.py [--dry-run] [--days N] [--json] [--sessions-dir DIR] [--session ID]...
@@ -127,21 +131,21 @@ def holds_work(path):
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def remove_tree(path):
-    """rm -r path without ever following a symlink, even if the tree changes
-    while it runs: every directory is opened with O_NOFOLLOW relative to its
-    parent's descriptor, and every name is removed relative to it, so a
-    directory swapped for a symlink meanwhile is an error, not a way out.
-    (shutil.rmtree does the same on Linux; importing shutil would cost more
-    than a whole removal, through fnmatch and re.)"""
+def remove_tree(path, dir_fd=None):
+    """rm -r path (relative to dir_fd if given) without ever following a
+    symlink, even if the tree changes while it runs: every directory is opened
+    with O_NOFOLLOW relative to its parent's descriptor, and every name is
+    removed relative to it, so a directory swapped for a symlink meanwhile is
+    an error, not a way out. (shutil.rmtree does the same on Linux; importing
+    shutil would cost more than a whole removal, through fnmatch and re.)"""
     if not {os.open, os.unlink, os.rmdir} <= os.supports_dir_fd:
         raise OSError("refusing to delete %s: no *at() system calls here" % path)
-    fd = os.open(path, _DIR_FLAGS)
+    fd = os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
     try:
         _remove_contents(fd)
     finally:
         os.close(fd)
-    os.rmdir(path)
+    os.rmdir(path, dir_fd=dir_fd)
 
 
 def _remove_contents(dir_fd):
@@ -159,16 +163,62 @@ def _remove_contents(dir_fd):
             os.unlink(name, dir_fd=dir_fd)
 
 
+def symlinked(sessions_dir):
+    """sessions_dir or its active/ if either is a symlink, else None.
+
+    Both are ours: a symlink there leads to somebody else's directory, where
+    a UUID-named entry is not a session of ours."""
+    for path in (os.path.normpath(sessions_dir), os.path.join(sessions_dir, sr.ACTIVE_NAME)):
+        if os.path.islink(path):
+            return path
+    return None
+
+
+def _unlink_symlink(name, dir_fd):
+    try:
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
 def apply(sessions_dir, registry, removed):
-    """Delete what plan() chose; returns the ids that failed.  Caller holds the lock."""
+    """Delete what plan() chose; returns the ids that failed.  Caller holds the lock.
+
+    Everything is removed relative to descriptors of sessions/ and active/
+    opened with O_NOFOLLOW: if either became a symlink since main() looked,
+    that is an error, not a way into another directory."""
     failed = []
+    changed = False
+    if not removed:
+        return failed
+    sessions_fd = os.open(sessions_dir, _DIR_FLAGS)
+    try:
+        try:
+            active_fd = os.open(sr.ACTIVE_NAME, _DIR_FLAGS, dir_fd=sessions_fd)
+        except FileNotFoundError:
+            active_fd = None
+        try:
+            changed = _remove_sessions(sessions_fd, active_fd, registry, removed, failed)
+        finally:
+            if active_fd is not None:
+                os.close(active_fd)
+    finally:
+        os.close(sessions_fd)
+    if changed:
+        sr.write_registry(sessions_dir, registry)
+    return failed
+
+
+def _remove_sessions(sessions_fd, active_fd, registry, removed, failed):
     changed = False
     for item in removed:
         sid = item["id"]
         try:
-            sr.remove_active_link(sessions_dir, sid)
+            if active_fd is not None:
+                _unlink_symlink(sid, active_fd)
             if item["reason"] != "missing":
-                remove_tree(os.path.join(sessions_dir, sid))
+                remove_tree(sid, dir_fd=sessions_fd)
         except OSError as e:
             sys.stderr.write("cleanup-sessions: cannot remove %s: %s\n" % (item["dir"], e))
             failed.append(sid)
@@ -177,9 +227,7 @@ def apply(sessions_dir, registry, removed):
         # dead entry ("missing" next time), never an unregistered directory.
         if registry is not None and registry["sessions"].pop(sid, None) is not None:
             changed = True
-    if changed:
-        sr.write_registry(sessions_dir, registry)
-    return failed
+    return changed
 
 
 def main(argv=None):
@@ -187,6 +235,11 @@ def main(argv=None):
     dry_run, days, only = opts["--dry-run"], opts["--days"], opts["--session"]
     sessions_dir = opts["--sessions-dir"] or sr.load_config().sessions_dir
 
+    link = symlinked(sessions_dir)
+    if link:
+        sys.stderr.write("cleanup-sessions: %s is a symlink; refusing to delete anything through it "
+                         "(name the real directory with --sessions-dir)\n" % link)
+        return EX_SYMLINK
     if not os.path.isdir(sessions_dir):
         removed, kept, failed = [], [], []
     else:

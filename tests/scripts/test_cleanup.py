@@ -580,3 +580,70 @@ def test_remove_tree_never_follows_a_symlink_even_one_swapped_in(tmp_path, monke
     cleaner.remove_tree(str(tree))
     assert not os.path.lexists(str(tree))
     assert snapshot(str(outside)) == before
+
+
+# ---------------------------------------------------------------- sessions/ and active/ are ours
+
+def _other_apps_jobs(env):
+    """Another program's directory with UUID-named entries that look like sessions."""
+    jobs = os.path.join(env.tmp, "other-app", "jobs")
+    for sid in ("aaaaaaaa-1111-4111-8111-111111111111", "bbbbbbbb-1111-4111-8111-111111111111"):
+        os.makedirs(os.path.join(jobs, sid))
+    with open(os.path.join(jobs, "aaaaaaaa-1111-4111-8111-111111111111", "output.bin"), "w") as f:
+        f.write("result")
+    os.symlink("/etc/hostname", os.path.join(jobs, "cccccccc-1111-4111-8111-111111111111"))
+    return jobs
+
+
+@pytest.mark.parametrize("args", [[], ["--dry-run"], ["--days", "0"],
+                                  ["--session", "bbbbbbbb-1111-4111-8111-111111111111"]])
+def test_symlinked_sessions_dir_is_refused(env, args):
+    jobs = _other_apps_jobs(env)
+    shutil.rmtree(env.sessions)
+    os.symlink(jobs, env.sessions)                 # ~/.claude/sessions -> elsewhere
+    before = snapshot(jobs)
+    r = env.clean(*args)
+    assert r.returncode == 3, r.stderr
+    assert b"is a symlink" in r.stderr and env.sessions.encode() in r.stderr
+    assert r.stdout == b""
+    assert snapshot(jobs) == before
+    # The same through --sessions-dir, with a trailing slash too.
+    for given in (env.sessions, env.sessions + "/"):
+        r = env.clean("--sessions-dir", given, *args)
+        assert r.returncode == 3, (given, r.stderr)
+    assert snapshot(jobs) == before
+
+
+def test_symlinked_active_dir_is_refused(env):
+    assert env.run(STUB_NO_HISTORY=1).returncode == 0   # an empty session: would be removed
+    (sid,) = env.session_ids()
+    other = os.path.join(env.tmp, "other")
+    os.makedirs(other)
+    os.symlink("/etc/hostname", os.path.join(other, sid))   # someone else's entry of that name
+    os.rmdir(env.active)
+    os.symlink(other, env.active)
+    before = snapshot(env.sessions)
+    for args in ([], ["--dry-run"], ["--session", sid]):
+        r = env.clean(*args)
+        assert r.returncode == 3, r.stderr
+        assert b"active" in r.stderr and b"is a symlink" in r.stderr
+    assert os.readlink(os.path.join(other, sid)) == "/etc/hostname"
+    assert snapshot(env.sessions) == before
+    assert exists(env, sid)
+
+
+def test_removal_goes_through_descriptors_that_never_follow_a_symlink(tmp_path):
+    # Even if active/ became a symlink after the check: apply() fails rather
+    # than unlink an entry in the directory it leads to.
+    cleaner = _cleaner_module()
+    sessions = tmp_path / "sessions"
+    sid = "aaaaaaaa-1111-4111-8111-111111111111"
+    (sessions / sid).mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    os.symlink("/etc/hostname", str(other / sid))
+    os.symlink(str(other), str(sessions / "active"))
+    with pytest.raises(OSError):
+        cleaner.apply(str(sessions), None, [{"id": sid, "reason": "empty", "dir": str(sessions / sid)}])
+    assert os.path.islink(str(other / sid))
+    assert (sessions / sid).is_dir()
