@@ -153,9 +153,13 @@ class LockTimeout(Exception):
     pass
 
 
+# The name our messages start with. Fixed, not sys.argv[0]: under the
+# launcher that is "-c". The launcher, the list and the cleaner set their own.
+PROG = "session_registry.py"
+
+
 def warn(msg):
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "session_registry"
-    sys.stderr.write("%s: %s\n" % (prog, msg))
+    sys.stderr.write("%s: %s\n" % (PROG, msg))
 
 
 def is_session_id(name):
