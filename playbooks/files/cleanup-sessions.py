@@ -298,6 +298,7 @@ def main(argv=None):
         sys.stdout.write(json.dumps({"removed": removed, "kept": kept,
                                      "dry_run": dry_run}, indent=1) + "\n")
     else:
+        sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8
         verb = "would remove" if dry_run else "removed"
         for r in removed:
             sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))

@@ -142,7 +142,8 @@ MAX_NAME_LEN = 200
 # session start more than the registry update itself.
 _HEX = frozenset("0123456789abcdef")
 _UUID_GROUPS = [8, 4, 4, 4, 12]
-_CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+# C0, DEL and C1: a C1 character such as U+009B (CSI) is a terminal escape too.
+CONTROL_CHARS = frozenset(chr(c) for c in list(range(0x20)) + list(range(0x7f, 0xa0)))
 
 
 class RegistryError(Exception):
@@ -168,8 +169,17 @@ def is_session_id(name):
     return [len(g) for g in groups] == _UUID_GROUPS and _HEX.issuperset(name.replace("-", ""))
 
 
-def has_control_chars(text):
-    return not _CONTROL.isdisjoint(text)
+def valid_name(text):
+    """A --name we store: UTF-8 text (argv bytes that are not UTF-8 arrive as
+    lone surrogates, which no UTF-8 output can print), not too long, no
+    control characters."""
+    if len(text) > MAX_NAME_LEN or not CONTROL_CHARS.isdisjoint(text):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def now_iso():
@@ -754,8 +764,9 @@ def _read_exit_code(stream):
 def cmd_session(opts):
     cfg = load_config()
     name = opts["--name"] or None
-    if name is not None and (has_control_chars(name) or len(name) > MAX_NAME_LEN):
-        warn("--name must be at most %d characters without control characters" % MAX_NAME_LEN)
+    if name is not None and not valid_name(name):
+        warn("--name must be UTF-8 text of at most %d characters without control characters"
+             % MAX_NAME_LEN)
         return EX_USAGE
     code, session_dir = register(cfg, opts["--id"], opts["--pid"], name, opts["--force"])
     if code:
