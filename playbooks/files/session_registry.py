@@ -58,8 +58,8 @@ Every change happens under an exclusive flock on .registry.lock: read, modify,
 write a temp file in the same directory, fsync, rename over .registry, fsync
 the directory.  Readers that only look (claude-session-list) need no lock,
 since the rename makes every version complete.  Anything that does not match
-this shape (bad JSON, other version, an entry without an integer pid) makes the
-whole registry "unreadable": callers then change nothing and exit non-zero,
+this shape (bad JSON, other version, an entry without an integer pid, a field
+of another type than shown above) makes the whole registry "unreadable": callers then change nothing and exit non-zero,
 because deciding what is live from half a registry could delete a live session.
 
 The recorded "dir" is never used to delete anything: the only deletion
@@ -481,7 +481,19 @@ def validate(data, path):
             bad("entry %s has no integer pid/pid_start" % sid)
         if entry.get("status") not in ("active", "ended"):
             bad("entry %s has status %r" % (sid, entry.get("status")))
+        # What the list and the cleaner print, sort and compare: a hand edit
+        # that changes a type must be a clear error, not a traceback.
+        for key in _TEXT_FIELDS:
+            value = entry.get(key)
+            if value is not None and not isinstance(value, str):
+                bad("entry %s: %s is %s, expected a string or null" % (sid, key, json_dumps(value)))
+        if entry.get("exit_code") is not None and not _is_int(entry["exit_code"]):
+            bad("entry %s: exit_code is %s, expected an integer or null"
+                % (sid, json_dumps(entry["exit_code"])))
     return data
+
+
+_TEXT_FIELDS = ("id", "name", "host", "boot_id", "started", "ended", "dir")
 
 
 def registry_path(sessions_dir):

@@ -373,11 +373,19 @@ def test_active_link_with_dead_registered_launcher_is_stale(env):
 
 # ---------------------------------------------------------------- corrupt registry
 
+# A hand-edited entry whose fields have other types than the launcher writes.
+WRONG_TYPES = [b'"started": 1700000000', b'"name": ["a"]', b'"ended": {}', b'"exit_code": "0"',
+               b'"exit_code": true', b'"host": 5', b'"boot_id": 1', b'"dir": false']
+
+
 @pytest.mark.parametrize("content", [
     b"{not json", b"", b"[]", b'{"version": 2, "sessions": {}}',
     b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": 5}}',
     b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": {"status": "ended"}}}',
-], ids=["garbage", "empty-file", "list", "version", "entry-not-object", "entry-without-pid"])
+] + [b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": {"pid": 1, "pid_start": 1, '
+       b'"status": "ended", %s}}}' % field for field in WRONG_TYPES],
+    ids=["garbage", "empty-file", "list", "version", "entry-not-object", "entry-without-pid"]
+    + ["wrong-type-" + f.split(b'"')[1].decode() for f in WRONG_TYPES])
 def test_unparseable_registry_deletes_nothing_and_exits_2(env, content):
     env.make_session(history=b"", registered=False)
     env.make_session(history=b"x\n", registered=False, age_days=30)

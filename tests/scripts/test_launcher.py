@@ -389,6 +389,23 @@ def test_list_with_unreadable_registry_exits_2(env):
     assert r.returncode == 2 and b".registry" in r.stderr
 
 
+@pytest.mark.parametrize("field,value", [("started", 1700000000), ("name", ["a"]), ("exit_code", "1")])
+def test_list_with_a_hand_edited_wrong_type_exits_2_with_a_message(env, field, value):
+    for _ in range(2):
+        assert env.run().returncode == 0
+    reg = env.read_registry()
+    first = sorted(reg["sessions"])[0]
+    reg["sessions"][first][field] = value
+    env.write_registry(reg["sessions"])
+    for args in ([], ["--json"]):
+        r = env.tool("claude-session-list", *args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(b"claude-session-list: ") and b"Traceback" not in r.stderr
+        assert first.encode() in r.stderr and field.encode() in r.stderr
+    r = env.run()
+    assert r.returncode == 70 and field.encode() in r.stderr and b"Traceback" not in r.stderr
+
+
 def test_launcher_refuses_to_overwrite_unreadable_registry(env):
     os.makedirs(env.sessions, exist_ok=True)
     with open(env.registry, "w") as f:
