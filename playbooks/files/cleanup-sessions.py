@@ -41,6 +41,7 @@ session that is protected or does not exist, or the lock could not be taken;
 2 the registry exists but cannot be parsed (nothing is deleted); 3 the sessions
 directory or its active/ is a symlink (nothing is deleted); 64 usage error.
 """
+import math
 import os
 import stat
 import sys
@@ -105,14 +106,19 @@ Remove orphaned, empty and old Claude Code sessions; never a live one.
 
 
 def _days(value):
-    n = float(value)
+    try:
+        n = float(value)
+    except ValueError:
+        raise ValueError("%r is not a number" % value)
+    if not math.isfinite(n):  # nan compares false with everything: no session would be old
+        raise ValueError("%r is not a finite number" % value)
     if n < 0:
         raise ValueError("must not be negative")
     return n
 
 
 OPTIONS = {"--dry-run": (sr.FLAG, False), "--days": (_days, None), "--json": (sr.FLAG, False),
-           "--sessions-dir": (str, None), "--session": ([sr.session_id], None)}
+           "--sessions-dir": (sr.path_value, None), "--session": ([sr.session_id], None)}
 
 
 def plan(sessions_dir, registry, days, only):
@@ -268,6 +274,8 @@ def _remove_sessions(sessions_fd, active_fd, registry, removed, failed):
 def main(argv=None):
     opts = sr.command_line("cleanup-sessions.py", USAGE, sys.argv[1:] if argv is None else argv, OPTIONS)
     dry_run, days, only = opts["--dry-run"], opts["--days"], opts["--session"]
+    if only:
+        only = list(dict.fromkeys(only))  # each session once, in the order given
     sessions_dir = opts["--sessions-dir"] or sr.load_config().sessions_dir
 
     link = symlinked(sessions_dir)

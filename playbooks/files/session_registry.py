@@ -879,6 +879,14 @@ def number(value):
         raise ValueError("%r is not a number" % value)
 
 
+def path_value(value):
+    """An option's path value: an empty one (an unset variable in a script)
+    must not quietly mean the default directory."""
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
 def session_id(value):
     """An option's session id value."""
     if not is_session_id(value):

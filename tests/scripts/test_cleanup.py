@@ -655,3 +655,37 @@ def test_removal_goes_through_descriptors_that_never_follow_a_symlink(tmp_path):
         cleaner.apply(str(sessions), None, [{"id": sid, "reason": "empty", "dir": str(sessions / sid)}])
     assert os.path.islink(str(other / sid))
     assert (sessions / sid).is_dir()
+
+
+# ---------------------------------------------------------------- command line
+
+def test_a_session_named_twice_is_removed_once(env):
+    target = env.make_session(history=b"x\n")
+    other = env.make_session(history=b"y\n")
+    r = env.clean("--json", "--session", target, "--session", target, "--session=" + target)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["removed"] == [{"id": target, "reason": "requested", "dir": env.sdir(target)}]
+    assert not exists(env, target) and exists(env, other)
+    assert set(env.read_registry()["sessions"]) == {other}
+
+
+@pytest.mark.parametrize("days", ["nan", "NaN", "inf", "-inf", "infinity", "1e400", "x", ""])
+def test_days_must_be_a_finite_number(env, days):
+    sid = env.make_session(history=b"x\n", age_days=100)
+    for args in (["--days", days], ["--days", days, "--dry-run"], ["--days=" + days]):
+        r = env.clean(*args)
+        assert r.returncode == 64, (args, r.stderr)
+        assert b"--days" in r.stderr and b"usage:" in r.stderr
+    assert exists(env, sid)
+    assert removed_ids(env.clean_json("--days", "1")) == {sid: "old"}
+
+
+@pytest.mark.parametrize("tool", ["cleanup-sessions.py", "claude-session-list"])
+def test_empty_sessions_dir_option_is_a_usage_error(env, tool):
+    sid = env.make_session(history=b"")             # a normal run of the cleaner removes it
+    for args in (["--sessions-dir", ""], ["--sessions-dir="]):
+        r = env.tool(tool, *args)
+        assert r.returncode == 64, r.stderr
+        assert b"--sessions-dir" in r.stderr and b"empty" in r.stderr
+        assert r.stdout == b""
+    assert exists(env, sid)
