@@ -23,7 +23,9 @@ A candidate is removed when it is
   old       (only with --days N) nothing inside changed for N days,
   requested it is named by --session ID (repeatable; then only those are looked at),
 and is not protected.  Protected, whatever else holds (see
-session_registry.protection): its launcher is alive; a process has it as
+session_registry.protection): its launcher is alive (or was started in another
+PID namespace, whose processes we cannot see, and not since ended or before a
+reboot); a process has it as
 CLAUDE_CONFIG_DIR; or it has an active/ link and the registry has no entry
 proving its launcher dead (this is what protects sessions when there is no
 registry).  Registry entries whose directory is gone and whose launcher is

@@ -44,6 +44,8 @@ Registry format (.registry)
           "pid":       1234,                 the launcher (bash) process
           "pid_start": 567890,               field 22 of /proc/<pid>/stat
           "boot_id":   "<uuid>" | null,      /proc/sys/kernel/random/boot_id
+          "pid_ns":    "pid:[4026531836]" | null,  the launcher's PID namespace
+                                             (absent in entries of older versions)
           "started":   "2025-11-15T14:16:00Z",
           "status":    "active" | "ended",
           "ended":     "2025-11-15T15:00:00Z" | null,
@@ -69,7 +71,10 @@ Liveness
 --------
 The launcher is alive when /proc/<pid>/stat exists, is not a zombie, shows the
 recorded start time (so a reused pid does not count) and, when recorded, the
-boot id is unchanged.  A session is live when its entry says "active" and its
+boot id is unchanged.  An entry made in another PID namespace than ours (a
+container or `unshare` sharing this HOME: its pid means nothing in our /proc)
+counts as alive while the boot id is unchanged; only "ended", or a reboot,
+proves it dead.  Entries without pid_ns are judged by our /proc, as before.  A session is live when its entry says "active" and its
 launcher is alive.  An "active" entry whose launcher is not alive is reported
 as "ended": a crashed launcher never keeps a session live forever.  Only live
 sessions count against max_sessions.
@@ -304,12 +309,30 @@ def proc_start_time(pid):
     return start
 
 
+_pid_ns = []
+
+
+def pid_namespace():
+    """Our PID namespace, as /proc/self/ns/pid names it; None if it cannot be read."""
+    if not _pid_ns:
+        try:
+            _pid_ns.append(os.readlink("/proc/self/ns/pid"))
+        except OSError:
+            _pid_ns.append(None)
+    return _pid_ns[0]
+
+
 def launcher_alive(entry):
+    recorded_boot = entry.get("boot_id")
+    same_boot = not recorded_boot or recorded_boot == _boot_id()
+    recorded_ns = entry.get("pid_ns")
+    if recorded_ns and recorded_ns != pid_namespace():
+        # Our /proc cannot see that launcher: nothing here proves it dead.
+        return same_boot
     start = proc_start_time(entry["pid"])
     if start is None or start != entry["pid_start"]:
         return False
-    recorded_boot = entry.get("boot_id")
-    return not recorded_boot or recorded_boot == _boot_id()
+    return same_boot
 
 
 def session_live(entry):
@@ -493,7 +516,7 @@ def validate(data, path):
     return data
 
 
-_TEXT_FIELDS = ("id", "name", "host", "boot_id", "started", "ended", "dir")
+_TEXT_FIELDS = ("id", "name", "host", "boot_id", "pid_ns", "started", "ended", "dir")
 
 
 def registry_path(sessions_dir):
@@ -734,7 +757,7 @@ def register(cfg, sid, pid, name, force):
             os.symlink(session_dir, active_link(sdir, sid))
             reg["sessions"][sid] = {
                 "id": sid, "name": name, "host": cfg.host,
-                "pid": pid, "pid_start": pid_start, "boot_id": _boot_id(),
+                "pid": pid, "pid_start": pid_start, "boot_id": _boot_id(), "pid_ns": pid_namespace(),
                 "started": now_iso(), "status": "active", "ended": None,
                 "exit_code": None, "dir": session_dir,
             }

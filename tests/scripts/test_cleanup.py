@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import subprocess
 import random
 import threading
 import time
@@ -689,3 +690,58 @@ def test_empty_sessions_dir_option_is_a_usage_error(env, tool):
         assert b"--sessions-dir" in r.stderr and b"empty" in r.stderr
         assert r.stdout == b""
     assert exists(env, sid)
+
+
+# ---------------------------------------------------------------- PID namespaces
+
+def _can_unshare_pid():
+    try:
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def test_a_cleaner_in_another_pid_namespace_never_removes_a_live_session(env):
+    if not _can_unshare_pid():
+        pytest.skip("cannot create a PID namespace here (unshare --pid needs privileges)")
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_NO_HISTORY=1, STUB_LATE_HISTORY=1, STUB_WAIT=go)   # empty while it runs
+    sid = env.running_session(p)
+    assert env.read_registry()["sessions"][sid]["pid_ns"] == os.readlink("/proc/self/ns/pid")
+    # Its own /proc: neither the launcher nor the client is visible from there.
+    cleaner = os.path.join(env.bindir, "cleanup-sessions.py")
+    for args in (["--json", "--days", "0"], ["--json", "--session", sid]):
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", cleaner] + args,
+                           env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        result = json.loads(r.stdout)
+        assert sid not in removed_ids(result), r.stderr
+        assert kept_ids(result)[sid] == "live"
+        assert exists(env, sid)
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 0                  # 99 if its directory had vanished
+
+
+def test_entries_from_another_pid_namespace_count_as_live_until_ended_or_rebooted(env):
+    foreign = "pid:[1]"                              # no namespace has inode 1
+    live = env.make_session(history=b"", status="active")
+    ended = env.make_session(history=b"", status="ended")
+    rebooted = env.make_session(history=b"", status="active")
+    legacy = env.make_session(history=b"", status="active")   # no pid_ns: judged by our /proc
+    reg = env.read_registry()
+    for sid in (live, ended, rebooted):
+        reg["sessions"][sid]["pid_ns"] = foreign
+    reg["sessions"][live]["boot_id"] = open("/proc/sys/kernel/random/boot_id").read().strip()
+    reg["sessions"][rebooted]["boot_id"] = "00000000-0000-4000-8000-000000000000"
+    env.write_registry(reg["sessions"])
+
+    assert {sid: row["status"] for sid, row in env.list_json().items()} == {
+        live: "active", ended: "ended", rebooted: "ended", legacy: "ended"}
+    result = env.clean_json("--days", "0")
+    assert kept_ids(result) == {live: "live"}
+    assert removed_ids(result) == {ended: "empty", rebooted: "empty", legacy: "empty"}
+    assert env.clean("--session", live).returncode == 1
+    # It counts against max_sessions like any live session.
+    env.write_conf("max_sessions=1\n")
+    assert env.run().returncode == 75
