@@ -97,7 +97,8 @@ EX_SYMLINK = 3
 
 USAGE = """usage: cleanup-sessions.py [--dry-run] [--days N] [--json] [--sessions-dir DIR] [--session ID]...
 
-Remove orphaned, empty and old Claude Code sessions; never a live one.
+Remove empty Claude Code sessions (registered or not) and, with --days, old ones;
+never a live one, never an unregistered one that holds history.
 
   --dry-run           only print what would be removed
   --days N            also remove sessions with no activity for N days
