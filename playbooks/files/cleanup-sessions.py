@@ -7,17 +7,25 @@
 Candidates are only the UUID-named real directories directly inside the
 sessions directory (default <claude_home>/sessions from session.conf).  Symlinks,
 files, active/, .registry, .registry.lock and any other name are never touched,
-and nothing is ever deleted through a symlink.
+and nothing is ever deleted through a symlink: if the sessions directory itself
+or its active/ is a symlink, the cleaner deletes nothing and exits 3.
 
 A candidate is removed when it is
   orphaned  the registry exists and has no entry for it (with no registry at
-            all nothing counts as orphaned: we cannot tell),
+            all nothing counts as orphaned: we cannot tell), and it is empty
+            (below); an orphan that holds a history or a transcript is kept
+            ("orphaned-has-history", noted on stderr) whatever --days says:
+            sessions from before the registry, or from before a damaged
+            registry was moved away, are unregistered yet hold real work.
+            Only --session ID removes one,
   empty     it has no history.jsonl, or a 0-byte one, and no transcript
             (projects/*/*.jsonl: headless `claude -p` writes those, never history),
   old       (only with --days N) nothing inside changed for N days,
   requested it is named by --session ID (repeatable; then only those are looked at),
 and is not protected.  Protected, whatever else holds (see
-session_registry.protection): its launcher is alive; a process has it as
+session_registry.protection): its launcher is alive (or was started in another
+PID namespace, whose processes we cannot see, and not since ended or before a
+reboot); a process has it as
 CLAUDE_CONFIG_DIR; or it has an active/ link and the registry has no entry
 proving its launcher dead (this is what protects sessions when there is no
 registry).  Registry entries whose directory is gone and whose launcher is
@@ -32,25 +40,65 @@ changing anything.
 
 Exit codes: 0 ok; 1 something could not be removed, or --session named a
 session that is protected or does not exist, or the lock could not be taken;
-2 the registry exists but cannot be parsed (nothing is deleted); 64 usage error.
+2 the registry exists but cannot be parsed (nothing is deleted); 3 the sessions
+directory or its active/ is a symlink (nothing is deleted); 64 usage error.
 """
+import math
 import os
+import stat
 import sys
 import time
 
+
+def bytecode_cache(path):
+    """path, for sys.pycache_prefix, if nobody else can write there, else None
+    (then no cache: bytecode planted there would run as us). Ours, a real
+    directory, private (0755 from an older version is tightened), in a parent
+    where others cannot swap it. Same code in claude-session, claude-session-list
+    and cleanup-sessions.py (they run it before session_registry exists)."""
+    try:
+        os.makedirs(path, 0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
+            if st.st_mode & 0o077:
+                os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+        parent = os.stat(os.path.dirname(path))
+    except OSError:
+        return None
+    others_may_rename = parent.st_mode & 0o022 and not parent.st_mode & 0o1000  # sticky: they may not
+    if parent.st_uid not in (0, os.geteuid()) or others_may_rename:
+        return None
+    return path
+
+
+# What this tool creates is private, whatever the user's umask.
+os.umask(0o077)
 # session_registry's bytecode is cached where the launcher caches it, not
 # beside it: ~/.claude stays exactly as csdeploy installed it.
-sys.pycache_prefix = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                  "claude-session")
+_cache = bytecode_cache(os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                     "claude-session"))
+if _cache:
+    sys.pycache_prefix = _cache
+else:
+    sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import session_registry as sr  # noqa: E402
 
+sr.PROG = "cleanup-sessions.py"
+
 DAY = 86400
+EX_SYMLINK = 3
 
 
 USAGE = """usage: cleanup-sessions.py [--dry-run] [--days N] [--json] [--sessions-dir DIR] [--session ID]...
 
-Remove orphaned, empty and old Claude Code sessions; never a live one.
+Remove empty Claude Code sessions (registered or not) and, with --days, old ones;
+never a live one, never an unregistered one that holds history.
 
   --dry-run           only print what would be removed
   --days N            also remove sessions with no activity for N days
@@ -61,14 +109,19 @@ Remove orphaned, empty and old Claude Code sessions; never a live one.
 
 
 def _days(value):
-    n = float(value)
+    try:
+        n = float(value)
+    except ValueError:
+        raise ValueError("%r is not a number" % value)
+    if not math.isfinite(n):  # nan compares false with everything: no session would be old
+        raise ValueError("%r is not a finite number" % value)
     if n < 0:
         raise ValueError("must not be negative")
     return n
 
 
 OPTIONS = {"--dry-run": (sr.FLAG, False), "--days": (_days, None), "--json": (sr.FLAG, False),
-           "--sessions-dir": (str, None), "--session": ([sr.session_id], None)}
+           "--sessions-dir": (sr.path_value, None), "--session": ([sr.session_id], None)}
 
 
 def plan(sessions_dir, registry, days, only):
@@ -95,8 +148,15 @@ def plan(sessions_dir, registry, days, only):
         elif only:
             reason = "requested"
         elif registry is not None and entry is None:
+            # No entry is no evidence that the directory holds nothing: older
+            # launchers kept no registry, and one moved away (the advice for
+            # a damaged one) is recreated empty by the next launch. Only an
+            # orphan with nothing to lose goes; the others wait for --session.
+            if holds_work(path):
+                kept.append(dict(item, reason="orphaned-has-history"))
+                continue
             reason = "orphaned"
-        elif sr.history_bytes(path) == 0 and not sr.has_transcripts(path):
+        elif not holds_work(path):
             reason = "empty"
         elif days is not None and (sr.last_activity(path) or 0) < now - days * DAY:
             reason = "old"
@@ -107,24 +167,29 @@ def plan(sessions_dir, registry, days, only):
     return removed, kept
 
 
+def holds_work(path):
+    """A history (non-empty history.jsonl) or a transcript: what a user could lose."""
+    return sr.history_bytes(path) > 0 or sr.has_transcripts(path)
+
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def remove_tree(path):
-    """rm -r path without ever following a symlink, even if the tree changes
-    while it runs: every directory is opened with O_NOFOLLOW relative to its
-    parent's descriptor, and every name is removed relative to it, so a
-    directory swapped for a symlink meanwhile is an error, not a way out.
-    (shutil.rmtree does the same on Linux; importing shutil would cost more
-    than a whole removal, through fnmatch and re.)"""
+def remove_tree(path, dir_fd=None):
+    """rm -r path (relative to dir_fd if given) without ever following a
+    symlink, even if the tree changes while it runs: every directory is opened
+    with O_NOFOLLOW relative to its parent's descriptor, and every name is
+    removed relative to it, so a directory swapped for a symlink meanwhile is
+    an error, not a way out. (shutil.rmtree does the same on Linux; importing
+    shutil would cost more than a whole removal, through fnmatch and re.)"""
     if not {os.open, os.unlink, os.rmdir} <= os.supports_dir_fd:
         raise OSError("refusing to delete %s: no *at() system calls here" % path)
-    fd = os.open(path, _DIR_FLAGS)
+    fd = os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
     try:
         _remove_contents(fd)
     finally:
         os.close(fd)
-    os.rmdir(path)
+    os.rmdir(path, dir_fd=dir_fd)
 
 
 def _remove_contents(dir_fd):
@@ -142,16 +207,62 @@ def _remove_contents(dir_fd):
             os.unlink(name, dir_fd=dir_fd)
 
 
+def symlinked(sessions_dir):
+    """sessions_dir or its active/ if either is a symlink, else None.
+
+    Both are ours: a symlink there leads to somebody else's directory, where
+    a UUID-named entry is not a session of ours."""
+    for path in (os.path.normpath(sessions_dir), os.path.join(sessions_dir, sr.ACTIVE_NAME)):
+        if os.path.islink(path):
+            return path
+    return None
+
+
+def _unlink_symlink(name, dir_fd):
+    try:
+        if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+
+
 def apply(sessions_dir, registry, removed):
-    """Delete what plan() chose; returns the ids that failed.  Caller holds the lock."""
+    """Delete what plan() chose; returns the ids that failed.  Caller holds the lock.
+
+    Everything is removed relative to descriptors of sessions/ and active/
+    opened with O_NOFOLLOW: if either became a symlink since main() looked,
+    that is an error, not a way into another directory."""
     failed = []
+    changed = False
+    if not removed:
+        return failed
+    sessions_fd = os.open(sessions_dir, _DIR_FLAGS)
+    try:
+        try:
+            active_fd = os.open(sr.ACTIVE_NAME, _DIR_FLAGS, dir_fd=sessions_fd)
+        except FileNotFoundError:
+            active_fd = None
+        try:
+            changed = _remove_sessions(sessions_fd, active_fd, registry, removed, failed)
+        finally:
+            if active_fd is not None:
+                os.close(active_fd)
+    finally:
+        os.close(sessions_fd)
+    if changed:
+        sr.write_registry(sessions_dir, registry)
+    return failed
+
+
+def _remove_sessions(sessions_fd, active_fd, registry, removed, failed):
     changed = False
     for item in removed:
         sid = item["id"]
         try:
-            sr.remove_active_link(sessions_dir, sid)
+            if active_fd is not None:
+                _unlink_symlink(sid, active_fd)
             if item["reason"] != "missing":
-                remove_tree(os.path.join(sessions_dir, sid))
+                remove_tree(sid, dir_fd=sessions_fd)
         except OSError as e:
             sys.stderr.write("cleanup-sessions: cannot remove %s: %s\n" % (item["dir"], e))
             failed.append(sid)
@@ -160,16 +271,21 @@ def apply(sessions_dir, registry, removed):
         # dead entry ("missing" next time), never an unregistered directory.
         if registry is not None and registry["sessions"].pop(sid, None) is not None:
             changed = True
-    if changed:
-        sr.write_registry(sessions_dir, registry)
-    return failed
+    return changed
 
 
 def main(argv=None):
     opts = sr.command_line("cleanup-sessions.py", USAGE, sys.argv[1:] if argv is None else argv, OPTIONS)
     dry_run, days, only = opts["--dry-run"], opts["--days"], opts["--session"]
+    if only:
+        only = list(dict.fromkeys(only))  # each session once, in the order given
     sessions_dir = opts["--sessions-dir"] or sr.load_config().sessions_dir
 
+    link = symlinked(sessions_dir)
+    if link:
+        sys.stderr.write("cleanup-sessions: %s is a symlink; refusing to delete anything through it "
+                         "(name the real directory with --sessions-dir)\n" % link)
+        return EX_SYMLINK
     if not os.path.isdir(sessions_dir):
         removed, kept, failed = [], [], []
     else:
@@ -193,9 +309,14 @@ def main(argv=None):
         sys.stdout.write(json.dumps({"removed": removed, "kept": kept,
                                      "dry_run": dry_run}, indent=1) + "\n")
     else:
+        sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8
         verb = "would remove" if dry_run else "removed"
         for r in removed:
             sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))
+        for k in kept:
+            if k["reason"] == "orphaned-has-history":
+                sys.stderr.write("cleanup-sessions: keeping %s: not in the registry but it holds "
+                                 "history; --session %s removes it\n" % (k["dir"], k["id"]))
 
     status = 1 if failed else 0
     gone = {r["id"] for r in removed} | set(failed)

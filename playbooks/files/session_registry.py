@@ -44,6 +44,8 @@ Registry format (.registry)
           "pid":       1234,                 the launcher (bash) process
           "pid_start": 567890,               field 22 of /proc/<pid>/stat
           "boot_id":   "<uuid>" | null,      /proc/sys/kernel/random/boot_id
+          "pid_ns":    "pid:[4026531836]" | null,  the launcher's PID namespace
+                                             (absent in entries of older versions)
           "started":   "2025-11-15T14:16:00Z",
           "status":    "active" | "ended",
           "ended":     "2025-11-15T15:00:00Z" | null,
@@ -58,8 +60,8 @@ Every change happens under an exclusive flock on .registry.lock: read, modify,
 write a temp file in the same directory, fsync, rename over .registry, fsync
 the directory.  Readers that only look (claude-session-list) need no lock,
 since the rename makes every version complete.  Anything that does not match
-this shape (bad JSON, other version, an entry without an integer pid) makes the
-whole registry "unreadable": callers then change nothing and exit non-zero,
+this shape (bad JSON, other version, an entry without an integer pid, a field
+of another type than shown above) makes the whole registry "unreadable": callers then change nothing and exit non-zero,
 because deciding what is live from half a registry could delete a live session.
 
 The recorded "dir" is never used to delete anything: the only deletion
@@ -69,7 +71,10 @@ Liveness
 --------
 The launcher is alive when /proc/<pid>/stat exists, is not a zombie, shows the
 recorded start time (so a reused pid does not count) and, when recorded, the
-boot id is unchanged.  A session is live when its entry says "active" and its
+boot id is unchanged.  An entry made in another PID namespace than ours (a
+container or `unshare` sharing this HOME: its pid means nothing in our /proc)
+counts as alive while the boot id is unchanged; only "ended", or a reboot,
+proves it dead.  Entries without pid_ns are judged by our /proc, as before.  A session is live when its entry says "active" and its
 launcher is alive.  An "active" entry whose launcher is not alive is reported
 as "ended": a crashed launcher never keeps a session live forever.  Only live
 sessions count against max_sessions.
@@ -142,7 +147,8 @@ MAX_NAME_LEN = 200
 # session start more than the registry update itself.
 _HEX = frozenset("0123456789abcdef")
 _UUID_GROUPS = [8, 4, 4, 4, 12]
-_CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+# C0, DEL and C1: a C1 character such as U+009B (CSI) is a terminal escape too.
+CONTROL_CHARS = frozenset(chr(c) for c in list(range(0x20)) + list(range(0x7f, 0xa0)))
 
 
 class RegistryError(Exception):
@@ -153,9 +159,13 @@ class LockTimeout(Exception):
     pass
 
 
+# The name our messages start with. Fixed, not sys.argv[0]: under the
+# launcher that is "-c". The launcher, the list and the cleaner set their own.
+PROG = "session_registry.py"
+
+
 def warn(msg):
-    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "session_registry"
-    sys.stderr.write("%s: %s\n" % (prog, msg))
+    sys.stderr.write("%s: %s\n" % (PROG, msg))
 
 
 def is_session_id(name):
@@ -164,8 +174,17 @@ def is_session_id(name):
     return [len(g) for g in groups] == _UUID_GROUPS and _HEX.issuperset(name.replace("-", ""))
 
 
-def has_control_chars(text):
-    return not _CONTROL.isdisjoint(text)
+def valid_name(text):
+    """A --name we store: UTF-8 text (argv bytes that are not UTF-8 arrive as
+    lone surrogates, which no UTF-8 output can print), not too long, no
+    control characters."""
+    if len(text) > MAX_NAME_LEN or not CONTROL_CHARS.isdisjoint(text):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def now_iso():
@@ -290,12 +309,30 @@ def proc_start_time(pid):
     return start
 
 
+_pid_ns = []
+
+
+def pid_namespace():
+    """Our PID namespace, as /proc/self/ns/pid names it; None if it cannot be read."""
+    if not _pid_ns:
+        try:
+            _pid_ns.append(os.readlink("/proc/self/ns/pid"))
+        except OSError:
+            _pid_ns.append(None)
+    return _pid_ns[0]
+
+
 def launcher_alive(entry):
+    recorded_boot = entry.get("boot_id")
+    same_boot = not recorded_boot or recorded_boot == _boot_id()
+    recorded_ns = entry.get("pid_ns")
+    if recorded_ns and recorded_ns != pid_namespace():
+        # Our /proc cannot see that launcher: nothing here proves it dead.
+        return same_boot
     start = proc_start_time(entry["pid"])
     if start is None or start != entry["pid_start"]:
         return False
-    recorded_boot = entry.get("boot_id")
-    return not recorded_boot or recorded_boot == _boot_id()
+    return same_boot
 
 
 def session_live(entry):
@@ -467,7 +504,19 @@ def validate(data, path):
             bad("entry %s has no integer pid/pid_start" % sid)
         if entry.get("status") not in ("active", "ended"):
             bad("entry %s has status %r" % (sid, entry.get("status")))
+        # What the list and the cleaner print, sort and compare: a hand edit
+        # that changes a type must be a clear error, not a traceback.
+        for key in _TEXT_FIELDS:
+            value = entry.get(key)
+            if value is not None and not isinstance(value, str):
+                bad("entry %s: %s is %s, expected a string or null" % (sid, key, json_dumps(value)))
+        if entry.get("exit_code") is not None and not _is_int(entry["exit_code"]):
+            bad("entry %s: exit_code is %s, expected an integer or null"
+                % (sid, json_dumps(entry["exit_code"])))
     return data
+
+
+_TEXT_FIELDS = ("id", "name", "host", "boot_id", "pid_ns", "started", "ended", "dir")
 
 
 def registry_path(sessions_dir):
@@ -708,7 +757,7 @@ def register(cfg, sid, pid, name, force):
             os.symlink(session_dir, active_link(sdir, sid))
             reg["sessions"][sid] = {
                 "id": sid, "name": name, "host": cfg.host,
-                "pid": pid, "pid_start": pid_start, "boot_id": _boot_id(),
+                "pid": pid, "pid_start": pid_start, "boot_id": _boot_id(), "pid_ns": pid_namespace(),
                 "started": now_iso(), "status": "active", "ended": None,
                 "exit_code": None, "dir": session_dir,
             }
@@ -750,8 +799,9 @@ def _read_exit_code(stream):
 def cmd_session(opts):
     cfg = load_config()
     name = opts["--name"] or None
-    if name is not None and (has_control_chars(name) or len(name) > MAX_NAME_LEN):
-        warn("--name must be at most %d characters without control characters" % MAX_NAME_LEN)
+    if name is not None and not valid_name(name):
+        warn("--name must be UTF-8 text of at most %d characters without control characters"
+             % MAX_NAME_LEN)
         return EX_USAGE
     code, session_dir = register(cfg, opts["--id"], opts["--pid"], name, opts["--force"])
     if code:
@@ -850,6 +900,14 @@ def number(value):
         return int(value)
     except ValueError:
         raise ValueError("%r is not a number" % value)
+
+
+def path_value(value):
+    """An option's path value: an empty one (an unset variable in a script)
+    must not quietly mean the default directory."""
+    if not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 def session_id(value):

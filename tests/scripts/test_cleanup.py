@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import subprocess
 import random
 import threading
 import time
@@ -38,7 +39,7 @@ def test_removes_orphaned_empty_and_old_sessions(env):
     keep = env.make_session(history=b"x\n")
     empty = env.make_session(history=b"")
     no_history = env.make_session(history=None)
-    orphan = env.make_session(history=b"x\n", registered=False)
+    orphan = env.make_session(history=b"", registered=False)
     old = env.make_session(history=b"x\n", age_days=10)
     result = env.clean_json()
     assert removed_ids(result) == {empty: "empty", no_history: "empty", orphan: "orphaned"}
@@ -47,6 +48,71 @@ def test_removes_orphaned_empty_and_old_sessions(env):
     assert removed_ids(env.clean_json("--days", "5")) == {old: "old"}
     assert env.session_ids() == [keep]
     assert set(env.read_registry()["sessions"]) == {keep}
+
+
+def _work_of_an_older_launcher(env, age_days=0):
+    """A session dir as a launcher without a registry left it: history and a transcript."""
+    sid = env.make_session(history=b'{"display":"real work"}\n', registered=False)
+    projects = os.path.join(env.sdir(sid), "projects", "-home-u")
+    os.makedirs(projects)
+    with open(os.path.join(projects, "0306f14b-c4b6-4b41-bb8e-c3da2f735f24.jsonl"), "w") as f:
+        f.write("{}\n")
+    if age_days:
+        old = time.time() - age_days * 86400
+        for root, dirs, files in os.walk(env.sdir(sid)):
+            for name in dirs + files:
+                os.utime(os.path.join(root, name), (old, old))
+        os.utime(env.sdir(sid), (old, old))
+    return sid
+
+
+@pytest.mark.parametrize("args", [[], ["--days", "0"], ["--dry-run", "--days", "0"]])
+def test_orphan_holding_work_survives_the_registry_being_created(env, args):
+    # Sessions from before the registry existed: the first launch creates it,
+    # without entries for them. Being unregistered is no reason to lose them.
+    with_history = _work_of_an_older_launcher(env, age_days=30)
+    transcript_only = env.make_session(history=None, registered=False)
+    projects = os.path.join(env.sdir(transcript_only), "projects", "-srv")
+    os.makedirs(projects)
+    with open(os.path.join(projects, "x.jsonl"), "w") as f:
+        f.write("{}\n")
+    empty_orphan = env.make_session(history=b"", registered=False)
+    assert not os.path.exists(env.registry)
+    assert env.run().returncode == 0                    # the registry is created now
+    assert os.path.exists(env.registry)
+    before = snapshot(env.sdir(with_history))
+
+    result = env.clean_json(*args)
+    assert kept_ids(result)[with_history] == "orphaned-has-history"
+    assert kept_ids(result)[transcript_only] == "orphaned-has-history"
+    assert removed_ids(result).get(empty_orphan) == "orphaned"
+    assert snapshot(env.sdir(with_history)) == before
+    assert exists(env, transcript_only)
+    text = env.clean(*args)
+    assert text.returncode == 0
+    assert with_history.encode() not in text.stdout
+    assert ("--session %s" % with_history).encode() in text.stderr   # how to remove it on purpose
+    # Only asking for it by name removes it.
+    if "--dry-run" not in args:
+        assert removed_ids(env.clean_json("--session", with_history)) == {with_history: "requested"}
+        assert not exists(env, with_history)
+
+
+def test_sessions_survive_a_damaged_registry_being_moved_away(env):
+    # The cleaner refuses a damaged registry and says to repair it or move it
+    # away; doing the latter must not turn every session into deletable orphans.
+    assert env.run("--name", "important-work").returncode == 0
+    (sid,) = env.session_ids()
+    with open(env.registry, "a") as f:
+        f.write("garbage")
+    assert env.clean().returncode == 2
+    os.rename(env.registry, os.path.join(env.tmp, "registry.broken"))
+    assert env.run("--name", "next").returncode == 0    # a fresh registry, without sid
+    assert sid not in env.read_registry()["sessions"]
+    result = env.clean_json("--days", "0")
+    assert kept_ids(result)[sid] == "orphaned-has-history"
+    assert exists(env, sid)
+    assert env.list_json()[sid]["status"] == "orphaned"
 
 
 def test_headless_session_with_transcript_is_not_empty(env):
@@ -308,11 +374,19 @@ def test_active_link_with_dead_registered_launcher_is_stale(env):
 
 # ---------------------------------------------------------------- corrupt registry
 
+# A hand-edited entry whose fields have other types than the launcher writes.
+WRONG_TYPES = [b'"started": 1700000000', b'"name": ["a"]', b'"ended": {}', b'"exit_code": "0"',
+               b'"exit_code": true', b'"host": 5', b'"boot_id": 1', b'"dir": false']
+
+
 @pytest.mark.parametrize("content", [
     b"{not json", b"", b"[]", b'{"version": 2, "sessions": {}}',
     b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": 5}}',
     b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": {"status": "ended"}}}',
-], ids=["garbage", "empty-file", "list", "version", "entry-not-object", "entry-without-pid"])
+] + [b'{"version": 1, "sessions": {"11111111-2222-4333-8444-555555555555": {"pid": 1, "pid_start": 1, '
+       b'"status": "ended", %s}}}' % field for field in WRONG_TYPES],
+    ids=["garbage", "empty-file", "list", "version", "entry-not-object", "entry-without-pid"]
+    + ["wrong-type-" + f.split(b'"')[1].decode() for f in WRONG_TYPES])
 def test_unparseable_registry_deletes_nothing_and_exits_2(env, content):
     env.make_session(history=b"", registered=False)
     env.make_session(history=b"x\n", registered=False, age_days=30)
@@ -515,3 +589,159 @@ def test_remove_tree_never_follows_a_symlink_even_one_swapped_in(tmp_path, monke
     cleaner.remove_tree(str(tree))
     assert not os.path.lexists(str(tree))
     assert snapshot(str(outside)) == before
+
+
+# ---------------------------------------------------------------- sessions/ and active/ are ours
+
+def _other_apps_jobs(env):
+    """Another program's directory with UUID-named entries that look like sessions."""
+    jobs = os.path.join(env.tmp, "other-app", "jobs")
+    for sid in ("aaaaaaaa-1111-4111-8111-111111111111", "bbbbbbbb-1111-4111-8111-111111111111"):
+        os.makedirs(os.path.join(jobs, sid))
+    with open(os.path.join(jobs, "aaaaaaaa-1111-4111-8111-111111111111", "output.bin"), "w") as f:
+        f.write("result")
+    os.symlink("/etc/hostname", os.path.join(jobs, "cccccccc-1111-4111-8111-111111111111"))
+    return jobs
+
+
+@pytest.mark.parametrize("args", [[], ["--dry-run"], ["--days", "0"],
+                                  ["--session", "bbbbbbbb-1111-4111-8111-111111111111"]])
+def test_symlinked_sessions_dir_is_refused(env, args):
+    jobs = _other_apps_jobs(env)
+    shutil.rmtree(env.sessions)
+    os.symlink(jobs, env.sessions)                 # ~/.claude/sessions -> elsewhere
+    before = snapshot(jobs)
+    r = env.clean(*args)
+    assert r.returncode == 3, r.stderr
+    assert b"is a symlink" in r.stderr and env.sessions.encode() in r.stderr
+    assert r.stdout == b""
+    assert snapshot(jobs) == before
+    # The same through --sessions-dir, with a trailing slash too.
+    for given in (env.sessions, env.sessions + "/"):
+        r = env.clean("--sessions-dir", given, *args)
+        assert r.returncode == 3, (given, r.stderr)
+    assert snapshot(jobs) == before
+
+
+def test_symlinked_active_dir_is_refused(env):
+    assert env.run(STUB_NO_HISTORY=1).returncode == 0   # an empty session: would be removed
+    (sid,) = env.session_ids()
+    other = os.path.join(env.tmp, "other")
+    os.makedirs(other)
+    os.symlink("/etc/hostname", os.path.join(other, sid))   # someone else's entry of that name
+    os.rmdir(env.active)
+    os.symlink(other, env.active)
+    before = snapshot(env.sessions)
+    for args in ([], ["--dry-run"], ["--session", sid]):
+        r = env.clean(*args)
+        assert r.returncode == 3, r.stderr
+        assert b"active" in r.stderr and b"is a symlink" in r.stderr
+    assert os.readlink(os.path.join(other, sid)) == "/etc/hostname"
+    assert snapshot(env.sessions) == before
+    assert exists(env, sid)
+
+
+def test_removal_goes_through_descriptors_that_never_follow_a_symlink(tmp_path):
+    # Even if active/ became a symlink after the check: apply() fails rather
+    # than unlink an entry in the directory it leads to.
+    cleaner = _cleaner_module()
+    sessions = tmp_path / "sessions"
+    sid = "aaaaaaaa-1111-4111-8111-111111111111"
+    (sessions / sid).mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    os.symlink("/etc/hostname", str(other / sid))
+    os.symlink(str(other), str(sessions / "active"))
+    with pytest.raises(OSError):
+        cleaner.apply(str(sessions), None, [{"id": sid, "reason": "empty", "dir": str(sessions / sid)}])
+    assert os.path.islink(str(other / sid))
+    assert (sessions / sid).is_dir()
+
+
+# ---------------------------------------------------------------- command line
+
+def test_a_session_named_twice_is_removed_once(env):
+    target = env.make_session(history=b"x\n")
+    other = env.make_session(history=b"y\n")
+    r = env.clean("--json", "--session", target, "--session", target, "--session=" + target)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["removed"] == [{"id": target, "reason": "requested", "dir": env.sdir(target)}]
+    assert not exists(env, target) and exists(env, other)
+    assert set(env.read_registry()["sessions"]) == {other}
+
+
+@pytest.mark.parametrize("days", ["nan", "NaN", "inf", "-inf", "infinity", "1e400", "x", ""])
+def test_days_must_be_a_finite_number(env, days):
+    sid = env.make_session(history=b"x\n", age_days=100)
+    for args in (["--days", days], ["--days", days, "--dry-run"], ["--days=" + days]):
+        r = env.clean(*args)
+        assert r.returncode == 64, (args, r.stderr)
+        assert b"--days" in r.stderr and b"usage:" in r.stderr
+    assert exists(env, sid)
+    assert removed_ids(env.clean_json("--days", "1")) == {sid: "old"}
+
+
+@pytest.mark.parametrize("tool", ["cleanup-sessions.py", "claude-session-list"])
+def test_empty_sessions_dir_option_is_a_usage_error(env, tool):
+    sid = env.make_session(history=b"")             # a normal run of the cleaner removes it
+    for args in (["--sessions-dir", ""], ["--sessions-dir="]):
+        r = env.tool(tool, *args)
+        assert r.returncode == 64, r.stderr
+        assert b"--sessions-dir" in r.stderr and b"empty" in r.stderr
+        assert r.stdout == b""
+    assert exists(env, sid)
+
+
+# ---------------------------------------------------------------- PID namespaces
+
+def _can_unshare_pid():
+    try:
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+def test_a_cleaner_in_another_pid_namespace_never_removes_a_live_session(env):
+    if not _can_unshare_pid():
+        pytest.skip("cannot create a PID namespace here (unshare --pid needs privileges)")
+    go = os.path.join(env.tmp, "go")
+    p = env.launch(STUB_NO_HISTORY=1, STUB_LATE_HISTORY=1, STUB_WAIT=go)   # empty while it runs
+    sid = env.running_session(p)
+    assert env.read_registry()["sessions"][sid]["pid_ns"] == os.readlink("/proc/self/ns/pid")
+    # Its own /proc: neither the launcher nor the client is visible from there.
+    cleaner = os.path.join(env.bindir, "cleanup-sessions.py")
+    for args in (["--json", "--days", "0"], ["--json", "--session", sid]):
+        r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", cleaner] + args,
+                           env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        result = json.loads(r.stdout)
+        assert sid not in removed_ids(result), r.stderr
+        assert kept_ids(result)[sid] == "live"
+        assert exists(env, sid)
+    open(go, "w").close()
+    assert p.wait(timeout=20) == 0                  # 99 if its directory had vanished
+
+
+def test_entries_from_another_pid_namespace_count_as_live_until_ended_or_rebooted(env):
+    foreign = "pid:[1]"                              # no namespace has inode 1
+    live = env.make_session(history=b"", status="active")
+    ended = env.make_session(history=b"", status="ended")
+    rebooted = env.make_session(history=b"", status="active")
+    legacy = env.make_session(history=b"", status="active")   # no pid_ns: judged by our /proc
+    reg = env.read_registry()
+    for sid in (live, ended, rebooted):
+        reg["sessions"][sid]["pid_ns"] = foreign
+    reg["sessions"][live]["boot_id"] = open("/proc/sys/kernel/random/boot_id").read().strip()
+    reg["sessions"][rebooted]["boot_id"] = "00000000-0000-4000-8000-000000000000"
+    env.write_registry(reg["sessions"])
+
+    assert {sid: row["status"] for sid, row in env.list_json().items()} == {
+        live: "active", ended: "ended", rebooted: "ended", legacy: "ended"}
+    result = env.clean_json("--days", "0")
+    assert kept_ids(result) == {live: "live"}
+    assert removed_ids(result) == {ended: "empty", rebooted: "empty", legacy: "empty"}
+    assert env.clean("--session", live).returncode == 1
+    # It counts against max_sessions like any live session.
+    env.write_conf("max_sessions=1\n")
+    assert env.run().returncode == 75

@@ -389,6 +389,23 @@ def test_list_with_unreadable_registry_exits_2(env):
     assert r.returncode == 2 and b".registry" in r.stderr
 
 
+@pytest.mark.parametrize("field,value", [("started", 1700000000), ("name", ["a"]), ("exit_code", "1")])
+def test_list_with_a_hand_edited_wrong_type_exits_2_with_a_message(env, field, value):
+    for _ in range(2):
+        assert env.run().returncode == 0
+    reg = env.read_registry()
+    first = sorted(reg["sessions"])[0]
+    reg["sessions"][first][field] = value
+    env.write_registry(reg["sessions"])
+    for args in ([], ["--json"]):
+        r = env.tool("claude-session-list", *args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith(b"claude-session-list: ") and b"Traceback" not in r.stderr
+        assert first.encode() in r.stderr and field.encode() in r.stderr
+    r = env.run()
+    assert r.returncode == 70 and field.encode() in r.stderr and b"Traceback" not in r.stderr
+
+
 def test_launcher_refuses_to_overwrite_unreadable_registry(env):
     os.makedirs(env.sessions, exist_ok=True)
     with open(env.registry, "w") as f:
@@ -398,3 +415,42 @@ def test_launcher_refuses_to_overwrite_unreadable_registry(env):
     with open(env.registry) as f:
         assert f.read() == "{oops"
     assert env.session_ids() == []
+
+
+# ---------------------------------------------------------------- names
+
+@pytest.mark.parametrize("name", [os.fsdecode(b"caf\xe9"), "x\u009b31mred", "a\u0085b", "tab\there"],
+                         ids=["not-utf8", "c1-csi", "c1-nel", "tab"])
+def test_names_that_are_not_printable_text_are_refused(env, name):
+    r = env.run("--name", name)
+    assert r.returncode == 64, r.stderr
+    assert b"--name must be UTF-8 text" in r.stderr
+    assert env.session_ids() == []
+    assert not os.path.exists(env.registry) or env.read_registry()["sessions"] == {}
+
+
+def test_unicode_names_are_kept(env):
+    assert env.run("--name", "caf\u00e9 \U0001f600").returncode == 0
+    (row,) = env.list_json().values()
+    assert row["name"] == "caf\u00e9 \U0001f600"
+
+
+def test_list_prints_whatever_names_a_registry_holds(env):
+    # Names stored by an older launcher or by hand: a lone surrogate (argv
+    # bytes that were not UTF-8), a C1 escape, a line separator, plain text.
+    names = {"\udce9": None, "x\u009b31mred": None, "a\u2028b\u0085c": None, "caf\u00e9": None}
+    for name in names:
+        sid = env.make_session(history=b"x\n")
+        reg = env.read_registry()
+        reg["sessions"][sid]["name"] = name
+        env.write_registry(reg["sessions"])
+        names[name] = sid
+    for extra in ({}, {"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C"}):
+        r = subprocess.run([os.path.join(env.bindir, "claude-session-list")], env=env.environ(**extra),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        assert r.returncode == 0, (extra, r.stderr)
+        lines = r.stdout.splitlines()
+        assert len(lines) == 4, (extra, r.stdout)
+        assert b"\x9b" not in r.stdout and b"\xc2\x9b" not in r.stdout and b"\x85" not in r.stdout
+        assert all(len(line.split(b"\t")) == 6 for line in lines)
+    assert env.run("list", "--json").returncode == 0
