@@ -95,9 +95,10 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
 /// Interpreter discovery, as Ansible does it, inside the one command: the
 /// platform python first (a PATH lookup can land on a slow shim such as
 /// pyenv's, ~100 ms a start), then whatever `python3` PATH has. The agent's
-/// source travels as `$0` of the sh script, so nothing is interpolated.
+/// source travels as `$1` of the sh script, so nothing is interpolated; `$0`
+/// names the step in the shell's own messages (a python3 that cannot run).
 const DISCOVER_PYTHON: &str = r#"for p in /usr/bin/python3 /usr/local/bin/python3 python3; do
-  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$0" "$@"; fi
+  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$1"; fi
 done
 echo "csdeploy: no python3 on this host (set ansible_python_interpreter)" >&2
 exit 127"#;
@@ -107,7 +108,7 @@ fn agent_argv(python: Option<&str>, source: &str) -> Vec<String> {
         Some(python) => [python, "-I", "-S", "-c", source]
             .map(String::from)
             .to_vec(),
-        None => ["/bin/sh", "-c", DISCOVER_PYTHON, source]
+        None => ["/bin/sh", "-c", DISCOVER_PYTHON, "csdeploy-agent", source]
             .map(String::from)
             .to_vec(),
     }

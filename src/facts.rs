@@ -357,4 +357,65 @@ mod tests {
             .collect();
         assert!(GatherReply::parse_sh(&blind, &probes[2..3]).is_err());
     }
+
+    /// gather.sh with `args`, under `timeout` (a FIFO must not block it), and `env`.
+    fn gather_sh(args: &[&str], env: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut cmd = std::process::Command::new("timeout");
+        cmd.args(["10", "/bin/sh", "-c", crate::builtin::GATHER_SH, "gather"])
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        for (key, value) in env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        out.stdout
+    }
+
+    #[test]
+    fn the_shell_gather_hashes_regular_files_only_and_never_blocks_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let probes = [Probe::file(fifo.to_str().unwrap(), None)];
+        let out = gather_sh(&[fifo.to_str().unwrap()], &[]);
+        let reply = GatherReply::parse_sh(&out, &probes).unwrap();
+        assert_eq!(reply.paths[0].kind, Kind::Other);
+        assert_eq!(reply.paths[0].sha256, None);
+    }
+
+    #[test]
+    fn the_shell_gather_starts_relative_paths_and_a_missing_home_where_python_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap();
+        let probes = [Probe::stat("rel/x"), Probe::stat("~/y")];
+        let out = gather_sh(&["rel/x", "~/y"], &[("HOME", Some(home))]);
+        let reply = GatherReply::parse_sh(&out, &probes).unwrap();
+        assert_eq!(reply.paths[0].path, format!("{home}/rel/x"));
+        assert_eq!(reply.paths[1].path, format!("{home}/y"));
+        // Without HOME: the password database's home, as Python's expanduser.
+        let out = gather_sh(&["~/y"], &[("HOME", None)]);
+        let reply = GatherReply::parse_sh(&out, &probes[1..]).unwrap();
+        let python = std::process::Command::new("python3")
+            .args(["-c", "import os; print(os.path.expanduser('~/y'), end='')"])
+            .env_remove("HOME")
+            .output()
+            .unwrap();
+        assert_eq!(
+            reply.paths[0].path,
+            String::from_utf8(python.stdout).unwrap()
+        );
+        assert!(
+            reply.paths[0].path.starts_with('/'),
+            "{}",
+            reply.paths[0].path
+        );
+    }
 }

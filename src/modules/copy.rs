@@ -76,6 +76,17 @@ impl CopyAction {
                 ..Decision::default()
             };
         }
+        if state.kind == Kind::File && state.sha256.is_none() {
+            // Rewriting what cannot be compared would "update" it on every run.
+            return Decision {
+                failure: Some(format!(
+                    "{} exists but cannot be read to compare its content (mode {}): make it readable or remove it",
+                    state.path,
+                    state.mode.map(super::octal).unwrap_or_default()
+                )),
+                ..Decision::default()
+            };
+        }
         let same_content = state.sha256.as_deref() == Some(self.sha256.as_str());
         let same_mode = self.mode.is_none() || state.mode == self.mode;
         // Rewriting a file someone else owns gives it to the login user.
@@ -128,6 +139,47 @@ pub fn unified_diff(path: &str, old: &[u8], new: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_read_fails_rather_than_being_rewritten_every_run() {
+        use crate::facts::{GatherReply, PathState, Probe};
+        let dest = "/h/unreadable";
+        let state = |sha256: Option<&str>| PathState {
+            kind: Kind::File,
+            mode: Some(0o200),
+            uid: Some(1000),
+            sha256: sha256.map(String::from),
+            ..PathState::missing(dest)
+        };
+        let action = CopyAction {
+            dest: dest.into(),
+            content: Arc::new(b"hi".to_vec()),
+            sha256: "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4".into(),
+            mode: None,
+            backup: true,
+        };
+        let facts = |sha256| {
+            Facts::new(
+                &[Probe::file(dest, None)],
+                GatherReply {
+                    uid: 1000,
+                    paths: vec![state(sha256)],
+                },
+            )
+        };
+        let decision = action.decide(&mut facts(None), false);
+        let failure = decision.failure.expect("a failure");
+        assert!(
+            failure.contains("cannot be read") && failure.contains("0200"),
+            "{failure}"
+        );
+        assert!(decision.op.is_none());
+        let same = action.decide(&mut facts(Some(action.sha256.as_str())), false);
+        assert!(
+            same.failure.is_none() && same.op.is_none(),
+            "readable and equal: ok"
+        );
+    }
 
     #[test]
     fn diff_is_unified() {

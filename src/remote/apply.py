@@ -43,7 +43,9 @@ def _interrupted(signum, _frame):
 
 
 def expand(path):
-    return os.path.expanduser(path)
+    """`~` is the home directory, and so is where a relative path starts, as
+    over ssh, whatever directory a local run started in."""
+    return os.path.join(os.path.expanduser("~"), os.path.expanduser(path))
 
 
 def fsync_dir(path):
@@ -328,9 +330,13 @@ def apply(data):
             if not result["ok"]:
                 break
     finally:
-        # The renames are durable once their directories are.
+        # The renames are durable once their directories are; a directory a
+        # later task removed has nothing left to make durable.
         for directory in dirty:
-            fsync_dir(directory)
+            try:
+                fsync_dir(directory)
+            except OSError:
+                pass
     return b"".join(out)
 
 

@@ -39,11 +39,13 @@ def sha256_file(path):
 
 
 def describe(want, path):
-    path = os.path.expanduser(path)
+    path = os.path.join(os.path.expanduser("~"), os.path.expanduser(path))  # as apply.py's expand
     fields = [os.fsencode(path), b"missing", b"", b"", b"", b""]
     try:
         st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
+        # Missing, or behind a directory we may not search: what stat in
+        # gather.sh reports as nothing. Applying to it then says why.
         return fields
     fields[2] = b"%o" % stat.S_IMODE(st.st_mode)
     fields[3] = b"%d" % st.st_uid
@@ -54,11 +56,14 @@ def describe(want, path):
     elif stat.S_ISREG(st.st_mode):
         fields[1] = b"file"
         if want:
-            digest = sha256_file(path)
-            fields[4] = digest.encode("ascii")
-            if want != "hash" and want != digest and st.st_size <= MAX_DIFF_BYTES:
-                with open(path, "rb") as f:
-                    fields[5] = binascii.b2a_base64(f.read(), newline=False)
+            try:
+                digest = sha256_file(path)
+                fields[4] = digest.encode("ascii")
+                if want != "hash" and want != digest and st.st_size <= MAX_DIFF_BYTES:
+                    with open(path, "rb") as f:
+                        fields[5] = binascii.b2a_base64(f.read(), newline=False)
+            except OSError:
+                pass  # unreadable: no hash, as sha256sum in gather.sh gives none
     else:
         fields[1] = b"other"
     return fields

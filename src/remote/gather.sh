@@ -4,17 +4,24 @@
 # nothing else), and a Python interpreter's start alone costs more than all
 # of this; gather.py is used instead when --diff needs old file contents.
 #
-# Arguments: the paths; a leading `~` is the home directory.
+# Arguments: the paths; a leading `~` is the home directory, and so is where
+# a relative path starts.
 # Output: `UID\0`, the expanded paths (`PATH\0` each, in order), then
 # `stat` records `PATH\0TYPE\0MODE\0UID\0` for the paths that exist and for `/`
 # (a sentinel: without its record, stat is not GNU stat and the controller
-# falls back to gather.py), an empty field, then `sha256sum` lines.
+# falls back to gather.py), an empty field, then `sha256sum` lines for the
+# regular files among them (a FIFO would block it, a symlink is not followed).
+# Without HOME, `~` is the home directory from the password database, as
+# Python's expanduser (the apply step's) has it.
+[ -n "${HOME:-}" ] || HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
 for p do
   # A literal `~` from the playbook, expanded here on purpose.
   # shellcheck disable=SC2088
   case $p in
     "~") p=$HOME ;;
     "~/"*) p=$HOME/${p#"~/"} ;;
+    /*) ;;
+    *) p=$HOME/$p ;;  # relative: from the home directory, as over ssh
   esac
   set -- "$@" "$p"
   shift
@@ -22,5 +29,9 @@ done
 printf '%s\0' "$(id -u)" "$@"
 stat --printf '%n\0%F\0%a\0%u\0' -- "$@" / 2>/dev/null
 printf '\0'
-sha256sum -- "$@" 2>/dev/null
+for p do
+  shift
+  if [ -f "$p" ] && [ ! -L "$p" ]; then set -- "$@" "$p"; fi
+done
+[ $# -eq 0 ] || sha256sum -- "$@" 2>/dev/null
 exit 0

@@ -997,6 +997,89 @@ fn null_variable_is_refused_not_rendered_empty() {
     assert_empty_dir(&lab.home("local"));
 }
 
+#[test]
+fn odd_destinations_fail_their_task_without_blocking_or_leaving_files() {
+    let lab = local_lab();
+    let home = lab.home("local");
+    let fifo = home.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for diff in [false, true] {
+        let pb = lab.write_file(
+            "fifo.yml",
+            "- name: fifo\n  hosts: all\n  tasks:\n    - name: skip\n      command:\n        cmd: touch ~/should-not-run\n        creates: ~/fifo\n    - name: write\n      copy:\n        content: hi\n        dest: ~/fifo\n",
+        );
+        let mut args = vec!["run", pb.to_str().unwrap(), "--format", "json"];
+        if diff {
+            args.push("--diff");
+        }
+        let out = lab.csdeploy(&args);
+        out.assert_exit(1);
+        let json = out.json();
+        let host = host(&json, "local");
+        let skip = task(host, "skip");
+        assert!(
+            skip["msg"].as_str().unwrap().starts_with("skipped, since"),
+            "{out}"
+        );
+        assert_eq!(task(host, "write")["status"], "failed", "{out}");
+        assert!(
+            task(host, "write")["msg"]
+                .as_str()
+                .unwrap()
+                .contains("not a regular file"),
+            "{out}"
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fifo"], "nothing else was written");
+}
+
+#[test]
+fn relative_paths_start_in_the_home_directory_over_local_too() {
+    let lab = local_lab();
+    let pb = lab.write_file(
+        "rel.yml",
+        "- name: rel\n  hosts: all\n  tasks:\n    - name: dir\n      file: {path: rel, state: directory}\n    - name: file\n      copy: {content: hi, dest: rel/f}\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    out.assert_exit(0);
+    assert_eq!(
+        std::fs::read_to_string(lab.home("local").join("rel/f")).unwrap(),
+        "hi"
+    );
+    assert!(
+        !lab.root.join("rel").exists(),
+        "not in csdeploy's working directory"
+    );
+    let again = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    again.assert_exit(0);
+    assert_eq!(num(&again.json()["summary"], "changed"), 0, "{again}");
+}
+
+#[test]
+fn a_directory_removed_by_a_later_task_does_not_fail_the_host() {
+    let lab = local_lab();
+    let pb = lab.write_file(
+        "stage.yml",
+        "- name: stage\n  hosts: all\n  tasks:\n    - name: make\n      file: {path: ~/stage, state: directory}\n    - name: fill\n      copy: {content: hi, dest: ~/stage/f}\n    - name: use\n      command: {cmd: cat ~/stage/f}\n    - name: drop\n      file: {path: ~/stage, state: absent}\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(0);
+    let json = out.json();
+    assert_eq!(num(host(&json, "local"), "changed"), 4, "{out}");
+    assert!(!lab.home("local").join("stage").exists());
+}
+
 // ---------------------------------------------------------------- invalid input (exit 2)
 
 fn local_lab() -> Lab {
