@@ -1,6 +1,7 @@
 //! The commands, below the CLI: load and resolve everything, then hand the
 //! plans to the engine and its events to a reporter.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,8 @@ pub struct Settings {
     pub ssh_config: Option<PathBuf>,
     pub native_mux: bool,
     pub control_parent: PathBuf,
+    /// `--timeout`: the longest one remote step may take on a host.
+    pub timeout: std::time::Duration,
 }
 
 const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
@@ -110,6 +113,33 @@ fn check_files(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// The first SIGINT or SIGTERM stops the hosts where they are, so that the
+/// reports, the recap and the cleanup (connections, control sockets) still
+/// happen; a second one ends csdeploy at once.
+async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    let _ = interrupt.send(true);
+    let _ = writeln!(
+        std::io::stderr(),
+        "csdeploy: interrupted: stopping the hosts (again to quit at once)"
+    );
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    std::process::exit(ExitCode::Interrupted as i32);
+}
+
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
@@ -121,10 +151,13 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
             path: settings.control_parent.clone(),
             source,
         })?;
+    let (interrupt, interrupted) = tokio::sync::watch::channel(false);
     let options = Arc::new(engine::Options {
         check: settings.check,
         diff: settings.diff,
         forks: settings.forks,
+        timeout: settings.timeout,
+        interrupted: interrupted.clone(),
         ssh: SshOptions {
             host_key_checking: settings.host_key_checking,
             config_file: settings.ssh_config.clone(),
@@ -143,6 +176,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
         })?;
     let started = Instant::now();
     let summary = runtime.block_on(async {
+        tokio::spawn(on_signals(interrupt));
         let (events, mut inbox) = tokio::sync::mpsc::unbounded_channel();
         let printer = tokio::task::spawn_blocking(move || {
             while let Some(event) = inbox.blocking_recv() {
@@ -170,6 +204,9 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
     });
     drop(control_dir);
     let (summary, reported) = summary;
+    if *interrupted.borrow() {
+        return Ok(ExitCode::Interrupted);
+    }
     Ok(ExitCode::for_outcome(
         summary.failed > 0 || !reported,
         summary.unreachable > 0,

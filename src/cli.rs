@@ -110,6 +110,11 @@ struct Common {
     /// How many hosts run at once, 1 to 4096 [default: as many as file descriptors allow, up to 256].
     #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     forks: Option<u32>,
+    /// The longest one remote step (gather, apply) may take on a host before
+    /// the host is reported failed; a verification's --wait comes on top.
+    #[arg(long, default_value_t = 600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
     /// Change nothing; report what would change.
     #[arg(short = 'C', long)]
     check: bool,
@@ -137,20 +142,38 @@ enum Mux {
     Process,
 }
 
-/// Hosts in flight at once for a file-descriptor limit: each running host
-/// holds its mux socket and the pipes of one command (a handful, 8 to be
-/// safe), and the runtime keeps some for itself. Past 256 hosts at once a
-/// 2-core machine is busy with handshakes anyway.
-pub fn forks_for(nofile_limit: u64) -> usize {
+/// The most hosts in flight a file-descriptor limit allows: each running
+/// host holds its mux socket and the pipes of one command (a handful, 8 to
+/// be safe), and the runtime keeps some for itself.
+pub fn fd_capacity(nofile_limit: u64) -> usize {
     const PER_HOST: u64 = 8;
     const RESERVED: u64 = 64;
-    (nofile_limit.saturating_sub(RESERVED) / PER_HOST).clamp(1, 256) as usize
+    (nofile_limit.saturating_sub(RESERVED) / PER_HOST).max(1) as usize
 }
 
+/// The default hosts at once: what the limit allows, up to 256 (past that a
+/// 2-core machine is busy with handshakes anyway).
+pub fn forks_for(nofile_limit: u64) -> usize {
+    fd_capacity(nofile_limit).min(256)
+}
+
+/// Hosts at once: as asked, or as many as file descriptors allow, never more.
 /// The soft file-descriptor limit is raised to the hard one first, as most
 /// servers do: the default soft limit (1024) would cap a 500-host run at 120.
-fn default_forks() -> usize {
-    forks_for(rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024))
+fn forks(asked: Option<u32>) -> usize {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fitting = fd_capacity(limit);
+    match asked {
+        None => forks_for(limit),
+        Some(n) if n as usize <= fitting => n as usize,
+        Some(n) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "csdeploy: --forks {n} needs more file descriptors than the limit allows; running {fitting} hosts at once"
+            );
+            fitting
+        }
+    }
 }
 
 /// Control sockets need a short path (a unix socket path holds 107 bytes).
@@ -171,7 +194,7 @@ impl Common {
                 hosts: self.hosts,
                 limit: self.limit,
             },
-            forks: self.forks.map_or_else(default_forks, |n| n as usize),
+            forks: forks(self.forks),
             check: self.check,
             diff: self.diff,
             outputs: report::outputs(
@@ -188,6 +211,7 @@ impl Common {
             ssh_config: self.ssh_config,
             native_mux: matches!(self.ssh_mux, Mux::Native),
             control_parent: control_parent(),
+            timeout: std::time::Duration::from_secs(self.timeout),
         }
     }
 }

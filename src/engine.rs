@@ -5,9 +5,9 @@
 //! stops the others; it only shows in its report.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc::UnboundedSender};
+use tokio::sync::{Semaphore, mpsc::UnboundedSender, watch};
 
 use crate::builtin;
 use crate::events::{CheckResult, Event, HostReport, Phases, TaskResult, TaskStatus};
@@ -22,6 +22,18 @@ pub struct Options {
     pub diff: bool,
     pub forks: usize,
     pub ssh: SshOptions,
+    /// The longest one remote step may take; a verification's own waiting
+    /// comes on top.
+    pub timeout: Duration,
+    /// Turns true when the run is interrupted: hosts stop where they are.
+    pub interrupted: watch::Receiver<bool>,
+}
+
+/// Resolves once the run is interrupted (never, if it cannot be).
+async fn interruption(mut interrupted: watch::Receiver<bool>) {
+    if interrupted.wait_for(|&yes| yes).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 pub type Events = UnboundedSender<Event>;
@@ -34,10 +46,15 @@ pub async fn run(plans: Vec<HostPlan>, options: Arc<Options>, events: Events) ->
         .map(|plan| {
             let (options, events, forks) = (options.clone(), events.clone(), forks.clone());
             tokio::spawn(async move {
-                let _slot = forks
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore is never closed");
+                let interrupted = interruption(options.interrupted.clone());
+                let _slot = tokio::select! {
+                    slot = forks.acquire_owned() => slot.expect("semaphore is never closed"),
+                    () = interrupted => {
+                        let report = HostReport::new(&plan.host.name, Vec::new(), Some(NOT_STARTED.into()), false);
+                        let _ = events.send(Event::HostDone(report.clone()));
+                        return report;
+                    }
+                };
                 let report = run_host(&plan, &options, &events).await;
                 let _ = events.send(Event::HostDone(report.clone()));
                 report
@@ -57,11 +74,19 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     let _ = events.send(Event::HostStarted {
         host: name.to_string(),
     });
-    let transport = match Transport::connect(&plan.host, &options.ssh).await {
+    let connected = tokio::select! {
+        connected = Transport::connect(&plan.host, &options.ssh) => connected.map_err(|e| e.to_string()),
+        () = interruption(options.interrupted.clone()) => {
+            let mut report = HostReport::new(name, Vec::new(), Some(INTERRUPTED.into()), false);
+            report.duration_ms = millis(started);
+            return report;
+        }
+    };
+    let transport = match connected {
         Ok(t) => t,
         Err(err) => {
-            let mut report = HostReport::new(name, Vec::new(), Some(err.to_string()), true);
-            report.duration_ms = started.elapsed().as_millis() as u64;
+            let mut report = HostReport::new(name, Vec::new(), Some(err), true);
+            report.duration_ms = millis(started);
             return report;
         }
     };
@@ -72,7 +97,13 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     let _ = events.send(Event::HostConnected {
         host: name.to_string(),
     });
-    let (tasks, error) = match deploy(&transport, plan, options, &mut phases).await {
+    // Interrupted, the host's step is dropped; closing the connection below
+    // ends its master, and with it the remote command's session.
+    let deployed = tokio::select! {
+        deployed = deploy(&transport, plan, options, &mut phases) => deployed,
+        () = interruption(options.interrupted.clone()) => Err(INTERRUPTED.into()),
+    };
+    let (tasks, error) = match deployed {
         Ok(tasks) => (tasks, None),
         Err(err) => (Vec::new(), Some(err)),
     };
@@ -114,32 +145,65 @@ fn agent_argv(python: Option<&str>, source: &str) -> Vec<String> {
     }
 }
 
-/// Runs csdeploy's agent on the host with `request` on stdin.
-/// Runs one of csdeploy's remote steps (`verb`, for messages) with `stdin`.
+const INTERRUPTED: &str =
+    "interrupted: csdeploy was stopped (SIGINT or SIGTERM) before this host finished";
+const NOT_STARTED: &str = "not started: csdeploy was stopped (SIGINT or SIGTERM) first";
+
+/// How much of a failed step's stderr a report keeps.
+const STDERR_LIMIT: usize = 4096;
+
+/// Why a remote step gave no reply.
+#[derive(Debug)]
+enum StepError {
+    /// It did not finish in time: trying another way would not either.
+    TimedOut(String),
+    Failed(String),
+}
+
+impl From<StepError> for String {
+    fn from(err: StepError) -> String {
+        match err {
+            StepError::TimedOut(msg) | StepError::Failed(msg) => msg,
+        }
+    }
+}
+
+/// Runs one of csdeploy's remote steps (`verb`, for messages) with `stdin`,
+/// for at most `limit`.
 async fn remote(
     transport: &Transport,
     plan: &HostPlan,
     verb: &str,
     argv: Vec<String>,
     stdin: Vec<u8>,
-) -> Result<Vec<u8>, String> {
+    limit: Duration,
+) -> Result<Vec<u8>, StepError> {
     let command = RemoteCommand {
         env: plan.host.environment.clone(),
         argv,
     };
-    let output = transport
-        .exec(&command, stdin)
+    let output = tokio::time::timeout(limit, transport.exec(&command, stdin))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| {
+            StepError::TimedOut(format!(
+                "the csdeploy {verb} step did not finish within {} s (--timeout)",
+                limit.as_secs()
+            ))
+        })?
+        .map_err(|e| StepError::Failed(e.to_string()))?;
     if output.code != Some(0) {
         let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.trim();
+        let stderr = match stderr.char_indices().nth(STDERR_LIMIT) {
+            Some((cut, _)) => format!("{} [... cut]", &stderr[..cut]),
+            None => stderr.to_string(),
+        };
         let status = output
             .code
             .map_or("was killed".to_string(), |c| format!("exited with {c}"));
-        return Err(format!(
-            "the csdeploy {verb} step {status}: {}",
-            stderr.trim()
-        ));
+        return Err(StepError::Failed(format!(
+            "the csdeploy {verb} step {status}: {stderr}"
+        )));
     }
     Ok(output.stdout)
 }
@@ -151,13 +215,15 @@ async fn agent(
     verb: &str,
     source: &str,
     stdin: Vec<u8>,
-) -> Result<Vec<u8>, String> {
+    limit: Duration,
+) -> Result<Vec<u8>, StepError> {
     remote(
         transport,
         plan,
         verb,
         agent_argv(plan.host.python.as_deref(), source),
         stdin,
+        limit,
     )
     .await
 }
@@ -243,7 +309,12 @@ fn millis(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-async fn gather(transport: &Transport, plan: &HostPlan, want_diff: bool) -> Result<Facts, String> {
+async fn gather(
+    transport: &Transport,
+    plan: &HostPlan,
+    want_diff: bool,
+    limit: Duration,
+) -> Result<Facts, String> {
     let probes: Vec<Probe> = plan
         .tasks
         .iter()
@@ -258,9 +329,14 @@ async fn gather(transport: &Transport, plan: &HostPlan, want_diff: bool) -> Resu
             .map(String::from)
             .to_vec();
         argv.extend(probes.iter().map(|p| p.path.clone()));
-        let reply = remote(transport, plan, "gather", argv, Vec::new()).await;
-        if let Ok(reply) = reply.and_then(|r| GatherReply::parse_sh(&r, &probes)) {
-            return Ok(Facts::new(&probes, reply));
+        match remote(transport, plan, "gather", argv, Vec::new(), limit).await {
+            Err(StepError::TimedOut(msg)) => return Err(msg),
+            Ok(reply) => {
+                if let Ok(reply) = GatherReply::parse_sh(&reply, &probes) {
+                    return Ok(Facts::new(&probes, reply));
+                }
+            }
+            Err(StepError::Failed(_)) => {}
         }
         // Otherwise (a host without GNU coreutils) the Python gather, which needs nothing more.
     }
@@ -268,7 +344,7 @@ async fn gather(transport: &Transport, plan: &HostPlan, want_diff: bool) -> Resu
     for probe in &probes {
         probe.encode(&mut request);
     }
-    let reply = agent(transport, plan, "gather", builtin::GATHER, request).await?;
+    let reply = agent(transport, plan, "gather", builtin::GATHER, request, limit).await?;
     Ok(Facts::new(&probes, GatherReply::parse(&reply)?))
 }
 
@@ -279,7 +355,7 @@ async fn deploy(
     phases: &mut Phases,
 ) -> Result<Vec<TaskResult>, String> {
     let gathering = Instant::now();
-    let mut facts = gather(transport, plan, options.diff).await?;
+    let mut facts = gather(transport, plan, options.diff, options.timeout).await?;
     phases.gather_ms = millis(gathering);
 
     // Decide every task against the host's state as earlier tasks will leave it.
@@ -315,7 +391,17 @@ async fn deploy(
         stdin.extend_from_slice(data);
     }
     let applying = Instant::now();
-    let reply = agent(transport, plan, "apply", builtin::APPLY, stdin).await?;
+    // A verification waits for its sessions on top of its own work.
+    let waiting: u64 = plan
+        .tasks
+        .iter()
+        .filter_map(|t| match &t.action {
+            Action::Verify(v) => Some(2 * u64::from(v.args.wait.unwrap_or(10)) + 60),
+            _ => None,
+        })
+        .sum();
+    let limit = options.timeout + Duration::from_secs(waiting);
+    let reply = agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?;
     phases.apply_ms = millis(applying);
     let results = ApplyResult::parse_all(&reply)?;
 

@@ -17,6 +17,9 @@ pub enum ExitCode {
     InvalidInput = 2,
     /// At least one host could not be reached, and nothing failed elsewhere.
     Unreachable = 3,
+    /// Stopped by SIGINT or SIGTERM: hosts stopped where they were, and the
+    /// reports say which finished.
+    Interrupted = 130,
 }
 
 impl ExitCode {

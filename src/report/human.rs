@@ -100,6 +100,7 @@ impl HumanReporter {
     }
 
     fn line(&mut self, text: &str) {
+        let text = &printable(text);
         if let Some((_, buffer)) = &mut self.transcript {
             buffer.push_str(text);
             buffer.push('\n');
@@ -199,6 +200,26 @@ impl HumanReporter {
     }
 }
 
+/// `text` with every control character but newline and tab shown as an
+/// escape: what hosts say (errors, command output) must not move the
+/// cursor, retitle the terminal or paint a fake result.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let shown = |c: char| c == '\n' || c == '\t' || !c.is_control();
+    if text.chars().all(shown) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            c if shown(c) => out.push(c),
+            c => out.push_str(&c.escape_unicode().to_string()),
+        }
+    }
+    out.into()
+}
+
 impl Reporter for HumanReporter {
     fn wrote_all(&self) -> bool {
         self.written
@@ -286,5 +307,21 @@ impl Reporter for HumanReporter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_from_hosts_are_shown_not_obeyed() {
+        assert_eq!(printable("ok\tdone\nnext"), "ok\tdone\nnext");
+        assert_eq!(printable("a\r\nb"), "a\nb");
+        assert_eq!(
+            printable("\u{1b}]0;owned\u{7}\u{1b}[2Jx"),
+            "\\u{1b}]0;owned\\u{7}\\u{1b}[2Jx"
+        );
+        assert_eq!(printable("caf\u{e9} \u{2705}"), "caf\u{e9} \u{2705}");
     }
 }

@@ -526,21 +526,44 @@ impl Lab {
         p
     }
 
-    /// Run csdeploy with `args`, then `-i <inventory> --ssh-config <ssh_config>`.
-    pub fn csdeploy(&self, args: &[&str]) -> Out {
+    /// `args`, then `-i <inventory> --ssh-config <ssh_config>`.
+    fn with_lab_files(&self, args: &[&str]) -> Vec<String> {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         full.push("-i".into());
         full.push(self.inventory.display().to_string());
         full.push("--ssh-config".into());
         full.push(self.ssh_config.display().to_string());
-        self.csdeploy_raw(&full)
+        full
+    }
+
+    /// Run csdeploy with `args`, then `-i <inventory> --ssh-config <ssh_config>`.
+    pub fn csdeploy(&self, args: &[&str]) -> Out {
+        self.csdeploy_raw(&self.with_lab_files(args))
+    }
+
+    /// Like `csdeploy`, with `env` added; `meanwhile` gets csdeploy's pid, in
+    /// a thread of its own, while csdeploy runs (to signal it, say).
+    pub fn csdeploy_meanwhile(
+        &self,
+        args: &[&str],
+        env: &[(&str, &Path)],
+        meanwhile: impl FnOnce(u32) + Send + 'static,
+    ) -> Out {
+        let args = self.with_lab_files(args);
+        let mut cmd = self.command(&args);
+        cmd.envs(env.iter().copied());
+        run_with_timeout(cmd, args, CSDEPLOY_TIMEOUT, Some(Box::new(meanwhile)))
     }
 
     /// Run csdeploy with exactly `args` (lab environment, nothing appended).
     pub fn csdeploy_raw<S: AsRef<str>>(&self, args: &[S]) -> Out {
         let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
+        run_with_timeout(self.command(&args), args, CSDEPLOY_TIMEOUT, None)
+    }
+
+    fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_csdeploy"));
-        cmd.args(&args)
+        cmd.args(args)
             .current_dir(&self.root)
             .env("CI", "1")
             .env("HOME", &self.ctl_home)
@@ -549,7 +572,7 @@ impl Lab {
             .env_remove("CSDEPLOY_SSH_CONFIG")
             .env_remove("SSH_AUTH_SOCK")
             .stdin(Stdio::null());
-        run_with_timeout(cmd, args, CSDEPLOY_TIMEOUT)
+        cmd
     }
 
     /// Plain `ssh` to a lab host with the lab's client config (harness self-check).
@@ -590,10 +613,21 @@ impl Lab {
     }
 }
 
-fn run_with_timeout(mut cmd: Command, args: Vec<String>, timeout: Duration) -> Out {
+type Meanwhile = Box<dyn FnOnce(u32) + Send>;
+
+fn run_with_timeout(
+    mut cmd: Command,
+    args: Vec<String>,
+    timeout: Duration,
+    meanwhile: Option<Meanwhile>,
+) -> Out {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn csdeploy (is the binary built?)");
+    if let Some(meanwhile) = meanwhile {
+        let pid = child.id();
+        std::thread::spawn(move || meanwhile(pid));
+    }
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {

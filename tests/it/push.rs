@@ -1080,6 +1080,96 @@ fn a_directory_removed_by_a_later_task_does_not_fail_the_host() {
     assert!(!lab.home("local").join("stage").exists());
 }
 
+/// An inventory where `local`'s apply step never ends: its "python" marks
+/// `started` and sleeps. The ssh hosts are as the lab made them.
+fn lab_with_a_hanging_local_host(lab: &Lab) -> PathBuf {
+    let started = lab.root.join("hanging-step-started");
+    let sleeper = lab.write_file(
+        "hang-python",
+        &format!("#!/bin/sh\ntouch {}\nexec sleep 120\n", started.display()),
+    );
+    std::fs::set_permissions(
+        &sleeper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        if h.name == "local" {
+            inv.push_str(&format!(
+                "      ansible_python_interpreter: {}\n",
+                sleeper.display()
+            ));
+        }
+    }
+    lab.write_inventory(&inv);
+    started
+}
+
+#[test]
+fn a_remote_step_that_never_ends_fails_its_host_at_the_timeout_and_the_others_finish() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    lab_with_a_hanging_local_host(&lab);
+    let out = lab.csdeploy(&["push", "--timeout", "2", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    let local = host(&json, "local");
+    assert_eq!(local["status"], "failed", "{out}");
+    assert!(
+        local["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2 s (--timeout)"),
+        "{out}"
+    );
+    for h in lab.ssh_hosts() {
+        assert_eq!(host(&json, &h)["status"], "changed", "{out}");
+    }
+    assert!(out.elapsed < std::time::Duration::from_secs(60), "{out}");
+}
+
+#[test]
+fn sigint_stops_the_hosts_reports_them_and_cleans_up_with_exit_130() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let started = lab_with_a_hanging_local_host(&lab);
+    let tmp = lab.root.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let watched = started.clone();
+    let out = lab.csdeploy_meanwhile(
+        &["push", "--format", "json"],
+        &[("TMPDIR", &tmp)],
+        move |pid| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !watched.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+        },
+    );
+    assert!(started.exists(), "the hanging step never started\n{out}");
+    out.assert_exit(130);
+    let json = out.json();
+    assert!(
+        host(&json, "local")["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted"),
+        "{out}"
+    );
+    assert_eq!(
+        json["hosts"].as_array().unwrap().len(),
+        1 + lab.ssh_hosts().len(),
+        "every host is reported\n{out}"
+    );
+    assert!(out.stderr.contains("interrupted"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "control directory left behind: {left:?}");
+}
+
 // ---------------------------------------------------------------- invalid input (exit 2)
 
 fn local_lab() -> Lab {
