@@ -90,6 +90,8 @@ LAUNCHER_FAILURES = (64, 70, 75)
 POLL = 0.02
 POLL_MAX = 0.2
 WALK_LIMIT = 20000
+# The deployed scripts people (and the launcher) run as programs.
+EXECUTABLES = ("claude-session", "claude-session-list", "cleanup-sessions.py")
 
 # The stand-in client, in POSIX sh and builtins only (every fork counts on a
 # loaded host): appends one history line where Claude Code would, reports
@@ -496,6 +498,20 @@ def read_text(path):
         return None
 
 
+def cannot_run(path):
+    """Why the program at `path` cannot be run by this user, or None. access()
+    also answers no on a file system mounted noexec."""
+    if os.access(path, os.X_OK):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        return err.strerror
+    if st.st_mode & 0o111 and stat.S_ISREG(st.st_mode):
+        return "not executable here (mode %04o; file system mounted noexec?)" % stat.S_IMODE(st.st_mode)
+    return "not executable (mode %04o)" % stat.S_IMODE(st.st_mode)
+
+
 def check_integrity(bindir, expected):
     check = Check("launcher-integrity")
     problems = []
@@ -508,8 +524,12 @@ def check_integrity(bindir, expected):
             continue
         if got != want:
             problems.append("%s: sha256 %s, csdeploy ships %s" % (name, got[:12], want[:12]))
-    return check.verdict(problems, "deployed scripts match what this csdeploy ships (sha256)",
-                         "%d scripts match" % len(expected))
+        why = cannot_run(path) if name in EXECUTABLES else None
+        if why:
+            problems.append("%s: %s" % (name, why))
+    runnable = [n for n in sorted(expected) if n in EXECUTABLES]
+    return check.verdict(problems, "deployed scripts match what this csdeploy ships (sha256); %s executable"
+                         % ", ".join(runnable), "%d scripts match, %d executable" % (len(expected), len(runnable)))
 
 
 def check_capacity(max_sessions):
@@ -873,8 +893,14 @@ def run(args):
     inherit_link = set(str(args.get("inherit_link") or "").split())
 
     checks = [check_integrity(bindir, args.get("expected", {})), check_capacity(int(args.get("max_sessions") or 0))]
-    if not os.access(launcher, os.X_OK):
-        return checks + skipped(SESSION_CHECKS, "no executable launcher at %s" % launcher)
+    why = cannot_run(launcher)
+    if why:
+        # A launcher nobody can run is a broken installation, not a reason
+        # to skip: parallel-launch fails, the rest could not be judged.
+        reason = "the launcher %s cannot be run: %s" % (launcher, why)
+        return checks + [Check("parallel-launch").result(
+            "fail", "%d sessions running at once through %s" % (n, launcher), reason)] + skipped(
+            SESSION_CHECKS[1:], "no test session could run: " + reason)
     env = dict(os.environ)
     if probe:
         client = None

@@ -1247,3 +1247,59 @@ fn verifier_bytecode_cache_is_used_and_a_damaged_entry_recompiled() {
     lab.csdeploy(&["verify"]).assert_exit(0);
     assert_eq!(entries(), first);
 }
+
+/// A launcher nobody can run (mode 0644 here; a home mounted noexec looks the
+/// same to access(2)) is a broken installation: verify fails, it does not
+/// skip its way to a pass. launcher-integrity names the mode, parallel-launch
+/// fails, the checks that needed sessions are skipped with the reason. The
+/// real-client variant fails too: only a missing `claude` is a skip.
+#[test]
+fn launcher_that_cannot_be_run_fails_verify() {
+    let lab = Lab::new().hosts(1).build();
+    let farm = path_without_claude(&lab);
+    lab.write_inventory(&inventory_with_env(
+        &lab,
+        &[("host1", "PATH", &farm.display().to_string())],
+    ));
+    push(&lab);
+    let path = launcher(&lab, "host1");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for client in ["probe", "claude"] {
+        let out = lab.csdeploy(&["verify", "--client", client, "--format", "json"]);
+        out.assert_exit(1);
+        let json = out.json();
+        let statuses = status_by_id(&json, "host1", &out);
+        assert_eq!(statuses["launcher-integrity"], "fail", "{client}\n{out}");
+        assert_eq!(statuses["capacity"], "pass", "{client}\n{out}");
+        assert_eq!(statuses["parallel-launch"], "fail", "{client}\n{out}");
+        for id in &SESSION_CHECK_IDS[1..] {
+            assert_eq!(statuses[*id], "skip", "{client} {id}\n{out}");
+        }
+        assert!(
+            actual_of(&json, "host1", "launcher-integrity")
+                .contains("claude-session: not executable (mode 0644)"),
+            "{out}"
+        );
+        assert!(
+            actual_of(&json, "host1", "parallel-launch").contains("cannot be run"),
+            "{out}"
+        );
+        assert_eq!(host(&json, "host1")["status"], "fail", "{out}");
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+
+    // The cleaner not executable: sessions still run (verify runs it through
+    // Python), only launcher-integrity fails.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cleaner = lab.claude_home("host1").join("bin/cleanup-sessions.py");
+    std::fs::set_permissions(&cleaner, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["launcher-integrity"], &out);
+    assert!(
+        actual_of(&json, "host1", "launcher-integrity")
+            .contains("cleanup-sessions.py: not executable (mode 0600)"),
+        "{out}"
+    );
+}
