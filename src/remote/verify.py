@@ -820,28 +820,55 @@ def run_script(path, argv, env, errors):
     return exit_code(os.waitpid(pid, 0)[1])
 
 
-def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry):
-    check = Check("cleanup")
-    problems = []
+def test_session_ids(sessions, sessions_dir, prefix):
+    """Every session of this run the verifier can find: registered under
+    this run's name pattern (seen running or not: a launcher that never got
+    its client going still registered), or given a UUID dir it reported."""
+    root = os.path.realpath(sessions_dir)
     ids = set()
     for s in sessions:
         if s.entry_id:
             ids.add(s.entry_id)
         sdir = session_dir_of(s, sessions_dir)
-        if sdir and os.path.dirname(sdir) == os.path.realpath(sessions_dir) and UUID_RE.match(os.path.basename(sdir)):
+        if sdir and os.path.dirname(sdir) == root and UUID_RE.match(os.path.basename(sdir)):
             ids.add(os.path.basename(sdir))
-    ids -= set(before_ids)
+    for sid, entry in (read_registry(sessions_dir) or {}).items():
+        if isinstance(entry, dict) and str(entry.get("name", "")).startswith(prefix) and UUID_RE.match(sid):
+            ids.add(sid)
+    return ids
+
+
+def remove_test_sessions(ids, sessions_dir, bindir, env, errors):
+    """One run of the deployed cleaner for all of them; its exit status."""
+    argv = ["--sessions-dir", sessions_dir]
+    for sid in sorted(ids):
+        argv += ["--session", sid]
+    return run_script(os.path.join(bindir, "cleanup-sessions.py"), argv, env, errors)
+
+
+def leftovers(ids, sessions_dir, prefix):
+    """What is left of this run: directories, registry entries, active links."""
+    left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
+    registry = read_registry(sessions_dir) or {}
+    left += ["registry entry %s" % sid for sid, e in sorted(registry.items())
+             if sid in ids or (isinstance(e, dict) and str(e.get("name", "")).startswith(prefix))]
+    links = active_links(os.path.join(sessions_dir, "active"))
+    left += ["active link %s" % sid for sid in sorted(ids) if sid in links]
+    return left
+
+
+def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix):
+    check = Check("cleanup")
+    problems = []
+    ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
     if ids:
-        # One run of the deployed cleaner for all of them.
-        argv = ["--sessions-dir", sessions_dir]
-        for sid in sorted(ids):
-            argv += ["--session", sid]
         errors = os.path.join(work, "cleaner.err")
-        code = run_script(os.path.join(bindir, "cleanup-sessions.py"), argv, env, errors)
-        left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
-        if code != 0 or left:
-            problems.append("cleaner could not remove %s (exit %d): %s"
-                            % (", ".join(left) or "them", code, (read_text(errors) or "")[:300]))
+        code = remove_test_sessions(ids, sessions_dir, bindir, env, errors)
+        if code != 0:
+            problems.append("cleaner exit %d: %s" % (code, (read_text(errors) or "")[:300]))
+    left = leftovers(ids, sessions_dir, prefix)
+    if left:
+        problems.append("left of this run's test sessions (%s*): %s" % (prefix, ", ".join(left)))
     after_ids = session_ids(sessions_dir)
     lost = [sid for sid in before_ids if sid not in after_ids]
     if lost:
@@ -850,9 +877,6 @@ def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_regist
     lost_entries = [sid for sid in (before_registry or {}) if sid not in registry]
     if lost_entries:
         problems.append("pre-existing registry entries gone: %s" % ", ".join(lost_entries))
-    left = [sid for sid in ids if sid in registry]
-    if left:
-        problems.append("test registry entries left: %s" % ", ".join(left))
     return check.verdict(problems, "test sessions removed by the deployed cleaner, pre-existing sessions kept",
                          "%d test sessions removed, %d pre-existing kept" % (len(ids), len(before_ids)))
 
@@ -879,7 +903,54 @@ SESSION_CHECKS = ["parallel-launch", "history-isolation", "directory-isolation",
                   "default-untouched", "registry-tracking", "active-links", "cleanup"]
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP while the test sessions run (a CI job cancelled, a
+    connection gone): unwind to run()'s clean-up, then die of the signal."""
+
+
+class Stop:
+    """The first SIGTERM/SIGHUP seen. While `armed` it interrupts the run;
+    once the clean-up has begun it is only remembered, so the clean-up
+    (and the cleaner, in a fork that inherits this) completes first."""
+
+    signum = None
+    armed = False
+
+
+def _on_stop(signum, _frame):
+    if Stop.signum is None:
+        Stop.signum = signum
+    if Stop.armed:
+        Stop.armed = False
+        raise Interrupted()
+
+
 def run(args):
+    saved = {}
+    Stop.signum, Stop.armed = None, False
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            saved[signum] = signal.signal(signum, _on_stop)
+    except ValueError:  # not the main thread: the caller owns the signals
+        pass
+    try:
+        return _run(args)
+    except Interrupted:
+        pass
+    finally:
+        Stop.armed = False
+        for signum, handler in saved.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if Stop.signum is not None and saved:
+            # Cleaned up: now end as the signal meant us to.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            signal.signal(Stop.signum, signal.SIG_DFL)
+            os.kill(os.getpid(), Stop.signum)
+    raise SystemExit(128 + (Stop.signum or 15))  # not reached unless the signal is blocked
+
+
+def _run(args):
     home = os.path.expanduser("~")
     claude_home = os.path.realpath(os.path.expanduser(args["claude_home"]))
     bindir = os.path.join(claude_home, "bin")
@@ -919,6 +990,12 @@ def run(args):
     work = os.path.join(os.environ.get("TMPDIR") or "/tmp", "csdeploy-verify-" + os.urandom(8).hex())
     os.mkdir(work, 0o700)
     watch = None
+    sessions = []
+    run_id = os.urandom(4).hex()
+    prefix = "csdeploy-verify-%s-" % run_id
+    before_ids = []
+    cleaned = False
+    Stop.armed = Stop.signum is None
     try:
         if probe:
             client = os.path.join(work, "probe")
@@ -930,7 +1007,6 @@ def run(args):
         if not probe:
             env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
         env.pop("CLAUDE_CONFIG_DIR", None)
-        run_id = os.urandom(4).hex()
         sessions = [Session(i, "%s-%d" % (run_id, i)) for i in range(n)]
 
         def client_argv(s):
@@ -960,10 +1036,32 @@ def run(args):
                           file_state(default_history), default_history),
             check_registry(sessions, sessions_dir),
             check_links(sessions, sessions_dir, active_dir),
-            cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry),
         ]
+        Stop.armed = False  # from here a signal waits until the clean-up is done
+        cleaned = True
+        checks.append(cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix))
         return checks
     finally:
+        Stop.armed = False
+        if not cleaned and any(s.pid for s in sessions):
+            # Interrupted (or crashed) mid-run: stop what still runs and
+            # remove whatever this run left, as the cleanup check would.
+            for s in sessions:
+                if s.pid and s.exited is None:
+                    try:
+                        os.killpg(s.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    try:
+                        os.waitpid(s.pid, 0)
+                    except OSError:
+                        pass
+                    s.exited = time.monotonic()
+            if watch is not None:
+                watch.restore()
+            ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
+            if ids:
+                remove_test_sessions(ids, sessions_dir, bindir, env, os.devnull)
         # After an interruption probes may still run: the directory goes
         # first, so that what they do once the FIFOs close (their end of
         # file) finds nowhere to write; a file one made meanwhile means

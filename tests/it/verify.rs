@@ -1303,3 +1303,101 @@ fn launcher_that_cannot_be_run_fails_verify() {
         "{out}"
     );
 }
+
+/// The launcher's start of the client, to break it.
+const EXEC_CLIENT: &str = "    exec \"${CLAUDE_BIN:-claude}\" \"$@\"\n";
+
+/// A launcher that registers its session but runs a client that is not
+/// installed: no probe ever starts, so the verifier never sees the sessions
+/// running. Its cleanup still finds them in the registry by this run's name
+/// pattern and removes them; nothing of the run is left.
+#[test]
+fn sessions_whose_client_never_started_are_cleaned_up() {
+    let (lab, json, out) = verify_broken(
+        &[(EXEC_CLIENT, "    exec /nonexistent/claude-client \"$@\"\n")],
+        &["--wait", "2"],
+        &[
+            "launcher-integrity",
+            "parallel-launch",
+            "history-isolation",
+            "directory-isolation",
+            "registry-tracking",
+            "active-links",
+        ],
+        false,
+    );
+    assert_eq!(
+        actual_of(&json, "host1", "cleanup"),
+        "2 test sessions removed, 0 pre-existing kept",
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// Pid of the verifier on a lab host: the parent of a test session's launcher.
+fn verifier_pid(lab: &Lab, name: &str) -> Option<(u32, Vec<String>)> {
+    let entries: Vec<(String, Value)> = registry(lab, name)
+        .into_iter()
+        .filter(|(_, e)| {
+            e["status"] == "active"
+                && e["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("csdeploy-verify-"))
+        })
+        .collect();
+    if entries.len() < 2 {
+        return None;
+    }
+    let pid = entries[0].1["pid"].as_u64()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid: u32 = stat
+        .rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).ok()?;
+    cmdline
+        .contains("python")
+        .then(|| (ppid, entries.into_iter().map(|(id, _)| id).collect()))
+}
+
+/// A verifier stopped by SIGTERM (a CI job cancelled) while its sessions
+/// hang still removes them (launchers stopped, directories, registry
+/// entries, active links) before it dies.
+#[test]
+fn verifier_terminated_mid_run_leaves_no_test_sessions() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    break_launcher(&lab, "host1", &[(EXEC_CLIENT, "    exec sleep 60\n")]);
+    let (out, ids) = std::thread::scope(|scope| {
+        let run = scope.spawn(|| lab.csdeploy(&["verify", "--format", "json", "--wait", "30"]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (pid, ids) = loop {
+            if let Some(found) = verifier_pid(&lab, "host1") {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test sessions never showed up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let st = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (run.join().unwrap(), ids)
+    });
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.elapsed < Duration::from_secs(25), "{out}");
+    for id in &ids {
+        assert!(
+            !sessions_dir(&lab, "host1").join(id).exists(),
+            "{id} left\n{out}"
+        );
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
