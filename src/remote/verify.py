@@ -861,11 +861,17 @@ def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_regist
     check = Check("cleanup")
     problems = []
     ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
+    # What the cleaner must never remove: sessions/ itself, active/, the registry.
+    layout = [p for p in (sessions_dir, os.path.join(sessions_dir, "active"), os.path.join(sessions_dir, ".registry"))
+              if os.path.lexists(p)]
     if ids:
         errors = os.path.join(work, "cleaner.err")
         code = remove_test_sessions(ids, sessions_dir, bindir, env, errors)
         if code != 0:
             problems.append("cleaner exit %d: %s" % (code, (read_text(errors) or "")[:300]))
+    gone = [p for p in layout if not os.path.lexists(p)]
+    if gone:
+        problems.append("gone after the cleaner ran: %s" % ", ".join(gone))
     left = leftovers(ids, sessions_dir, prefix)
     if left:
         problems.append("left of this run's test sessions (%s*): %s" % (prefix, ", ".join(left)))
@@ -877,7 +883,8 @@ def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_regist
     lost_entries = [sid for sid in (before_registry or {}) if sid not in registry]
     if lost_entries:
         problems.append("pre-existing registry entries gone: %s" % ", ".join(lost_entries))
-    return check.verdict(problems, "test sessions removed by the deployed cleaner, pre-existing sessions kept",
+    return check.verdict(problems, "test sessions removed by the deployed cleaner; sessions/, active/, "
+                         ".registry and pre-existing sessions kept",
                          "%d test sessions removed, %d pre-existing kept" % (len(ids), len(before_ids)))
 
 

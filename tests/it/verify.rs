@@ -1401,3 +1401,43 @@ fn verifier_terminated_mid_run_leaves_no_test_sessions() {
     }
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
+
+/// Replace `from` (exactly once) by `to` in the deployed `bin/<file>` of `name`.
+#[track_caller]
+fn edit_deployed(lab: &Lab, name: &str, file: &str, from: &str, to: &str) {
+    let path = lab.claude_home(name).join("bin").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} in {}",
+        path.display()
+    );
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A cleaner that removes all of sessions/ (the registry and active/ with
+/// it) removes the test sessions too, and with no pre-existing session there
+/// was nothing else to compare: cleanup now fails because the layout is gone.
+#[test]
+fn destructive_cleaner_fails_cleanup() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let anchor = "    sessions_dir = opts[\"--sessions-dir\"] or sr.load_config().sessions_dir\n";
+    edit_deployed(
+        &lab,
+        "host1",
+        "cleanup-sessions.py",
+        anchor,
+        &format!("{anchor}    import shutil\n    shutil.rmtree(sessions_dir)\n    return 0\n"),
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["launcher-integrity", "cleanup"], &out);
+    let actual = actual_of(&json, "host1", "cleanup");
+    assert!(actual.contains("gone after the cleaner ran"), "{out}");
+    for part in ["sessions", "sessions/active", "sessions/.registry"] {
+        assert!(actual.contains(part), "{part}\n{out}");
+    }
+}
