@@ -662,8 +662,33 @@ def check_directories(sessions, sessions_dir):
             problems.append("%s: mode %04o" % (s.label(), stat.S_IMODE(st.st_mode)))
         if st.st_uid != uid:
             problems.append("%s: owned by uid %d, not the login user (%d)" % (s.label(), st.st_uid, uid))
-    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by the login user",
-                         "%d distinct UUID directories, 0700, uid %d" % (len(seen), uid))
+    problems += private_layout(sessions_dir, uid)
+    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by the login user, "
+                         "in a private sessions/ (sessions/ and active/ 0700, .registry 0600)",
+                         "%d distinct UUID directories, 0700, uid %d; sessions/, active/, .registry private"
+                         % (len(seen), uid))
+
+
+def private_layout(sessions_dir, uid):
+    """sessions/ and sessions/active are real 0700 directories of the login
+    user, the registry a 0600 file of theirs (what is missing is left to the
+    checks that need it)."""
+    problems = []
+    for path, want, kind in ((sessions_dir, 0o700, stat.S_ISDIR),
+                             (os.path.join(sessions_dir, "active"), 0o700, stat.S_ISDIR),
+                             (os.path.join(sessions_dir, ".registry"), 0o600, stat.S_ISREG)):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not kind(st.st_mode):
+            problems.append("%s is not a %s" % (path, "directory" if want == 0o700 else "regular file"))
+            continue
+        if stat.S_IMODE(st.st_mode) != want:
+            problems.append("%s: mode %04o, expected %04o" % (path, stat.S_IMODE(st.st_mode), want))
+        if st.st_uid != uid:
+            problems.append("%s: owned by uid %d, not the login user (%d)" % (path, st.st_uid, uid))
+    return problems
 
 
 def check_shared_state(sessions, sessions_dir, inherit_link):

@@ -1441,3 +1441,54 @@ fn destructive_cleaner_fails_cleanup() {
         assert!(actual.contains(part), "{part}\n{out}");
     }
 }
+
+/// sessions/ and sessions/active made world-writable, then a registry
+/// helper writing the registry world-readable: directory-isolation names
+/// each (the README promises a private layout).
+#[test]
+fn permission_drift_of_the_sessions_layout_fails_directory_isolation() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let sessions = sessions_dir(&lab, "host1");
+    for dir in [sessions.clone(), sessions.join("active")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["directory-isolation"], &out);
+    let actual = actual_of(&json, "host1", "directory-isolation");
+    for dir in [sessions.clone(), sessions.join("active")] {
+        assert!(
+            actual.contains(&format!("{}: mode 0777, expected 0700", dir.display())),
+            "{}\n{out}",
+            dir.display()
+        );
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+
+    for dir in [sessions.clone(), sessions.join("active")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    edit_deployed(
+        &lab,
+        "host1",
+        "session_registry.py",
+        "os.fchmod(f.fileno(), 0o600)",
+        "os.fchmod(f.fileno(), 0o644)",
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(
+        &json,
+        "host1",
+        &["launcher-integrity", "directory-isolation"],
+        &out,
+    );
+    assert!(
+        actual_of(&json, "host1", "directory-isolation")
+            .contains(".registry: mode 0644, expected 0600"),
+        "{out}"
+    );
+}
