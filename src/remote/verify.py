@@ -532,11 +532,55 @@ def check_integrity(bindir, expected):
                          % ", ".join(runnable), "%d scripts match, %d executable" % (len(expected), len(runnable)))
 
 
-def check_capacity(max_sessions):
+def _read_number(path):
+    """The number in a cgroup file; None for "max", absent or unreadable."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cgroup_memory_limit(root="/"):
+    """(bytes, what set it) of the tightest memory limit on this process's
+    cgroup and its ancestors (cgroup v2 memory.max, v1
+    memory.limit_in_bytes), or None without one. `root` is for tests."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    best = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            mount, name, kind = os.path.join(root, "sys/fs/cgroup"), "memory.max", "cgroup v2"
+        elif "memory" in parts[1].split(","):
+            mount, name, kind = os.path.join(root, "sys/fs/cgroup/memory"), "memory.limit_in_bytes", "cgroup v1"
+        else:
+            continue
+        group = parts[2].strip("/")
+        # A cgroup namespace can show a path the mount does not have: then
+        # the mount's root is this process's group.
+        if group and not os.path.isdir(os.path.join(mount, group)):
+            group = ""
+        while True:
+            limit = _read_number(os.path.join(mount, group, name))
+            if limit is not None and (best is None or limit < best[0]):
+                best = (limit, "%s %s of /%s" % (kind, name, group))
+            if not group:
+                break
+            group = os.path.dirname(group)
+    return best
+
+
+def check_capacity(max_sessions, root="/"):
     check = Check("capacity")
     mem_mb = None
     try:
-        with open("/proc/meminfo") as f:
+        with open(os.path.join(root, "proc/meminfo")) as f:
             for line in f:
                 if line.startswith("MemTotal:"):
                     mem_mb = int(line.split()[1]) // 1024
@@ -544,11 +588,16 @@ def check_capacity(max_sessions):
         pass
     if mem_mb is None:
         return check.result("skip", detail="/proc/meminfo is not readable")
+    source = "MemTotal"
+    limit = cgroup_memory_limit(root)
+    if limit is not None and limit[0] // (1024 * 1024) < mem_mb:
+        source = "%s; MemTotal %d MB" % (limit[1], mem_mb)
+        mem_mb = limit[0] // (1024 * 1024)
     expected = "max_sessions x %d MB fits in memory" % SESSION_MB
     if not max_sessions:
-        return check.result("warn", expected, "max_sessions is unlimited; host has %d MB" % mem_mb)
+        return check.result("warn", expected, "max_sessions is unlimited; host has %d MB (%s)" % (mem_mb, source))
     need = max_sessions * SESSION_MB
-    actual = "%d x %d MB = %d MB, host has %d MB" % (max_sessions, SESSION_MB, need, mem_mb)
+    actual = "%d x %d MB = %d MB, host has %d MB (%s)" % (max_sessions, SESSION_MB, need, mem_mb, source)
     return check.result("pass" if need <= mem_mb else "warn", expected, actual)
 
 

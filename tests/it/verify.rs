@@ -1492,3 +1492,78 @@ fn permission_drift_of_the_sessions_layout_fails_directory_isolation() {
         "{out}"
     );
 }
+
+/// A memory cgroup of 1 GB for this test's processes, under the test's own
+/// memory cgroup (v1 `memory` hierarchy or v2 with the memory controller);
+/// None with the reason where it cannot be made (not root, no such cgroup).
+fn memory_cgroup(tag: &str) -> Result<(PathBuf, PathBuf), String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    for line in own.lines() {
+        let parts: Vec<&str> = line.splitn(3, ':').collect();
+        let [id, controllers, path] = parts[..] else {
+            continue;
+        };
+        let (mount, limit_file) = if id == "0" && controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let parent = Path::new(mount).join(path.trim_start_matches('/'));
+        if !parent.join(limit_file).exists() && !parent.join("cgroup.subtree_control").exists() {
+            continue;
+        }
+        let dir = parent.join(unique(tag));
+        if std::fs::create_dir(&dir).is_err() {
+            continue;
+        }
+        if std::fs::write(dir.join(limit_file), "1073741824").is_ok() {
+            return Ok((dir.clone(), dir.join("cgroup.procs")));
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Err(
+        "no writable memory cgroup (needs root and a v1 memory hierarchy or v2 memory controller)"
+            .into(),
+    )
+}
+
+/// Inside a 1 GB memory cgroup the host has 1 GB, whatever MemTotal says:
+/// max_sessions 4 x 500 MB no longer fits and capacity warns, naming the
+/// cgroup limit. (tests/scripts/test_verify_capacity.py covers v1, v2 and
+/// the no-limit cases on fake trees.)
+#[test]
+fn capacity_counts_the_cgroup_memory_limit() {
+    let (dir, procs) = match memory_cgroup("csdeploy-it-capacity") {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("SKIPPED capacity_counts_the_cgroup_memory_limit: {why}");
+            return;
+        }
+    };
+    let lab = Lab::new().local(true).build();
+    lab.csdeploy(&["push"]).assert_exit(0);
+    let script = format!(
+        "echo $$ > {} && exec \"$@\"",
+        shlex_quote(&procs.display().to_string())
+    );
+    let inventory = lab.inventory.display().to_string();
+    let out = lab.csdeploy_via(
+        &["sh", "-c", &script, "sh"],
+        &["verify", "--format", "json", "-i", &inventory],
+    );
+    let _ = std::fs::remove_dir(&dir);
+    out.assert_exit(0);
+    let json = out.json();
+    let statuses = status_by_id(&json, "local", &out);
+    assert_eq!(statuses["capacity"], "warn", "{out}");
+    let actual = actual_of(&json, "local", "capacity");
+    assert!(
+        actual.starts_with("4 x 500 MB = 2000 MB, host has 1024 MB (cgroup v"),
+        "{out}"
+    );
+    for id in CHECK_IDS.iter().filter(|id| **id != "capacity") {
+        assert_eq!(statuses[*id], "pass", "{id}\n{out}");
+    }
+}
