@@ -236,6 +236,7 @@ class Session:
         self.dir_hint = None
         self.report = None
         self.entry_id = None
+        self.cwd = "/"
 
     def label(self):
         return "session %d" % (self.index + 1)
@@ -277,18 +278,21 @@ def spawn(argv, env, log, close=()):
         return os.posix_spawn(argv[0], argv, env, setpgroup=0, **options)
 
 
-def launch(sessions, launcher, client_argv, env, work):
-    # Started from HOME, as a user would; posix_spawn has no cwd argument.
+def launch(sessions, launcher, client_argv, env, work, cwd):
+    # Started from a directory of their own, neither HOME nor ours: a
+    # relative CLAUDE_CONFIG_DIR must not happen to work (session_dir_of).
+    # posix_spawn has no cwd argument.
     try:
         back = os.getcwd()
     except OSError:
         back = None
-    os.chdir(env.get("HOME") or "/")
+    os.chdir(cwd)
     close = inherited_fds()
     try:
         for s in sessions:
             env["CSDEPLOY_VERIFY_MS"] = str(int(time.time() * 1000))  # the history line's timestamp
             s.launched = time.monotonic()
+            s.cwd = cwd
             s.pid = spawn([launcher, "--name", s.name, "--force", "--"] + client_argv(s), env,
                           os.path.join(work, "launcher-%d.log" % s.index), close)
     finally:
@@ -607,7 +611,8 @@ def session_dir_of(s, sessions_dir):
     report = s.report or {}
     for key in ("config_dir", "session_dir"):
         if report.get(key):
-            return os.path.realpath(report[key])
+            # A relative one is where the client took it: from where it ran.
+            return os.path.realpath(os.path.join(s.cwd, report[key]))
     if s.entry_id:
         return os.path.join(os.path.realpath(sessions_dir), s.entry_id)
     return None
@@ -648,12 +653,23 @@ def check_parallel(sessions, probe):
                          "%d sessions overlapped, exit codes %s" % (len(sessions), codes))
 
 
+def relative_config(s):
+    """A problem if the session got a relative CLAUDE_CONFIG_DIR (it means
+    another directory wherever the client's working directory is)."""
+    config = (s.report or {}).get("config_dir")
+    if config and not os.path.isabs(config):
+        return "%s: CLAUDE_CONFIG_DIR %r is not an absolute path" % (s.label(), config)
+    return None
+
+
 def check_history(sessions, sessions_dir, default_history):
     check = Check("history-isolation")
     problems = []
     inodes = {}
     for s in sessions:
         sdir = session_dir_of(s, sessions_dir)
+        if relative_config(s):
+            problems.append(relative_config(s))
         report = s.report or {}
         if report and not report.get("config_dir"):
             home_history = default_history
@@ -691,6 +707,8 @@ def check_directories(sessions, sessions_dir):
     root = os.path.realpath(sessions_dir)
     for s in sessions:
         sdir = session_dir_of(s, sessions_dir)
+        if relative_config(s):
+            problems.append(relative_config(s))
         if sdir is None:
             problems.append("%s: no session directory" % s.label())
             continue
@@ -1083,8 +1101,10 @@ def _run(args):
             with open(client, "w") as f:
                 f.write(PROBE)
             os.chmod(client, 0o700)
+        cwd = os.path.join(work, "cwd")
+        os.mkdir(cwd, 0o700)
         env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_PID": str(os.getpid()),
-                    "CSDEPLOY_VERIFY_PROJECT": json_dumps(env.get("HOME") or "/")})
+                    "CSDEPLOY_VERIFY_PROJECT": json_dumps(cwd), "PWD": cwd})
         if not probe:
             env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
         env.pop("CLAUDE_CONFIG_DIR", None)
@@ -1100,7 +1120,7 @@ def _run(args):
 
         phase = Check("parallel-launch")
         watch = Watch(work, probe)
-        launch(sessions, launcher, client_argv, env, work)
+        launch(sessions, launcher, client_argv, env, work, cwd)
         observe(sessions, sessions_dir, active_dir, work, watch, wait_limit)
         watch.close()
         for s in sessions:

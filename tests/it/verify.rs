@@ -1567,3 +1567,30 @@ fn capacity_counts_the_cgroup_memory_limit() {
         assert_eq!(statuses[*id], "pass", "{id}\n{out}");
     }
 }
+
+/// A launcher exporting CLAUDE_CONFIG_DIR relative to HOME works only when
+/// the client runs from HOME. Verify starts its sessions elsewhere (a fresh
+/// directory) and fails a relative config dir outright.
+#[test]
+fn broken_launcher_exporting_a_relative_config_dir() {
+    let (lab, json, out) = verify_broken(
+        &[(
+            EXPORT_CONFIG_DIR,
+            "export CLAUDE_CONFIG_DIR=\"${sdir#\"$HOME\"/}\"\n",
+        )],
+        &[],
+        &[
+            "launcher-integrity",
+            "history-isolation",
+            "directory-isolation",
+        ],
+        false,
+    );
+    for id in ["history-isolation", "directory-isolation"] {
+        assert!(
+            actual_of(&json, "host1", id).contains("is not an absolute path"),
+            "{id}\n{out}"
+        );
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
