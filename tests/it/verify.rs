@@ -1594,3 +1594,29 @@ fn broken_launcher_exporting_a_relative_config_dir() {
     }
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
+
+/// Launchers that hang before their client starts are killed at the hard
+/// deadline with their registry entries still "active" and their links in
+/// place; cleanup finds them by this run's name and removes them all.
+#[test]
+fn hanging_launchers_killed_at_the_deadline_are_cleaned_up() {
+    let (lab, json, out) = verify_broken(
+        &[(EXEC_CLIENT, "    exec sleep 60\n")],
+        &["--wait", "1"],
+        &[
+            "launcher-integrity",
+            "parallel-launch",
+            "history-isolation",
+            "directory-isolation",
+            "registry-tracking",
+            "active-links",
+        ],
+        false,
+    );
+    assert_eq!(
+        actual_of(&json, "host1", "cleanup"),
+        "2 test sessions removed, 0 pre-existing kept",
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
