@@ -237,6 +237,7 @@ class Session:
         self.report = None
         self.entry_id = None
         self.cwd = "/"
+        self.history_line = None  # the exact line its probe appends (see PROBE)
 
     def label(self):
         return "session %d" % (self.index + 1)
@@ -291,6 +292,9 @@ def launch(sessions, launcher, client_argv, env, work, cwd):
     try:
         for s in sessions:
             env["CSDEPLOY_VERIFY_MS"] = str(int(time.time() * 1000))  # the history line's timestamp
+            s.history_line = ('{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,'
+                              '"sessionId":"%s"}\n' % (s.token, env["CSDEPLOY_VERIFY_MS"],
+                                                       env["CSDEPLOY_VERIFY_PROJECT"], s.token)).encode()
             s.launched = time.monotonic()
             s.cwd = cwd
             s.pid = spawn([launcher, "--name", s.name, "--force", "--"] + client_argv(s), env,
@@ -949,6 +953,62 @@ def leftovers(ids, sessions_dir, prefix):
     return left
 
 
+def histories_outside(claude_home, sessions_dir, before_ids):
+    """Histories the probes must not write to: the default one and those of
+    the sessions that existed before the run. Path -> (inode, size) or None."""
+    paths = [os.path.join(claude_home, "history.jsonl")]
+    paths += [os.path.join(sessions_dir, sid, "history.jsonl") for sid in before_ids]
+    states = {}
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            states[path] = (st.st_ino, st.st_size, st.st_atime_ns, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else "other"
+        except OSError:
+            states[path] = None
+    return states
+
+
+def undo_probe_lines(states, sessions):
+    """Takes this run's probe lines back out of the histories in `states`
+    (see histories_outside) that a broken launcher let them into: only when
+    what was appended is exactly lines of this run's probes, each once, and
+    the file is the same file; a file that did not exist and holds only such
+    lines is removed. Anything else is left as it is. What was done, as text."""
+    ours = {s.history_line for s in sessions if s.history_line}
+    notes = []
+    for path, before in sorted(states.items()):
+        if before == "other":
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            start = 0 if before is None else before[1]
+            if (before is not None and st.st_ino != before[0]) or st.st_size <= start:
+                continue
+            os.lseek(fd, start, os.SEEK_SET)
+            added = os.read(fd, st.st_size - start + 1)
+            lines = [line + b"\n" for line in added.split(b"\n")[:-1]]
+            if (not added.endswith(b"\n") or not lines or len(set(lines)) != len(lines)
+                    or not set(lines) <= ours or os.fstat(fd).st_size != st.st_size):
+                notes.append("%s: %d bytes appended that are not only this run's probe lines, left" % (path, len(added)))
+                continue
+            if before is None:
+                os.unlink(path)
+                notes.append("%s: held only this run's probe lines, removed" % path)
+            else:
+                os.ftruncate(fd, start)
+                os.utime(fd, ns=(before[2], before[3]))
+                notes.append("%s: %d probe lines of this run taken out (back to %d bytes)" % (path, len(lines), start))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return notes
+
+
 def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix):
     check = Check("cleanup")
     problems = []
@@ -1093,6 +1153,7 @@ def _run(args):
     run_id = os.urandom(4).hex()
     prefix = "csdeploy-verify-%s-" % run_id
     before_ids = []
+    outside = {}
     cleaned = False
     Stop.armed = Stop.signum is None
     try:
@@ -1117,6 +1178,7 @@ def _run(args):
         before_registry = read_registry(sessions_dir)
         default_before = snapshot_default(claude_home, home)
         history_before = file_state(default_history)
+        outside = histories_outside(claude_home, sessions_dir, before_ids) if probe else {}
 
         phase = Check("parallel-launch")
         watch = Watch(work, probe)
@@ -1141,6 +1203,9 @@ def _run(args):
         Stop.armed = False  # from here a signal waits until the clean-up is done
         cleaned = True
         checks.append(cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix))
+        undone = undo_probe_lines(outside, sessions)
+        if undone:
+            checks[-1]["detail"] = "; ".join(([checks[-1]["detail"]] if checks[-1]["detail"] else []) + undone)
         return checks
     finally:
         Stop.armed = False
@@ -1163,6 +1228,7 @@ def _run(args):
             ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
             if ids:
                 remove_test_sessions(ids, sessions_dir, bindir, env, os.devnull)
+            undo_probe_lines(outside, sessions)
         # After an interruption probes may still run: the directory goes
         # first, so that what they do once the FIFOs close (their end of
         # file) finds nowhere to write; a file one made meanwhile means

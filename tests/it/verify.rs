@@ -683,11 +683,21 @@ fn broken_launcher_exporting_claude_session_dir() {
         actual_of(&json, "host1", "history-isolation").contains("CLAUDE_CONFIG_DIR was not set"),
         "{out}"
     );
-    // The probe wrote where Claude Code would: the default history.
+    // The probe wrote where Claude Code would: the default history, which
+    // did not exist before. default-untouched says so; then, holding only
+    // this run's probe lines, the file is removed again.
     let default_history = lab.claude_home("host1").join("history.jsonl");
-    assert!(default_history.exists(), "{out}");
     assert!(
         actual_of(&json, "host1", "default-untouched").contains("history.jsonl changed"),
+        "{out}"
+    );
+    assert!(!default_history.exists(), "{out}");
+    let detail = check(&json, "host1", "cleanup")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("held only this run's probe lines, removed"),
         "{out}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
@@ -1619,4 +1629,87 @@ fn hanging_launchers_killed_at_the_deadline_are_cleaned_up() {
         "{out}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// With a launcher that lets the probes write into the default history, an
+/// existing history gets exactly its old bytes (and mtime) back: the lines
+/// appended were this run's probe lines and nothing else. A line someone
+/// else appended meanwhile would have left the file alone (see
+/// tests/scripts/test_verify_undo.py).
+#[test]
+fn probe_lines_are_taken_out_of_a_history_they_should_not_reach() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let name = "host1";
+    let default_history = lab.claude_home(name).join("history.jsonl");
+    let old = "{\"display\":\"mine\",\"pastedContents\":{},\"timestamp\":1,\"project\":\"/\"}\n";
+    std::fs::write(&default_history, old).unwrap();
+    let mtime = std::fs::metadata(&default_history)
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    // A pre-existing ended session, and a launcher that puts every new
+    // session into that session's directory instead of a new one.
+    let bin = lab.root.join("stub-clients");
+    std::fs::create_dir_all(&bin).unwrap();
+    let client = bin.join("ended-client");
+    write_script(
+        &client,
+        "#!/bin/sh\nprintf '%s\\n' '{\"display\":\"before\",\"sessionId\":\"pre\"}' >> \"$CLAUDE_CONFIG_DIR/history.jsonl\"\n",
+    );
+    let st = launcher_command(&lab, name, &client, "pre")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (pre_id, _) = registry_id_named(&lab, name, "pre").unwrap();
+    let pre_history = sessions_dir(&lab, name).join(&pre_id).join("history.jsonl");
+    let pre_text = std::fs::read_to_string(&pre_history).unwrap();
+    let pre_dir = sessions_dir(&lab, name).join(&pre_id);
+    let before: BTreeSet<String> = [pre_id.clone()].into();
+
+    // Half of the sessions write to the default history, half to the old session.
+    break_launcher(
+        &lab,
+        name,
+        &[(
+            EXPORT_CONFIG_DIR,
+            &format!(
+                "case $name in *-0) unset CLAUDE_CONFIG_DIR ;; *) export CLAUDE_CONFIG_DIR={} ;; esac\n",
+                shlex_quote(&pre_dir.display().to_string())
+            ),
+        )],
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    let statuses = status_by_id(&json, name, &out);
+    assert_eq!(statuses["default-untouched"], "fail", "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&default_history).unwrap(),
+        old,
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::metadata(&default_history)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime,
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pre_history).unwrap(),
+        pre_text,
+        "{out}"
+    );
+    let detail = check(&json, name, "cleanup")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("1 probe lines of this run taken out"),
+        "{out}"
+    );
+    assert!(uuid_dirs(&lab, name).is_superset(&before), "{out}");
 }
