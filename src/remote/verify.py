@@ -40,6 +40,10 @@ descriptors close and a probe blocked in `read` gets an end of file; an
 interrupted verifier removes work/ first, so a probe that comes later finds
 nothing to wait on; and a probe waits only while the verifier's process
 exists (`kill -0`), since opening `release` with no writer left would block.
+A verifier stopped by SIGTERM or SIGHUP (run() catches them) first kills
+the launchers still running and removes this run's sessions with the
+cleaner, then dies of the signal. The sessions run in work/cwd, neither HOME
+nor the verifier's directory, so a relative CLAUDE_CONFIG_DIR cannot pass.
 
 Cost matters (one verification per host, many hosts per controller): no
 subprocess, shutil or signal module (enum, re and friends at import), the
