@@ -40,6 +40,10 @@ descriptors close and a probe blocked in `read` gets an end of file; an
 interrupted verifier removes work/ first, so a probe that comes later finds
 nothing to wait on; and a probe waits only while the verifier's process
 exists (`kill -0`), since opening `release` with no writer left would block.
+A verifier stopped by SIGTERM or SIGHUP (run() catches them) first kills
+the launchers still running and removes this run's sessions with the
+cleaner, then dies of the signal. The sessions run in work/cwd, neither HOME
+nor the verifier's directory, so a relative CLAUDE_CONFIG_DIR cannot pass.
 
 Cost matters (one verification per host, many hosts per controller): no
 subprocess, shutil or signal module (enum, re and friends at import), the
@@ -90,6 +94,8 @@ LAUNCHER_FAILURES = (64, 70, 75)
 POLL = 0.02
 POLL_MAX = 0.2
 WALK_LIMIT = 20000
+# The deployed scripts people (and the launcher) run as programs.
+EXECUTABLES = ("claude-session", "claude-session-list", "cleanup-sessions.py")
 
 # The stand-in client, in POSIX sh and builtins only (every fork counts on a
 # loaded host): appends one history line where Claude Code would, reports
@@ -234,6 +240,8 @@ class Session:
         self.dir_hint = None
         self.report = None
         self.entry_id = None
+        self.cwd = "/"
+        self.history_line = None  # the exact line its probe appends (see PROBE)
 
     def label(self):
         return "session %d" % (self.index + 1)
@@ -275,18 +283,24 @@ def spawn(argv, env, log, close=()):
         return os.posix_spawn(argv[0], argv, env, setpgroup=0, **options)
 
 
-def launch(sessions, launcher, client_argv, env, work):
-    # Started from HOME, as a user would; posix_spawn has no cwd argument.
+def launch(sessions, launcher, client_argv, env, work, cwd):
+    # Started from a directory of their own, neither HOME nor ours: a
+    # relative CLAUDE_CONFIG_DIR must not happen to work (session_dir_of).
+    # posix_spawn has no cwd argument.
     try:
         back = os.getcwd()
     except OSError:
         back = None
-    os.chdir(env.get("HOME") or "/")
+    os.chdir(cwd)
     close = inherited_fds()
     try:
         for s in sessions:
             env["CSDEPLOY_VERIFY_MS"] = str(int(time.time() * 1000))  # the history line's timestamp
+            s.history_line = ('{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,'
+                              '"sessionId":"%s"}\n' % (s.token, env["CSDEPLOY_VERIFY_MS"],
+                                                       env["CSDEPLOY_VERIFY_PROJECT"], s.token)).encode()
             s.launched = time.monotonic()
+            s.cwd = cwd
             s.pid = spawn([launcher, "--name", s.name, "--force", "--"] + client_argv(s), env,
                           os.path.join(work, "launcher-%d.log" % s.index), close)
     finally:
@@ -496,6 +510,20 @@ def read_text(path):
         return None
 
 
+def cannot_run(path):
+    """Why the program at `path` cannot be run by this user, or None. access()
+    also answers no on a file system mounted noexec."""
+    if os.access(path, os.X_OK):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        return err.strerror
+    if st.st_mode & 0o111 and stat.S_ISREG(st.st_mode):
+        return "not executable here (mode %04o; file system mounted noexec?)" % stat.S_IMODE(st.st_mode)
+    return "not executable (mode %04o)" % stat.S_IMODE(st.st_mode)
+
+
 def check_integrity(bindir, expected):
     check = Check("launcher-integrity")
     problems = []
@@ -508,15 +536,63 @@ def check_integrity(bindir, expected):
             continue
         if got != want:
             problems.append("%s: sha256 %s, csdeploy ships %s" % (name, got[:12], want[:12]))
-    return check.verdict(problems, "deployed scripts match what this csdeploy ships (sha256)",
-                         "%d scripts match" % len(expected))
+        why = cannot_run(path) if name in EXECUTABLES else None
+        if why:
+            problems.append("%s: %s" % (name, why))
+    runnable = [n for n in sorted(expected) if n in EXECUTABLES]
+    return check.verdict(problems, "deployed scripts match what this csdeploy ships (sha256); %s executable"
+                         % ", ".join(runnable), "%d scripts match, %d executable" % (len(expected), len(runnable)))
 
 
-def check_capacity(max_sessions):
+def _read_number(path):
+    """The number in a cgroup file; None for "max", absent or unreadable."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cgroup_memory_limit(root="/"):
+    """(bytes, what set it) of the tightest memory limit on this process's
+    cgroup and its ancestors (cgroup v2 memory.max, v1
+    memory.limit_in_bytes), or None without one. `root` is for tests."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    best = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            mount, name, kind = os.path.join(root, "sys/fs/cgroup"), "memory.max", "cgroup v2"
+        elif "memory" in parts[1].split(","):
+            mount, name, kind = os.path.join(root, "sys/fs/cgroup/memory"), "memory.limit_in_bytes", "cgroup v1"
+        else:
+            continue
+        group = parts[2].strip("/")
+        # A cgroup namespace can show a path the mount does not have: then
+        # the mount's root is this process's group.
+        if group and not os.path.isdir(os.path.join(mount, group)):
+            group = ""
+        while True:
+            limit = _read_number(os.path.join(mount, group, name))
+            if limit is not None and (best is None or limit < best[0]):
+                best = (limit, "%s %s of /%s" % (kind, name, group))
+            if not group:
+                break
+            group = os.path.dirname(group)
+    return best
+
+
+def check_capacity(max_sessions, root="/"):
     check = Check("capacity")
     mem_mb = None
     try:
-        with open("/proc/meminfo") as f:
+        with open(os.path.join(root, "proc/meminfo")) as f:
             for line in f:
                 if line.startswith("MemTotal:"):
                     mem_mb = int(line.split()[1]) // 1024
@@ -524,11 +600,16 @@ def check_capacity(max_sessions):
         pass
     if mem_mb is None:
         return check.result("skip", detail="/proc/meminfo is not readable")
+    source = "MemTotal"
+    limit = cgroup_memory_limit(root)
+    if limit is not None and limit[0] // (1024 * 1024) < mem_mb:
+        source = "%s; MemTotal %d MB" % (limit[1], mem_mb)
+        mem_mb = limit[0] // (1024 * 1024)
     expected = "max_sessions x %d MB fits in memory" % SESSION_MB
     if not max_sessions:
-        return check.result("warn", expected, "max_sessions is unlimited; host has %d MB" % mem_mb)
+        return check.result("warn", expected, "max_sessions is unlimited; host has %d MB (%s)" % (mem_mb, source))
     need = max_sessions * SESSION_MB
-    actual = "%d x %d MB = %d MB, host has %d MB" % (max_sessions, SESSION_MB, need, mem_mb)
+    actual = "%d x %d MB = %d MB, host has %d MB (%s)" % (max_sessions, SESSION_MB, need, mem_mb, source)
     return check.result("pass" if need <= mem_mb else "warn", expected, actual)
 
 
@@ -538,7 +619,8 @@ def session_dir_of(s, sessions_dir):
     report = s.report or {}
     for key in ("config_dir", "session_dir"):
         if report.get(key):
-            return os.path.realpath(report[key])
+            # A relative one is where the client took it: from where it ran.
+            return os.path.realpath(os.path.join(s.cwd, report[key]))
     if s.entry_id:
         return os.path.join(os.path.realpath(sessions_dir), s.entry_id)
     return None
@@ -579,12 +661,23 @@ def check_parallel(sessions, probe):
                          "%d sessions overlapped, exit codes %s" % (len(sessions), codes))
 
 
+def relative_config(s):
+    """A problem if the session got a relative CLAUDE_CONFIG_DIR (it means
+    another directory wherever the client's working directory is)."""
+    config = (s.report or {}).get("config_dir")
+    if config and not os.path.isabs(config):
+        return "%s: CLAUDE_CONFIG_DIR %r is not an absolute path" % (s.label(), config)
+    return None
+
+
 def check_history(sessions, sessions_dir, default_history):
     check = Check("history-isolation")
     problems = []
     inodes = {}
     for s in sessions:
         sdir = session_dir_of(s, sessions_dir)
+        if relative_config(s):
+            problems.append(relative_config(s))
         report = s.report or {}
         if report and not report.get("config_dir"):
             home_history = default_history
@@ -622,6 +715,8 @@ def check_directories(sessions, sessions_dir):
     root = os.path.realpath(sessions_dir)
     for s in sessions:
         sdir = session_dir_of(s, sessions_dir)
+        if relative_config(s):
+            problems.append(relative_config(s))
         if sdir is None:
             problems.append("%s: no session directory" % s.label())
             continue
@@ -642,8 +737,33 @@ def check_directories(sessions, sessions_dir):
             problems.append("%s: mode %04o" % (s.label(), stat.S_IMODE(st.st_mode)))
         if st.st_uid != uid:
             problems.append("%s: owned by uid %d, not the login user (%d)" % (s.label(), st.st_uid, uid))
-    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by the login user",
-                         "%d distinct UUID directories, 0700, uid %d" % (len(seen), uid))
+    problems += private_layout(sessions_dir, uid)
+    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by the login user, "
+                         "in a private sessions/ (sessions/ and active/ 0700, .registry 0600)",
+                         "%d distinct UUID directories, 0700, uid %d; sessions/, active/, .registry private"
+                         % (len(seen), uid))
+
+
+def private_layout(sessions_dir, uid):
+    """sessions/ and sessions/active are real 0700 directories of the login
+    user, the registry a 0600 file of theirs (what is missing is left to the
+    checks that need it)."""
+    problems = []
+    for path, want, kind in ((sessions_dir, 0o700, stat.S_ISDIR),
+                             (os.path.join(sessions_dir, "active"), 0o700, stat.S_ISDIR),
+                             (os.path.join(sessions_dir, ".registry"), 0o600, stat.S_ISREG)):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not kind(st.st_mode):
+            problems.append("%s is not a %s" % (path, "directory" if want == 0o700 else "regular file"))
+            continue
+        if stat.S_IMODE(st.st_mode) != want:
+            problems.append("%s: mode %04o, expected %04o" % (path, stat.S_IMODE(st.st_mode), want))
+        if st.st_uid != uid:
+            problems.append("%s: owned by uid %d, not the login user (%d)" % (path, st.st_uid, uid))
+    return problems
 
 
 def check_shared_state(sessions, sessions_dir, inherit_link):
@@ -800,28 +920,117 @@ def run_script(path, argv, env, errors):
     return exit_code(os.waitpid(pid, 0)[1])
 
 
-def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry):
-    check = Check("cleanup")
-    problems = []
+def test_session_ids(sessions, sessions_dir, prefix):
+    """Every session of this run the verifier can find: registered under
+    this run's name pattern (seen running or not: a launcher that never got
+    its client going still registered), or given a UUID dir it reported."""
+    root = os.path.realpath(sessions_dir)
     ids = set()
     for s in sessions:
         if s.entry_id:
             ids.add(s.entry_id)
         sdir = session_dir_of(s, sessions_dir)
-        if sdir and os.path.dirname(sdir) == os.path.realpath(sessions_dir) and UUID_RE.match(os.path.basename(sdir)):
+        if sdir and os.path.dirname(sdir) == root and UUID_RE.match(os.path.basename(sdir)):
             ids.add(os.path.basename(sdir))
-    ids -= set(before_ids)
+    for sid, entry in (read_registry(sessions_dir) or {}).items():
+        if isinstance(entry, dict) and str(entry.get("name", "")).startswith(prefix) and UUID_RE.match(sid):
+            ids.add(sid)
+    return ids
+
+
+def remove_test_sessions(ids, sessions_dir, bindir, env, errors):
+    """One run of the deployed cleaner for all of them; its exit status."""
+    argv = ["--sessions-dir", sessions_dir]
+    for sid in sorted(ids):
+        argv += ["--session", sid]
+    return run_script(os.path.join(bindir, "cleanup-sessions.py"), argv, env, errors)
+
+
+def leftovers(ids, sessions_dir, prefix):
+    """What is left of this run: directories, registry entries, active links."""
+    left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
+    registry = read_registry(sessions_dir) or {}
+    left += ["registry entry %s" % sid for sid, e in sorted(registry.items())
+             if sid in ids or (isinstance(e, dict) and str(e.get("name", "")).startswith(prefix))]
+    links = active_links(os.path.join(sessions_dir, "active"))
+    left += ["active link %s" % sid for sid in sorted(ids) if sid in links]
+    return left
+
+
+def histories_outside(claude_home, sessions_dir, before_ids):
+    """Histories the probes must not write to: the default one and those of
+    the sessions that existed before the run. Path -> (inode, size) or None."""
+    paths = [os.path.join(claude_home, "history.jsonl")]
+    paths += [os.path.join(sessions_dir, sid, "history.jsonl") for sid in before_ids]
+    states = {}
+    for path in paths:
+        try:
+            st = os.lstat(path)
+            states[path] = (st.st_ino, st.st_size, st.st_atime_ns, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else "other"
+        except OSError:
+            states[path] = None
+    return states
+
+
+def undo_probe_lines(states, sessions):
+    """Takes this run's probe lines back out of the histories in `states`
+    (see histories_outside) that a broken launcher let them into: only when
+    what was appended is exactly lines of this run's probes, each once, and
+    the file is the same file; a file that did not exist and holds only such
+    lines is removed. Anything else is left as it is. What was done, as text."""
+    ours = {s.history_line for s in sessions if s.history_line}
+    notes = []
+    for path, before in sorted(states.items()):
+        if before == "other":
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            start = 0 if before is None else before[1]
+            if (before is not None and st.st_ino != before[0]) or st.st_size <= start:
+                continue
+            os.lseek(fd, start, os.SEEK_SET)
+            added = os.read(fd, st.st_size - start + 1)
+            lines = [line + b"\n" for line in added.split(b"\n")[:-1]]
+            if (not added.endswith(b"\n") or not lines or len(set(lines)) != len(lines)
+                    or not set(lines) <= ours or os.fstat(fd).st_size != st.st_size):
+                notes.append("%s: %d bytes appended that are not only this run's probe lines, left" % (path, len(added)))
+                continue
+            if before is None:
+                os.unlink(path)
+                notes.append("%s: held only this run's probe lines, removed" % path)
+            else:
+                os.ftruncate(fd, start)
+                os.utime(fd, ns=(before[2], before[3]))
+                notes.append("%s: %d probe lines of this run taken out (back to %d bytes)" % (path, len(lines), start))
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return notes
+
+
+def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix):
+    check = Check("cleanup")
+    problems = []
+    ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
+    # What the cleaner must never remove: sessions/ itself, active/, the registry.
+    layout = [p for p in (sessions_dir, os.path.join(sessions_dir, "active"), os.path.join(sessions_dir, ".registry"))
+              if os.path.lexists(p)]
     if ids:
-        # One run of the deployed cleaner for all of them.
-        argv = ["--sessions-dir", sessions_dir]
-        for sid in sorted(ids):
-            argv += ["--session", sid]
         errors = os.path.join(work, "cleaner.err")
-        code = run_script(os.path.join(bindir, "cleanup-sessions.py"), argv, env, errors)
-        left = [sid for sid in sorted(ids) if os.path.lexists(os.path.join(sessions_dir, sid))]
-        if code != 0 or left:
-            problems.append("cleaner could not remove %s (exit %d): %s"
-                            % (", ".join(left) or "them", code, (read_text(errors) or "")[:300]))
+        code = remove_test_sessions(ids, sessions_dir, bindir, env, errors)
+        if code != 0:
+            problems.append("cleaner exit %d: %s" % (code, (read_text(errors) or "")[:300]))
+    gone = [p for p in layout if not os.path.lexists(p)]
+    if gone:
+        problems.append("gone after the cleaner ran: %s" % ", ".join(gone))
+    left = leftovers(ids, sessions_dir, prefix)
+    if left:
+        problems.append("left of this run's test sessions (%s*): %s" % (prefix, ", ".join(left)))
     after_ids = session_ids(sessions_dir)
     lost = [sid for sid in before_ids if sid not in after_ids]
     if lost:
@@ -830,10 +1039,8 @@ def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_regist
     lost_entries = [sid for sid in (before_registry or {}) if sid not in registry]
     if lost_entries:
         problems.append("pre-existing registry entries gone: %s" % ", ".join(lost_entries))
-    left = [sid for sid in ids if sid in registry]
-    if left:
-        problems.append("test registry entries left: %s" % ", ".join(left))
-    return check.verdict(problems, "test sessions removed by the deployed cleaner, pre-existing sessions kept",
+    return check.verdict(problems, "test sessions removed by the deployed cleaner; sessions/, active/, "
+                         ".registry and pre-existing sessions kept",
                          "%d test sessions removed, %d pre-existing kept" % (len(ids), len(before_ids)))
 
 
@@ -859,7 +1066,54 @@ SESSION_CHECKS = ["parallel-launch", "history-isolation", "directory-isolation",
                   "default-untouched", "registry-tracking", "active-links", "cleanup"]
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP while the test sessions run (a CI job cancelled, a
+    connection gone): unwind to run()'s clean-up, then die of the signal."""
+
+
+class Stop:
+    """The first SIGTERM/SIGHUP seen. While `armed` it interrupts the run;
+    once the clean-up has begun it is only remembered, so the clean-up
+    (and the cleaner, in a fork that inherits this) completes first."""
+
+    signum = None
+    armed = False
+
+
+def _on_stop(signum, _frame):
+    if Stop.signum is None:
+        Stop.signum = signum
+    if Stop.armed:
+        Stop.armed = False
+        raise Interrupted()
+
+
 def run(args):
+    saved = {}
+    Stop.signum, Stop.armed = None, False
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            saved[signum] = signal.signal(signum, _on_stop)
+    except ValueError:  # not the main thread: the caller owns the signals
+        pass
+    try:
+        return _run(args)
+    except Interrupted:
+        pass
+    finally:
+        Stop.armed = False
+        for signum, handler in saved.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if Stop.signum is not None and saved:
+            # Cleaned up: now end as the signal meant us to.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            signal.signal(Stop.signum, signal.SIG_DFL)
+            os.kill(os.getpid(), Stop.signum)
+    raise SystemExit(128 + (Stop.signum or 15))  # not reached unless the signal is blocked
+
+
+def _run(args):
     home = os.path.expanduser("~")
     claude_home = os.path.realpath(os.path.expanduser(args["claude_home"]))
     bindir = os.path.join(claude_home, "bin")
@@ -873,8 +1127,14 @@ def run(args):
     inherit_link = set(str(args.get("inherit_link") or "").split())
 
     checks = [check_integrity(bindir, args.get("expected", {})), check_capacity(int(args.get("max_sessions") or 0))]
-    if not os.access(launcher, os.X_OK):
-        return checks + skipped(SESSION_CHECKS, "no executable launcher at %s" % launcher)
+    why = cannot_run(launcher)
+    if why:
+        # A launcher nobody can run is a broken installation, not a reason
+        # to skip: parallel-launch fails, the rest could not be judged.
+        reason = "the launcher %s cannot be run: %s" % (launcher, why)
+        return checks + [Check("parallel-launch").result(
+            "fail", "%d sessions running at once through %s" % (n, launcher), reason)] + skipped(
+            SESSION_CHECKS[1:], "no test session could run: " + reason)
     env = dict(os.environ)
     if probe:
         client = None
@@ -893,18 +1153,26 @@ def run(args):
     work = os.path.join(os.environ.get("TMPDIR") or "/tmp", "csdeploy-verify-" + os.urandom(8).hex())
     os.mkdir(work, 0o700)
     watch = None
+    sessions = []
+    run_id = os.urandom(4).hex()
+    prefix = "csdeploy-verify-%s-" % run_id
+    before_ids = []
+    outside = {}
+    cleaned = False
+    Stop.armed = Stop.signum is None
     try:
         if probe:
             client = os.path.join(work, "probe")
             with open(client, "w") as f:
                 f.write(PROBE)
             os.chmod(client, 0o700)
+        cwd = os.path.join(work, "cwd")
+        os.mkdir(cwd, 0o700)
         env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_PID": str(os.getpid()),
-                    "CSDEPLOY_VERIFY_PROJECT": json_dumps(env.get("HOME") or "/")})
+                    "CSDEPLOY_VERIFY_PROJECT": json_dumps(cwd), "PWD": cwd})
         if not probe:
             env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
         env.pop("CLAUDE_CONFIG_DIR", None)
-        run_id = os.urandom(4).hex()
         sessions = [Session(i, "%s-%d" % (run_id, i)) for i in range(n)]
 
         def client_argv(s):
@@ -914,10 +1182,11 @@ def run(args):
         before_registry = read_registry(sessions_dir)
         default_before = snapshot_default(claude_home, home)
         history_before = file_state(default_history)
+        outside = histories_outside(claude_home, sessions_dir, before_ids) if probe else {}
 
         phase = Check("parallel-launch")
         watch = Watch(work, probe)
-        launch(sessions, launcher, client_argv, env, work)
+        launch(sessions, launcher, client_argv, env, work, cwd)
         observe(sessions, sessions_dir, active_dir, work, watch, wait_limit)
         watch.close()
         for s in sessions:
@@ -934,10 +1203,36 @@ def run(args):
                           file_state(default_history), default_history),
             check_registry(sessions, sessions_dir),
             check_links(sessions, sessions_dir, active_dir),
-            cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry),
         ]
+        Stop.armed = False  # from here a signal waits until the clean-up is done
+        cleaned = True
+        checks.append(cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix))
+        undone = undo_probe_lines(outside, sessions)
+        if undone:
+            checks[-1]["detail"] = "; ".join(([checks[-1]["detail"]] if checks[-1]["detail"] else []) + undone)
         return checks
     finally:
+        Stop.armed = False
+        if not cleaned and any(s.pid for s in sessions):
+            # Interrupted (or crashed) mid-run: stop what still runs and
+            # remove whatever this run left, as the cleanup check would.
+            for s in sessions:
+                if s.pid and s.exited is None:
+                    try:
+                        os.killpg(s.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    try:
+                        os.waitpid(s.pid, 0)
+                    except OSError:
+                        pass
+                    s.exited = time.monotonic()
+            if watch is not None:
+                watch.restore()
+            ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
+            if ids:
+                remove_test_sessions(ids, sessions_dir, bindir, env, os.devnull)
+            undo_probe_lines(outside, sessions)
         # After an interruption probes may still run: the directory goes
         # first, so that what they do once the FIFOs close (their end of
         # file) finds nowhere to write; a file one made meanwhile means

@@ -557,12 +557,35 @@ impl Lab {
 
     /// Run csdeploy with exactly `args` (lab environment, nothing appended).
     pub fn csdeploy_raw<S: AsRef<str>>(&self, args: &[S]) -> Out {
+        self.csdeploy_via(&[], args)
+    }
+
+    /// Like `csdeploy_raw`, started through the command `wrapper` (its
+    /// arguments, then csdeploy's path and `args`), e.g. `sh -c '...; exec "$@"' sh`.
+    pub fn csdeploy_via<S: AsRef<str>>(&self, wrapper: &[&str], args: &[S]) -> Out {
         let args: Vec<String> = args.iter().map(|s| s.as_ref().to_string()).collect();
-        run_with_timeout(self.command(&args), args, CSDEPLOY_TIMEOUT, None)
+        run_with_timeout(
+            self.command_via(wrapper, &args),
+            args,
+            CSDEPLOY_TIMEOUT,
+            None,
+        )
     }
 
     fn command(&self, args: &[String]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_csdeploy"));
+        self.command_via(&[], args)
+    }
+
+    fn command_via(&self, wrapper: &[&str], args: &[String]) -> Command {
+        let bin = env!("CARGO_BIN_EXE_csdeploy");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin),
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(bin);
+                cmd
+            }
+        };
         cmd.args(args)
             .current_dir(&self.root)
             .env("CI", "1")

@@ -683,11 +683,21 @@ fn broken_launcher_exporting_claude_session_dir() {
         actual_of(&json, "host1", "history-isolation").contains("CLAUDE_CONFIG_DIR was not set"),
         "{out}"
     );
-    // The probe wrote where Claude Code would: the default history.
+    // The probe wrote where Claude Code would: the default history, which
+    // did not exist before. default-untouched says so; then, holding only
+    // this run's probe lines, the file is removed again.
     let default_history = lab.claude_home("host1").join("history.jsonl");
-    assert!(default_history.exists(), "{out}");
     assert!(
         actual_of(&json, "host1", "default-untouched").contains("history.jsonl changed"),
+        "{out}"
+    );
+    assert!(!default_history.exists(), "{out}");
+    let detail = check(&json, "host1", "cleanup")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("held only this run's probe lines, removed"),
         "{out}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
@@ -1246,4 +1256,460 @@ fn verifier_bytecode_cache_is_used_and_a_damaged_entry_recompiled() {
     std::fs::remove_file(&first[0]).unwrap();
     lab.csdeploy(&["verify"]).assert_exit(0);
     assert_eq!(entries(), first);
+}
+
+/// A launcher nobody can run (mode 0644 here; a home mounted noexec looks the
+/// same to access(2)) is a broken installation: verify fails, it does not
+/// skip its way to a pass. launcher-integrity names the mode, parallel-launch
+/// fails, the checks that needed sessions are skipped with the reason. The
+/// real-client variant fails too: only a missing `claude` is a skip.
+#[test]
+fn launcher_that_cannot_be_run_fails_verify() {
+    let lab = Lab::new().hosts(1).build();
+    let farm = path_without_claude(&lab);
+    lab.write_inventory(&inventory_with_env(
+        &lab,
+        &[("host1", "PATH", &farm.display().to_string())],
+    ));
+    push(&lab);
+    let path = launcher(&lab, "host1");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for client in ["probe", "claude"] {
+        let out = lab.csdeploy(&["verify", "--client", client, "--format", "json"]);
+        out.assert_exit(1);
+        let json = out.json();
+        let statuses = status_by_id(&json, "host1", &out);
+        assert_eq!(statuses["launcher-integrity"], "fail", "{client}\n{out}");
+        assert_eq!(statuses["capacity"], "pass", "{client}\n{out}");
+        assert_eq!(statuses["parallel-launch"], "fail", "{client}\n{out}");
+        for id in &SESSION_CHECK_IDS[1..] {
+            assert_eq!(statuses[*id], "skip", "{client} {id}\n{out}");
+        }
+        assert!(
+            actual_of(&json, "host1", "launcher-integrity")
+                .contains("claude-session: not executable (mode 0644)"),
+            "{out}"
+        );
+        assert!(
+            actual_of(&json, "host1", "parallel-launch").contains("cannot be run"),
+            "{out}"
+        );
+        assert_eq!(host(&json, "host1")["status"], "fail", "{out}");
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+
+    // The cleaner not executable: sessions still run (verify runs it through
+    // Python), only launcher-integrity fails.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cleaner = lab.claude_home("host1").join("bin/cleanup-sessions.py");
+    std::fs::set_permissions(&cleaner, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["launcher-integrity"], &out);
+    assert!(
+        actual_of(&json, "host1", "launcher-integrity")
+            .contains("cleanup-sessions.py: not executable (mode 0600)"),
+        "{out}"
+    );
+}
+
+/// The launcher's start of the client, to break it.
+const EXEC_CLIENT: &str = "    exec \"${CLAUDE_BIN:-claude}\" \"$@\"\n";
+
+/// A launcher that registers its session but runs a client that is not
+/// installed: no probe ever starts, so the verifier never sees the sessions
+/// running. Its cleanup still finds them in the registry by this run's name
+/// pattern and removes them; nothing of the run is left.
+#[test]
+fn sessions_whose_client_never_started_are_cleaned_up() {
+    let (lab, json, out) = verify_broken(
+        &[(EXEC_CLIENT, "    exec /nonexistent/claude-client \"$@\"\n")],
+        &["--wait", "2"],
+        &[
+            "launcher-integrity",
+            "parallel-launch",
+            "history-isolation",
+            "directory-isolation",
+            "registry-tracking",
+            "active-links",
+        ],
+        false,
+    );
+    assert_eq!(
+        actual_of(&json, "host1", "cleanup"),
+        "2 test sessions removed, 0 pre-existing kept",
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// Pid of the verifier on a lab host: the parent of a test session's launcher.
+fn verifier_pid(lab: &Lab, name: &str) -> Option<(u32, Vec<String>)> {
+    let entries: Vec<(String, Value)> = registry(lab, name)
+        .into_iter()
+        .filter(|(_, e)| {
+            e["status"] == "active"
+                && e["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("csdeploy-verify-"))
+        })
+        .collect();
+    if entries.len() < 2 {
+        return None;
+    }
+    let pid = entries[0].1["pid"].as_u64()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ppid: u32 = stat
+        .rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read_to_string(format!("/proc/{ppid}/cmdline")).ok()?;
+    cmdline
+        .contains("python")
+        .then(|| (ppid, entries.into_iter().map(|(id, _)| id).collect()))
+}
+
+/// A verifier stopped by SIGTERM (a CI job cancelled) while its sessions
+/// hang still removes them (launchers stopped, directories, registry
+/// entries, active links) before it dies.
+#[test]
+fn verifier_terminated_mid_run_leaves_no_test_sessions() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    break_launcher(&lab, "host1", &[(EXEC_CLIENT, "    exec sleep 60\n")]);
+    let (out, ids) = std::thread::scope(|scope| {
+        let run = scope.spawn(|| lab.csdeploy(&["verify", "--format", "json", "--wait", "30"]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (pid, ids) = loop {
+            if let Some(found) = verifier_pid(&lab, "host1") {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the test sessions never showed up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let st = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        (run.join().unwrap(), ids)
+    });
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.elapsed < Duration::from_secs(25), "{out}");
+    for id in &ids {
+        assert!(
+            !sessions_dir(&lab, "host1").join(id).exists(),
+            "{id} left\n{out}"
+        );
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// Replace `from` (exactly once) by `to` in the deployed `bin/<file>` of `name`.
+#[track_caller]
+fn edit_deployed(lab: &Lab, name: &str, file: &str, from: &str, to: &str) {
+    let path = lab.claude_home(name).join("bin").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "{from:?} in {}",
+        path.display()
+    );
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A cleaner that removes all of sessions/ (the registry and active/ with
+/// it) removes the test sessions too, and with no pre-existing session there
+/// was nothing else to compare: cleanup now fails because the layout is gone.
+#[test]
+fn destructive_cleaner_fails_cleanup() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let anchor = "    sessions_dir = opts[\"--sessions-dir\"] or sr.load_config().sessions_dir\n";
+    edit_deployed(
+        &lab,
+        "host1",
+        "cleanup-sessions.py",
+        anchor,
+        &format!("{anchor}    import shutil\n    shutil.rmtree(sessions_dir)\n    return 0\n"),
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["launcher-integrity", "cleanup"], &out);
+    let actual = actual_of(&json, "host1", "cleanup");
+    assert!(actual.contains("gone after the cleaner ran"), "{out}");
+    for part in ["sessions", "sessions/active", "sessions/.registry"] {
+        assert!(actual.contains(part), "{part}\n{out}");
+    }
+}
+
+/// sessions/ and sessions/active made world-writable, then a registry
+/// helper writing the registry world-readable: directory-isolation names
+/// each (the README promises a private layout).
+#[test]
+fn permission_drift_of_the_sessions_layout_fails_directory_isolation() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let sessions = sessions_dir(&lab, "host1");
+    for dir in [sessions.clone(), sessions.join("active")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(&json, "host1", &["directory-isolation"], &out);
+    let actual = actual_of(&json, "host1", "directory-isolation");
+    for dir in [sessions.clone(), sessions.join("active")] {
+        assert!(
+            actual.contains(&format!("{}: mode 0777, expected 0700", dir.display())),
+            "{}\n{out}",
+            dir.display()
+        );
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+
+    for dir in [sessions.clone(), sessions.join("active")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    edit_deployed(
+        &lab,
+        "host1",
+        "session_registry.py",
+        "os.fchmod(f.fileno(), 0o600)",
+        "os.fchmod(f.fileno(), 0o644)",
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    assert_exact_failures(
+        &json,
+        "host1",
+        &["launcher-integrity", "directory-isolation"],
+        &out,
+    );
+    assert!(
+        actual_of(&json, "host1", "directory-isolation")
+            .contains(".registry: mode 0644, expected 0600"),
+        "{out}"
+    );
+}
+
+/// A memory cgroup of 1 GB for this test's processes, under the test's own
+/// memory cgroup (v1 `memory` hierarchy or v2 with the memory controller);
+/// None with the reason where it cannot be made (not root, no such cgroup).
+fn memory_cgroup(tag: &str) -> Result<(PathBuf, PathBuf), String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+    for line in own.lines() {
+        let parts: Vec<&str> = line.splitn(3, ':').collect();
+        let [id, controllers, path] = parts[..] else {
+            continue;
+        };
+        let (mount, limit_file) = if id == "0" && controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        let parent = Path::new(mount).join(path.trim_start_matches('/'));
+        if !parent.join(limit_file).exists() && !parent.join("cgroup.subtree_control").exists() {
+            continue;
+        }
+        let dir = parent.join(unique(tag));
+        if std::fs::create_dir(&dir).is_err() {
+            continue;
+        }
+        if std::fs::write(dir.join(limit_file), "1073741824").is_ok() {
+            return Ok((dir.clone(), dir.join("cgroup.procs")));
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Err(
+        "no writable memory cgroup (needs root and a v1 memory hierarchy or v2 memory controller)"
+            .into(),
+    )
+}
+
+/// Inside a 1 GB memory cgroup the host has 1 GB, whatever MemTotal says:
+/// max_sessions 4 x 500 MB no longer fits and capacity warns, naming the
+/// cgroup limit. (tests/scripts/test_verify_capacity.py covers v1, v2 and
+/// the no-limit cases on fake trees.)
+#[test]
+fn capacity_counts_the_cgroup_memory_limit() {
+    let (dir, procs) = match memory_cgroup("csdeploy-it-capacity") {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("SKIPPED capacity_counts_the_cgroup_memory_limit: {why}");
+            return;
+        }
+    };
+    let lab = Lab::new().local(true).build();
+    lab.csdeploy(&["push"]).assert_exit(0);
+    let script = format!(
+        "echo $$ > {} && exec \"$@\"",
+        shlex_quote(&procs.display().to_string())
+    );
+    let inventory = lab.inventory.display().to_string();
+    let out = lab.csdeploy_via(
+        &["sh", "-c", &script, "sh"],
+        &["verify", "--format", "json", "-i", &inventory],
+    );
+    let _ = std::fs::remove_dir(&dir);
+    out.assert_exit(0);
+    let json = out.json();
+    let statuses = status_by_id(&json, "local", &out);
+    assert_eq!(statuses["capacity"], "warn", "{out}");
+    let actual = actual_of(&json, "local", "capacity");
+    assert!(
+        actual.starts_with("4 x 500 MB = 2000 MB, host has 1024 MB (cgroup v"),
+        "{out}"
+    );
+    for id in CHECK_IDS.iter().filter(|id| **id != "capacity") {
+        assert_eq!(statuses[*id], "pass", "{id}\n{out}");
+    }
+}
+
+/// A launcher exporting CLAUDE_CONFIG_DIR relative to HOME works only when
+/// the client runs from HOME. Verify starts its sessions elsewhere (a fresh
+/// directory) and fails a relative config dir outright.
+#[test]
+fn broken_launcher_exporting_a_relative_config_dir() {
+    let (lab, json, out) = verify_broken(
+        &[(
+            EXPORT_CONFIG_DIR,
+            "export CLAUDE_CONFIG_DIR=\"${sdir#\"$HOME\"/}\"\n",
+        )],
+        &[],
+        &[
+            "launcher-integrity",
+            "history-isolation",
+            "directory-isolation",
+        ],
+        false,
+    );
+    for id in ["history-isolation", "directory-isolation"] {
+        assert!(
+            actual_of(&json, "host1", id).contains("is not an absolute path"),
+            "{id}\n{out}"
+        );
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// Launchers that hang before their client starts are killed at the hard
+/// deadline with their registry entries still "active" and their links in
+/// place; cleanup finds them by this run's name and removes them all.
+#[test]
+fn hanging_launchers_killed_at_the_deadline_are_cleaned_up() {
+    let (lab, json, out) = verify_broken(
+        &[(EXEC_CLIENT, "    exec sleep 60\n")],
+        &["--wait", "1"],
+        &[
+            "launcher-integrity",
+            "parallel-launch",
+            "history-isolation",
+            "directory-isolation",
+            "registry-tracking",
+            "active-links",
+        ],
+        false,
+    );
+    assert_eq!(
+        actual_of(&json, "host1", "cleanup"),
+        "2 test sessions removed, 0 pre-existing kept",
+        "{out}"
+    );
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+/// With a launcher that lets the probes write into the default history, an
+/// existing history gets exactly its old bytes (and mtime) back: the lines
+/// appended were this run's probe lines and nothing else. A line someone
+/// else appended meanwhile would have left the file alone (see
+/// tests/scripts/test_verify_undo.py).
+#[test]
+fn probe_lines_are_taken_out_of_a_history_they_should_not_reach() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let name = "host1";
+    let default_history = lab.claude_home(name).join("history.jsonl");
+    let old = "{\"display\":\"mine\",\"pastedContents\":{},\"timestamp\":1,\"project\":\"/\"}\n";
+    std::fs::write(&default_history, old).unwrap();
+    let mtime = std::fs::metadata(&default_history)
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    // A pre-existing ended session, and a launcher that puts every new
+    // session into that session's directory instead of a new one.
+    let bin = lab.root.join("stub-clients");
+    std::fs::create_dir_all(&bin).unwrap();
+    let client = bin.join("ended-client");
+    write_script(
+        &client,
+        "#!/bin/sh\nprintf '%s\\n' '{\"display\":\"before\",\"sessionId\":\"pre\"}' >> \"$CLAUDE_CONFIG_DIR/history.jsonl\"\n",
+    );
+    let st = launcher_command(&lab, name, &client, "pre")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (pre_id, _) = registry_id_named(&lab, name, "pre").unwrap();
+    let pre_history = sessions_dir(&lab, name).join(&pre_id).join("history.jsonl");
+    let pre_text = std::fs::read_to_string(&pre_history).unwrap();
+    let pre_dir = sessions_dir(&lab, name).join(&pre_id);
+    let before: BTreeSet<String> = [pre_id.clone()].into();
+
+    // Half of the sessions write to the default history, half to the old session.
+    break_launcher(
+        &lab,
+        name,
+        &[(
+            EXPORT_CONFIG_DIR,
+            &format!(
+                "case $name in *-0) unset CLAUDE_CONFIG_DIR ;; *) export CLAUDE_CONFIG_DIR={} ;; esac\n",
+                shlex_quote(&pre_dir.display().to_string())
+            ),
+        )],
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(1);
+    let json = out.json();
+    let statuses = status_by_id(&json, name, &out);
+    assert_eq!(statuses["default-untouched"], "fail", "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&default_history).unwrap(),
+        old,
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::metadata(&default_history)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime,
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pre_history).unwrap(),
+        pre_text,
+        "{out}"
+    );
+    let detail = check(&json, name, "cleanup")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        detail.contains("1 probe lines of this run taken out"),
+        "{out}"
+    );
+    assert!(uuid_dirs(&lab, name).is_superset(&before), "{out}");
 }
