@@ -1317,6 +1317,27 @@ fn launcher_that_cannot_be_run_fails_verify() {
 /// The launcher's start of the client, to break it.
 const EXEC_CLIENT: &str = "    exec \"${CLAUDE_BIN:-claude}\" \"$@\"\n";
 
+/// What fails when the launcher registers both sessions but no client ever
+/// starts (the edit to the launcher fails its integrity too).
+const NO_CLIENT_STARTED: &[&str] = &[
+    "launcher-integrity",
+    "parallel-launch",
+    "history-isolation",
+    "directory-isolation",
+    "registry-tracking",
+    "active-links",
+];
+
+/// The run's cleanup found both test sessions by name and left nothing of them.
+fn assert_run_cleaned_up(lab: &Lab, json: &Value, out: &Out) {
+    assert_eq!(
+        actual_of(json, "host1", "cleanup"),
+        "2 test sessions removed, 0 pre-existing kept",
+        "{out}"
+    );
+    assert_no_test_sessions(lab, "host1", &BTreeSet::new());
+}
+
 /// A launcher that registers its session but runs a client that is not
 /// installed: no probe ever starts, so the verifier never sees the sessions
 /// running. Its cleanup still finds them in the registry by this run's name
@@ -1326,22 +1347,10 @@ fn sessions_whose_client_never_started_are_cleaned_up() {
     let (lab, json, out) = verify_broken(
         &[(EXEC_CLIENT, "    exec /nonexistent/claude-client \"$@\"\n")],
         &["--wait", "2"],
-        &[
-            "launcher-integrity",
-            "parallel-launch",
-            "history-isolation",
-            "directory-isolation",
-            "registry-tracking",
-            "active-links",
-        ],
+        NO_CLIENT_STARTED,
         false,
     );
-    assert_eq!(
-        actual_of(&json, "host1", "cleanup"),
-        "2 test sessions removed, 0 pre-existing kept",
-        "{out}"
-    );
-    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+    assert_run_cleaned_up(&lab, &json, &out);
 }
 
 /// Pid of the verifier on a lab host: the parent of a test session's launcher.
@@ -1613,22 +1622,10 @@ fn hanging_launchers_killed_at_the_deadline_are_cleaned_up() {
     let (lab, json, out) = verify_broken(
         &[(EXEC_CLIENT, "    exec sleep 60\n")],
         &["--wait", "1"],
-        &[
-            "launcher-integrity",
-            "parallel-launch",
-            "history-isolation",
-            "directory-isolation",
-            "registry-tracking",
-            "active-links",
-        ],
+        NO_CLIENT_STARTED,
         false,
     );
-    assert_eq!(
-        actual_of(&json, "host1", "cleanup"),
-        "2 test sessions removed, 0 pre-existing kept",
-        "{out}"
-    );
-    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+    assert_run_cleaned_up(&lab, &json, &out);
 }
 
 /// With a launcher that lets the probes write into the default history, an

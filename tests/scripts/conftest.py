@@ -295,3 +295,14 @@ def env(tmp_path):
     e = Env(tmp_path)
     yield e
     e.cleanup()
+
+
+@pytest.fixture(scope="module")
+def verify():
+    """csdeploy's verifier (src/remote/verify.py), loaded as the agent loads
+    it, for tests of its functions on fake trees."""
+    path = os.path.join(REPO, "src", "remote", "verify.py")
+    namespace = {"__name__": "csdeploy_verify"}
+    with open(path) as f:
+        exec(compile(f.read(), path, "exec"), namespace)
+    return namespace

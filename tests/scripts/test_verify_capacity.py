@@ -4,18 +4,6 @@ import os
 
 import pytest
 
-from conftest import HERE
-
-VERIFY = os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "verify.py")
-
-
-@pytest.fixture(scope="module")
-def verify():
-    namespace = {"__name__": "csdeploy_verify"}
-    with open(VERIFY) as f:
-        exec(compile(f.read(), VERIFY, "exec"), namespace)
-    return namespace
-
 
 def fake_host(root, cgroup, files, mem_kb=16 * 1024 * 1024):
     """A root with /proc/meminfo (16 GB), /proc/self/cgroup and cgroup files."""
