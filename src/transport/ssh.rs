@@ -132,16 +132,24 @@ fn chain(err: &dyn std::error::Error) -> String {
 /// The connection error, with what to do about it when ssh's own words don't say.
 fn explain(target: &SshTarget, err: &openssh::Error) -> String {
     let text = chain(err);
-    if text.contains("Host key verification failed")
-        || text.contains("HOST IDENTIFICATION HAS CHANGED")
+    let host = &target.host;
+    if text.contains("HOST IDENTIFICATION HAS CHANGED")
+        || text.contains("has changed and you have requested strict checking")
     {
+        // Never a how-to-trust hint here: that is what an attacker would want.
+        format!(
+            "{text}\nhint: the host key of {host} has CHANGED since it was recorded: someone may be in between, \
+             or the host was reinstalled. Compare the fingerprint above with the host's real key by another way \
+             (its console, its administrator); only then remove the old key with the `ssh-keygen -R` line ssh \
+             gives. csdeploy never accepts a changed key, with any option."
+        )
+    } else if text.contains("Host key verification failed") {
         let port = target.port.map(|p| format!("-p {p} ")).unwrap_or_default();
         format!(
-            "{text}\nhint: the host key of {host} is unknown or has changed. If it is new, check its fingerprint, \
+            "{text}\nhint: the host key of {host} is unknown. Check its fingerprint, \
              then add it to your known_hosts file (~/.ssh/known_hosts unless your ssh config's UserKnownHostsFile \
              says otherwise) with `ssh-keyscan {port}{host} >> ~/.ssh/known_hosts`, or run once with \
-             `--host-key-checking accept-new` to trust it on first use. A changed key is never accepted.",
-            host = target.host
+             `--host-key-checking accept-new` to trust it on first use."
         )
     } else {
         text

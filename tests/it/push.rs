@@ -527,7 +527,14 @@ fn accept_new_still_rejects_a_changed_host_key() {
         "json",
     ]);
     out.assert_exit(3);
-    assert_eq!(host(&out.json(), "host1")["status"], "unreachable");
+    let json = out.json();
+    assert_eq!(host(&json, "host1")["status"], "unreachable");
+    let error = host(&json, "host1")["error"].as_str().unwrap();
+    assert!(error.contains("has CHANGED"), "{error}");
+    assert!(
+        error.contains("ssh-keygen -R") && !error.contains("ssh-keyscan"),
+        "a changed key gets no how-to-trust-it hint: {error}"
+    );
     assert_empty_dir(&lab.home("host1"));
 }
 
