@@ -325,9 +325,19 @@ async fn gather(
     }
     if !want_diff {
         // The shell gather: no interpreter to start, which is most of a rerun's cost.
-        let mut argv: Vec<String> = ["/bin/sh", "-c", builtin::GATHER_SH, "csdeploy-gather"]
-            .map(String::from)
-            .to_vec();
+        let wants: String = probes
+            .iter()
+            .map(|p| if p.want.is_some() { 'h' } else { 's' })
+            .collect();
+        let mut argv: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            builtin::GATHER_SH,
+            "csdeploy-gather",
+            &wants,
+        ]
+        .map(String::from)
+        .to_vec();
         argv.extend(probes.iter().map(|p| p.path.clone()));
         match remote(transport, plan, "gather", argv, Vec::new(), limit).await {
             Err(StepError::TimedOut(msg)) => return Err(msg),

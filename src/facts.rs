@@ -329,6 +329,7 @@ mod tests {
             .arg("-c")
             .arg(crate::builtin::GATHER_SH)
             .arg("gather")
+            .arg("hhhhh")
             .args(probes.iter().map(|p| &p.path))
             .output()
             .unwrap();
@@ -385,10 +386,24 @@ mod tests {
             .unwrap();
         assert!(made.success());
         let probes = [Probe::file(fifo.to_str().unwrap(), None)];
-        let out = gather_sh(&[fifo.to_str().unwrap()], &[]);
+        let out = gather_sh(&["h", fifo.to_str().unwrap()], &[]);
         let reply = GatherReply::parse_sh(&out, &probes).unwrap();
         assert_eq!(reply.paths[0].kind, Kind::Other);
         assert_eq!(reply.paths[0].sha256, None);
+    }
+
+    #[test]
+    fn the_shell_gather_hashes_only_the_files_whose_content_matters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, b"hi").unwrap();
+        std::fs::write(&b, b"hi").unwrap();
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let probes = [Probe::stat(a), Probe::file(b, None)];
+        let reply = GatherReply::parse_sh(&gather_sh(&["sh", a, b], &[]), &probes).unwrap();
+        assert_eq!(reply.paths[0].kind, Kind::File);
+        assert_eq!(reply.paths[0].sha256, None, "stat only: not read");
+        assert!(reply.paths[1].sha256.is_some());
     }
 
     #[test]
@@ -396,12 +411,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().to_str().unwrap();
         let probes = [Probe::stat("rel/x"), Probe::stat("~/y")];
-        let out = gather_sh(&["rel/x", "~/y"], &[("HOME", Some(home))]);
+        let out = gather_sh(&["ss", "rel/x", "~/y"], &[("HOME", Some(home))]);
         let reply = GatherReply::parse_sh(&out, &probes).unwrap();
         assert_eq!(reply.paths[0].path, format!("{home}/rel/x"));
         assert_eq!(reply.paths[1].path, format!("{home}/y"));
         // Without HOME: the password database's home, as Python's expanduser.
-        let out = gather_sh(&["~/y"], &[("HOME", None)]);
+        let out = gather_sh(&["s", "~/y"], &[("HOME", None)]);
         let reply = GatherReply::parse_sh(&out, &probes[1..]).unwrap();
         let python = std::process::Command::new("python3")
             .args(["-c", "import os; print(os.path.expanduser('~/y'), end='')"])

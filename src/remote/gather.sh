@@ -4,16 +4,20 @@
 # nothing else), and a Python interpreter's start alone costs more than all
 # of this; gather.py is used instead when --diff needs old file contents.
 #
-# Arguments: the paths; a leading `~` is the home directory, and so is where
-# a relative path starts.
+# Arguments: one letter per path, `h` for a path whose content matters (hash
+# it) and `s` for one whose state alone does; then the paths. A leading `~` is
+# the home directory, and so is where a relative path starts.
 # Output: `UID\0`, the expanded paths (`PATH\0` each, in order), then
 # `stat` records `PATH\0TYPE\0MODE\0UID\0` for the paths that exist and for `/`
 # (a sentinel: without its record, stat is not GNU stat and the controller
 # falls back to gather.py), an empty field, then `sha256sum` lines for the
-# regular files among them (a FIFO would block it, a symlink is not followed).
+# regular files among the `h` paths (a FIFO would block it, a symlink is not
+# followed, and a big file that only has to exist is not read).
 # Without HOME, `~` is the home directory from the password database, as
 # Python's expanduser (the apply step's) has it.
 [ -n "${HOME:-}" ] || HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
+wants=$1
+shift
 for p do
   # A literal `~` from the playbook, expanded here on purpose.
   # shellcheck disable=SC2088
@@ -31,7 +35,10 @@ stat --printf '%n\0%F\0%a\0%u\0' -- "$@" / 2>/dev/null
 printf '\0'
 for p do
   shift
-  if [ -f "$p" ] && [ ! -L "$p" ]; then set -- "$@" "$p"; fi
+  case $wants in
+    h*) if [ -f "$p" ] && [ ! -L "$p" ]; then set -- "$@" "$p"; fi ;;
+  esac
+  wants=${wants#?}
 done
 [ $# -eq 0 ] || sha256sum -- "$@" 2>/dev/null
 exit 0
