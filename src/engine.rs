@@ -14,7 +14,7 @@ use crate::events::{CheckResult, Event, HostReport, Phases, TaskResult, TaskStat
 use crate::facts::{Facts, GatherReply, Probe};
 use crate::modules::{Action, Decision};
 use crate::plan::{HostPlan, PlannedTask};
-use crate::transport::{RemoteCommand, SshOptions, Transport};
+use crate::transport::{RemoteCommand, SshOptions, Transport, TransportError};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -101,11 +101,12 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     // ends its master, and with it the remote command's session.
     let deployed = tokio::select! {
         deployed = deploy(&transport, plan, options, &mut phases) => deployed,
-        () = interruption(options.interrupted.clone()) => Err(INTERRUPTED.into()),
+        () = interruption(options.interrupted.clone()) => Err(StepError::Failed(INTERRUPTED.into())),
     };
-    let (tasks, error) = match deployed {
-        Ok(tasks) => (tasks, None),
-        Err(err) => (Vec::new(), Some(err)),
+    let (tasks, error, lost) = match deployed {
+        Ok(tasks) => (tasks, None, false),
+        Err(StepError::Lost(err)) => (Vec::new(), Some(err), true),
+        Err(err) => (Vec::new(), Some(String::from(err)), false),
     };
     for task in &tasks {
         let _ = events.send(Event::TaskDone {
@@ -116,7 +117,7 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     let remote_commands = transport.commands_run();
     let close_error = transport.close().await.err();
     let error = error.or_else(|| close_error.map(|e| format!("closing the connection: {e}")));
-    let mut report = HostReport::new(name, tasks, error, false);
+    let mut report = HostReport::new(name, tasks, error, lost);
     report.remote_commands = remote_commands;
     report.phases = phases;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -157,14 +158,22 @@ const STDERR_LIMIT: usize = 4096;
 enum StepError {
     /// It did not finish in time: trying another way would not either.
     TimedOut(String),
+    /// The connection dropped: the host is unreachable now, as for Ansible.
+    Lost(String),
     Failed(String),
 }
 
 impl From<StepError> for String {
     fn from(err: StepError) -> String {
         match err {
-            StepError::TimedOut(msg) | StepError::Failed(msg) => msg,
+            StepError::TimedOut(msg) | StepError::Lost(msg) | StepError::Failed(msg) => msg,
         }
+    }
+}
+
+impl From<String> for StepError {
+    fn from(msg: String) -> StepError {
+        StepError::Failed(msg)
     }
 }
 
@@ -190,7 +199,13 @@ async fn remote(
                 limit.as_secs()
             ))
         })?
-        .map_err(|e| StepError::Failed(e.to_string()))?;
+        .map_err(|err| match err {
+            TransportError::Lost(why) => StepError::Lost(format!(
+                "the connection to the host was lost during the csdeploy {verb} step ({why}); what the step \
+                 had done by then stays done, each file replaced whole or not at all"
+            )),
+            other => StepError::Failed(other.to_string()),
+        })?;
     if output.code != Some(0) {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stderr = stderr.trim();
@@ -314,7 +329,7 @@ async fn gather(
     plan: &HostPlan,
     want_diff: bool,
     limit: Duration,
-) -> Result<Facts, String> {
+) -> Result<Facts, StepError> {
     let probes: Vec<Probe> = plan
         .tasks
         .iter()
@@ -340,7 +355,7 @@ async fn gather(
         .to_vec();
         argv.extend(probes.iter().map(|p| p.path.clone()));
         match remote(transport, plan, "gather", argv, Vec::new(), limit).await {
-            Err(StepError::TimedOut(msg)) => return Err(msg),
+            Err(err @ (StepError::TimedOut(_) | StepError::Lost(_))) => return Err(err),
             Ok(reply) => {
                 if let Ok(reply) = GatherReply::parse_sh(&reply, &probes) {
                     return Ok(Facts::new(&probes, reply));
@@ -363,7 +378,7 @@ async fn deploy(
     plan: &HostPlan,
     options: &Options,
     phases: &mut Phases,
-) -> Result<Vec<TaskResult>, String> {
+) -> Result<Vec<TaskResult>, StepError> {
     let gathering = Instant::now();
     let mut facts = gather(transport, plan, options.diff, options.timeout).await?;
     phases.gather_ms = millis(gathering);

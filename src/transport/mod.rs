@@ -65,6 +65,9 @@ pub enum TransportError {
     Connect(String),
     #[error("{0}")]
     Exec(String),
+    /// The connection dropped while a command ran.
+    #[error("{0}")]
+    Lost(String),
 }
 
 pub enum Transport {

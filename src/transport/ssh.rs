@@ -99,7 +99,18 @@ impl SshTransport {
             drop(pipe);
         };
         let (_, output) = tokio::join!(feed, child.wait_with_output());
-        let output = output.map_err(|err| TransportError::Exec(chain(&err)))?;
+        let output = match output {
+            Ok(output) => output,
+            // The mux protocol cannot tell a dropped connection from a killed
+            // remote process; the master can.
+            Err(err @ (openssh::Error::RemoteProcessTerminated | openssh::Error::Disconnected)) => {
+                return Err(match self.session.check().await {
+                    Err(lost) => TransportError::Lost(chain(&lost)),
+                    Ok(()) => TransportError::Exec(format!("{}: killed by a signal?", chain(&err))),
+                });
+            }
+            Err(err) => return Err(TransportError::Exec(chain(&err))),
+        };
         Ok(Output {
             code: output.status.code(),
             stdout: output.stdout,

@@ -233,6 +233,11 @@ impl Sshd {
         panic!("could not start sshd: {last_err}");
     }
 
+    /// The listening sshd's pid: its children are the connections it serves.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// sshd's stderr so far (LogLevel ERROR).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -1087,13 +1087,17 @@ fn a_directory_removed_by_a_later_task_does_not_fail_the_host() {
     assert!(!lab.home("local").join("stage").exists());
 }
 
-/// An inventory where `local`'s apply step never ends: its "python" marks
-/// `started` and sleeps. The ssh hosts are as the lab made them.
-fn lab_with_a_hanging_local_host(lab: &Lab) -> PathBuf {
+/// An inventory where `hanging`'s apply step never ends: its "python"
+/// writes its pid to the returned file and sleeps. The others are as the lab
+/// made them.
+fn lab_with_a_hanging_host(lab: &Lab, hanging: &str) -> PathBuf {
     let started = lab.root.join("hanging-step-started");
     let sleeper = lab.write_file(
         "hang-python",
-        &format!("#!/bin/sh\ntouch {}\nexec sleep 120\n", started.display()),
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+            started.display()
+        ),
     );
     std::fs::set_permissions(
         &sleeper,
@@ -1103,7 +1107,7 @@ fn lab_with_a_hanging_local_host(lab: &Lab) -> PathBuf {
     let mut inv = String::from("all:\n  hosts:\n");
     for h in &lab.hosts {
         inv.push_str(&lab.host_entry_yaml(h, 4));
-        if h.name == "local" {
+        if h.name == hanging {
             inv.push_str(&format!(
                 "      ansible_python_interpreter: {}\n",
                 sleeper.display()
@@ -1117,7 +1121,7 @@ fn lab_with_a_hanging_local_host(lab: &Lab) -> PathBuf {
 #[test]
 fn a_remote_step_that_never_ends_fails_its_host_at_the_timeout_and_the_others_finish() {
     let lab = Lab::new().hosts(1).local(true).build();
-    lab_with_a_hanging_local_host(&lab);
+    lab_with_a_hanging_host(&lab, "local");
     let out = lab.csdeploy(&["push", "--timeout", "2", "--format", "json"]);
     out.assert_exit(1);
     let json = out.json();
@@ -1137,9 +1141,46 @@ fn a_remote_step_that_never_ends_fails_its_host_at_the_timeout_and_the_others_fi
 }
 
 #[test]
+fn a_connection_lost_mid_step_makes_the_host_unreachable_with_a_clear_message() {
+    let lab = Lab::new().hosts(1).build();
+    let started = lab_with_a_hanging_host(&lab, "host1");
+    let sshd = lab.servers[0].pid();
+    let watched = started.clone();
+    let out = lab.csdeploy_meanwhile(&["push", "--format", "json"], &[], move |_| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&watched).map_or(true, |t| t.trim().is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The connection's sshd processes die; the listener and the step do not.
+        std::process::Command::new("pkill")
+            .args(["-KILL", "-P", &sshd.to_string()])
+            .status()
+            .unwrap();
+    });
+    if let Ok(pid) = std::fs::read_to_string(&started) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status();
+    }
+    out.assert_exit(3);
+    let json = out.json();
+    let host1 = host(&json, "host1");
+    assert_eq!(host1["status"], "unreachable", "{out}");
+    assert!(
+        host1["error"]
+            .as_str()
+            .unwrap()
+            .contains("the connection to the host was lost during the csdeploy apply step"),
+        "{out}"
+    );
+}
+
+#[test]
 fn sigint_stops_the_hosts_reports_them_and_cleans_up_with_exit_130() {
     let lab = Lab::new().hosts(1).local(true).build();
-    let started = lab_with_a_hanging_local_host(&lab);
+    let started = lab_with_a_hanging_host(&lab, "local");
     let tmp = lab.root.join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     let watched = started.clone();
