@@ -79,6 +79,10 @@ impl PathState {
     }
 }
 
+/// What a reply that does not start with the uid most likely means.
+const NO_UID: &str = "something else before the uid: does the login shell print (from \
+    ~/.bashrc, say) even when it only runs a command? Every csdeploy step needs a quiet one";
+
 #[derive(Debug, Clone)]
 pub struct GatherReply {
     pub uid: u32,
@@ -99,7 +103,7 @@ impl GatherReply {
             rest = &rest[end + 1..];
             Ok(value)
         };
-        let uid = field()?.parse().map_err(|_| bad("no uid"))?;
+        let uid = field()?.parse().map_err(|_| bad(NO_UID))?;
         let expanded = probes
             .iter()
             .map(|_| field())
@@ -143,7 +147,7 @@ impl GatherReply {
         Ok(GatherReply { uid, paths })
     }
 
-    /// Parses the agent's answer: `UID\0` then six fields per path (see agent.py).
+    /// Parses the agent's answer: `UID\0` then six fields per path (see gather.py).
     pub fn parse(reply: &[u8]) -> Result<GatherReply, String> {
         let bad = |what: &str| format!("the csdeploy agent answered gather with {what}");
         let text = reply
@@ -155,7 +159,7 @@ impl GatherReply {
         let uid = fields
             .next()
             .and_then(|u| u.parse().ok())
-            .ok_or_else(|| bad("no uid"))?;
+            .ok_or_else(|| bad(NO_UID))?;
         let fields: Vec<String> = fields.collect();
         if !fields.len().is_multiple_of(6) {
             return Err(bad("a truncated reply"));
@@ -302,6 +306,8 @@ mod tests {
         assert_eq!(parsed.paths[1].kind, Kind::Missing);
         assert_eq!(parsed.paths[1].mode, None);
         assert!(GatherReply::parse(b"0\0/h/a\0file\0").is_err());
+        let chatty = GatherReply::parse(b"Welcome!\n0\0").unwrap_err();
+        assert!(chatty.contains("login shell print"), "{chatty}");
         assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0").is_err());
     }
 

@@ -2,8 +2,6 @@
 
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
-
 use super::{Counter, Output, RemoteCommand, TransportError};
 
 #[derive(Default)]
@@ -32,18 +30,20 @@ impl LocalTransport {
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| TransportError::Exec(format!("cannot run {program}: {err}")))?;
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        let feed = async move {
-            // A child that exits early closes its stdin; what it said matters more.
-            let _ = pipe.write_all(&stdin).await;
-            drop(pipe);
-        };
-        let (_, output) = tokio::join!(feed, child.wait_with_output());
-        let output = output.map_err(|err| TransportError::Exec(format!("{program}: {err}")))?;
+        let (pipe_in, pipe_out, pipe_err) = (
+            child.stdin.take().expect("stdin is piped"),
+            child.stdout.take().expect("stdout is piped"),
+            child.stderr.take().expect("stderr is piped"),
+        );
+        let (stdout, stderr) = super::exchange(pipe_in, stdin, pipe_out, pipe_err).await?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|err| TransportError::Exec(format!("{program}: {err}")))?;
         Ok(Output {
-            code: output.status.code(),
-            stdout: output.stdout,
-            stderr: output.stderr,
+            code: status.code(),
+            stdout,
+            stderr,
         })
     }
 }

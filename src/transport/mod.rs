@@ -7,6 +7,8 @@ pub mod ssh;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
 use crate::host::{Connection, Host};
 
 /// A command to run on a host: environment assignments plus argv. It becomes
@@ -29,6 +31,56 @@ impl RemoteCommand {
         words.extend(self.argv.iter().map(String::as_str));
         crate::quote::join(words)
     }
+}
+
+/// The most of a step's stdout csdeploy reads: gather's old contents under
+/// --diff (up to 1 MiB a file), apply's replies (64 KiB of output a command)
+/// and a verification's checks fit many times over. More is a host gone
+/// wrong, and reading all of it from many hosts could exhaust the controller.
+pub const STDOUT_LIMIT: usize = 64 << 20;
+/// The most of a step's stderr kept; the rest is read and dropped.
+pub const STDERR_LIMIT: usize = 1 << 20;
+
+/// Reads a command's stdin feed, stdout and stderr together. Stdout past
+/// [`STDOUT_LIMIT`] is an error; stderr past [`STDERR_LIMIT`] is cut. A pipe
+/// that fails just ends: waiting for the process then says why.
+pub async fn exchange(
+    mut stdin: impl AsyncWrite + Unpin,
+    input: Vec<u8>,
+    stdout: impl AsyncRead + Unpin,
+    stderr: impl AsyncRead + Unpin,
+) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+    let feed = async move {
+        // A command that exits early closes its stdin; what it said matters more.
+        let _ = stdin.write_all(&input).await;
+        let _ = stdin.shutdown().await;
+    };
+    let read_out = async move {
+        let mut out = Vec::new();
+        let _ = stdout
+            .take(STDOUT_LIMIT as u64 + 1)
+            .read_to_end(&mut out)
+            .await;
+        out
+    };
+    let read_err = async move {
+        let mut stderr = stderr;
+        let mut kept = Vec::new();
+        let _ = (&mut stderr)
+            .take(STDERR_LIMIT as u64)
+            .read_to_end(&mut kept)
+            .await;
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        kept
+    };
+    let ((), out, err) = tokio::join!(feed, read_out, read_err);
+    if out.len() > STDOUT_LIMIT {
+        return Err(TransportError::Exec(format!(
+            "the host sent more than {} MiB on stdout; a csdeploy step never does",
+            STDOUT_LIMIT >> 20
+        )));
+    }
+    Ok((out, err))
 }
 
 #[derive(Debug, Clone)]

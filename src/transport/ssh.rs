@@ -9,7 +9,6 @@
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use std::num::NonZeroUsize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use super::{Counter, HostKeyChecking, Output, RemoteCommand, SshOptions, TransportError};
@@ -92,15 +91,14 @@ impl SshTransport {
             .spawn()
             .await
             .map_err(|err| TransportError::Exec(chain(&err)))?;
-        let mut pipe = child.stdin().take().expect("stdin is piped");
-        let feed = async move {
-            let _ = pipe.write_all(&stdin).await;
-            let _ = pipe.shutdown().await;
-            drop(pipe);
-        };
-        let (_, output) = tokio::join!(feed, child.wait_with_output());
-        let output = match output {
-            Ok(output) => output,
+        let (pipe_in, pipe_out, pipe_err) = (
+            child.stdin().take().expect("stdin is piped"),
+            child.stdout().take().expect("stdout is piped"),
+            child.stderr().take().expect("stderr is piped"),
+        );
+        let (stdout, stderr) = super::exchange(pipe_in, stdin, pipe_out, pipe_err).await?;
+        let status = match child.wait().await {
+            Ok(status) => status,
             // The mux protocol cannot tell a dropped connection from a killed
             // remote process; the master can.
             Err(err @ (openssh::Error::RemoteProcessTerminated | openssh::Error::Disconnected)) => {
@@ -112,9 +110,9 @@ impl SshTransport {
             Err(err) => return Err(TransportError::Exec(chain(&err))),
         };
         Ok(Output {
-            code: output.status.code(),
-            stdout: output.stdout,
-            stderr: output.stderr,
+            code: status.code(),
+            stdout,
+            stderr,
         })
     }
 

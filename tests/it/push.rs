@@ -1178,6 +1178,45 @@ fn a_connection_lost_mid_step_makes_the_host_unreachable_with_a_clear_message() 
 }
 
 #[test]
+fn a_host_that_floods_its_output_fails_with_bounded_reports() {
+    let lab = local_lab();
+    for (script, says) in [
+        ("head -c 70000000 /dev/zero", "more than 64 MiB on stdout"),
+        (
+            "head -c 3000000 /dev/zero | tr '\\0' x >&2; exit 3",
+            "exited with 3: xxx",
+        ),
+    ] {
+        let flooder = lab.write_file("flood-python", &format!("#!/bin/sh\n{script}\n"));
+        std::fs::set_permissions(
+            &flooder,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let inv = local_inventory_with(
+            &lab,
+            &format!("      ansible_python_interpreter: {}\n", flooder.display()),
+        );
+        lab.write_inventory(&inv);
+        let out = lab.csdeploy(&["push", "--format", "json"]);
+        out.assert_exit(1);
+        let json = out.json();
+        let error = host(&json, "local")["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says), "{}", &error[..error.len().min(300)]);
+        assert!(
+            error.len() < 10_000,
+            "the report keeps {} bytes of it",
+            error.len()
+        );
+        assert!(
+            out.stdout.len() < 20_000,
+            "{} bytes of report",
+            out.stdout.len()
+        );
+    }
+}
+
+#[test]
 fn sigint_stops_the_hosts_reports_them_and_cleans_up_with_exit_130() {
     let lab = Lab::new().hosts(1).local(true).build();
     let started = lab_with_a_hanging_host(&lab, "local");
