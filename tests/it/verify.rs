@@ -1433,6 +1433,10 @@ fn edit_deployed(lab: &Lab, name: &str, file: &str, from: &str, to: &str) {
         path.display()
     );
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    // Python trusts its cached bytecode while the source keeps its size and
+    // its mtime's second: an edit of the same length within the second of
+    // the last launch would not be seen.
+    let _ = std::fs::remove_dir_all(lab.home(name).join(".cache/claude-session"));
 }
 
 /// A cleaner that removes all of sessions/ (the registry and active/ with
