@@ -28,6 +28,9 @@ pub enum Context {
     HereDocument,
     /// Right after a backslash, which would quote the value's opening quote.
     Escaped,
+    /// Right after a `$`: `$'...'` is bash's escape-interpreting quote, and
+    /// `$name` would expand a variable the value names.
+    AfterDollar,
 }
 
 impl std::fmt::Display for Context {
@@ -42,6 +45,7 @@ impl std::fmt::Display for Context {
             Context::Comment => "a comment",
             Context::HereDocument => "a command with a here-document (`<<`)",
             Context::Escaped => "a backslash's reach",
+            Context::AfterDollar => "a `$`'s reach",
         })
     }
 }
@@ -70,6 +74,7 @@ pub struct Scanner {
     escaped: bool,
     at_word_start: bool,
     here_document: bool,
+    after_dollar: bool,
 }
 
 impl Default for Scanner {
@@ -82,6 +87,7 @@ impl Default for Scanner {
             escaped: false,
             at_word_start: true,
             here_document: false,
+            after_dollar: false,
         }
     }
 }
@@ -94,6 +100,9 @@ impl Scanner {
         }
         if self.escaped {
             return Context::Escaped;
+        }
+        if self.after_dollar {
+            return Context::AfterDollar;
         }
         match self.top() {
             Frame::Words { .. } => Context::Word,
@@ -109,6 +118,7 @@ impl Scanner {
     /// A substituted word was written: the next character continues it.
     pub fn word_written(&mut self) {
         self.at_word_start = false;
+        self.after_dollar = false;
     }
 
     pub fn feed(&mut self, text: &str) {
@@ -160,6 +170,7 @@ impl Scanner {
 
     /// Reads `c` (followed by `next`, `after`); returns how many characters it took.
     fn step(&mut self, c: char, next: Option<char>, after: Option<char>) -> usize {
+        self.after_dollar = false;
         if self.escaped {
             self.escaped = false;
             self.at_word_start = false;
@@ -172,6 +183,7 @@ impl Scanner {
                     self.at_word_start = false;
                     return taken;
                 }
+                self.after_dollar = c == '$';
                 let word_start = self.at_word_start;
                 self.at_word_start = matches!(
                     c,
@@ -307,6 +319,8 @@ mod tests {
             ("cat <<EOF\n", Context::HereDocument),
             ("cat <<'EOF'\nEOF\nls ", Context::HereDocument),
             ("echo \\", Context::Escaped),
+            ("echo $", Context::AfterDollar),
+            ("echo a$", Context::AfterDollar),
         ] {
             assert_eq!(context_after(text), context, "{text:?}");
         }

@@ -238,6 +238,7 @@ mod tests {
             ("true # {{ dir }}", Context::Comment),
             ("cat <<EOF\n{{ dir }}\nEOF", Context::HereDocument),
             ("echo \\{{ dir }}", Context::Escaped),
+            ("echo ${{ dir }}", Context::AfterDollar),
             ("echo \"$(ls)\"{{ n }}\"{{ dir }}\"", Context::DoubleQuotes),
         ] {
             let name = if template.contains("{{ n }} +") {
