@@ -232,11 +232,25 @@ mod tests {
         for (template, context) in [
             ("mkdir -p \"{{ dir }}\"", Context::DoubleQuotes),
             ("echo '{{ dir }}'", Context::SingleQuotes),
-            ("echo $(( {{ n }} + 1 ))", Context::Arithmetic),
+            (
+                "echo $(( {{ n }} + 1 ))",
+                Context::Unfollowed("an arithmetic expansion `$((`"),
+            ),
             ("echo ${x:-{{ dir }}}", Context::ParameterExpansion),
-            ("echo `ls {{ dir }}`", Context::Backquotes),
+            (
+                "echo `ls {{ dir }}`",
+                Context::Unfollowed("backquotes (write `$(...)`)"),
+            ),
             ("true # {{ dir }}", Context::Comment),
-            ("cat <<EOF\n{{ dir }}\nEOF", Context::HereDocument),
+            (
+                "cat <<EOF\n{{ dir }}\nEOF",
+                Context::Unfollowed("a here-document or here-string `<<`"),
+            ),
+            (
+                "arr[{{ dir }}]=1",
+                Context::Unfollowed("a bash array subscript `name[`"),
+            ),
+            ("ls *.[ch]{{ dir }}", Context::Subscript),
             ("echo \\{{ dir }}", Context::Escaped),
             ("echo ${{ dir }}", Context::AfterDollar),
             ("echo \"$(ls)\"{{ n }}\"{{ dir }}\"", Context::DoubleQuotes),
@@ -278,6 +292,256 @@ mod tests {
         assert_eq!(
             String::from_utf8(printed.stdout).unwrap(),
             "$(touch /tmp/x); 'q'"
+        );
+    }
+
+    /// Differential check against real shells: random command templates
+    /// built from tricky shell fragments, rendered with hostile values, never
+    /// run any of the value under dash, bash --posix or bash (those present).
+    /// A refused template is fine; a rendered one must be inert.
+    #[test]
+    fn rendered_commands_never_run_a_value_in_real_shells() {
+        const ATOMS: &[&str] = &[
+            "echo ",
+            "true",
+            ":",
+            "x",
+            "a=1 ",
+            "printf %s ",
+            " ",
+            " ",
+            " ",
+            ";",
+            " && ",
+            " || ",
+            " | ",
+            " & ",
+            "\n",
+            "\\\n",
+            "\t",
+            "'",
+            "\"",
+            "`",
+            "$'",
+            "$\"",
+            "\\",
+            "\\'",
+            "\\\"",
+            "\\`",
+            "\\$",
+            "$(",
+            "$((",
+            "${",
+            "${x:-",
+            "${x#",
+            "${x%",
+            "${x##",
+            "${#x}",
+            "${x}",
+            "$x",
+            "$#",
+            "$$",
+            "$[",
+            "((",
+            "(",
+            ")",
+            "))",
+            "}",
+            "{ ",
+            " }",
+            "]",
+            ")\n",
+            "#",
+            " #",
+            "<<",
+            "<<EOF\n",
+            "<<'EOF'\n",
+            "<<-EOF\n",
+            "\nEOF\n",
+            "<<<",
+            "<(",
+            ">(",
+            " </dev/null",
+            " >/dev/null",
+            "case x in ",
+            "x) ",
+            "(x) ",
+            ";;",
+            " esac",
+            "if true; then ",
+            "; fi",
+            "for i in 1; do ",
+            "; done",
+            "f() { ",
+            "'}'",
+            "\"}\"",
+            "')'",
+            "\")\"",
+            "'))'",
+            "\\)",
+            "\\}",
+            "$",
+            "=",
+            "a#",
+            "~",
+            "*",
+            "[[ ",
+            " ]]",
+            "!",
+            "{a,b}",
+            "$((1))",
+            "$(true)",
+            "`true`",
+            "\"$(\"",
+            "'\"'",
+            "\"'\"",
+            "$(echo ')')",
+            "# c\n",
+            "${x#'}'}",
+            "\"${x#'}'}\"",
+            "${x%\"}\"}",
+            "\"${x%\"}\"}",
+            "\"${x:-'}\"",
+            "$(cat <<EOF\n",
+            "$( ",
+            "$(echo \")\")",
+            "'$('",
+            "\"$(echo \\\")\\\")\"",
+            "$(( $(",
+            " # )\n",
+            "esac)",
+            "in x)",
+            "case x in x) ",
+            "$(case x in x) ",
+            "${x:+\"",
+            "${x:-\"",
+            "${x-'",
+            "`echo \\`",
+            "\"\\$(\"",
+            "$(''",
+            "${x:-$(",
+            "${x#\\}}",
+            "\"${x#\\}}\"",
+            "let ",
+            "declare -i x=",
+            "a[",
+            "x=(",
+            "(( ",
+        ];
+        const CONTEXTS: &[&str] = &[
+            "{}",
+            "\"{}\"",
+            "'{}'",
+            "$(({}))",
+            "${x:-{}}",
+            "`{}`",
+            "# {}\n",
+            "<<EOF\n{}\nEOF\n",
+            "$[{}]",
+            "(({}))",
+            "$'{}'",
+            "$({})",
+            "\"$({})\"",
+            "$(echo {})",
+            "\"$(echo {})\"",
+            "a[{}]=1",
+            "${x:$(echo {})}",
+        ];
+        const VALUES: &[&str] = &[
+            "a'b\"c$(touch MARKER1)`touch MARKER2`;touch MARKER3 #\n touch MARKER4",
+            "x}' \"$(touch MARKER7)\" `touch MARKER8` )\ntouch MARKER9\n",
+        ];
+        let shells: Vec<Vec<&str>> = [
+            vec!["dash", "-c"],
+            vec!["bash", "--posix", "-c"],
+            vec!["bash", "-c"],
+        ]
+        .into_iter()
+        .filter(|argv| {
+            std::process::Command::new(argv[0])
+                .arg("-c")
+                .arg("true")
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+        assert!(!shells.is_empty(), "no shell to test with");
+        let mut seed: u64 = 0x5eed_c5d3;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as usize) % n
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (mut rendered, mut runs) = (0, 0);
+        // CSDEPLOY_FUZZ_TEMPLATES=50000 searches further than CI needs to.
+        let count = std::env::var("CSDEPLOY_FUZZ_TEMPLATES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1500);
+        for _ in 0..count {
+            let fragment = |k: usize, next: &mut dyn FnMut(usize) -> usize| -> String {
+                (0..k).map(|_| ATOMS[next(ATOMS.len())]).collect()
+            };
+            let prefix = {
+                let k = 1 + next(6);
+                fragment(k, &mut next)
+            };
+            let inner = {
+                let k = next(3);
+                fragment(k, &mut next)
+            } + "{{ v }}";
+            let suffix = {
+                let k = next(4);
+                fragment(k, &mut next)
+            };
+            // Half the time the placeholder in a context of its own, else bare.
+            let around = match next(2) {
+                0 => CONTEXTS[next(CONTEXTS.len())].replacen("{}", &inner, 1),
+                _ => inner,
+            };
+            let template = format!("{prefix}{around}{suffix}");
+            for value in VALUES {
+                let mut vars = Vars::new();
+                vars.insert("v".into(), Value::from(*value));
+                let Ok(command) = render(&template, &vars, Escape::Shell) else {
+                    continue;
+                };
+                rendered += 1;
+                for argv in &shells {
+                    runs += 1;
+                    let run = dir.path().join(format!("run{runs}"));
+                    std::fs::create_dir(&run).unwrap();
+                    let _ = std::process::Command::new("timeout")
+                        .arg("2")
+                        .args(argv)
+                        .arg(&command)
+                        .current_dir(&run)
+                        .env_clear()
+                        .env("PATH", "/usr/bin:/bin")
+                        .env("HOME", &run)
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                    let markers: Vec<_> = std::fs::read_dir(&run)
+                        .unwrap()
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("MARKER"))
+                        .collect();
+                    assert!(
+                        markers.is_empty(),
+                        "{:?} ran the value of {{{{ v }}}}\ntemplate: {template:?}\nrendered: {command:?}",
+                        argv[0]
+                    );
+                    std::fs::remove_dir_all(&run).unwrap();
+                }
+            }
+        }
+        assert!(
+            rendered > 100,
+            "only {rendered} of the templates rendered: the test tests little"
         );
     }
 }
