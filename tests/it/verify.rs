@@ -989,8 +989,8 @@ fn push_verify_costs_two_remote_commands_and_verify_alone_one() {
     }
 }
 
-#[test]
-fn client_claude_without_claude_skips_the_session_checks() {
+/// One host whose PATH has no `claude`, pushed.
+fn pushed_lab_without_claude() -> Lab {
     let lab = Lab::new().hosts(1).build();
     let farm = path_without_claude(&lab);
     lab.write_inventory(&inventory_with_env(
@@ -998,6 +998,12 @@ fn client_claude_without_claude_skips_the_session_checks() {
         &[("host1", "PATH", &farm.display().to_string())],
     ));
     push(&lab);
+    lab
+}
+
+#[test]
+fn client_claude_without_claude_skips_the_session_checks() {
+    let lab = pushed_lab_without_claude();
 
     let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "json"]);
     out.assert_exit(0);
@@ -1265,13 +1271,7 @@ fn verifier_bytecode_cache_is_used_and_a_damaged_entry_recompiled() {
 /// real-client variant fails too: only a missing `claude` is a skip.
 #[test]
 fn launcher_that_cannot_be_run_fails_verify() {
-    let lab = Lab::new().hosts(1).build();
-    let farm = path_without_claude(&lab);
-    lab.write_inventory(&inventory_with_env(
-        &lab,
-        &[("host1", "PATH", &farm.display().to_string())],
-    ));
-    push(&lab);
+    let lab = pushed_lab_without_claude();
     let path = launcher(&lab, "host1");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     for client in ["probe", "claude"] {
