@@ -417,15 +417,15 @@ async fn deploy(
     }
     let applying = Instant::now();
     // A verification waits for its sessions on top of its own work.
-    let waiting: u64 = plan
+    let waiting: Duration = plan
         .tasks
         .iter()
         .filter_map(|t| match &t.action {
-            Action::Verify(v) => Some(2 * u64::from(v.args.wait.unwrap_or(10)) + 60),
+            Action::Verify(v) => Some(v.waiting()),
             _ => None,
         })
         .sum();
-    let limit = options.timeout + Duration::from_secs(waiting);
+    let limit = options.timeout + waiting;
     let reply = agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?;
     phases.apply_ms = millis(applying);
     let results = ApplyResult::parse_all(&reply)?;

@@ -92,6 +92,18 @@ impl VerifyArgs {
 }
 
 impl VerifyAction {
+    /// Seconds each test session waits for the others.
+    fn wait(&self) -> u32 {
+        self.args.wait.unwrap_or(10)
+    }
+
+    /// How long the verification may take beyond an ordinary step: its
+    /// sessions' wait twice (to start, to be released) and a minute for the
+    /// checks and the cleaner.
+    pub fn waiting(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2 * u64::from(self.wait()) + 60)
+    }
+
     pub fn decide(&self, check_mode: bool) -> Decision {
         if check_mode {
             return Decision {
@@ -120,7 +132,7 @@ impl VerifyAction {
                         "claude_home": self.claude_home,
                         "sessions": self.args.sessions,
                         "client": client,
-                        "wait": self.args.wait.unwrap_or(10),
+                        "wait": self.wait(),
                         "inherit_link": self.inherit_link,
                         "max_sessions": self.max_sessions,
                         "expected": expected,
