@@ -20,6 +20,29 @@ pub fn builtin_defaults() -> Vars {
     vars
 }
 
+/// What Claude Code writes for one session in its config directory: never
+/// shared between sessions, whatever `inherit_copy`/`inherit_link` say. `push`
+/// refuses an inventory that names one; the launcher skips it and `verify`
+/// fails it. The deployed `session_registry.py` keeps its own copy of this
+/// list (hosts run without csdeploy); a test checks that the two agree.
+#[allow(dead_code)] // read by push's inherit check and verify (in progress)
+pub const PER_SESSION_STATE: &[&str] = &[
+    ".claude.json",
+    ".credentials.json",
+    "history.jsonl",
+    "projects",
+    "sessions",
+    "todos",
+    "shell-snapshots",
+    "statsig",
+    "telemetry",
+    "backups",
+    "ide",
+    "file-history",
+    "session-env",
+    "debug",
+];
+
 /// Variables plus the key path each one was set at, so a bad value can be
 /// reported where it was written.
 #[derive(Debug, Clone, Default)]
