@@ -16,7 +16,6 @@ mod playbook;
 mod quote;
 mod report;
 mod select;
-mod shell_context;
 mod template;
 mod transport;
 mod vars;

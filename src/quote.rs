@@ -10,14 +10,8 @@ impl std::fmt::Display for NulByte {
     }
 }
 
-/// `value` as a single shell word that the shell reads back byte for byte.
-pub fn shell(value: &str) -> Result<String, NulByte> {
-    shlex::try_quote(value)
-        .map(|word| word.into_owned())
-        .map_err(|_| NulByte)
-}
-
-/// A command line from words, each quoted.
+/// A command line from words, each quoted so that the shell reads it back
+/// byte for byte.
 pub fn join<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<String, NulByte> {
     shlex::try_join(words).map_err(|_| NulByte)
 }
@@ -41,11 +35,11 @@ mod tests {
         ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
-                .arg(format!("printf %s {}", shell(value).unwrap()))
+                .arg(format!("printf %s {}", join([value]).unwrap()))
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), value);
         }
-        assert_eq!(shell("a\0b"), Err(NulByte));
+        assert_eq!(join(["a\0b"]), Err(NulByte));
     }
 }

@@ -155,7 +155,7 @@ pub struct Op {
     pub backup: bool,
     /// `creates` of a command; the JSON arguments of a verification.
     pub arg: String,
-    /// The command line; the verifier's source.
+    /// A command's program and environment (JSON); the verifier's source.
     pub text: String,
     /// A file's new content, streamed after the op list.
     pub data: Option<std::sync::Arc<Vec<u8>>>,
@@ -199,11 +199,11 @@ impl Op {
         }
     }
 
-    pub fn command(cmd: &str, creates: Option<&str>) -> Op {
+    pub fn command(action: &command::CommandAction) -> Op {
         Op {
             kind: "command",
-            arg: creates.unwrap_or_default().into(),
-            text: cmd.into(),
+            arg: action.creates.clone().unwrap_or_default(),
+            text: action.wire(),
             ..Op::default()
         }
     }

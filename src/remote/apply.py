@@ -7,7 +7,8 @@ stdin:  `COUNT\0`, then per op `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`,
         then the bytes of every `write` op, back to back, SIZE bytes each.
         OP is mkdir|chmod|remove|write|command|verify; MODE octal; BACKUP 1
         or empty; ARG is a command's `creates` or a verification's JSON
-        arguments; TEXT a command line or the verifier's source.
+        arguments; TEXT a command's JSON {"argv": [...] or "sh": TEXT,
+        "env": {...}} or the verifier's source.
 stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`
         (CHECKS: a verification's checks as JSON). It stops at the first
         failure, as Ansible stops a host at its first failed task.
@@ -134,9 +135,22 @@ def command(op):
     creates = op.get("creates")
     if creates and os.path.lexists(expand(creates)):
         return {"ok": True, "skipped": True, "msg": "%s exists" % expand(creates)}
-    proc = subprocess.run(["sh", "-c", op["cmd"]], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          cwd=expand("~"))
+    import json
+
+    spec = json.loads(op["cmd"])
+    # argv: no shell, one argument per element (a leading ~ is the home
+    # directory, as in every path); sh: the playbook's literal shell text.
+    argv = [expand(a) if a == "~" or a.startswith("~/") else a for a in spec["argv"]] \
+        if "argv" in spec else ["sh", "-c", spec["sh"]]
+    env = dict(os.environ)
+    env.update(spec["env"])
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=expand("~"))
+    except OSError as e:
+        return {"ok": False, "rc": 127, "stdout": "", "stderr": "",
+                "msg": "cannot run %s: %s" % (argv[0], e.strerror or e)}
     return {"ok": proc.returncode == 0, "rc": proc.returncode,
             "stdout": clip(proc.stdout), "stderr": clip(proc.stderr),
             "msg": None if proc.returncode == 0 else "exit code %d" % proc.returncode}

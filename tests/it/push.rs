@@ -463,6 +463,29 @@ fn failed_task_wins_over_unreachable_exit_1() {
     assert_eq!(j["summary"]["exit_code"], 1, "{j:#}");
 }
 
+#[test]
+fn a_program_that_cannot_be_found_fails_its_task_with_the_reason() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let pb = write_playbook(
+        &lab,
+        "missing.yml",
+        "- name: missing\n  hosts: all\n  tasks:\n    - name: run it\n      command:\n        argv: [csdeploy-no-such-program, x]\n",
+    );
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--format", "json"]);
+    out.assert_exit(1);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let t = task(host(&j, h), "run it");
+        assert_eq!(t["status"], "failed", "{t:#}");
+        assert!(
+            t["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot run csdeploy-no-such-program")),
+            "{t:#}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- host keys
 
 #[test]
@@ -690,11 +713,11 @@ fn command_with_creates_runs_once_then_is_ok() {
         ));
     }
     lab.write_inventory(&inv);
-    let script = r#"sh -c 'echo ran >> "$1/count"; touch "$1/made"' sh {{ dir }}"#;
+    let script = r#"echo ran >> "$DIR/count"; touch "$DIR/made""#;
     let pb = lab.write_file(
         "creates.yml",
         &format!(
-            "- name: once\n  hosts: all\n  tasks:\n    - name: make it\n      command:\n        cmd: {}\n        creates: \"{{{{ dir }}}}/made\"\n",
+            "- name: once\n  hosts: all\n  tasks:\n    - name: make it\n      command:\n        cmd: {}\n        env: {{DIR: \"{{{{ dir }}}}\"}}\n        creates: \"{{{{ dir }}}}/made\"\n",
             yq(script)
         ),
     );
@@ -760,11 +783,11 @@ fn two_ssh_hosts_run_in_parallel() {
         inv.push_str(&format!("      tag: {}\n", h.name));
     }
     lab.write_inventory(&inv);
-    let script = r#"sh -c 'touch "$1/started-$2"; i=0; while [ $i -lt 100 ]; do [ -e "$1/started-host1" ] && [ -e "$1/started-host2" ] && exit 0; i=$((i+1)); sleep 0.05; done; exit 1' sh {{ rv }} {{ tag }}"#;
+    let script = r#"touch "$1/started-$2"; i=0; while [ $i -lt 100 ]; do [ -e "$1/started-host1" ] && [ -e "$1/started-host2" ] && exit 0; i=$((i+1)); sleep 0.05; done; exit 1"#;
     let pb = lab.write_file(
         "par.yml",
         &format!(
-            "- name: rendezvous\n  hosts: all\n  vars:\n    rv: {}\n  tasks:\n    - name: meet\n      command:\n        cmd: {}\n",
+            "- name: rendezvous\n  hosts: all\n  vars:\n    rv: {}\n  tasks:\n    - name: meet\n      command:\n        argv: [sh, -c, {}, sh, \"{{{{ rv }}}}\", \"{{{{ tag }}}}\"]\n",
             yq(&rv.display().to_string()),
             yq(script)
         ),
@@ -854,10 +877,14 @@ fn injection_attempts_are_inert_and_land_as_literal_data() {
         mode: "0755"
     - name: var as command argument
       command:
-        cmd: "touch {{{{ home }}}}/c-{{{{ evil }}}}"
+        argv: [touch, "{{{{ home }}}}/c-{{{{ evil }}}}"]
     - name: var echoed
       command:
-        cmd: "echo {{{{ evil }}}}"
+        argv: [echo, "{{{{ evil }}}}"]
+    - name: var in the environment of shell text
+      command:
+        cmd: 'echo "$EVIL" > /dev/null'
+        env: {{EVIL: "{{{{ evil }}}}"}}
 "#,
             evil = yq(&evil),
             content = yq(&content),
@@ -936,11 +963,11 @@ fn command_var_is_passed_as_one_literal_argument() {
         ));
     }
     lab.write_inventory(&inv);
-    let script = r#"sh -c 'printf %s "$1" > "$2"' sh {{ evil }} {{ out }}"#;
+    let script = r#"printf %s "$1" > "$2""#;
     let pb = lab.write_file(
         "arg.yml",
         &format!(
-            "- name: arg\n  hosts: all\n  vars:\n    evil: {}\n  tasks:\n    - name: print it\n      command:\n        cmd: {}\n",
+            "- name: arg\n  hosts: all\n  vars:\n    evil: {}\n  tasks:\n    - name: print it\n      command:\n        argv: [sh, -c, {}, sh, \"{{{{ evil }}}}\", \"{{{{ out }}}}\"]\n    - name: print it from env\n      command:\n        cmd: 'printf %s \"$EVIL\" > \"$OUT.env\"'\n        env: {{EVIL: \"{{{{ evil }}}}\", OUT: \"{{{{ out }}}}\"}}\n",
             yq(&evil),
             yq(script)
         ),
@@ -949,12 +976,14 @@ fn command_var_is_passed_as_one_literal_argument() {
     assert!(!marker.exists(), "injection executed\n{out}");
     out.assert_exit(0);
     for h in &lab.hosts {
-        assert_eq!(
-            std::fs::read_to_string(h.home.join("echoed")).unwrap(),
-            evil,
-            "{}",
-            h.name
-        );
+        for file in ["echoed", "echoed.env"] {
+            assert_eq!(
+                std::fs::read_to_string(h.home.join(file)).unwrap(),
+                evil,
+                "{}: {file}",
+                h.name
+            );
+        }
     }
 }
 
@@ -963,7 +992,7 @@ fn command_value_starting_with_tilde_is_the_hosts_home() {
     let lab = Lab::new().hosts(1).local(true).build();
     let pb = lab.write_file(
         "tilde.yml",
-        "- name: tilde\n  hosts: all\n  vars:\n    made: \"~/made by it\"\n  tasks:\n    - name: mkdir\n      command:\n        cmd: mkdir -p {{ made }}/sub {{ claude_home }}/x\n",
+        "- name: tilde\n  hosts: all\n  vars:\n    made: \"~/made by it\"\n  tasks:\n    - name: mkdir\n      command:\n        argv: [mkdir, -p, \"{{ made }}/sub\", \"{{ claude_home }}/x\"]\n",
     );
     let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
     out.assert_exit(0);
@@ -974,23 +1003,36 @@ fn command_value_starting_with_tilde_is_the_hosts_home() {
 }
 
 #[test]
-fn command_placeholder_inside_double_quotes_is_refused_and_nothing_runs() {
+fn command_placeholder_in_shell_text_is_refused_and_nothing_runs() {
     let lab = local_lab();
     let tag = unique("pwned");
     let marker = PathBuf::from(format!("/tmp/{tag}"));
     let _markers = Markers(vec![marker.clone()]);
-    let pb = lab.write_file(
-        "quoted.yml",
-        &format!(
-            "- name: quoted\n  hosts: all\n  vars:\n    dir: \"my dir $(touch {m})\"\n  tasks:\n    - name: first\n      command:\n        cmd: touch ~/ran-first\n    - name: quoted\n      command:\n        cmd: 'mkdir -p \"{{{{ dir }}}}\"'\n",
-            m = marker.display()
-        ),
-    );
-    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
-    assert_invalid_at(&out, &pb, 11, "cmd");
-    assert!(out.stderr.contains("inside double quotes"), "{out}");
-    assert!(!marker.exists(), "injection executed\n{out}");
-    assert_empty_dir(&lab.home("local"));
+    // Each of these ran the value before: where a word stands in shell text
+    // cannot tell what the command does with it.
+    for cmd in [
+        "mkdir -p \"{{ dir }}\"",
+        "eval {{ dir }}",
+        "sh -c {{ dir }}",
+        "mkdir -p {{ dir }}",
+    ] {
+        let pb = lab.write_file(
+            "quoted.yml",
+            &format!(
+                "- name: quoted\n  hosts: all\n  vars:\n    dir: \"my dir $(touch {m})\"\n  tasks:\n    - name: first\n      command:\n        cmd: touch ~/ran-first\n    - name: quoted\n      command:\n        cmd: {}\n",
+                yq(cmd),
+                m = marker.display()
+            ),
+        );
+        let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+        assert_invalid_at(&out, &pb, 11, "cmd");
+        assert!(
+            out.stderr.contains("argv:") && out.stderr.contains("env:"),
+            "{out}"
+        );
+        assert!(!marker.exists(), "injection executed\n{out}");
+        assert_empty_dir(&lab.home("local"));
+    }
 }
 
 #[test]
