@@ -175,6 +175,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
             source,
         })?;
     let started = Instant::now();
+    let run_id = uuid::Uuid::new_v4().to_string();
     let summary = runtime.block_on(async {
         tokio::spawn(on_signals(interrupt));
         let (events, mut inbox) = tokio::sync::mpsc::unbounded_channel();
@@ -193,9 +194,11 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
         });
         let reports = engine::run(plans, options, events.clone()).await;
         let summary = Summary::of(
+            &run_id,
             &reports,
             started.elapsed().as_millis() as u64,
             settings.check,
+            *interrupted.borrow(),
         );
         let _ = events.send(Event::RunDone(summary.clone()));
         drop(events);

@@ -44,8 +44,9 @@ pub async fn run(plans: Vec<HostPlan>, options: Arc<Options>, events: Events) ->
     let handles: Vec<_> = plans
         .into_iter()
         .map(|plan| {
+            let name = plan.host.name.clone();
             let (options, events, forks) = (options.clone(), events.clone(), forks.clone());
-            tokio::spawn(async move {
+            let handle = tokio::spawn(async move {
                 let interrupted = interruption(options.interrupted.clone());
                 let _slot = tokio::select! {
                     slot = forks.acquire_owned() => slot.expect("semaphore is never closed"),
@@ -58,14 +59,35 @@ pub async fn run(plans: Vec<HostPlan>, options: Arc<Options>, events: Events) ->
                 let report = run_host(&plan, &options, &events).await;
                 let _ = events.send(Event::HostDone(report.clone()));
                 report
-            })
+            });
+            (name, handle)
         })
         .collect();
     let mut reports = Vec::with_capacity(handles.len());
-    for handle in handles {
-        reports.push(handle.await.expect("a host task panicked"));
+    for (name, handle) in handles {
+        // A bug in one host's task must not cost every other host its report.
+        let report = handle.await.unwrap_or_else(|err| {
+            let report = HostReport::new(&name, Vec::new(), Some(panicked(err)), false);
+            let _ = events.send(Event::HostDone(report.clone()));
+            report
+        });
+        reports.push(report);
     }
     reports
+}
+
+fn panicked(err: tokio::task::JoinError) -> String {
+    let what = err
+        .try_into_panic()
+        .ok()
+        .and_then(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+        })
+        .unwrap_or_else(|| "cancelled".into());
+    format!("internal error in csdeploy (please report it): {what}")
 }
 
 async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostReport {
@@ -465,4 +487,24 @@ async fn deploy(
         }
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_task_is_named_as_an_internal_error() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(async { tokio::spawn(async { panic!("boom at host x") }).await })
+            .unwrap_err();
+        let msg = panicked(err);
+        assert!(
+            msg.contains("internal error") && msg.contains("boom at host x"),
+            "{msg}"
+        );
+    }
 }

@@ -130,6 +130,9 @@ impl HostReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// This run's id (a UUID), the same in every report of it, so that a CI
+    /// log, a JSON artifact and a JUnit file can be matched up.
+    pub run_id: String,
     pub hosts: usize,
     pub ok: usize,
     pub changed: usize,
@@ -142,11 +145,20 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(reports: &[HostReport], duration_ms: u64, check: bool) -> Summary {
+    /// `interrupted`: the run was stopped by a signal, which decides the exit
+    /// code whatever the hosts did.
+    pub fn of(
+        run_id: &str,
+        reports: &[HostReport],
+        duration_ms: u64,
+        check: bool,
+        interrupted: bool,
+    ) -> Summary {
         let count = |s: HostStatus| reports.iter().filter(|r| r.status == s).count();
         let failed = count(HostStatus::Failed);
         let unreachable = count(HostStatus::Unreachable);
         Summary {
+            run_id: run_id.to_string(),
             hosts: reports.len(),
             ok: count(HostStatus::Ok),
             changed: count(HostStatus::Changed),
@@ -155,7 +167,11 @@ impl Summary {
             remote_commands: reports.iter().map(|r| r.remote_commands).sum(),
             duration_ms,
             check,
-            exit_code: crate::error::ExitCode::for_outcome(failed > 0, unreachable > 0) as i32,
+            exit_code: if interrupted {
+                crate::error::ExitCode::Interrupted
+            } else {
+                crate::error::ExitCode::for_outcome(failed > 0, unreachable > 0)
+            } as i32,
         }
     }
 }

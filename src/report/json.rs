@@ -74,6 +74,7 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
         "command": "verify",
         "hosts": hosts,
         "summary": {
+            "run_id": summary.run_id,
             "hosts": reports.len(),
             "pass": hosts_with("pass"),
             "fail": hosts_with("fail"),

@@ -445,6 +445,11 @@ fn unreachable_host_is_reported_while_the_other_succeeds_exit_3() {
     assert_layout(&lab, "host1");
     assert_eq!(j["summary"]["unreachable"], 1, "{j:#}");
     assert_eq!(j["summary"]["exit_code"], 3, "{j:#}");
+    let run_id = j["summary"]["run_id"].as_str().unwrap_or_default();
+    assert!(
+        run_id.len() == 36 && run_id.split('-').map(str::len).eq([8, 4, 4, 4, 12]),
+        "summary.run_id should be a UUID: {j:#}"
+    );
 }
 
 #[test]
@@ -1282,6 +1287,10 @@ fn sigint_stops_the_hosts_reports_them_and_cleans_up_with_exit_130() {
     assert!(started.exists(), "the hanging step never started\n{out}");
     out.assert_exit(130);
     let json = out.json();
+    assert_eq!(
+        json["summary"]["exit_code"], 130,
+        "the report must carry the real exit code\n{out}"
+    );
     assert!(
         host(&json, "local")["error"]
             .as_str()
