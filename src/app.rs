@@ -216,27 +216,6 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
     ))
 }
 
-/// The variables with the values of secret-looking names (passwords, tokens,
-/// keys' passphrases) hidden: `inventory` output ends up in logs and tickets.
-fn masked(vars: &crate::vars::Vars) -> crate::vars::Vars {
-    let secret = |name: &str| {
-        let name = name.to_ascii_lowercase();
-        ["pass", "secret", "token", "credential"]
-            .iter()
-            .any(|word| name.contains(word))
-    };
-    vars.iter()
-        .map(|(name, value)| {
-            let shown = match value {
-                serde_json::Value::Null => serde_json::Value::Null,
-                _ if secret(name) => serde_json::Value::from("********"),
-                _ => value.clone(),
-            };
-            (name.clone(), shown)
-        })
-        .collect()
-}
-
 pub fn inventory(settings: &Settings) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let selected = settings.selection.resolve(&inventory)?;
@@ -256,7 +235,7 @@ pub fn inventory(settings: &Settings) -> Result<ExitCode> {
             .collect();
         hosts.insert(
             name.clone(),
-            serde_json::json!({"connection": connection, "groups": groups, "vars": masked(&host.vars)}),
+            serde_json::json!({"connection": connection, "groups": groups, "vars": crate::secrets::masked(&serde_json::Value::Object(host.vars.clone().into_iter().collect()))}),
         );
     }
     let groups: serde_json::Map<String, serde_json::Value> = inventory

@@ -15,6 +15,7 @@ mod plan;
 mod playbook;
 mod quote;
 mod report;
+mod secrets;
 mod select;
 mod template;
 mod transport;

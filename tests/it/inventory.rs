@@ -93,6 +93,29 @@ fn inventory_hides_secret_values() {
 }
 
 #[test]
+fn inventory_hides_nested_secrets_and_url_passwords() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  hosts:\n    a:\n      sasl_users: {user1: {password: nest-1}}\n      users: [{name: u, password: nest-2}]\n      environment: {PGPASSWORD: nest-3, ANTHROPIC_API_KEY: nest-4}\n      repo: \"ssh://deploy:nest-5@git.example/x\"\n      color: blue\n",
+    );
+    for format in ["text", "json"] {
+        let out = lab.csdeploy(&["inventory", "--format", format]);
+        out.assert_exit(0);
+        for n in 1..=5 {
+            let secret = format!("nest-{n}");
+            assert!(
+                !out.stdout.contains(&secret),
+                "{format}: {secret} shown\n{out}"
+            );
+        }
+        assert!(
+            out.stdout.contains("blue") && out.stdout.contains("git.example"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
 fn without_an_inventory_file_the_built_in_one_is_used() {
     // The lab's directory has no inventory/hosts.yml: an installed csdeploy run anywhere.
     let lab = Lab::new().build();
