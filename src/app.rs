@@ -15,7 +15,7 @@ use crate::inventory::Inventory;
 use crate::modules::verify::VerifyArgs;
 use crate::plan::{self, Selection};
 use crate::playbook::{Files, Play, Playbook};
-use crate::report::{self, Format, Outputs};
+use crate::report::{self, Outputs};
 use crate::transport::{HostKeyChecking, SshOptions};
 
 /// Everything a command needs, resolved from flags, environment and terminal.
@@ -28,7 +28,6 @@ pub struct Settings {
     pub check: bool,
     pub diff: bool,
     pub outputs: Outputs,
-    pub format: Format,
     pub host_key_checking: HostKeyChecking,
     pub ssh_config: Option<PathBuf>,
     pub native_mux: bool,
@@ -73,13 +72,6 @@ pub fn push(
 }
 
 pub fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
-    if settings.check {
-        return Err(Error::Usage(
-            "verify --check: a verification launches real sessions, so check mode cannot run it; \
-             `push --check` previews a push"
-                .into(),
-        ));
-    }
     let playbook = Playbook {
         file: "(built-in verification)".into(),
         plays: vec![Play::verification(args)],
@@ -216,7 +208,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
     ))
 }
 
-pub fn inventory(settings: &Settings) -> Result<ExitCode> {
+pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let selected = settings.selection.resolve(&inventory)?;
     let mut hosts = serde_json::Map::new();
@@ -254,9 +246,10 @@ pub fn inventory(settings: &Settings) -> Result<ExitCode> {
         })
         .collect();
     let document = serde_json::json!({"hosts": hosts, "groups": groups});
-    let text = match settings.format {
-        Format::Json => serde_json::to_string_pretty(&document).unwrap_or_default(),
-        Format::Text | Format::Junit => serde_yaml::to_string(&document).unwrap_or_default(),
+    let text = if json {
+        serde_json::to_string_pretty(&document).unwrap_or_default()
+    } else {
+        serde_yaml::to_string(&document).unwrap_or_default()
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));

@@ -37,53 +37,81 @@ enum Command {
         #[command(flatten)]
         verification: Verification,
         #[command(flatten)]
-        common: Common,
+        changes: Changes,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
     },
     /// Run the parallel-isolation verification on the selected hosts.
     Verify {
         #[command(flatten)]
         verification: Verification,
         #[command(flatten)]
-        common: Common,
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
     },
     /// Run any playbook.
     Run {
+        /// The playbook: a YAML list of plays, as Ansible writes them.
         playbook: PathBuf,
         #[command(flatten)]
-        common: Common,
-    },
-    /// Print the inventory's hosts, groups and resolved variables.
-    Inventory {
+        changes: Changes,
         #[command(flatten)]
-        common: Common,
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Print the inventory's hosts, groups and resolved variables (secrets masked).
+    Inventory {
+        /// yaml-like text, or one JSON document.
+        #[arg(long, value_enum, default_value = "text")]
+        format: InventoryFormat,
+        #[command(flatten)]
+        hosts: HostSelection,
     },
 }
 
 #[derive(Debug, Args)]
 struct Verification {
-    /// Sessions launched at once.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    sessions: u32,
-    /// What stands in for Claude Code: the built-in probe, or the real `claude` on the host.
-    #[arg(long, value_enum, default_value = "probe")]
-    client: Client,
+    /// Sessions launched at once, 1 to 64 [default: 2].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    sessions: Option<u32>,
+    /// What stands in for Claude Code: the built-in probe, or the real `claude` on the host [default: probe].
+    #[arg(long, value_enum)]
+    client: Option<Client>,
     /// Warnings and skipped checks fail the verification too.
     #[arg(long)]
     strict: bool,
-    /// Seconds each test session waits for the others to start.
-    #[arg(long, default_value_t = 10, value_name = "SECS",
+    /// Seconds each test session waits for the others to start [default: 10].
+    #[arg(long, value_name = "SECS",
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_WAIT)))]
-    wait: u32,
+    wait: Option<u32>,
 }
 
 impl Verification {
     fn args(&self) -> VerifyArgs {
         VerifyArgs {
-            sessions: self.sessions,
-            client: self.client,
+            sessions: self.sessions.unwrap_or(2),
+            client: self.client.unwrap_or(Client::Probe),
             strict: self.strict,
-            wait: Some(self.wait),
+            wait: self.wait,
         }
+    }
+
+    /// The options given on the command line, by name: with `push` they do
+    /// something only with `--verify`.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--sessions", self.sessions.is_some()),
+            ("--client", self.client.is_some()),
+            ("--strict", self.strict),
+            ("--wait", self.wait.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
     }
 }
 
@@ -95,8 +123,15 @@ enum HostKeys {
     AcceptNew,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum InventoryFormat {
+    Text,
+    Json,
+}
+
+/// Which hosts: every command takes these.
 #[derive(Debug, Args)]
-struct Common {
+struct HostSelection {
     /// Inventory file, in Ansible's YAML format [default: inventory/hosts.yml if it exists,
     /// else the built-in one: `local` and `lxc122`].
     #[arg(short, long, env = "CSDEPLOY_INVENTORY")]
@@ -107,6 +142,22 @@ struct Common {
     /// Host pattern: names, groups, `*` globs, `a:b` union, `!x` exclusion, `&x` intersection.
     #[arg(short, long, value_name = "PATTERN")]
     limit: Option<String>,
+}
+
+/// Whether a run may change hosts: push and run.
+#[derive(Debug, Args)]
+struct Changes {
+    /// Change nothing; report what would change.
+    #[arg(short = 'C', long)]
+    check: bool,
+    /// Show a unified diff for every file whose content changes.
+    #[arg(short = 'D', long)]
+    diff: bool,
+}
+
+/// How a run reaches its hosts and reports: the commands that connect.
+#[derive(Debug, Args)]
+struct RunOptions {
     /// How many hosts run at once, 1 to 4096 [default: as many as file descriptors allow, up to 256].
     #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     forks: Option<u32>,
@@ -115,17 +166,13 @@ struct Common {
     #[arg(long, default_value_t = 600, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
-    /// Change nothing; report what would change.
-    #[arg(short = 'C', long)]
-    check: bool,
-    /// Show a unified diff for every file whose content changes.
-    #[arg(short = 'D', long)]
-    diff: bool,
+    /// Report format: text (progress on a terminal, one line per event otherwise), json or junit.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
     /// Write the --format document to FILE; the text report still goes to stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Unknown host keys: refuse them, or trust one seen for the first time.
     #[arg(long, value_enum, default_value = "strict")]
     host_key_checking: HostKeys,
     /// ssh client configuration file (ssh -F), instead of ~/.ssh/config.
@@ -186,33 +233,51 @@ fn control_parent() -> PathBuf {
     }
 }
 
-impl Common {
-    fn settings(self) -> Settings {
-        Settings {
-            inventory: self.inventory,
-            selection: Selection {
-                hosts: self.hosts,
-                limit: self.limit,
-            },
-            forks: forks(self.forks),
-            check: self.check,
-            diff: self.diff,
-            outputs: report::outputs(
-                self.format,
-                self.output.as_deref(),
-                std::io::stderr().is_terminal(),
-                std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0"),
-            ),
-            format: self.format,
-            host_key_checking: match self.host_key_checking {
-                HostKeys::Strict => HostKeyChecking::Strict,
-                HostKeys::AcceptNew => HostKeyChecking::AcceptNew,
-            },
-            ssh_config: self.ssh_config,
-            native_mux: matches!(self.ssh_mux, Mux::Native),
-            control_parent: control_parent(),
-            timeout: std::time::Duration::from_secs(self.timeout),
-        }
+/// The settings of a command that connects to hosts.
+fn settings(hosts: HostSelection, run: RunOptions, changes: Option<Changes>) -> Settings {
+    let (check, diff) = changes.map_or((false, false), |c| (c.check, c.diff));
+    Settings {
+        forks: forks(run.forks),
+        check,
+        diff,
+        outputs: report::outputs(
+            run.format,
+            run.output.as_deref(),
+            std::io::stderr().is_terminal(),
+            std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0"),
+        ),
+        host_key_checking: match run.host_key_checking {
+            HostKeys::Strict => HostKeyChecking::Strict,
+            HostKeys::AcceptNew => HostKeyChecking::AcceptNew,
+        },
+        ssh_config: run.ssh_config,
+        native_mux: matches!(run.ssh_mux, Mux::Native),
+        control_parent: control_parent(),
+        timeout: std::time::Duration::from_secs(run.timeout),
+        ..selection_settings(hosts)
+    }
+}
+
+/// The settings of a command that only reads the inventory.
+fn selection_settings(hosts: HostSelection) -> Settings {
+    Settings {
+        inventory: hosts.inventory,
+        selection: Selection {
+            hosts: hosts.hosts,
+            limit: hosts.limit,
+        },
+        forks: 1,
+        check: false,
+        diff: false,
+        outputs: report::Outputs {
+            human: None,
+            document: None,
+        },
+        host_key_checking: HostKeyChecking::Strict,
+        ssh_config: None,
+        native_mux: true,
+        control_parent: control_parent(),
+        timeout: std::time::Duration::from_secs(600),
     }
 }
 
@@ -233,18 +298,41 @@ pub fn run() -> i32 {
             playbook,
             verify,
             verification,
-            common,
-        } => app::push(
-            &common.settings(),
-            playbook.as_deref(),
-            verify.then(|| verification.args()),
-        ),
+            changes,
+            run,
+            hosts,
+        } => {
+            let given = verification.given();
+            if !verify && !given.is_empty() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "csdeploy: error: {} only applies with --verify: add --verify, or leave {} out",
+                    given.join(", "),
+                    if given.len() == 1 { "it" } else { "them" }
+                );
+                return ExitCode::InvalidInput as i32;
+            }
+            app::push(
+                &settings(hosts, run, Some(changes)),
+                playbook.as_deref(),
+                verify.then(|| verification.args()),
+            )
+        }
         Command::Verify {
             verification,
-            common,
-        } => app::verify(&common.settings(), verification.args()),
-        Command::Run { playbook, common } => app::run(&common.settings(), &playbook),
-        Command::Inventory { common } => app::inventory(&common.settings()),
+            run,
+            hosts,
+        } => app::verify(&settings(hosts, run, None), verification.args()),
+        Command::Run {
+            playbook,
+            changes,
+            run,
+            hosts,
+        } => app::run(&settings(hosts, run, Some(changes)), &playbook),
+        Command::Inventory { format, hosts } => app::inventory(
+            &selection_settings(hosts),
+            matches!(format, InventoryFormat::Json),
+        ),
     };
     match result {
         Ok(code) => code as i32,

@@ -536,12 +536,16 @@ impl Lab {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         full.push("-i".into());
         full.push(self.inventory.display().to_string());
-        full.push("--ssh-config".into());
-        full.push(self.ssh_config.display().to_string());
+        // `inventory` reads no ssh config: it never connects.
+        if args.first() != Some(&"inventory") {
+            full.push("--ssh-config".into());
+            full.push(self.ssh_config.display().to_string());
+        }
         full
     }
 
-    /// Run csdeploy with `args`, then `-i <inventory> --ssh-config <ssh_config>`.
+    /// Run csdeploy with `args`, then `-i <inventory>` and (for the commands
+    /// that connect) `--ssh-config <ssh_config>`.
     pub fn csdeploy(&self, args: &[&str]) -> Out {
         self.csdeploy_raw(&self.with_lab_files(args))
     }

@@ -1557,7 +1557,70 @@ fn verify_in_check_mode_is_refused() {
     let lab = local_lab();
     let out = lab.csdeploy(&["verify", "--check"]);
     out.assert_exit(2);
-    assert!(out.stderr.contains("check mode cannot run it"), "{out}");
+    assert!(out.stderr.contains("--check"), "{out}");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn each_command_takes_only_the_options_it_uses() {
+    let lab = local_lab();
+    let help = |command: &str| lab.csdeploy(&[command, "--help"]).stdout;
+    let inventory = help("inventory");
+    for unused in [
+        "--forks",
+        "--timeout",
+        "--check",
+        "--diff",
+        "--output",
+        "--ssh-config",
+    ] {
+        assert!(
+            !inventory.contains(unused),
+            "inventory --help lists {unused}\n{inventory}"
+        );
+    }
+    let verify = help("verify");
+    for unused in ["--check", "--diff", "--playbook"] {
+        assert!(
+            !verify.contains(unused),
+            "verify --help lists {unused}\n{verify}"
+        );
+    }
+    for command in ["push", "verify", "run", "inventory"] {
+        let text = help(command);
+        // Every option has help: after its name, or on the next line.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // An option's line; `  - value: ...` lines list possible values.
+            if !line.trim_start().starts_with('-') || line.trim_start().starts_with("- ") {
+                continue;
+            }
+            let same_line = line.trim_start().split_once("  ").map(|(_, h)| h.trim());
+            let next_line = lines
+                .get(i + 1)
+                .map(|l| l.trim())
+                .filter(|l| !l.starts_with("--") && !l.starts_with("-h"));
+            assert!(
+                same_line.is_some_and(|h| !h.is_empty())
+                    || next_line.is_some_and(|h| !h.is_empty()),
+                "{command}: no help text for `{}`\n{text}",
+                line.trim()
+            );
+        }
+    }
+    // Options that would do nothing are refused, and nothing runs.
+    for args in [
+        &["push", "--sessions", "3"][..],
+        &["push", "--client", "claude", "--wait", "5"],
+        &["inventory", "--format", "junit"],
+        &["verify", "--diff"],
+    ] {
+        let out = lab.csdeploy(args);
+        out.assert_exit(2);
+        assert!(out.stderr.contains(args[1]), "{args:?}\n{out}");
+    }
+    let out = lab.csdeploy(&["push", "--strict"]);
+    assert!(out.stderr.contains("only applies with --verify"), "{out}");
     assert_empty_dir(&lab.home("local"));
 }
 
