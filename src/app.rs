@@ -135,6 +135,14 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>) {
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
+    if let (Some(shard), true) = (settings.selection.shard, plans.is_empty()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "csdeploy: shard {}/{} holds none of the selected hosts: nothing to do",
+            shard.index,
+            shard.count
+        );
+    }
     check_files(settings)?;
     let control_dir = tempfile::Builder::new()
         .prefix("csd")
@@ -254,4 +262,25 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));
     Ok(ExitCode::Success)
+}
+
+/// `csdeploy report merge`: the shards' JSON reports as one, exiting with
+/// the merged exit code so that the last CI job can gate on it.
+pub fn merge_reports(files: &[PathBuf], output: Option<&Path>) -> Result<i32> {
+    let mut reports = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let value = serde_json::from_str(&text)
+            .map_err(|err| Error::Usage(format!("{}: not JSON: {err}", path.display())))?;
+        reports.push((path.display().to_string(), value));
+    }
+    let merged = report::merge::merge(&reports).map_err(Error::Usage)?;
+    let text = serde_json::to_string_pretty(&merged).unwrap_or_default() + "\n";
+    if !report::write_document(output, &text) {
+        return Ok(ExitCode::Failed as i32);
+    }
+    Ok(report::merge::exit_code(&merged))
 }

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{self, Settings};
 use crate::error::ExitCode;
 use crate::modules::verify::{Client, MAX_WAIT, VerifyArgs};
-use crate::plan::Selection;
+use crate::plan::{Selection, Shard};
 use crate::report::{self, Format};
 use crate::transport::HostKeyChecking;
 
@@ -63,6 +63,11 @@ enum Command {
         #[command(flatten)]
         hosts: HostSelection,
     },
+    /// Work with reports: `report merge` joins the JSON reports of --shard runs.
+    Report {
+        #[command(subcommand)]
+        action: ReportAction,
+    },
     /// Print the inventory's hosts, groups and resolved variables (secrets masked).
     Inventory {
         /// yaml-like text, or one JSON document.
@@ -70,6 +75,19 @@ enum Command {
         format: InventoryFormat,
         #[command(flatten)]
         hosts: HostSelection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportAction {
+    /// One JSON report from the JSON reports of N shards (`--shard K/N`), exiting with its exit code.
+    Merge {
+        /// The shards' `--format json` reports, all of one command.
+        #[arg(required = true, value_name = "REPORT.json")]
+        reports: Vec<PathBuf>,
+        /// Write the merged report to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -142,6 +160,9 @@ struct HostSelection {
     /// Host pattern: names, groups, `*` globs, `a:b` union, `!x` exclusion, `&x` intersection.
     #[arg(short, long, value_name = "PATTERN")]
     limit: Option<String>,
+    /// Only part K of N of the selected hosts (split by host name, stable), for N CI jobs at once.
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
 }
 
 /// Whether a run may change hosts: push and run.
@@ -265,6 +286,7 @@ fn selection_settings(hosts: HostSelection) -> Settings {
         selection: Selection {
             hosts: hosts.hosts,
             limit: hosts.limit,
+            shard: hosts.shard,
         },
         forks: 1,
         check: false,
@@ -329,6 +351,17 @@ pub fn run() -> i32 {
             run,
             hosts,
         } => app::run(&settings(hosts, run, Some(changes)), &playbook),
+        Command::Report {
+            action: ReportAction::Merge { reports, output },
+        } => {
+            return match app::merge_reports(&reports, output.as_deref()) {
+                Ok(code) => code,
+                Err(err) => {
+                    let _ = writeln!(std::io::stderr(), "csdeploy: error: {err}");
+                    err.exit_code() as i32
+                }
+            };
+        }
         Command::Inventory { format, hosts } => app::inventory(
             &selection_settings(hosts),
             matches!(format, InventoryFormat::Json),

@@ -20,10 +20,48 @@ pub struct Selection {
     pub hosts: Vec<String>,
     /// `--limit PATTERN`.
     pub limit: Option<String>,
+    /// `--shard K/N`: this run's part of the selected hosts.
+    pub shard: Option<Shard>,
+}
+
+/// Part K of N of a fleet, for N CI jobs that deploy it at once. A host's
+/// part depends on its name alone (not on the inventory's order or the other
+/// hosts), so the N parts never overlap and always add up to the whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1 to `count`.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// `K/N`, with 1 <= K <= N.
+    pub fn parse(text: &str) -> std::result::Result<Shard, String> {
+        let parsed = text.split_once('/').and_then(|(k, n)| {
+            Some(Shard {
+                index: k.trim().parse().ok()?,
+                count: n.trim().parse().ok()?,
+            })
+        });
+        match parsed {
+            Some(shard) if shard.index >= 1 && shard.index <= shard.count => Ok(shard),
+            _ => Err(format!(
+                "`{text}`: expected K/N with 1 <= K <= N, e.g. 2/4 for the second of four parts"
+            )),
+        }
+    }
+
+    pub fn contains(&self, host: &str) -> bool {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(host.as_bytes());
+        let bucket = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        bucket % u64::from(self.count) == u64::from(self.index - 1)
+    }
 }
 
 impl Selection {
-    /// The selected hosts, in inventory order; never empty.
+    /// The selected hosts, in inventory order. Never empty, unless a shard
+    /// of a non-empty selection happens to hold none of its hosts.
     pub fn resolve(&self, inventory: &Inventory) -> Result<Vec<String>> {
         let mut chosen = if self.hosts.is_empty() {
             inventory.hosts.clone()
@@ -48,6 +86,9 @@ impl Selection {
                 inventory.file,
                 inventory.hosts.join(", ")
             )));
+        }
+        if let Some(shard) = self.shard {
+            chosen.retain(|host| shard.contains(host));
         }
         Ok(chosen)
     }
@@ -111,7 +152,9 @@ pub fn build(
             plans.push(HostPlan { host, tasks });
         }
     }
-    if plans.is_empty() {
+    // An empty shard (N larger than the fleet, or an unlucky split) is a CI
+    // job with nothing to do, not an error.
+    if plans.is_empty() && !selected.is_empty() {
         return Err(Error::Selection(format!(
             "no play in {} targets the selected hosts ({})",
             playbook.file,
@@ -119,4 +162,42 @@ pub fn build(
         )));
     }
     Ok(plans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_any_fleet_stably() {
+        let hosts: Vec<String> = (0..500).map(|i| format!("web{i:03}.example")).collect();
+        for count in [1, 2, 3, 7, 16] {
+            let shards: Vec<Shard> = (1..=count).map(|index| Shard { index, count }).collect();
+            for host in &hosts {
+                let owners = shards.iter().filter(|s| s.contains(host)).count();
+                assert_eq!(owners, 1, "{host} in {owners} of {count} shards");
+            }
+            // Roughly even: no shard has more than twice its share.
+            for shard in &shards {
+                let size = hosts.iter().filter(|h| shard.contains(h)).count();
+                assert!(
+                    size <= 2 * hosts.len() / count as usize + 1,
+                    "{shard:?}: {size}"
+                );
+            }
+        }
+        // A host's part is its name's sha256 modulo N: pinned, so that the
+        // same CI matrix keeps deploying the same hosts from release to release.
+        for (host, index) in [("lxc122", 4), ("local", 1), ("web042.example", 4)] {
+            assert!(Shard { index, count: 4 }.contains(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(Shard::parse("2/4"), Ok(Shard { index: 2, count: 4 }));
+        for bad in ["0/4", "5/4", "2", "a/b", "1/0", ""] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

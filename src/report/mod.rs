@@ -5,6 +5,7 @@
 pub mod human;
 pub mod json;
 pub mod junit;
+pub mod merge;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,4 +2,5 @@ mod gather;
 mod harness;
 mod inventory;
 mod push;
+mod shard;
 mod verify;
