@@ -1310,6 +1310,52 @@ fn inventory_yaml_syntax_error_is_rejected_with_location() {
     assert_empty_dir(&lab.home("local"));
 }
 
+#[test]
+fn an_inherit_list_naming_per_session_state_is_refused_with_location_and_nothing_runs() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let inv = format!(
+        "{}      inherit_link: \"settings.json projects\"\n    host1:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n",
+        local_inventory_with(&lab, ""),
+        lab.port("host1")
+    );
+    assert_eq!(
+        inv.lines().nth(6),
+        Some("      inherit_link: \"settings.json projects\"")
+    );
+    lab.write_inventory(&inv);
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    assert_invalid_at(&out, &lab.inventory, 7, "all.hosts.local.inherit_link");
+    assert!(
+        out.stderr.contains("inherit_link names `projects`")
+            && out
+                .stderr
+                .contains("per-session state Claude Code writes for itself")
+            && out.stderr.contains("Remove `projects` from inherit_link"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing ran, nothing reported: {out}"
+    );
+    // One bad host stops the whole run before any host is touched.
+    assert_empty_dir(&lab.home("local"));
+    assert_empty_dir(&lab.home("host1"));
+
+    // A play's own vars are checked the same way, where the play sets them.
+    let pb = lab.write_file(
+        "share.yml",
+        "- hosts: all\n  vars:\n    inherit_copy: \"../.claude.json\"\n  tasks:\n    - file: {path: x, state: directory}\n",
+    );
+    lab.write_inventory(&local_inventory_with(&lab, ""));
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 3, "[0].vars.inherit_copy");
+    assert!(
+        out.stderr.contains("not a name directly in claude_home"),
+        "{out}"
+    );
+    assert_empty_dir(&lab.home("local"));
+}
+
 /// A one-task playbook whose task body is `task_lines` (indented 6); the
 /// task starts on line 4 and its first body line is line 5.
 fn playbook_with_task(task_lines: &str) -> String {
