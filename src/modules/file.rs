@@ -354,6 +354,50 @@ mod tests {
         assert_eq!((op.kind, op.mode), ("chmod", Some(0o755)));
     }
 
+    /// apply.py's reply fields for `ops`, run here.
+    fn apply(ops: &[Op]) -> Vec<String> {
+        use std::io::Write as _;
+        let mut stdin = format!("{}\0", ops.len()).into_bytes();
+        ops.iter().for_each(|op| op.encode(&mut stdin));
+        let mut python = std::process::Command::new("python3")
+            .args(["-I", "-S", "-c", crate::builtin::APPLY])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        python.stdin.take().unwrap().write_all(&stdin).unwrap();
+        let out = python.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split('\0')
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn apply_links_only_where_nothing_is_even_if_something_appeared_since_the_gather() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("claude-session");
+        let link = link.to_str().unwrap();
+        let target = "/x/.claude/bin/claude-session";
+        let reply = apply(&[Op::link(link, target)]);
+        assert_eq!(reply[0], "1", "{reply:?}");
+        assert_eq!(std::fs::read_link(link).unwrap().to_str(), Some(target));
+        // Applied again (a rerun racing another): already right, fine.
+        assert_eq!(apply(&[Op::link(link, target)])[0], "1");
+        // Anything else there is kept, and the op fails saying why.
+        std::fs::remove_file(link).unwrap();
+        std::fs::write(link, b"mine").unwrap();
+        let reply = apply(&[Op::link(link, target)]);
+        assert_eq!(reply[0], "", "{reply:?}");
+        assert!(
+            reply[2].contains("never replaces a file it did not create"),
+            "{reply:?}"
+        );
+        assert_eq!(std::fs::read(link).unwrap(), b"mine");
+    }
+
     #[test]
     fn link_arguments_are_checked_before_anything_runs() {
         let vars = Vars::new();
