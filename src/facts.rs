@@ -61,6 +61,8 @@ pub struct PathState {
     pub content: Option<String>,
     /// A symlink's target, as it is written (not resolved).
     pub target: Option<String>,
+    /// A symlink that leads to a directory (a user's `~/.local/bin` may be one).
+    pub link_to_dir: bool,
 }
 
 impl PathState {
@@ -73,6 +75,7 @@ impl PathState {
             sha256: None,
             content: None,
             target: None,
+            link_to_dir: false,
         }
     }
 
@@ -122,6 +125,14 @@ impl GatherReply {
         if !found.contains_key("/") {
             return Err(bad("no record for `/`: is stat GNU stat?"));
         }
+        let mut to_dirs = std::collections::HashSet::new();
+        loop {
+            let path = field()?;
+            if path.is_empty() {
+                break;
+            }
+            to_dirs.insert(path);
+        }
         let hashes = sha256sum_lines(&String::from_utf8_lossy(rest));
         let paths = expanded
             .into_iter()
@@ -155,6 +166,7 @@ impl GatherReply {
                     uid: owner.parse().ok(),
                     content: None,
                     target,
+                    link_to_dir: kind == Kind::Link && to_dirs.contains(&path),
                     path,
                 })
             })
@@ -162,7 +174,7 @@ impl GatherReply {
         Ok(GatherReply { uid, paths })
     }
 
-    /// Parses the agent's answer: `UID\0` then seven fields per path (see gather.py).
+    /// Parses the agent's answer: `UID\0` then eight fields per path (see gather.py).
     pub fn parse(reply: &[u8]) -> Result<GatherReply, String> {
         let bad = |what: &str| format!("the csdeploy agent answered gather with {what}");
         let text = reply
@@ -176,12 +188,12 @@ impl GatherReply {
             .and_then(|u| u.parse().ok())
             .ok_or_else(|| bad(NO_UID))?;
         let fields: Vec<String> = fields.collect();
-        if !fields.len().is_multiple_of(7) {
+        if !fields.len().is_multiple_of(8) {
             return Err(bad("a truncated reply"));
         }
         let optional = |f: &String| (!f.is_empty()).then(|| f.clone());
         let paths = fields
-            .chunks(7)
+            .chunks(8)
             .map(|f| {
                 let kind = match f[1].as_str() {
                     "missing" => Kind::Missing,
@@ -199,6 +211,7 @@ impl GatherReply {
                     sha256: optional(&f[4]),
                     content: optional(&f[5]),
                     target: optional(&f[6]),
+                    link_to_dir: f[7] == "1",
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -292,6 +305,7 @@ impl Facts {
                 sha256,
                 content: None,
                 target: None,
+                link_to_dir: false,
             },
         );
     }
@@ -321,8 +335,8 @@ mod tests {
     #[test]
     fn parses_gather_replies() {
         let fields = [
-            "0", "/h/a", "file", "755", "0", "abc", "aGk=", "", "/h/b", "missing", "", "", "", "",
-            "", "/h/c", "link", "777", "0", "", "", "../a",
+            "0", "/h/a", "file", "755", "0", "abc", "aGk=", "", "", "/h/b", "missing", "", "", "",
+            "", "", "", "/h/c", "link", "777", "0", "", "", "../a", "1",
         ];
         let reply: Vec<u8> = fields.iter().flat_map(|f| f.bytes().chain([0])).collect();
         let parsed = GatherReply::parse(&reply).unwrap();
@@ -334,11 +348,12 @@ mod tests {
         assert_eq!(parsed.paths[1].mode, None);
         assert_eq!(parsed.paths[2].kind, Kind::Link);
         assert_eq!(parsed.paths[2].target.as_deref(), Some("../a"));
+        assert!(parsed.paths[2].link_to_dir && !parsed.paths[0].link_to_dir);
         assert_eq!(parsed.paths[0].target, None);
         assert!(GatherReply::parse(b"0\0/h/a\0file\0").is_err());
         let chatty = GatherReply::parse(b"Welcome!\n0\0").unwrap_err();
         assert!(chatty.contains("login shell print"), "{chatty}");
-        assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0\0").is_err());
+        assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0\0\0").is_err());
     }
 
     #[test]
@@ -422,9 +437,14 @@ mod tests {
         let odd_target = "a -> b\n\\c'\"$(x)";
         std::os::unix::fs::symlink(odd_target, &odd_link).unwrap();
         std::os::unix::fs::symlink("/abs/gone", format!("{root}/dangling")).unwrap();
-        let paths = [odd_link.clone(), format!("{root}/dangling")];
+        std::os::unix::fs::symlink(".", format!("{root}/here")).unwrap();
+        let paths = [
+            odd_link.clone(),
+            format!("{root}/dangling"),
+            format!("{root}/here"),
+        ];
         let probes: Vec<Probe> = paths.iter().map(|p| Probe::stat(p)).collect();
-        let sh = gather_sh(&["ss", &paths[0], &paths[1]], &[]);
+        let sh = gather_sh(&["sss", &paths[0], &paths[1], &paths[2]], &[]);
         let sh = GatherReply::parse_sh(&sh, &probes).unwrap();
         let mut request = Vec::new();
         probes.iter().for_each(|p| p.encode(&mut request));
@@ -442,12 +462,15 @@ mod tests {
             assert_eq!(reply.paths[0].kind, Kind::Link);
             assert_eq!(reply.paths[0].target.as_deref(), Some(odd_target));
             assert_eq!(reply.paths[1].target.as_deref(), Some("/abs/gone"));
+            assert_eq!(reply.paths[2].target.as_deref(), Some("."));
+            let to_dir: Vec<bool> = reply.paths.iter().map(|p| p.link_to_dir).collect();
+            assert_eq!(to_dir, [false, false, true]);
         }
         // A stat that quotes the target (older than coreutils 8.26) is not read as one.
         let reply = |name: &str| -> Vec<u8> {
             let p = paths[1].as_str();
             let fields = ["0", p, p, "symbolic link", "777", "0", name];
-            let sentinel = ["/", "directory", "755", "0", "/", ""];
+            let sentinel = ["/", "directory", "755", "0", "/", "", ""];
             fields
                 .iter()
                 .chain(&sentinel)
@@ -455,13 +478,13 @@ mod tests {
                 .collect()
         };
         let literal =
-            GatherReply::parse_sh(&reply(&format!("{} -> /abs/gone", paths[1])), &probes[1..]);
+            GatherReply::parse_sh(&reply(&format!("{} -> /abs/gone", paths[1])), &probes[1..2]);
         assert_eq!(
             literal.unwrap().paths[0].target.as_deref(),
             Some("/abs/gone")
         );
         let quoted = reply(&format!("'{}' -> '/abs/gone'", paths[1]));
-        assert!(GatherReply::parse_sh(&quoted, &probes[1..]).is_err());
+        assert!(GatherReply::parse_sh(&quoted, &probes[1..2]).is_err());
     }
 
     #[test]

@@ -125,6 +125,17 @@ impl FileAction {
                     facts.set(&self.path, Kind::Dir, self.mode, None);
                     Decision::chmod(&self.path, state.mode, self.mode.unwrap_or_default())
                 }
+                // A user's own ~/.local/bin may be a link to their dotfiles:
+                // as Ansible (which follows it), it is the directory.
+                Kind::Link if state.link_to_dir && self.mode.is_none() => Decision::default(),
+                Kind::Link if state.link_to_dir => Decision {
+                    failure: Some(format!(
+                        "{} is a symlink to a directory: csdeploy sets no mode through a link; \
+                         drop `mode` or name the directory itself",
+                        state.path
+                    )),
+                    ..Decision::default()
+                },
                 Kind::Missing => {
                     facts.set(&self.path, Kind::Dir, self.mode, None);
                     Decision {
@@ -325,6 +336,38 @@ mod tests {
             failure.contains("/h/.claude/bin/claude-session does not exist"),
             "{failure}"
         );
+    }
+
+    #[test]
+    fn a_symlink_to_a_directory_serves_as_the_directory_without_a_mode() {
+        let decide = |link_to_dir: bool, mode: Option<u32>| {
+            let dir = FileAction {
+                path: "/h/.local/bin".into(),
+                state: State::Directory,
+                mode,
+                src: None,
+            };
+            let reply = GatherReply {
+                uid: 1000,
+                paths: vec![PathState {
+                    kind: Kind::Link,
+                    mode: Some(0o777),
+                    target: Some("dotfiles/bin".into()),
+                    link_to_dir,
+                    ..PathState::missing("/h/.local/bin")
+                }],
+            };
+            dir.decide(&mut Facts::new(&dir.probes(), reply), false)
+        };
+        let ok = decide(true, None);
+        assert!(
+            !ok.changes && ok.op.is_none() && ok.failure.is_none(),
+            "{ok:?}"
+        );
+        let failure = decide(true, Some(0o755)).failure.expect("a failure");
+        assert!(failure.contains("sets no mode through a link"), "{failure}");
+        let failure = decide(false, None).failure.expect("a failure");
+        assert!(failure.contains("is not a directory"), "{failure}");
     }
 
     #[test]

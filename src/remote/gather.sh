@@ -13,9 +13,11 @@
 # controller falls back to gather.py); NAME is `PATH -> TARGET` for a symlink
 # (%N with literal quoting: no escapes, no extra process; a stat that ignores
 # QUOTING_STYLE, older than coreutils 8.26, quotes it, and the controller
-# falls back to gather.py), an empty field, then `sha256sum` lines for the
-# regular files among the `h` paths (a FIFO would block it, a symlink is not
-# followed, and a big file that only has to exist is not read).
+# falls back to gather.py), an empty field, then `PATH\0` for each symlink
+# that leads to a directory (a test builtin, no process), an empty field,
+# then `sha256sum` lines for the regular files among the `h` paths (a FIFO
+# would block it, a symlink is not followed, and a big file that only has to
+# exist is not read).
 # Without HOME, `~` is the home directory from the password database, as
 # Python's expanduser (the apply step's) has it.
 [ -n "${HOME:-}" ] || HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
@@ -42,6 +44,8 @@ for p do
     h*) if [ -f "$p" ] && [ ! -L "$p" ]; then set -- "$@" "$p"; fi ;;
   esac
   wants=${wants#?}
+  if [ -L "$p" ] && [ -d "$p" ]; then printf '%s\0' "$p"; fi
 done
+printf '\0'
 [ $# -eq 0 ] || sha256sum -- "$@" 2>/dev/null
 exit 0

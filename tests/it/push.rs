@@ -491,6 +491,43 @@ fn push_links_the_launcher_onto_path_and_a_rerun_leaves_it_in_one_command() {
 }
 
 #[test]
+fn a_users_bin_that_is_a_symlink_to_a_directory_serves_as_it_is() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    for h in ["host1", "local"] {
+        let home = lab.home(h);
+        std::fs::create_dir_all(home.join("dotfiles/bin")).unwrap();
+        std::fs::create_dir_all(home.join(".local")).unwrap();
+        std::os::unix::fs::symlink("../dotfiles/bin", home.join(".local/bin")).unwrap();
+    }
+    for args in [
+        &["push", "--format", "json"][..],
+        &["push", "--diff", "--format", "json"],
+    ] {
+        let out = lab.csdeploy(args);
+        out.assert_exit(0);
+        let j = out.json();
+        for h in ["host1", "local"] {
+            let hj = host(&j, h);
+            assert_eq!(task(hj, "User bin directory")["status"], "ok", "{hj:#}");
+            let (_, launcher) = path_link(&lab, h);
+            let home = lab.home(h);
+            assert_eq!(
+                std::fs::read_link(home.join(".local/bin")).unwrap(),
+                Path::new("../dotfiles/bin"),
+                "the user's link is kept"
+            );
+            assert_eq!(
+                std::fs::read_link(home.join("dotfiles/bin/claude-session")).unwrap(),
+                launcher
+            );
+        }
+    }
+    let again = lab.csdeploy(&["push", "--format", "json"]);
+    again.assert_exit(0);
+    assert_eq!(again.json()["summary"]["changed"], 0, "{again}");
+}
+
+#[test]
 fn a_file_of_the_users_on_path_is_never_replaced_and_fails_only_the_link() {
     let lab = Lab::new().hosts(2).local(true).build();
     let mine = b"#!/bin/sh\necho my own claude-session\n";
