@@ -59,6 +59,10 @@ pub struct PathState {
     pub sha256: Option<String>,
     /// Base64 of the old content, when it differs from what the task wants.
     pub content: Option<String>,
+    /// A symlink's target, as it is written (not resolved).
+    pub target: Option<String>,
+    /// A symlink that leads to a directory (a user's `~/.local/bin` may be one).
+    pub link_to_dir: bool,
 }
 
 impl PathState {
@@ -70,6 +74,8 @@ impl PathState {
             uid: None,
             sha256: None,
             content: None,
+            target: None,
+            link_to_dir: false,
         }
     }
 
@@ -108,23 +114,31 @@ impl GatherReply {
             .iter()
             .map(|_| field())
             .collect::<Result<Vec<_>, _>>()?;
-        let mut found: HashMap<String, [String; 3]> = HashMap::new();
+        let mut found: HashMap<String, [String; 4]> = HashMap::new();
         loop {
             let name = field()?;
             if name.is_empty() {
                 break;
             }
-            found.insert(name, [field()?, field()?, field()?]);
+            found.insert(name, [field()?, field()?, field()?, field()?]);
         }
         if !found.contains_key("/") {
             return Err(bad("no record for `/`: is stat GNU stat?"));
+        }
+        let mut to_dirs = std::collections::HashSet::new();
+        loop {
+            let path = field()?;
+            if path.is_empty() {
+                break;
+            }
+            to_dirs.insert(path);
         }
         let hashes = sha256sum_lines(&String::from_utf8_lossy(rest));
         let paths = expanded
             .into_iter()
             .map(|path| {
-                let Some([kind, mode, owner]) = found.get(&path) else {
-                    return PathState::missing(&path);
+                let Some([kind, mode, owner, quoted]) = found.get(&path) else {
+                    return Ok(PathState::missing(&path));
                 };
                 let kind = match kind.as_str() {
                     "regular file" | "regular empty file" => Kind::File,
@@ -132,7 +146,18 @@ impl GatherReply {
                     "symbolic link" => Kind::Link,
                     _ => Kind::Other,
                 };
-                PathState {
+                let target = match kind {
+                    // `PATH -> TARGET`, unquoted; anything else is a stat
+                    // that quotes (older than coreutils 8.26): gather.py then.
+                    Kind::Link => Some(
+                        quoted
+                            .strip_prefix(&format!("{path} -> "))
+                            .ok_or_else(|| bad("a symlink's target in a form it cannot read"))?
+                            .to_string(),
+                    ),
+                    _ => None,
+                };
+                Ok(PathState {
                     sha256: (kind == Kind::File)
                         .then(|| hashes.get(&path).cloned())
                         .flatten(),
@@ -140,14 +165,16 @@ impl GatherReply {
                     mode: u32::from_str_radix(mode, 8).ok(),
                     uid: owner.parse().ok(),
                     content: None,
+                    target,
+                    link_to_dir: kind == Kind::Link && to_dirs.contains(&path),
                     path,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Ok(GatherReply { uid, paths })
     }
 
-    /// Parses the agent's answer: `UID\0` then six fields per path (see gather.py).
+    /// Parses the agent's answer: `UID\0` then eight fields per path (see gather.py).
     pub fn parse(reply: &[u8]) -> Result<GatherReply, String> {
         let bad = |what: &str| format!("the csdeploy agent answered gather with {what}");
         let text = reply
@@ -161,12 +188,12 @@ impl GatherReply {
             .and_then(|u| u.parse().ok())
             .ok_or_else(|| bad(NO_UID))?;
         let fields: Vec<String> = fields.collect();
-        if !fields.len().is_multiple_of(6) {
+        if !fields.len().is_multiple_of(8) {
             return Err(bad("a truncated reply"));
         }
         let optional = |f: &String| (!f.is_empty()).then(|| f.clone());
         let paths = fields
-            .chunks(6)
+            .chunks(8)
             .map(|f| {
                 let kind = match f[1].as_str() {
                     "missing" => Kind::Missing,
@@ -183,6 +210,8 @@ impl GatherReply {
                     uid: optional(&f[3]).and_then(|u| u.parse().ok()),
                     sha256: optional(&f[4]),
                     content: optional(&f[5]),
+                    target: optional(&f[6]),
+                    link_to_dir: f[7] == "1",
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -275,8 +304,19 @@ impl Facts {
                 uid,
                 sha256,
                 content: None,
+                target: None,
+                link_to_dir: false,
             },
         );
+    }
+
+    /// Records a symlink a planned change will create.
+    pub fn set_link(&mut self, path: &str, target: &str) {
+        self.set(path, Kind::Link, None, None);
+        let absolute = self.absolute(path);
+        if let Some(state) = self.states.get_mut(&absolute) {
+            state.target = Some(target.to_string());
+        }
     }
 
     /// Records the removal of a path and everything below it.
@@ -295,7 +335,8 @@ mod tests {
     #[test]
     fn parses_gather_replies() {
         let fields = [
-            "0", "/h/a", "file", "755", "0", "abc", "aGk=", "/h/b", "missing", "", "", "", "",
+            "0", "/h/a", "file", "755", "0", "abc", "aGk=", "", "", "/h/b", "missing", "", "", "",
+            "", "", "", "/h/c", "link", "777", "0", "", "", "../a", "1",
         ];
         let reply: Vec<u8> = fields.iter().flat_map(|f| f.bytes().chain([0])).collect();
         let parsed = GatherReply::parse(&reply).unwrap();
@@ -305,10 +346,14 @@ mod tests {
         assert_eq!(parsed.paths[0].old_content().unwrap(), b"hi");
         assert_eq!(parsed.paths[1].kind, Kind::Missing);
         assert_eq!(parsed.paths[1].mode, None);
+        assert_eq!(parsed.paths[2].kind, Kind::Link);
+        assert_eq!(parsed.paths[2].target.as_deref(), Some("../a"));
+        assert!(parsed.paths[2].link_to_dir && !parsed.paths[0].link_to_dir);
+        assert_eq!(parsed.paths[0].target, None);
         assert!(GatherReply::parse(b"0\0/h/a\0file\0").is_err());
         let chatty = GatherReply::parse(b"Welcome!\n0\0").unwrap_err();
         assert!(chatty.contains("login shell print"), "{chatty}");
-        assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0").is_err());
+        assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0\0\0").is_err());
     }
 
     #[test]
@@ -356,6 +401,8 @@ mod tests {
         );
         assert_eq!(reply.paths[1].path, odd);
         assert_eq!(reply.paths[3].sha256, None, "a link is not hashed through");
+        assert_eq!(reply.paths[3].target.as_deref(), Some("f"));
+        assert_eq!(reply.paths[0].target, None);
         assert_eq!(reply.paths[2].mode, Some(0o700));
         // A stat that printed nothing (not GNU stat) is refused, not read as "all missing".
         let blind: Vec<u8> = ["0", root, "", ""]
@@ -380,6 +427,64 @@ mod tests {
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{out:?}");
         out.stdout
+    }
+
+    #[test]
+    fn both_gathers_read_a_symlinks_target_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let odd_link = format!("{root}/we\\ird -> \nlink");
+        let odd_target = "a -> b\n\\c'\"$(x)";
+        std::os::unix::fs::symlink(odd_target, &odd_link).unwrap();
+        std::os::unix::fs::symlink("/abs/gone", format!("{root}/dangling")).unwrap();
+        std::os::unix::fs::symlink(".", format!("{root}/here")).unwrap();
+        let paths = [
+            odd_link.clone(),
+            format!("{root}/dangling"),
+            format!("{root}/here"),
+        ];
+        let probes: Vec<Probe> = paths.iter().map(|p| Probe::stat(p)).collect();
+        let sh = gather_sh(&["sss", &paths[0], &paths[1], &paths[2]], &[]);
+        let sh = GatherReply::parse_sh(&sh, &probes).unwrap();
+        let mut request = Vec::new();
+        probes.iter().for_each(|p| p.encode(&mut request));
+        let mut python = std::process::Command::new("python3")
+            .args(["-I", "-S", "-c", crate::builtin::GATHER])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        python.stdin.take().unwrap().write_all(&request).unwrap();
+        let py = python.wait_with_output().unwrap();
+        let py = GatherReply::parse(&py.stdout).unwrap();
+        for reply in [&sh, &py] {
+            assert_eq!(reply.paths[0].kind, Kind::Link);
+            assert_eq!(reply.paths[0].target.as_deref(), Some(odd_target));
+            assert_eq!(reply.paths[1].target.as_deref(), Some("/abs/gone"));
+            assert_eq!(reply.paths[2].target.as_deref(), Some("."));
+            let to_dir: Vec<bool> = reply.paths.iter().map(|p| p.link_to_dir).collect();
+            assert_eq!(to_dir, [false, false, true]);
+        }
+        // A stat that quotes the target (older than coreutils 8.26) is not read as one.
+        let reply = |name: &str| -> Vec<u8> {
+            let p = paths[1].as_str();
+            let fields = ["0", p, p, "symbolic link", "777", "0", name];
+            let sentinel = ["/", "directory", "755", "0", "/", "", ""];
+            fields
+                .iter()
+                .chain(&sentinel)
+                .flat_map(|f| f.bytes().chain([0]))
+                .collect()
+        };
+        let literal =
+            GatherReply::parse_sh(&reply(&format!("{} -> /abs/gone", paths[1])), &probes[1..2]);
+        assert_eq!(
+            literal.unwrap().paths[0].target.as_deref(),
+            Some("/abs/gone")
+        );
+        let quoted = reply(&format!("'{}' -> '/abs/gone'", paths[1]));
+        assert!(GatherReply::parse_sh(&quoted, &probes[1..2]).is_err());
     }
 
     #[test]

@@ -4,7 +4,37 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::inventory::Inventory;
-use crate::vars::{Scoped, Vars};
+use crate::vars::{PER_SESSION_STATE, Scoped, Vars};
+
+/// The variables that name what a new session shares with `claude_home`:
+/// names directly in it, space-separated, written into `session.conf`.
+pub const INHERIT_KEYS: [&str; 2] = ["inherit_copy", "inherit_link"];
+
+/// Why `key`'s `value` may not be deployed, if it may not: it names state
+/// Claude Code writes for each session itself ([`PER_SESSION_STATE`]), or
+/// something that is not a name directly in `claude_home`. A value that is
+/// not text is left to the type checks.
+pub fn inherit_refusal(key: &str, value: &Value) -> Option<String> {
+    let text = value.as_str()?;
+    for name in text.split_whitespace() {
+        if PER_SESSION_STATE.contains(&name.trim_end_matches('/')) {
+            return Some(format!(
+                "{key} names `{name}`, which is per-session state Claude Code writes for itself \
+                 in each session's directory: shared, sessions would mix their histories, \
+                 transcripts or logins, so csdeploy never shares it. Remove `{name}` from {key} \
+                 (never shared: {})",
+                PER_SESSION_STATE.join(" ")
+            ));
+        }
+        if name.contains('/') || name == "." || name == ".." {
+            return Some(format!(
+                "{key} names `{name}`, which is not a name directly in claude_home: \
+                 write the bare name, without `/` or `..` (e.g. `agents`, not `agents/x` or `/home/me/agents`)"
+            ));
+        }
+    }
+    None
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Connection {
@@ -67,6 +97,23 @@ impl Host {
                 .filter(|p| p != "auto"),
             vars: scoped.values.clone(),
         })
+    }
+
+    /// Refuses a host whose inventory variables share what sessions must
+    /// keep to themselves (see [`inherit_refusal`]), naming where it was set.
+    /// Only a deployment asks: `verify` runs with such an inventory, and fails it.
+    pub fn check_inherit_policy(inventory: &Inventory, name: &str) -> Result<()> {
+        let scoped = inventory.vars_for(name);
+        let check = Checker {
+            inventory,
+            scoped: &scoped,
+        };
+        for key in INHERIT_KEYS {
+            if let Some(message) = scoped.values.get(key).and_then(|v| inherit_refusal(key, v)) {
+                return Err(check.error(key, message));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -251,6 +298,72 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string().contains("inherit_copy: must be one line"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inherit_lists_never_share_per_session_state_or_leave_claude_home() {
+        let check = |key: &str, value: &str| {
+            let text = format!("all:\n  hosts:\n    a:\n      {key}: {value}\n");
+            Host::check_inherit_policy(&Inventory::parse("h.yml", &text).unwrap(), "a")
+        };
+        for (key, value) in [
+            ("inherit_link", "settings.json CLAUDE.md agents plugins"),
+            ("inherit_copy", "''"),
+            ("inherit_copy", "'keybindings.json  output-styles'"),
+            ("inherit_link", ".claude.json.bak"),
+        ] {
+            assert!(check(key, value).is_ok(), "{key}: {value}");
+        }
+        for name in crate::vars::PER_SESSION_STATE {
+            for key in INHERIT_KEYS {
+                let err = check(key, &format!("'settings.json {name}'"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.starts_with(&format!(
+                        "h.yml:4:7: all.hosts.a.{key}: {key} names `{name}`"
+                    )),
+                    "{err}"
+                );
+                assert!(
+                    err.contains("per-session state Claude Code writes for itself"),
+                    "{err}"
+                );
+            }
+        }
+        let err = check("inherit_link", "projects/").unwrap_err().to_string();
+        assert!(
+            err.contains("`projects/`, which is per-session state"),
+            "{err}"
+        );
+        for name in [
+            "agents/x",
+            "..",
+            ".",
+            "/home/me/agents",
+            "../.claude.json",
+            "a/../b",
+        ] {
+            let err = check("inherit_copy", &format!("'CLAUDE.md {name}'"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "h.yml:4:7: all.hosts.a.inherit_copy: inherit_copy names `{name}`, which is not a name directly in claude_home"
+                )),
+                "{err}"
+            );
+        }
+        // Resolving a host (what `verify` and `inventory` do) does not refuse it.
+        let text = "all:\n  vars:\n    inherit_link: projects\n  hosts:\n    a:\n";
+        let inventory = Inventory::parse("h.yml", text).unwrap();
+        assert!(Host::resolve(&inventory, "a").is_ok());
+        let err = Host::check_inherit_policy(&inventory, "a").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("h.yml:3:5: all.vars.inherit_link:"),
             "{err}"
         );
     }

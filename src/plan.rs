@@ -7,7 +7,7 @@
 //! strategy). That is what lets a host's whole run cost two round trips.
 
 use crate::error::{Error, Result};
-use crate::host::Host;
+use crate::host::{self, Host};
 use crate::inventory::Inventory;
 use crate::modules::Action;
 use crate::playbook::{ModuleArgs, Playbook};
@@ -117,6 +117,7 @@ pub fn build(
     for name in &selected {
         let host = Host::resolve(inventory, name)?;
         let mut tasks = Vec::new();
+        let mut policy_checked = false;
         for play in &playbook.plays {
             let targets = select::matching(inventory, &play.hosts).map_err(|err| {
                 playbook
@@ -125,6 +126,29 @@ pub fn build(
             })?;
             if !targets.contains(name) {
                 continue;
+            }
+            // A play that deploys must not share per-session state; a
+            // verification alone runs with such a policy, and fails it.
+            let deploys = play
+                .tasks
+                .iter()
+                .any(|t| !matches!(t.args, ModuleArgs::Verify(_)));
+            if deploys && !policy_checked {
+                Host::check_inherit_policy(inventory, name)?;
+                policy_checked = true;
+            }
+            if deploys {
+                for key in host::INHERIT_KEYS {
+                    if let Some(message) = play
+                        .vars
+                        .get(key)
+                        .and_then(|v| host::inherit_refusal(key, v))
+                    {
+                        return Err(playbook
+                            .locations
+                            .error(&format!("{}.vars.{key}", play.at), message));
+                    }
+                }
             }
             let mut vars = host.vars.clone();
             vars.extend(play.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -199,5 +223,36 @@ mod tests {
         for bad in ["0/4", "5/4", "2", "a/b", "1/0", ""] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    use crate::playbook::Files;
+
+    fn plan(inventory: &str, playbook: &str) -> Result<Vec<HostPlan>> {
+        let inventory = Inventory::parse("h.yml", inventory).unwrap();
+        let playbook = Playbook::parse("p.yml", playbook, Files::Embedded).unwrap();
+        build(&inventory, &playbook, &Selection::default())
+    }
+
+    #[test]
+    fn a_deploying_play_refuses_per_session_state_a_verification_does_not() {
+        let deploy = "- hosts: all\n  tasks:\n    - file: {path: /x, state: directory}\n";
+        let verify = "- hosts: all\n  tasks:\n    - verify: {}\n";
+        let sharing = "all:\n  hosts:\n    a:\n      inherit_link: history.jsonl\n";
+        let err = plan(sharing, deploy).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "h.yml:4:7: all.hosts.a.inherit_link: inherit_link names `history.jsonl`"
+            ),
+            "{err}"
+        );
+        assert!(plan(sharing, verify).is_ok());
+        let play_sharing = "- hosts: all\n  vars:\n    inherit_copy: 'CLAUDE.md todos'\n  tasks:\n    - file: {path: /x, state: directory}\n";
+        let err = plan("all:\n  hosts:\n    a:\n", play_sharing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.yml:3:5: [0].vars.inherit_copy: inherit_copy names `todos`"),
+            "{err}"
+        );
     }
 }

@@ -12,20 +12,32 @@ pub fn builtin_defaults() -> Vars {
     let mut vars = Vars::new();
     vars.insert("claude_home".into(), Value::from("~/.claude"));
     vars.insert("max_sessions".into(), Value::from(4));
-    vars.insert(
-        "inherit_copy".into(),
-        Value::from("settings.json CLAUDE.md"),
-    );
-    vars.insert("inherit_link".into(), Value::from(".credentials.json"));
+    vars.insert("inherit_copy".into(), Value::from(""));
+    vars.insert("inherit_link".into(), Value::from(INHERIT_LINK.join(" ")));
     vars
 }
+
+/// What a new session links from `claude_home` by default: the user's
+/// read-mostly configuration, so that it stays one thing to edit (a copy
+/// would drift from the original at the first edit). Nothing is copied by
+/// default. Login is not here: every session uses the default credential
+/// store through `CLAUDE_SECURESTORAGE_CONFIG_DIR`, set by the launcher.
+pub const INHERIT_LINK: &[&str] = &[
+    "settings.json",
+    "CLAUDE.md",
+    "agents",
+    "commands",
+    "skills",
+    "output-styles",
+    "keybindings.json",
+    "plugins",
+];
 
 /// What Claude Code writes for one session in its config directory: never
 /// shared between sessions, whatever `inherit_copy`/`inherit_link` say. `push`
 /// refuses an inventory that names one; the launcher skips it and `verify`
 /// fails it. The deployed `session_registry.py` keeps its own copy of this
 /// list (hosts run without csdeploy); a test checks that the two agree.
-#[allow(dead_code)] // read by push's inherit check and verify (in progress)
 pub const PER_SESSION_STATE: &[&str] = &[
     ".claude.json",
     ".credentials.json",

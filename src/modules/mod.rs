@@ -91,7 +91,7 @@ impl Action {
     /// The paths whose state the task needs to know about.
     pub fn probes(&self, want_diff: bool) -> Vec<crate::facts::Probe> {
         match self {
-            Action::File(a) => vec![crate::facts::Probe::stat(&a.path)],
+            Action::File(a) => a.probes(),
             Action::Copy(a) => vec![crate::facts::Probe::file(
                 &a.dest,
                 want_diff.then_some(a.sha256.as_str()),
@@ -107,7 +107,7 @@ impl Action {
 
     pub fn decide(&self, facts: &mut Facts, want_diff: bool, check_mode: bool) -> Decision {
         match self {
-            Action::File(a) => a.decide(facts),
+            Action::File(a) => a.decide(facts, want_diff),
             Action::Copy(a) => a.decide(facts, want_diff),
             Action::Command(a) => a.decide(facts),
             Action::Verify(a) => a.decide(check_mode),
@@ -153,7 +153,7 @@ pub struct Op {
     pub path: String,
     pub mode: Option<u32>,
     pub backup: bool,
-    /// `creates` of a command; the JSON arguments of a verification.
+    /// A link's target; `creates` of a command; the JSON arguments of a verification.
     pub arg: String,
     /// A command's program and environment (JSON); the verifier's source.
     pub text: String,
@@ -184,6 +184,16 @@ impl Op {
         Op {
             kind: "remove",
             path: path.into(),
+            ..Op::default()
+        }
+    }
+
+    /// A symlink at `path` to `target`, never replacing anything.
+    pub fn link(path: &str, target: &str) -> Op {
+        Op {
+            kind: "link",
+            path: path.into(),
+            arg: target.into(),
             ..Op::default()
         }
     }

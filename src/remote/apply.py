@@ -5,10 +5,10 @@ assignments quoted), after `gather.py` has reported the host's state, and sends:
 
 stdin:  `COUNT\0`, then per op `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`,
         then the bytes of every `write` op, back to back, SIZE bytes each.
-        OP is mkdir|chmod|remove|write|command|verify; MODE octal; BACKUP 1
-        or empty; ARG is a command's `creates` or a verification's JSON
-        arguments; TEXT a command's JSON {"argv": [...] or "sh": TEXT,
-        "env": {...}} or the verifier's source.
+        OP is mkdir|chmod|remove|write|link|command|verify; MODE octal;
+        BACKUP 1 or empty; ARG is a link's target, a command's `creates` or a
+        verification's JSON arguments; TEXT a command's JSON {"argv": [...]
+        or "sh": TEXT, "env": {...}} or the verifier's source.
 stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`
         (CHECKS: a verification's checks as JSON). It stops at the first
         failure, as Ansible stops a host at its first failed task.
@@ -106,6 +106,24 @@ def make_dir(op):
     if op.get("mode") is not None:
         os.chmod(path, op["mode"])
     return {"ok": True}
+
+
+def link(op):
+    """A symlink at PATH to ARG where nothing is. symlink(2) is itself atomic
+    (a reader sees no entry or the whole link) and never replaces what is
+    there, so a file created since the gather is kept; a temp link renamed
+    into place would replace it, and csdeploy never replaces a file it did
+    not create."""
+    path, target = expand(op["path"]), op["target"]
+    try:
+        os.symlink(target, path)
+    except FileExistsError:
+        if os.path.islink(path) and os.readlink(path) == target:
+            return {"ok": True}
+        return {"ok": False, "msg": "%s appeared since the gather and is not a link to %s: csdeploy "
+                "never replaces a file it did not create. To have it linked, remove it (or move it "
+                "aside) and push again" % (path, target)}
+    return {"ok": True, "dirty": os.path.dirname(path)}
 
 
 def remove(op):
@@ -294,6 +312,7 @@ def parse(data):
             "size": int(raw["size"]) if raw["size"] else 0,
             "backup": raw["backup"] == b"1",
             "creates": os.fsdecode(raw["arg"]) or None,
+            "target": os.fsdecode(raw["arg"]),
             "args": raw["arg"].decode("utf-8"),
             "cmd": raw["text"].decode("utf-8", "surrogateescape"),
             "source": raw["text"].decode("utf-8", "surrogateescape"),
@@ -326,8 +345,8 @@ def encode(result):
 def apply(data):
     # Everything is read first: a dropped connection must change nothing.
     ops, blobs = parse(data)
-    handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "command": command,
-                "verify": verify}
+    handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "link": link,
+                "command": command, "verify": verify}
     out = []
     dirty = set()
     try:
@@ -335,9 +354,10 @@ def apply(data):
             try:
                 if op["op"] == "write":
                     result = write_atomic(op, blob)
-                    dirty.add(result["dirty"])
                 else:
                     result = handlers[op["op"]](op)
+                if result.get("dirty"):
+                    dirty.add(result["dirty"])
             except (OSError, ValueError) as err:
                 result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
             out.append(encode(result))

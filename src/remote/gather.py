@@ -8,10 +8,12 @@ changes nothing), the builtin sha256 rather than OpenSSL's hashlib.
 stdin:  per path `WANT\0PATH\0`. WANT is empty (stat only), `hash` (and the
         sha256), or the sha256 the file should have (and, when it differs,
         the old content, so --diff costs no extra round trip).
-stdout: `UID\0`, then per path `PATH\0TYPE\0MODE\0UID\0SHA256\0CONTENT\0`,
-        empty fields for none: the absolute path (`~` expanded), one of
-        missing|file|dir|link|other, the octal mode, the owner's uid, and the
-        old content in base64.
+stdout: `UID\0`, then per path
+        `PATH\0TYPE\0MODE\0UID\0SHA256\0CONTENT\0TARGET\0TODIR\0`, empty
+        fields for none: the absolute path (`~` expanded), one of
+        missing|file|dir|link|other, the octal mode, the owner's uid, the
+        old content in base64, a symlink's target as it is written, and 1
+        for a symlink that leads to a directory.
 Python 3.8+ standard library only.
 """
 import binascii
@@ -40,7 +42,7 @@ def sha256_file(path):
 
 def describe(want, path):
     path = os.path.join(os.path.expanduser("~"), os.path.expanduser(path))  # as apply.py's expand
-    fields = [os.fsencode(path), b"missing", b"", b"", b"", b""]
+    fields = [os.fsencode(path), b"missing", b"", b"", b"", b"", b"", b""]
     try:
         st = os.lstat(path)
     except OSError:
@@ -51,6 +53,12 @@ def describe(want, path):
     fields[3] = b"%d" % st.st_uid
     if stat.S_ISLNK(st.st_mode):
         fields[1] = b"link"
+        try:
+            fields[6] = os.fsencode(os.readlink(path))
+        except OSError:
+            pass  # replaced since lstat: no target, so no link task calls it its own
+        if os.path.isdir(path):
+            fields[7] = b"1"
     elif stat.S_ISDIR(st.st_mode):
         fields[1] = b"dir"
     elif stat.S_ISREG(st.st_mode):

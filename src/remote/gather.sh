@@ -8,11 +8,16 @@
 # it) and `s` for one whose state alone does; then the paths. A leading `~` is
 # the home directory, and so is where a relative path starts.
 # Output: `UID\0`, the expanded paths (`PATH\0` each, in order), then
-# `stat` records `PATH\0TYPE\0MODE\0UID\0` for the paths that exist and for `/`
-# (a sentinel: without its record, stat is not GNU stat and the controller
-# falls back to gather.py), an empty field, then `sha256sum` lines for the
-# regular files among the `h` paths (a FIFO would block it, a symlink is not
-# followed, and a big file that only has to exist is not read).
+# `stat` records `PATH\0TYPE\0MODE\0UID\0NAME\0` for the paths that exist and
+# for `/` (a sentinel: without its record, stat is not GNU stat and the
+# controller falls back to gather.py); NAME is `PATH -> TARGET` for a symlink
+# (%N with literal quoting: no escapes, no extra process; a stat that ignores
+# QUOTING_STYLE, older than coreutils 8.26, quotes it, and the controller
+# falls back to gather.py), an empty field, then `PATH\0` for each symlink
+# that leads to a directory (a test builtin, no process), an empty field,
+# then `sha256sum` lines for the regular files among the `h` paths (a FIFO
+# would block it, a symlink is not followed, and a big file that only has to
+# exist is not read).
 # Without HOME, `~` is the home directory from the password database, as
 # Python's expanduser (the apply step's) has it.
 [ -n "${HOME:-}" ] || HOME=$(getent passwd "$(id -u)" | cut -d: -f6)
@@ -31,7 +36,7 @@ for p do
   shift
 done
 printf '%s\0' "$(id -u)" "$@"
-stat --printf '%n\0%F\0%a\0%u\0' -- "$@" / 2>/dev/null
+QUOTING_STYLE=literal stat --printf '%n\0%F\0%a\0%u\0%N\0' -- "$@" / 2>/dev/null
 printf '\0'
 for p do
   shift
@@ -39,6 +44,8 @@ for p do
     h*) if [ -f "$p" ] && [ ! -L "$p" ]; then set -- "$@" "$p"; fi ;;
   esac
   wants=${wants#?}
+  if [ -L "$p" ] && [ -d "$p" ]; then printf '%s\0' "$p"; fi
 done
+printf '\0'
 [ $# -eq 0 ] || sha256sum -- "$@" 2>/dev/null
 exit 0

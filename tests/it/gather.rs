@@ -25,7 +25,7 @@ fn push_falls_back_to_the_python_gather_without_gnu_stat() {
     let first = lab.csdeploy(&["push", "--format", "json"]);
     first.assert_exit(0);
     let doc = first.json();
-    assert_eq!(doc["hosts"][0]["changed"], 8, "{doc}");
+    assert_eq!(doc["hosts"][0]["changed"], 10, "{doc}");
     // The shell gather ran, was refused, then gather.py and apply: 3 commands.
     assert_eq!(doc["hosts"][0]["remote_commands"], 3, "{doc}");
 

@@ -196,3 +196,40 @@ fn inventory_with_a_repeated_key_is_rejected_with_location() {
     lab.write_inventory(MERGED);
     lab.csdeploy(&["inventory"]).assert_exit(0);
 }
+
+#[test]
+fn inventory_shows_the_inherit_defaults_and_the_policy_push_would_refuse() {
+    let lab = Lab::new().build();
+    lab.write_inventory(concat!(
+        "all:\n",
+        "  hosts:\n",
+        "    plain:\n",
+        "  children:\n",
+        "    sharing:\n",
+        "      vars:\n",
+        "        inherit_link: \"settings.json todos\"\n",
+        "      hosts:\n",
+        "        lxc9:\n",
+    ));
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    // Showing what the inventory says is not deploying it.
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    assert_eq!(hosts["plain"]["vars"]["inherit_copy"], "", "{out}");
+    assert_eq!(
+        hosts["plain"]["vars"]["inherit_link"],
+        "settings.json CLAUDE.md agents commands skills output-styles keybindings.json plugins",
+        "{out}"
+    );
+    assert_eq!(hosts["lxc9"]["vars"]["inherit_link"], "settings.json todos");
+
+    // Deploying it is refused where the group sets it; nothing is contacted.
+    let out = lab.csdeploy(&["push", "--check", "--host", "lxc9"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains(
+            "inventory.yml:7:9: all.children.sharing.vars.inherit_link: inherit_link names `todos`, which is per-session state"
+        ),
+        "{out}"
+    );
+}

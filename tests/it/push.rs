@@ -403,6 +403,230 @@ fn json_report_has_the_contract_shape() {
     assert_eq!(s["exit_code"], 0);
 }
 
+// ---------------------------------------------------------------- the launcher on PATH
+
+/// The link push puts on PATH, and what it must point to, on host `name`.
+fn path_link(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+    (
+        lab.home(name).join(".local/bin/claude-session"),
+        lab.claude_home(name).join("bin/claude-session"),
+    )
+}
+
+/// The defaults every host without inventory overrides gets in session.conf.
+const DEFAULT_INHERIT: [&str; 2] = [
+    "inherit_copy=",
+    "inherit_link=settings.json CLAUDE.md agents commands skills output-styles keybindings.json plugins",
+];
+
+#[test]
+fn push_links_the_launcher_onto_path_and_a_rerun_leaves_it_in_one_command() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    // A user's own ~/.local/bin keeps its mode: the task sets none.
+    std::fs::create_dir_all(lab.home("local").join(".local/bin")).unwrap();
+    std::fs::set_permissions(
+        lab.home("local").join(".local/bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let hj = host(&j, h);
+        let (link, launcher) = path_link(&lab, h);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            launcher,
+            "{h}: the absolute launcher path"
+        );
+        let t = task(hj, "Launcher on PATH");
+        assert_eq!(t["status"], "changed", "{t:#}");
+        assert_eq!(t["module"], "file", "{t:#}");
+        assert_eq!(
+            t["msg"].as_str().unwrap(),
+            format!("linked to {}", launcher.display()),
+            "{t:#}"
+        );
+        let conf = session_conf(&lab, h);
+        for line in DEFAULT_INHERIT {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "{h}: lacks {line}:\n{conf}"
+            );
+        }
+        // Through the link, the launcher finds its helpers beside its real path.
+        let listed = std::process::Command::new(&link)
+            .args(["list", "--json"])
+            .env("HOME", lab.home(h))
+            .env(
+                "CLAUDE_SESSION_CONF",
+                launcher.with_file_name("session.conf"),
+            )
+            .output()
+            .unwrap();
+        assert!(listed.status.success(), "{h}: {listed:?}");
+        assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]", "{h}");
+    }
+    assert_eq!(
+        task(host(&j, "host1"), "User bin directory")["status"],
+        "changed"
+    );
+    assert_eq!(
+        task(host(&j, "local"), "User bin directory")["status"],
+        "ok"
+    );
+    assert_eq!(mode_of(&lab.home("local").join(".local/bin")), 0o700);
+
+    let again = lab.csdeploy(&["push", "--format", "json"]);
+    again.assert_exit(0);
+    let j = again.json();
+    for h in ["host1", "local"] {
+        let hj = host(&j, h);
+        assert_eq!(num(hj, "changed"), 0, "{h}: {hj:#}");
+        assert_eq!(task(hj, "Launcher on PATH")["status"], "ok", "{hj:#}");
+    }
+    assert_eq!(num(host(&j, "host1"), "remote_commands"), 1, "{j:#}");
+    assert_eq!(mode_of(&lab.home("local").join(".local/bin")), 0o700);
+}
+
+#[test]
+fn a_users_bin_that_is_a_symlink_to_a_directory_serves_as_it_is() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    for h in ["host1", "local"] {
+        let home = lab.home(h);
+        std::fs::create_dir_all(home.join("dotfiles/bin")).unwrap();
+        std::fs::create_dir_all(home.join(".local")).unwrap();
+        std::os::unix::fs::symlink("../dotfiles/bin", home.join(".local/bin")).unwrap();
+    }
+    for args in [
+        &["push", "--format", "json"][..],
+        &["push", "--diff", "--format", "json"],
+    ] {
+        let out = lab.csdeploy(args);
+        out.assert_exit(0);
+        let j = out.json();
+        for h in ["host1", "local"] {
+            let hj = host(&j, h);
+            assert_eq!(task(hj, "User bin directory")["status"], "ok", "{hj:#}");
+            let (_, launcher) = path_link(&lab, h);
+            let home = lab.home(h);
+            assert_eq!(
+                std::fs::read_link(home.join(".local/bin")).unwrap(),
+                Path::new("../dotfiles/bin"),
+                "the user's link is kept"
+            );
+            assert_eq!(
+                std::fs::read_link(home.join("dotfiles/bin/claude-session")).unwrap(),
+                launcher
+            );
+        }
+    }
+    let again = lab.csdeploy(&["push", "--format", "json"]);
+    again.assert_exit(0);
+    assert_eq!(again.json()["summary"]["changed"], 0, "{again}");
+}
+
+#[test]
+fn a_file_of_the_users_on_path_is_never_replaced_and_fails_only_the_link() {
+    let lab = Lab::new().hosts(2).local(true).build();
+    let mine = b"#!/bin/sh\necho my own claude-session\n";
+    let (file, _) = path_link(&lab, "host1");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, mine).unwrap();
+    let (foreign, _) = path_link(&lab, "host2");
+    std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/true", &foreign).unwrap();
+    let (dir, _) = path_link(&lab, "local");
+    std::fs::create_dir_all(dir.join("keep")).unwrap();
+
+    for args in [
+        &["push", "--check", "--format", "json"][..],
+        &["push", "--check", "--diff", "--format", "json"],
+        &["push", "--format", "json"],
+        &["push", "--diff", "--format", "json"],
+    ] {
+        let out = lab.csdeploy(args);
+        out.assert_exit(1);
+        let j = out.json();
+        for (h, what) in [
+            ("host1", "is a regular file"),
+            ("host2", "is a symlink to /usr/bin/true"),
+            ("local", "is a directory"),
+        ] {
+            let hj = host(&j, h);
+            assert_eq!(hj["status"], "failed", "{args:?} {h}: {hj:#}");
+            let t = task(hj, "Launcher on PATH");
+            assert_eq!(t["status"], "failed", "{args:?} {h}: {t:#}");
+            let (path, launcher) = path_link(&lab, h);
+            let msg = t["msg"].as_str().unwrap();
+            assert!(
+                msg.starts_with(&format!(
+                    "{} {what}, not a link to {}",
+                    path.display(),
+                    launcher.display()
+                )) && msg.contains("csdeploy never replaces a file it did not create")
+                    && msg.contains("remove it"),
+                "{args:?} {h}: {msg}"
+            );
+            // Every other task ran (or, in check mode, would).
+            assert_eq!(num(hj, "failed"), 1, "{args:?} {h}: {hj:#}");
+        }
+        assert_eq!(std::fs::read(&file).unwrap(), mine, "{args:?}");
+        assert_eq!(
+            std::fs::read_link(&foreign).unwrap(),
+            Path::new("/usr/bin/true"),
+            "{args:?}"
+        );
+        assert_eq!(tree(&dir), ["keep"], "{args:?}");
+    }
+    // The real push installed the rest; the failed link stopped nothing before it.
+    for h in ["host1", "host2", "local"] {
+        assert_layout(&lab, h);
+    }
+}
+
+#[test]
+fn check_mode_reports_the_link_it_would_create_without_creating_it() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    for args in [
+        &["push", "--check", "--format", "json"][..],
+        &["push", "--check", "--diff", "--format", "json"],
+    ] {
+        let out = lab.csdeploy(args);
+        out.assert_exit(0);
+        let j = out.json();
+        for h in ["host1", "local"] {
+            let hj = host(&j, h);
+            let (link, launcher) = path_link(&lab, h);
+            let t = task(hj, "Launcher on PATH");
+            assert_eq!(t["status"], "changed", "{args:?}: {t:#}");
+            assert_eq!(
+                t["msg"].as_str().unwrap(),
+                format!("linked to {}", launcher.display()),
+                "{t:#}"
+            );
+            if args.contains(&"--diff") {
+                let diff = t["diff"].as_str().unwrap_or_default();
+                assert!(
+                    diff.contains(&format!("+symlink -> {}", launcher.display())),
+                    "{t:#}"
+                );
+            } else {
+                assert!(t["diff"].is_null(), "{t:#}");
+            }
+            assert!(std::fs::symlink_metadata(&link).is_err(), "{h}: {args:?}");
+            assert_empty_dir(&lab.home(h));
+        }
+    }
+    let out = lab.csdeploy(&["push", "--check"]);
+    out.assert_exit(0);
+    assert!(
+        out.stdout.contains("linked to ") && out.stdout.contains("Launcher on PATH"),
+        "the text report says what would change:\n{out}"
+    );
+}
+
 #[test]
 fn host_and_limit_select_hosts() {
     let lab = Lab::new().hosts(2).local(true).build();
@@ -1358,6 +1582,52 @@ fn inventory_yaml_syntax_error_is_rejected_with_location() {
     lab.write_inventory(&inv);
     let out = lab.csdeploy(&["push"]);
     assert_invalid_at(&out, &lab.inventory, 7, "");
+    assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn an_inherit_list_naming_per_session_state_is_refused_with_location_and_nothing_runs() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let inv = format!(
+        "{}      inherit_link: \"settings.json projects\"\n    host1:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n",
+        local_inventory_with(&lab, ""),
+        lab.port("host1")
+    );
+    assert_eq!(
+        inv.lines().nth(6),
+        Some("      inherit_link: \"settings.json projects\"")
+    );
+    lab.write_inventory(&inv);
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    assert_invalid_at(&out, &lab.inventory, 7, "all.hosts.local.inherit_link");
+    assert!(
+        out.stderr.contains("inherit_link names `projects`")
+            && out
+                .stderr
+                .contains("per-session state Claude Code writes for itself")
+            && out.stderr.contains("Remove `projects` from inherit_link"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing ran, nothing reported: {out}"
+    );
+    // One bad host stops the whole run before any host is touched.
+    assert_empty_dir(&lab.home("local"));
+    assert_empty_dir(&lab.home("host1"));
+
+    // A play's own vars are checked the same way, where the play sets them.
+    let pb = lab.write_file(
+        "share.yml",
+        "- hosts: all\n  vars:\n    inherit_copy: \"../.claude.json\"\n  tasks:\n    - file: {path: x, state: directory}\n",
+    );
+    lab.write_inventory(&local_inventory_with(&lab, ""));
+    let out = lab.csdeploy(&["run", pb.to_str().unwrap()]);
+    assert_invalid_at(&out, &pb, 3, "[0].vars.inherit_copy");
+    assert!(
+        out.stderr.contains("not a name directly in claude_home"),
+        "{out}"
+    );
     assert_empty_dir(&lab.home("local"));
 }
 
