@@ -41,7 +41,11 @@ What a new session gets
   project keeps only its trust and permission keys (SEED_PROJECT_KEYS);
   its history, lastSessionId and last* costs and durations (which Claude
   Code writes per session) are not copied.  Without a readable user
-  `.claude.json` there is no seed (Claude Code then onboards, as it would);
+  `.claude.json` there is no seed (Claude Code then onboards, as it would).
+  Top-level keys are copied whole on purpose: they include
+  `migrationVersion`, and a session whose seed lacked it re-ran Claude
+  Code's migrations (2.1.337 moved `theme` into settings.json, writing
+  through the linked settings.json into the user's own);
 - never a `.credentials.json`: the launcher points
   CLAUDE_SECURESTORAGE_CONFIG_DIR at claude_home, so every session reads
   and refreshes the one default credential store.
@@ -162,7 +166,8 @@ Commands (used by claude-session)
         name is reopened instead: its entry becomes active again for PID
         (resumed count and time updated), its active link is recreated,
         and the client starts in the recorded cwd when that still exists.
-        A live one: exit 75; an unknown or ambiguous one: exit 64.
+        A live one (or one a process still uses as CLAUDE_CONFIG_DIR): exit
+        75; an unknown or ambiguous one: exit 64.
     which-client
         Prints the resolved client's absolute path; exit 127 (naming where
         it looked) when there is none.
@@ -1118,6 +1123,11 @@ def _reopen(cfg, reg, target, pid, pid_start, force):
     if session_live(entry):
         raise Refused(EX_TEMPFAIL, "session %s is still running (launcher pid %d); "
                       "not starting it twice" % (sid, entry["pid"]))
+    if sid in dirs_in_use(sdir):
+        # Its client outlived a killed launcher: two clients in one dir is
+        # what sessions exist to prevent.
+        raise Refused(EX_TEMPFAIL, "session %s is still in use: a process has it as its "
+                      "CLAUDE_CONFIG_DIR" % sid)
     session_dir = session_dirs(sdir).get(sid)
     if session_dir is None:
         raise Refused(EX_USAGE, "session %s has no directory any more (see claude-session list)" % sid)

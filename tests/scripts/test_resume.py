@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import start_time
+from conftest import start_time, wait_for
 from test_launcher import history_lines
 
 
@@ -39,7 +39,6 @@ def test_resume_runs_the_client_again_in_the_same_dir_and_cwd(env, ended, by):
                             env=env.environ(STUB_WAIT=go, STUB_EXIT=5), cwd=elsewhere,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     env.procs.append(proc)
-    from conftest import wait_for
     wait_for(lambda: len(history_lines(env.sdir(sid))) == 2, what="the resumed client")
     entry = env.read_registry()["sessions"][sid]
     assert (entry["status"], entry["ended"], entry["exit_code"], entry["pid"]) == \
@@ -101,6 +100,20 @@ def test_resume_of_a_live_session_exits_75(env):
     assert r.returncode == 75
     assert b"still running" in r.stderr and r.stdout == b""
     assert env.read_registry() == before
+
+
+def test_resume_of_a_session_whose_client_outlived_its_launcher_exits_75(env, ended):
+    sid, _project = ended
+    client = subprocess.Popen(["sleep", "30"], env=dict(os.environ, CLAUDE_CONFIG_DIR=env.sdir(sid)))
+    try:
+        wait_for(lambda: b"sleep" in open("/proc/%d/cmdline" % client.pid, "rb").read())
+        r = env.run("resume", sid)
+        assert r.returncode == 75 and b"still in use" in r.stderr
+        assert env.read_registry()["sessions"][sid]["status"] == "ended"
+    finally:
+        client.kill()
+        client.wait()
+    assert env.run("resume", sid).returncode == 0
 
 
 def test_resume_of_a_crashed_session_is_allowed(env):
