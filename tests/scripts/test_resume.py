@@ -160,7 +160,13 @@ def test_resume_obeys_the_capacity_guard(env, ended):
     assert env.run("resume", sid, "--force").returncode == 0
 
 
-@pytest.mark.parametrize("args", [["resume"], ["resume", ""], ["resume", "work", "--name", "x"]])
+def test_resume_help(env):
+    r = env.run("resume", "--help")
+    assert r.returncode == 0 and b"resume ID|NAME" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["resume"], ["resume", ""], ["resume", "work", "--name", "x"],
+                                  ["resume", "--force", "work"]])
 def test_resume_usage_errors_exit_64(env, ended, args):
     r = env.run(*args)
     assert r.returncode == 64 and b"usage:" in r.stderr
