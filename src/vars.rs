@@ -22,6 +22,9 @@ pub fn builtin_defaults() -> Vars {
 /// would drift from the original at the first edit). Nothing is copied by
 /// default. Login is not here: every session uses the default credential
 /// store through `CLAUDE_SECURESTORAGE_CONFIG_DIR`, set by the launcher.
+/// Not `plugins/`: Claude Code 2.1.x writes into it at start (the official
+/// marketplace's auto-install), which through a link would change the
+/// user's own directory from every session.
 pub const INHERIT_LINK: &[&str] = &[
     "settings.json",
     "CLAUDE.md",
@@ -30,7 +33,6 @@ pub const INHERIT_LINK: &[&str] = &[
     "skills",
     "output-styles",
     "keybindings.json",
-    "plugins",
 ];
 
 /// What Claude Code writes for one session in its config directory: never

@@ -31,12 +31,23 @@ proving its launcher dead (this is what protects sessions when there is no
 registry).  Registry entries whose directory is gone and whose launcher is
 dead are dropped too (reason "missing").
 
+Credentials: a session made by an older launcher may hold the only copy of
+rotated login tokens (a regular .credentials.json newer than the default
+store's, <claude_home>/.credentials.json, claude_home being the sessions
+directory's parent).  Before deciding, the newest such file is copied into
+the default store (atomically, 0600; session_registry.rescue_credentials);
+a session that still holds credentials newer than the default store's
+(the copy failed) is kept, reason "credentials-newer-than-default", even
+when --session names it.  --dry-run copies nothing and reports what it would.
+
 Everything is decided and done under the registry lock, so a launch cannot
 slip in between; a removal deletes the active/ link, the directory and the
 registry entry.  --dry-run takes the same decisions and prints them without
 changing anything.
 
---json prints {"removed": [{"id", "reason", "dir"}], "kept": [...], "dry_run": bool}.
+--json prints {"removed": [{"id", "reason", "dir"}], "kept": [...], "dry_run": bool,
+"credentials_rescued": [{"id", "dir", "to", "error"}]} (at most one item; error
+null when the copy worked).
 
 Exit codes: 0 ok; 1 something could not be removed, or --session named a
 session that is protected or does not exist, or the lock could not be taken;
@@ -124,11 +135,40 @@ OPTIONS = {"--dry-run": (sr.FLAG, False), "--days": (_days, None), "--json": (sr
            "--sessions-dir": (sr.path_value, None), "--session": ([sr.session_id], None)}
 
 
-def plan(sessions_dir, registry, days, only):
-    """Decide (removed, kept) lists; pure apart from reading the file system."""
+def claude_home_of(sessions_dir):
+    return os.path.dirname(os.path.normpath(sessions_dir))
+
+
+def rescue(sessions_dir, dry_run):
+    """Copy the newest session credentials newer than the default store's
+    into it; returns the report items (none or one). In a dry run nothing
+    is copied."""
+    claude_home = claude_home_of(sessions_dir)
+    dirs = sr.session_dirs(sessions_dir)
+    sid, error = sr.rescue_credentials(claude_home, dirs, dry_run=dry_run)
+    if sid is None:
+        return []
+    return [{"id": sid, "dir": dirs[sid], "to": sr.default_credentials(claude_home), "error": error}]
+
+
+def assumed_default_mtime(rescued, dry_run):
+    """For plan(): in a dry run, the default store's mtime as the rescue would
+    leave it (no newer than the copied file); else False: read it."""
+    if not dry_run or not rescued:
+        return False
+    try:
+        return os.lstat(os.path.join(rescued[0]["dir"], sr.CREDENTIALS_NAME)).st_mtime_ns
+    except OSError:
+        return False
+
+
+def plan(sessions_dir, registry, days, only, default_mtime=False):
+    """Decide (removed, kept) lists; pure apart from reading the file system.
+    default_mtime: see assumed_default_mtime."""
     entries = registry["sessions"] if registry is not None else {}
     dirs = sr.session_dirs(sessions_dir)
     in_use = sr.dirs_in_use(sessions_dir)
+    newer = sr.newer_credentials(claude_home_of(sessions_dir), dirs, default_mtime)
     now = time.time()
     removed, kept = [], []
 
@@ -142,6 +182,11 @@ def plan(sessions_dir, registry, days, only):
         guard = sr.protection(sid, entry, registry is not None, sessions_dir, in_use)
         if guard:
             kept.append(dict(item, reason=guard))
+            continue
+        if sid in newer:
+            # The only copy of a login: never deleted (the copy into the
+            # default store failed, or it became newer meanwhile).
+            kept.append(dict(item, reason="credentials-newer-than-default"))
             continue
         if path is None:
             reason = "missing"  # a dead entry whose directory is already gone
@@ -287,12 +332,14 @@ def main(argv=None):
                          "(name the real directory with --sessions-dir)\n" % link)
         return EX_SYMLINK
     if not os.path.isdir(sessions_dir):
-        removed, kept, failed = [], [], []
+        removed, kept, failed, rescued = [], [], [], []
     else:
         try:
             with sr.RegistryLock(sessions_dir):
                 registry = sr.read_registry(sessions_dir)
-                removed, kept = plan(sessions_dir, registry, days, only)
+                rescued = rescue(sessions_dir, dry_run)
+                removed, kept = plan(sessions_dir, registry, days, only,
+                                     assumed_default_mtime(rescued, dry_run))
                 failed = [] if dry_run else apply(sessions_dir, registry, removed)
         except sr.RegistryError as e:
             sys.stderr.write("cleanup-sessions: %s\ncleanup-sessions: refusing to delete "
@@ -306,10 +353,15 @@ def main(argv=None):
     if opts["--json"]:
         import json
 
-        sys.stdout.write(json.dumps({"removed": removed, "kept": kept,
-                                     "dry_run": dry_run}, indent=1) + "\n")
+        sys.stdout.write(json.dumps({"removed": removed, "kept": kept, "dry_run": dry_run,
+                                     "credentials_rescued": rescued}, indent=1) + "\n")
     else:
         sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8
+        for r in rescued:
+            if r["error"]:
+                continue
+            sys.stdout.write("%s credentials of %s (newer than the default store) into %s\n"
+                             % ("would copy the" if dry_run else "copied the", r["id"], r["to"]))
         verb = "would remove" if dry_run else "removed"
         for r in removed:
             sys.stdout.write("%s %s (%s) %s\n" % (verb, r["id"], r["reason"], r["dir"]))
@@ -317,12 +369,20 @@ def main(argv=None):
             if k["reason"] == "orphaned-has-history":
                 sys.stderr.write("cleanup-sessions: keeping %s: not in the registry but it holds "
                                  "history; --session %s removes it\n" % (k["dir"], k["id"]))
+            elif k["reason"] == "credentials-newer-than-default":
+                sys.stderr.write("cleanup-sessions: keeping %s: its .credentials.json is newer than "
+                                 "%s (the only copy of a login)%s\n"
+                                 % (k["dir"], sr.default_credentials(claude_home_of(sessions_dir)),
+                                    "".join("; copying it there failed: %s" % r["error"]
+                                            for r in rescued if r["id"] == k["id"] and r["error"])))
 
     status = 1 if failed else 0
     gone = {r["id"] for r in removed} | set(failed)
     for sid in sorted(set(only or ()) - gone):
         guard = [k["reason"] for k in kept if k["id"] == sid]
-        if guard:
+        if guard == ["credentials-newer-than-default"]:
+            sys.stderr.write("cleanup-sessions: not removing %s: it holds the newest login\n" % sid)
+        elif guard:
             sys.stderr.write("cleanup-sessions: not removing %s: it is live (%s)\n" % (sid, guard[0]))
         else:
             sys.stderr.write("cleanup-sessions: no session %s in %s\n" % (sid, sessions_dir))

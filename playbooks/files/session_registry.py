@@ -16,11 +16,51 @@ with `#` are ignored, as are unknown keys.  The file is parsed, never sourced.
     claude_home   default ~/.claude; a leading `~/` or a bare `~` is $HOME,
                   a relative path is taken relative to $HOME
     max_sessions  live sessions allowed at once, default 4, 0 = unlimited
-    inherit_copy  names relative to claude_home copied into each new session,
-                  default "settings.json CLAUDE.md"
-    inherit_link  names symlinked into each new session, default
-                  ".credentials.json"
+    inherit_copy  names directly in claude_home copied into each new session,
+                  default "" (nothing)
+    inherit_link  names directly in claude_home symlinked into each new
+                  session, default "settings.json CLAUDE.md agents commands
+                  skills output-styles keybindings.json"
     host          label recorded in registry entries, default the hostname
+
+A name in PER_SESSION_STATE (what Claude Code writes for one session; the
+same list as csdeploy's src/vars.rs) is never shared: it is skipped with a
+warning on stderr, as is a name with `/`, `..` or an absolute path.  Missing
+sources are skipped silently.  `plugins` is not in the default link list:
+Claude Code 2.1.337 writes into a linked plugins/ at start (it created
+plugins/marketplaces/ in a session whose plugins/ linked to claude_home's).
+
+What a new session gets
+-----------------------
+- the inherit lists above;
+- `.claude.json` (0600, written atomically), seeded from the user's: from
+  `<claude_home>/.claude.json` when the launcher's own CLAUDE_CONFIG_DIR
+  resolves to claude_home, else from `~/.claude.json`.  Every top-level key
+  is copied (onboarding done, theme, account, user-scoped mcpServers, the
+  tips and release notes already seen) except `projects`, of which each
+  project keeps only its trust and permission keys (SEED_PROJECT_KEYS);
+  its history, lastSessionId and last* costs and durations (which Claude
+  Code writes per session) are not copied.  Without a readable user
+  `.claude.json` there is no seed (Claude Code then onboards, as it would).
+  Top-level keys are copied whole on purpose: they include
+  `migrationVersion`, and a session whose seed lacked it re-ran Claude
+  Code's migrations (2.1.337 moved `theme` into settings.json, writing
+  through the linked settings.json into the user's own);
+- never a `.credentials.json`: the launcher points
+  CLAUDE_SECURESTORAGE_CONFIG_DIR at claude_home, so every session reads
+  and refreshes the one default credential store.
+
+Credentials of older sessions
+-----------------------------
+Launchers before this version linked or copied `.credentials.json` into each
+session; a token refresh replaced the link with a regular file, the only
+copy of the rotated tokens.  A regular `<session>/.credentials.json` newer
+(mtime) than `<claude_home>/.credentials.json` (or with no default at all)
+is therefore copied into the default store (temp file in claude_home, 0600,
+fsync, rename; only the newest one when several are), never the other way
+round; symlinks are ignored.  The launcher does it at each start, under the
+registry lock; the cleaner does it before deciding, and never deletes a
+session that still holds credentials newer than the default store's.
 
 Layout (all under <claude_home>/sessions/, which is one host's own)
 ------
@@ -50,12 +90,20 @@ Registry format (.registry)
           "status":    "active" | "ended",
           "ended":     "2025-11-15T15:00:00Z" | null,
           "exit_code": 0 | null,             the client's exit code
-          "dir":       "/abs/path/<uuid>"    informational only
+          "dir":       "/abs/path/<uuid>",   informational only
+          "cwd":       "/abs/path" | null,   where the launcher was started (the
+                                             client's working directory); resume
+                                             goes back there
+          "resumed":   {"count": 2, "last": "2025-11-16T09:00:00Z"} | null
+                                             how often `claude-session resume`
+                                             reopened it, and when it last did
         }
       }
     }
 
-It is written with one session entry per line, keys sorted.
+"cwd" and "resumed" are optional: entries written by older versions lack
+them and stay readable.  It is written with one session entry per line,
+keys sorted.
 Every change happens under an exclusive flock on .registry.lock: read, modify,
 write a temp file in the same directory, fsync, rename over .registry, fsync
 the directory.  Readers that only look (claude-session-list) need no lock,
@@ -88,18 +136,41 @@ deleted while
      launcher is dead: either there is no registry at all, or it has no entry
      for that id.  A link whose entry shows a dead launcher is stale.
 
+Client resolution
+-----------------
+The client is `$CLAUDE_BIN` if set and non-empty (a bare name is looked up
+on PATH), else `claude` on PATH, else the first executable of
+`~/.local/bin/claude`, `<claude_home>/local/claude`,
+`$NPM_CONFIG_PREFIX/bin/claude`, `~/.npm-global/bin/claude`,
+`/usr/local/bin/claude` (where Claude Code's installers put it).
+resolve_client() is the one implementation: the launcher runs what it
+returns, and `claude-session --which-client` prints it (csdeploy verify asks
+that, so it tests what the launcher really runs).
+
 Commands (used by claude-session)
 ---------------------------------
-    session --id UUID --pid PID [--name NAME] [--force]
-        Under the lock: capacity check, mkdir <uuid> (0700), add the entry,
-        create the active link.  Then, outside the lock, seed the directory
-        from the inherit lists and print the session dir on stdout.
+    session (--id UUID | --resume ID|NAME) --pid PID [--name NAME] [--force]
+        Resolves the client first (none: exit 127, nothing created).
+        Under the lock: rescue newer credentials (above), capacity check,
+        mkdir <uuid> (0700), add the entry, create the active link.  Then,
+        outside the lock, seed the directory and print, each ended by a NUL
+        byte: the session dir, claude_home, the directory the client should
+        start in (empty: stay) and the client's path.
         Creating the directory under the same lock as the entry means the
         cleaner can never see it as an orphan.  Then wait for one line on
         stdin, the client's exit code, and finish the session with it.  The
         launcher keeps this one process beside each session instead of
         starting an interpreter twice; if the launcher dies, stdin ends and
         the entry is finished with exit_code null.
+        With --resume, the ended session named by its id or its (unique)
+        name is reopened instead: its entry becomes active again for PID
+        (resumed count and time updated), its active link is recreated,
+        and the client starts in the recorded cwd when that still exists.
+        A live one (or one a process still uses as CLAUDE_CONFIG_DIR): exit
+        75; an unknown or ambiguous one: exit 64.
+    which-client
+        Prints the resolved client's absolute path; exit 127 (naming where
+        it looked) when there is none.
     finish --id UUID [--exit-code N]
         Under the lock: mark the entry ended, remove the active link (the
         launcher's fallback when its session helper is gone).
@@ -112,8 +183,9 @@ compiling the whole file at every session start.  The launcher, the list and
 the cleaner put that cache in ${XDG_CACHE_HOME:-~/.cache}/claude-session
 (sys.pycache_prefix), never beside the scripts.
 
-Exit codes: 0 ok, 64 usage error, 75 capacity refused, 70 other failure
-(unreadable registry, lock timeout, I/O error).
+Exit codes: 0 ok, 64 usage error (also an unknown or ambiguous session to
+resume), 75 capacity refused or the session to resume is live, 127 no client
+found, 70 other failure (unreadable registry, lock timeout, I/O error).
 """
 import errno
 import fcntl
@@ -125,6 +197,7 @@ import time
 EX_USAGE = 64
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
+EX_NOCLIENT = 127
 
 REGISTRY_VERSION = 1
 REGISTRY_NAME = ".registry"
@@ -136,10 +209,42 @@ LOCK_TIMEOUT = 30.0
 DEFAULTS = {
     "claude_home": "~/.claude",
     "max_sessions": "4",
-    "inherit_copy": "settings.json CLAUDE.md",
-    "inherit_link": ".credentials.json",
+    "inherit_copy": "",
+    "inherit_link": "settings.json CLAUDE.md agents commands skills output-styles keybindings.json",
     "host": "",
 }
+
+# What Claude Code writes for one session in its config directory: never
+# shared, whatever inherit_copy/inherit_link say. The same list as
+# PER_SESSION_STATE in csdeploy's src/vars.rs (a test checks they agree).
+PER_SESSION_STATE = (
+    ".claude.json",
+    ".credentials.json",
+    "history.jsonl",
+    "projects",
+    "sessions",
+    "todos",
+    "shell-snapshots",
+    "statsig",
+    "telemetry",
+    "backups",
+    "ide",
+    "file-history",
+    "session-env",
+    "debug",
+)
+
+CREDENTIALS_NAME = ".credentials.json"
+CLAUDE_JSON_NAME = ".claude.json"
+# The per-project keys a new session's .claude.json keeps from the user's:
+# trust and permissions. Everything else under a project is what Claude Code
+# writes per session (history, lastSessionId, last* costs and durations).
+SEED_PROJECT_KEYS = frozenset((
+    "hasTrustDialogAccepted", "allowedTools", "mcpServers", "enabledMcpjsonServers",
+    "disabledMcpjsonServers", "hasCompletedProjectOnboarding", "projectOnboardingSeenCount",
+    "hasClaudeMdExternalIncludesApproved", "hasClaudeMdExternalIncludesWarningShown",
+))
+SEED_PROJECT_PREFIXES = ("hasClaudeMdExternalIncludes",)
 
 MAX_NAME_LEN = 200
 
@@ -202,7 +307,7 @@ def iso(ts):
 class Config(object):
     def __init__(self, values, path):
         self.path = path
-        self.claude_home = _expand_home(values["claude_home"] or DEFAULTS["claude_home"])
+        self.claude_home = os.path.abspath(_expand_home(values["claude_home"] or DEFAULTS["claude_home"]))
         self.max_sessions = _parse_max(values["max_sessions"], path)
         self.inherit_copy = values["inherit_copy"].split()
         self.inherit_link = values["inherit_link"].split()
@@ -513,10 +618,15 @@ def validate(data, path):
         if entry.get("exit_code") is not None and not _is_int(entry["exit_code"]):
             bad("entry %s: exit_code is %s, expected an integer or null"
                 % (sid, json_dumps(entry["exit_code"])))
+        resumed = entry.get("resumed")
+        if resumed is not None and not (isinstance(resumed, dict) and _is_int(resumed.get("count"))
+                                        and isinstance(resumed.get("last"), str)):
+            bad('entry %s: resumed is %s, expected {"count": N, "last": "..."} or null'
+                % (sid, json_dumps(resumed)))
     return data
 
 
-_TEXT_FIELDS = ("id", "name", "host", "boot_id", "pid_ns", "started", "ended", "dir")
+_TEXT_FIELDS = ("id", "name", "host", "boot_id", "pid_ns", "started", "ended", "dir", "cwd")
 
 
 def registry_path(sessions_dir):
@@ -700,24 +810,28 @@ def protection(sid, entry, registry_exists, sessions_dir, in_use):
 
 # ---------------------------------------------------------------- commands
 
+def shareable(name):
+    """Why `name` may not be in an inherit list, or None if it may."""
+    if name in PER_SESSION_STATE:
+        return "Claude Code keeps per-session state there; it is never shared"
+    if os.path.isabs(name) or "/" in name or name in (".", ".."):
+        return "must name something directly in claude_home (no /, no ..)"
+    return None
+
+
 def _seed(cfg, session_dir):
     """Copy / link the inherit lists from claude_home; missing sources are skipped quietly."""
     for names, link in ((cfg.inherit_copy, False), (cfg.inherit_link, True)):
         for name in names:
-            parts = os.path.normpath(name).split("/")
-            # Stay inside claude_home, and never copy sessions/ into one of its own children.
-            if os.path.isabs(name) or ".." in parts or parts[0] in (".", "sessions"):
-                warn("inherit: ignoring %r (must name something in claude_home other "
-                     "than sessions/, without ..)" % name)
+            why = shareable(name)
+            if why:
+                warn("inherit_%s: ignoring %r: %s" % ("link" if link else "copy", name, why))
                 continue
             src = os.path.join(cfg.claude_home, name)
             dst = os.path.join(session_dir, name)
             if not os.path.lexists(src):
                 continue
             try:
-                parent = os.path.dirname(dst)
-                if parent != session_dir:
-                    os.makedirs(parent, 0o700, exist_ok=True)
                 if link:
                     os.symlink(src, dst)
                 else:
@@ -731,36 +845,265 @@ def _seed(cfg, session_dir):
                 warn("inherit: cannot %s %s: %s" % ("link" if link else "copy", src, e))
 
 
-def register(cfg, sid, pid, name, force):
-    """Under the lock: capacity check, the directory, the entry, the active
-    link; then the inherit lists. Returns (exit code, session dir)."""
+def user_claude_json(cfg, environ=None):
+    """The user's .claude.json a new session is seeded from: claude_home's
+    when the launcher's own CLAUDE_CONFIG_DIR is claude_home, else ~/.claude.json."""
+    environ = os.environ if environ is None else environ
+    incoming = environ.get("CLAUDE_CONFIG_DIR")
+    if incoming and os.path.realpath(incoming) == os.path.realpath(cfg.claude_home):
+        return os.path.join(cfg.claude_home, CLAUDE_JSON_NAME)
+    return os.path.join(_home(), CLAUDE_JSON_NAME)
+
+
+def seed_state(user):
+    """The .claude.json of a new session made from the user's (a dict): every
+    top-level key but `projects`, and of each project only its trust and
+    permission keys."""
+    seeded = {k: v for k, v in user.items() if k != "projects"}
+    projects = user.get("projects")
+    if isinstance(projects, dict):
+        kept = {}
+        for path, project in projects.items():
+            if not isinstance(project, dict):
+                continue
+            keys = {k: v for k, v in project.items()
+                    if k in SEED_PROJECT_KEYS or k.startswith(SEED_PROJECT_PREFIXES)}
+            if keys:
+                kept[path] = keys
+        seeded["projects"] = kept
+    return seeded
+
+
+def write_private(path, data, mtime_ns=None):
+    """Replace path with bytes `data` atomically: a 0600 temp file in the same
+    directory, fsynced, renamed over it, the directory fsynced."""
+    parent = os.path.dirname(path)
+    tmp = os.path.join(parent, ".%s.%s.tmp" % (os.path.basename(path), os.urandom(6).hex()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), 0o600)
+            os.fsync(f.fileno())
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(parent)
+
+
+def seed_claude_json(cfg, session_dir):
+    """Write the session's .claude.json from the user's; nothing if the user
+    has none. A user file that cannot be read or parsed: a warning, no seed."""
+    source = user_claude_json(cfg)
+    try:
+        with open(source, "rb") as f:
+            user = json_loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        warn("cannot seed %s from %s: %s" % (CLAUDE_JSON_NAME, source, e))
+        return
+    if not isinstance(user, dict):
+        warn("cannot seed %s from %s: not a JSON object" % (CLAUDE_JSON_NAME, source))
+        return
+    try:
+        write_private(os.path.join(session_dir, CLAUDE_JSON_NAME),
+                      (json_dumps(seed_state(user)) + "\n").encode("utf-8"))
+    except OSError as e:
+        warn("cannot seed %s: %s" % (os.path.join(session_dir, CLAUDE_JSON_NAME), e))
+
+
+# ---------------------------------------------------------------- credentials
+
+def _credentials_mtime(path, regular_only):
+    """mtime (ns) of a credentials file, None if absent (or, with
+    regular_only, not a regular file: a link made by an older launcher)."""
+    try:
+        st = os.lstat(path) if regular_only else os.stat(path)
+    except OSError:
+        return None
+    if regular_only and not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_mtime_ns
+
+
+def default_credentials(claude_home):
+    return os.path.join(claude_home, CREDENTIALS_NAME)
+
+
+def newer_credentials(claude_home, dirs, default_mtime=False):
+    """{id: mtime_ns} of the sessions (dirs: {id: path}) whose own regular
+    .credentials.json is newer than the default store's (or there is none).
+    default_mtime: the default's mtime to compare with (None: no default),
+    instead of reading it."""
+    if default_mtime is False:
+        default_mtime = _credentials_mtime(default_credentials(claude_home), False)
+    found = {}
+    for sid, path in dirs.items():
+        mtime = _credentials_mtime(os.path.join(path, CREDENTIALS_NAME), True)
+        if mtime is not None and (default_mtime is None or mtime > default_mtime):
+            found[sid] = mtime
+    return found
+
+
+def rescue_credentials(claude_home, dirs, dry_run=False):
+    """Copy the newest session credentials that are newer than the default
+    store's into it (see the module docstring). Returns (id copied or None,
+    error text or None); dry_run: what it would copy, changing nothing."""
+    newer = newer_credentials(claude_home, dirs)
+    if not newer:
+        return None, None
+    sid = max(newer, key=lambda k: (newer[k], k))
+    if dry_run:
+        return sid, None
+    target = default_credentials(claude_home)
+    before = _credentials_mtime(target, False)
+    try:
+        fd = os.open(os.path.join(dirs[sid], CREDENTIALS_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read()
+        # A client may have refreshed the default store meanwhile: never
+        # replace tokens newer than the ones we copy.
+        now = _credentials_mtime(target, False)
+        if now != before and now is not None and now >= newer[sid]:
+            return None, None
+        write_private(target, data)
+    except OSError as e:
+        return sid, str(e)
+    return sid, None
+
+
+# ---------------------------------------------------------------- the client
+
+def _executable(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def _on_path(name, environ):
+    for d in environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", name)
+        if _executable(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def client_candidates(cfg, environ=None):
+    """Where resolve_client looks, in order: (description, path or None)."""
+    environ = os.environ if environ is None else environ
+    home = _home()
+    out = []
+    bin_ = environ.get("CLAUDE_BIN")
+    if bin_:
+        if "/" in bin_:
+            return [("$CLAUDE_BIN", os.path.abspath(bin_))]
+        return [("$CLAUDE_BIN on PATH", _on_path(bin_, environ))]
+    out.append(("claude on PATH", _on_path("claude", environ)))
+    out.append(("~/.local/bin/claude", os.path.join(home, ".local", "bin", "claude")))
+    out.append(("<claude_home>/local/claude", os.path.join(cfg.claude_home, "local", "claude")))
+    prefix = environ.get("NPM_CONFIG_PREFIX")
+    out.append(("$NPM_CONFIG_PREFIX/bin/claude", os.path.join(prefix, "bin", "claude") if prefix else None))
+    out.append(("~/.npm-global/bin/claude", os.path.join(home, ".npm-global", "bin", "claude")))
+    out.append(("/usr/local/bin/claude", "/usr/local/bin/claude"))
+    return out
+
+
+def resolve_client(cfg, environ=None):
+    """(absolute path of the client, None) or (None, message naming where it looked)."""
+    candidates = client_candidates(cfg, environ)
+    for _what, path in candidates:
+        if path and _executable(path):
+            return path, None
+    looked = ", ".join("%s (%s)" % (what, path) if path and what != path else what
+                       for what, path in candidates)
+    return None, "no Claude Code client found; looked at: %s" % looked
+
+
+# ---------------------------------------------------------------- registering
+
+class Refused(Exception):
+    """A start or resume refused with an exit code; the message is for stderr."""
+
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+
+
+def _capacity(cfg, reg, force):
+    live = sum(1 for e in reg["sessions"].values() if session_live(e))
+    if cfg.max_sessions and live >= cfg.max_sessions and not force:
+        raise Refused(EX_TEMPFAIL,
+                      "%d live session%s, max_sessions=%d (%s); not starting another.\n"
+                      "use --force to override."
+                      % (live, "" if live == 1 else "s", cfg.max_sessions, cfg.path))
+
+
+def _rescue(cfg, sdir):
+    sid, error = rescue_credentials(cfg.claude_home, session_dirs(sdir))
+    if sid and error:
+        warn("session %s holds credentials newer than %s, and copying them there failed: %s"
+             % (sid, default_credentials(cfg.claude_home), error))
+    elif sid:
+        warn("copied the newer credentials of session %s into %s"
+             % (sid, default_credentials(cfg.claude_home)))
+
+
+def find_session(reg, sessions_dir, target):
+    """The id `target` names (an id, or the name of exactly one entry); Refused(64) if none."""
+    hint = "see claude-session list"
+    entries = reg["sessions"] if reg else {}
+    if target in entries:
+        return target
+    named = sorted(sid for sid, e in entries.items() if e.get("name") == target)
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise Refused(EX_USAGE, "%d sessions are named %r (%s); give its id (%s)"
+                      % (len(named), target, ", ".join(named), hint))
+    raise Refused(EX_USAGE, "no session %r in %s (%s)" % (target, sessions_dir, hint))
+
+
+def _launcher_fields(pid, pid_start):
+    return {"pid": pid, "pid_start": pid_start, "boot_id": _boot_id(), "pid_ns": pid_namespace()}
+
+
+def register(cfg, sid, pid, name, force, resume=None):
+    """Under the lock: rescue credentials, capacity check, the directory, the
+    entry, the active link; then seed the directory. With resume (an id or a
+    name), reopen that ended session instead. Returns (session dir, the
+    directory the client starts in or None); raises Refused."""
     pid_start = proc_start_time(pid)
     if pid_start is None:
-        warn("register: launcher pid %d is not running" % pid)
-        return EX_SOFTWARE, None
+        raise Refused(EX_SOFTWARE, "register: launcher pid %d is not running" % pid)
     sdir = cfg.sessions_dir
-    session_dir = os.path.join(sdir, sid)
     ensure_sessions_dir(sdir)
     with RegistryLock(sdir):
+        _rescue(cfg, sdir)
         reg = read_registry(sdir) or empty_registry()
-        live = sum(1 for e in reg["sessions"].values() if session_live(e))
-        if cfg.max_sessions and live >= cfg.max_sessions and not force:
-            sys.stderr.write(
-                "claude-session: %d live session%s, max_sessions=%d (%s); not starting another.\n"
-                "claude-session: use --force to override.\n"
-                % (live, "" if live == 1 else "s", cfg.max_sessions, cfg.path))
-            return EX_TEMPFAIL, None
+        if resume is not None:
+            return _reopen(cfg, reg, resume, pid, pid_start, force)
+        _capacity(cfg, reg, force)
+        session_dir = os.path.join(sdir, sid)
         os.mkdir(session_dir, 0o700)
         try:
             os.chmod(session_dir, 0o700)  # mkdir's mode is filtered by the umask
             remove_active_link(sdir, sid)
             os.symlink(session_dir, active_link(sdir, sid))
-            reg["sessions"][sid] = {
-                "id": sid, "name": name, "host": cfg.host,
-                "pid": pid, "pid_start": pid_start, "boot_id": _boot_id(), "pid_ns": pid_namespace(),
-                "started": now_iso(), "status": "active", "ended": None,
-                "exit_code": None, "dir": session_dir,
-            }
+            try:
+                cwd = os.getcwd()
+            except OSError:
+                cwd = None
+            entry = {"id": sid, "name": name, "host": cfg.host,
+                     "started": now_iso(), "status": "active", "ended": None,
+                     "exit_code": None, "dir": session_dir, "cwd": cwd, "resumed": None}
+            entry.update(_launcher_fields(pid, pid_start))
+            reg["sessions"][sid] = entry
             write_registry(sdir, reg)
         except BaseException:
             # Leave nothing behind that the cleaner would have to explain.
@@ -768,7 +1111,62 @@ def register(cfg, sid, pid, name, force):
             os.rmdir(session_dir)
             raise
     _seed(cfg, session_dir)
-    return 0, session_dir
+    seed_claude_json(cfg, session_dir)
+    return session_dir, None
+
+
+def _reopen(cfg, reg, target, pid, pid_start, force):
+    """register()'s resume half; the caller holds the lock."""
+    sdir = cfg.sessions_dir
+    sid = find_session(reg, sdir, target)
+    entry = reg["sessions"][sid]
+    if session_live(entry):
+        raise Refused(EX_TEMPFAIL, "session %s is still running (launcher pid %d); "
+                      "not starting it twice" % (sid, entry["pid"]))
+    if sid in dirs_in_use(sdir):
+        # Its client outlived a killed launcher: two clients in one dir is
+        # what sessions exist to prevent.
+        raise Refused(EX_TEMPFAIL, "session %s is still in use: a process has it as its "
+                      "CLAUDE_CONFIG_DIR" % sid)
+    session_dir = session_dirs(sdir).get(sid)
+    if session_dir is None:
+        raise Refused(EX_USAGE, "session %s has no directory any more (see claude-session list)" % sid)
+    _capacity(cfg, reg, force)
+    resumed = entry.get("resumed") or {"count": 0}
+    entry.update(status="active", ended=None, exit_code=None,
+                 resumed={"count": resumed["count"] + 1, "last": now_iso()})
+    entry.update(_launcher_fields(pid, pid_start))
+    remove_active_link(sdir, sid)
+    os.symlink(session_dir, active_link(sdir, sid))
+    try:
+        write_registry(sdir, reg)
+    except BaseException:
+        remove_active_link(sdir, sid)
+        raise
+    _tidy_old_credentials(cfg, session_dir)
+    if not os.path.lexists(os.path.join(session_dir, CLAUDE_JSON_NAME)):
+        seed_claude_json(cfg, session_dir)
+    cwd = entry.get("cwd")
+    if cwd and not os.path.isdir(cwd):
+        warn("session %s was started in %s, which is gone; starting in the current directory"
+             % (sid, cwd))
+        cwd = None
+    return session_dir, cwd
+
+
+def _tidy_old_credentials(cfg, session_dir):
+    """An older launcher's .credentials.json in a session being resumed: a
+    link, or a copy no newer than the default store (whose tokens it already
+    has, see _rescue), is removed; the client uses the default store now."""
+    path = os.path.join(session_dir, CREDENTIALS_NAME)
+    if not os.path.lexists(path):
+        return
+    if newer_credentials(cfg.claude_home, {"s": session_dir}):
+        return
+    try:
+        os.unlink(path)
+    except OSError as e:
+        warn("cannot remove %s: %s" % (path, e))
 
 
 def finish(cfg, sid, exit_code):
@@ -803,12 +1201,34 @@ def cmd_session(opts):
         warn("--name must be UTF-8 text of at most %d characters without control characters"
              % MAX_NAME_LEN)
         return EX_USAGE
-    code, session_dir = register(cfg, opts["--id"], opts["--pid"], name, opts["--force"])
-    if code:
-        return code
-    sys.stdout.write(session_dir + "\n")
-    sys.stdout.flush()
-    return finish(cfg, opts["--id"], _read_exit_code(sys.stdin))
+    if (opts["--id"] is None) == (opts["--resume"] is None):
+        warn("session: give exactly one of --id and --resume")
+        return EX_USAGE
+    client, why = resolve_client(cfg)
+    if client is None:
+        warn(why)
+        return EX_NOCLIENT
+    try:
+        session_dir, cwd = register(cfg, opts["--id"], opts["--pid"], name, opts["--force"],
+                                    opts["--resume"])
+    except Refused as e:
+        for line in str(e).splitlines():
+            warn(line)
+        return e.code
+    out = sys.stdout.buffer
+    for field in (session_dir, cfg.claude_home, cwd or "", client):
+        out.write(os.fsencode(field) + b"\0")
+    out.flush()
+    return finish(cfg, os.path.basename(session_dir), _read_exit_code(sys.stdin))
+
+
+def cmd_which_client(_opts):
+    client, why = resolve_client(load_config())
+    if client is None:
+        warn(why)
+        return EX_NOCLIENT
+    sys.stdout.write(client + "\n")
+    return 0
 
 
 def cmd_finish(opts):
@@ -910,6 +1330,13 @@ def path_value(value):
     return value
 
 
+def resume_target(value):
+    """An option's session id or name value."""
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
 def session_id(value):
     """An option's session id value."""
     if not is_session_id(value):
@@ -919,21 +1346,27 @@ def session_id(value):
 
 # Per command: its handler and its options.
 COMMANDS = {
-    "session": (cmd_session, {"--id": (session_id, REQUIRED), "--pid": (number, REQUIRED),
-                              "--name": (str, ""), "--force": (FLAG, False)}),
+    "session": (cmd_session, {"--id": (session_id, None), "--resume": (resume_target, None),
+                              "--pid": (number, REQUIRED), "--name": (str, ""),
+                              "--force": (FLAG, False)}),
     "finish": (cmd_finish, {"--id": (session_id, REQUIRED), "--exit-code": (number, None)}),
     "config": (cmd_config, {}),
+    "which-client": (cmd_which_client, {}),
 }
-USAGE = """usage: session_registry.py session --id UUID --pid PID [--name NAME] [--force]
+USAGE = """usage: session_registry.py session (--id UUID | --resume ID|NAME) --pid PID [--name NAME] [--force]
        session_registry.py finish --id UUID [--exit-code N]
        session_registry.py config
+       session_registry.py which-client
 
-session  register a new session for the launcher PID (capacity check, its
-         directory, registry entry and active link), print its directory, then
-         wait for one line on stdin, the client's exit code, and mark it ended
-         (at end of input: ended, exit code unknown)
-finish   mark a session ended and remove its active link
-config   print the resolved configuration as JSON
+session       register a new session (--id) or reopen an ended one (--resume)
+              for the launcher PID (capacity check, its directory, registry
+              entry and active link), print its directory, claude_home, the
+              directory to start in and the client (each NUL-terminated), then
+              wait for one line on stdin, the client's exit code, and mark it
+              ended (at end of input: ended, exit code unknown)
+finish        mark a session ended and remove its active link
+config        print the resolved configuration as JSON
+which-client  print the client the launcher would run (exit 127: none)
 """
 
 

@@ -218,7 +218,7 @@ fn inventory_shows_the_inherit_defaults_and_the_policy_push_would_refuse() {
     assert_eq!(hosts["plain"]["vars"]["inherit_copy"], "", "{out}");
     assert_eq!(
         hosts["plain"]["vars"]["inherit_link"],
-        "settings.json CLAUDE.md agents commands skills output-styles keybindings.json plugins",
+        "settings.json CLAUDE.md agents commands skills output-styles keybindings.json",
         "{out}"
     );
     assert_eq!(hosts["lxc9"]["vars"]["inherit_link"], "settings.json todos");

@@ -416,7 +416,7 @@ fn path_link(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
 /// The defaults every host without inventory overrides gets in session.conf.
 const DEFAULT_INHERIT: [&str; 2] = [
     "inherit_copy=",
-    "inherit_link=settings.json CLAUDE.md agents commands skills output-styles keybindings.json plugins",
+    "inherit_link=settings.json CLAUDE.md agents commands skills output-styles keybindings.json",
 ];
 
 #[test]

@@ -3,7 +3,9 @@
 
 Like Claude Code it writes into ${CLAUDE_CONFIG_DIR:-$HOME/.claude}:
 
-  history.jsonl  one JSON line {"config_dir", "session_dir_var", "args", "pid"}
+  history.jsonl  one JSON line {"config_dir", "session_dir_var", "store", "cwd",
+                 "exe", "args", "pid"} (store: CLAUDE_SECURESTORAGE_CONFIG_DIR,
+                 exe: this file)
                  (skipped with STUB_NO_HISTORY=1)
   client.pid     its own pid, written after the history line: "it runs"
 
@@ -29,6 +31,8 @@ config_dir = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.environ["HOM
 def record():
     line = {"config_dir": os.environ.get("CLAUDE_CONFIG_DIR"),
             "session_dir_var": os.environ.get("CLAUDE_SESSION_DIR"),
+            "store": os.environ.get("CLAUDE_SECURESTORAGE_CONFIG_DIR"), "cwd": os.getcwd(),
+            "exe": os.path.abspath(__file__),
             "args": sys.argv[1:], "pid": os.getpid()}
     with open(os.path.join(config_dir, "history.jsonl"), "a") as f:
         f.write(json.dumps(line) + "\n")

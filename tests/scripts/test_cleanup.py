@@ -112,7 +112,7 @@ def test_sessions_survive_a_damaged_registry_being_moved_away(env):
     result = env.clean_json("--days", "0")
     assert kept_ids(result)[sid] == "orphaned-has-history"
     assert exists(env, sid)
-    assert env.list_json()[sid]["status"] == "orphaned"
+    assert env.list_json()[sid]["state"] == "orphaned"
 
 
 def test_headless_session_with_transcript_is_not_empty(env):
@@ -162,7 +162,7 @@ def test_no_sessions_dir_is_not_an_error(env):
     shutil.rmtree(env.sessions)  # push made it; a host may lose it
     r = env.clean("--json")
     assert r.returncode == 0
-    assert json.loads(r.stdout) == {"removed": [], "kept": [], "dry_run": False}
+    assert json.loads(r.stdout) == {"removed": [], "kept": [], "dry_run": False, "credentials_rescued": []}
     assert not os.path.exists(env.sessions)
 
 
@@ -201,7 +201,7 @@ def test_pid_reuse_does_not_make_a_session_live(env):
     reused = env.make_session(history=b"", status="active", pid=me, pid_start=start_time(me) + 1)
     live = env.make_session(history=b"", status="active", pid=me, pid_start=start_time(me))
     rows = env.list_json()
-    assert (rows[reused]["status"], rows[live]["status"]) == ("ended", "active")
+    assert (rows[reused]["state"], rows[live]["state"]) == ("ended", "active")
     result = env.clean_json()
     assert removed_ids(result) == {reused: "empty"}
     assert kept_ids(result) == {live: "live"}
@@ -280,7 +280,7 @@ def assert_orphaned_client_protected_until_it_ends(env, sid, client, go):
 
     open(go, "w").close()
     wait_for(lambda: proc_gone(client), what="orphaned client to exit")
-    assert env.list_json()[sid]["status"] == "ended"
+    assert env.list_json()[sid]["state"] == "ended"
     result = env.clean_json("--session", sid)
     assert removed_ids(result) == {sid: "requested"}
     assert not exists(env, sid)
@@ -305,7 +305,7 @@ def test_kill9_launcher_leaves_entry_list_and_cleaner_handle(env):
     assert (entry["status"], entry["exit_code"]) == ("ended", None)
     assert entry["ended"] is not None
     assert not os.path.lexists(os.path.join(env.active, sid))
-    assert env.list_json()[sid]["status"] == "ended"
+    assert env.list_json()[sid]["state"] == "ended"
 
     assert_orphaned_client_protected_until_it_ends(env, sid, client, go)
 
@@ -325,11 +325,11 @@ def test_kill9_of_launcher_and_its_helper_leaves_entry_list_and_cleaner_handle(e
     # Not reaped yet: a zombie launcher is not alive either.
     wait_for(lambda: proc_gone(p.pid), what="launcher to become a zombie")
     assert os.path.exists("/proc/%d" % p.pid)
-    assert env.list_json()[sid]["status"] == "ended"
+    assert env.list_json()[sid]["state"] == "ended"
     p.wait()
     assert env.read_registry()["sessions"][sid]["status"] == "active"   # never closed
     assert os.path.islink(os.path.join(env.active, sid))                 # stale link
-    assert env.list_json()[sid]["status"] == "ended"
+    assert env.list_json()[sid]["state"] == "ended"
 
     assert_orphaned_client_protected_until_it_ends(env, sid, client, go)
 
@@ -343,7 +343,7 @@ def test_kill9_of_launcher_and_client_is_cleaned_by_a_normal_run(env):
     p.wait()
     os.kill(client, 9)
     wait_for(lambda: proc_gone(client), what="client to die")
-    assert env.list_json()[sid]["status"] == "ended"
+    assert env.list_json()[sid]["state"] == "ended"
     assert removed_ids(env.clean_json()) == {sid: "empty"}
     assert not exists(env, sid) and not os.path.lexists(os.path.join(env.active, sid))
     assert env.read_registry()["sessions"] == {}
@@ -736,7 +736,7 @@ def test_entries_from_another_pid_namespace_count_as_live_until_ended_or_reboote
     reg["sessions"][rebooted]["boot_id"] = "00000000-0000-4000-8000-000000000000"
     env.write_registry(reg["sessions"])
 
-    assert {sid: row["status"] for sid, row in env.list_json().items()} == {
+    assert {sid: row["state"] for sid, row in env.list_json().items()} == {
         live: "active", ended: "ended", rebooted: "ended", legacy: "ended"}
     result = env.clean_json("--days", "0")
     assert kept_ids(result) == {live: "live"}

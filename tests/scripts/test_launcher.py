@@ -47,7 +47,7 @@ def test_fifty_parallel_launches_are_isolated(env):
              or any(p.poll() is not None for p in procs), timeout=40, what="50 clients")
     assert [p.poll() for p in procs] == [None] * 50, "a launch failed early"
     assert len(os.listdir(env.active)) == 50
-    assert sorted(r["status"] for r in env.list_json().values()) == ["active"] * 50
+    assert sorted(r["state"] for r in env.list_json().values()) == ["active"] * 50
     open(go, "w").close()
     for p in procs:
         p.wait(timeout=40)
@@ -118,11 +118,11 @@ def test_active_link_exists_while_client_runs(env):
     link = os.path.join(env.active, sid)
     assert os.path.islink(link) and os.path.realpath(link) == os.path.realpath(env.sdir(sid))
     assert env.read_registry()["sessions"][sid]["status"] == "active"
-    assert env.list_json()[sid]["status"] == "active"
+    assert env.list_json()[sid]["state"] == "active"
     open(go, "w").close()
     assert p.wait(timeout=20) == 0
     assert not os.path.lexists(link)
-    assert env.list_json()[sid]["status"] == "ended"
+    assert env.list_json()[sid]["state"] == "ended"
 
 
 # ---------------------------------------------------------------- capacity guard
@@ -192,25 +192,27 @@ def _populate_claude_home(env, names):
             f.write(content)
 
 
-def test_default_inherit_lists_copy_and_link(env):
+DEFAULT_LINKS = ["settings.json", "CLAUDE.md", "agents", "commands", "skills", "output-styles",
+                 "keybindings.json"]
+
+
+def test_default_inherit_policy_links_user_config_and_shares_no_state(env):
     _populate_claude_home(env, {"settings.json": '{"theme":"dark"}', "CLAUDE.md": "# rules\n",
+                                "agents/a.md": "a", "commands/c.md": "c", "skills/s/SKILL.md": "s",
+                                "output-styles/o.md": "o", "keybindings.json": "[]",
+                                "plugins/installed_plugins.json": "{}",
                                 ".credentials.json": '{"token":"t"}', "history.jsonl": "old\n",
                                 ".claude.json": "{}", "projects/p/x.jsonl": "{}\n"})
     r = env.run()
     assert r.returncode == 0, r.stderr
+    assert r.stderr == b""
     (sid,) = env.session_ids()
     path = env.sdir(sid)
-    for name in ("settings.json", "CLAUDE.md"):
-        copy, orig = os.path.join(path, name), os.path.join(env.claude_home, name)
-        assert not os.path.islink(copy) and os.path.isfile(copy)
-        assert os.stat(copy).st_ino != os.stat(orig).st_ino
-        assert sha256(copy) == sha256(orig)
-    cred = os.path.join(path, ".credentials.json")
-    assert os.path.islink(cred)
-    assert os.readlink(cred) == os.path.join(env.claude_home, ".credentials.json")
-    # Nothing else is shared: the session's history is its own, no projects, no .claude.json.
-    assert sorted(os.listdir(path)) == [".credentials.json", "CLAUDE.md", "client.pid",
-                                        "history.jsonl", "settings.json"]
+    for name in DEFAULT_LINKS:
+        assert os.readlink(os.path.join(path, name)) == os.path.join(env.claude_home, name)
+    # No credentials (the default store is used through the variable), no
+    # plugins (the client writes into it), no shared state.
+    assert sorted(os.listdir(path)) == sorted(DEFAULT_LINKS + ["client.pid", "history.jsonl"])
     assert len(history_lines(path)) == 1
 
 
@@ -224,16 +226,17 @@ def test_missing_inherit_sources_are_skipped_quietly(env):
 
 
 def test_custom_inherit_lists_from_session_conf(env):
-    env.write_conf("# custom lists\ninherit_copy = notes.txt  sub/deep.json tools\n"
+    env.write_conf("# custom lists\ninherit_copy = notes.txt  tools\n"
                    "inherit_link=settings.json absent.json\n")
-    _populate_claude_home(env, {"notes.txt": "n", "sub/deep.json": "{}", "tools/a.sh": "a",
+    _populate_claude_home(env, {"notes.txt": "n", "tools/a.sh": "a",
                                 "settings.json": "{}", "CLAUDE.md": "not inherited",
                                 ".credentials.json": "not inherited"})
-    assert env.run().returncode == 0
+    r = env.run()
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
     (sid,) = env.session_ids()
     path = env.sdir(sid)
     assert os.path.isfile(os.path.join(path, "notes.txt"))
-    assert os.path.isfile(os.path.join(path, "sub", "deep.json"))
+    assert not os.path.islink(os.path.join(path, "notes.txt"))
     assert os.path.isfile(os.path.join(path, "tools", "a.sh"))
     assert not os.path.islink(os.path.join(path, "tools"))
     assert os.readlink(os.path.join(path, "settings.json")) == \
@@ -243,12 +246,15 @@ def test_custom_inherit_lists_from_session_conf(env):
 
 
 def test_inherit_names_outside_claude_home_are_refused(env):
-    env.write_conf("inherit_copy=../outside /etc/hostname . sessions\ninherit_link=sub/../../outside\n")
+    env.write_conf("inherit_copy=../outside /etc/hostname . .. sub/deep.json\n"
+                   "inherit_link=sub/../../outside ./settings.json\n")
+    _populate_claude_home(env, {"sub/deep.json": "{}", "settings.json": "{}"})
     with open(os.path.join(env.home, "outside"), "w") as f:
         f.write("secret")
     r = env.run()
     assert r.returncode == 0
-    assert r.stderr.count(b"inherit: ignoring") == 5
+    assert r.stderr.count(b": ignoring") == 7, r.stderr
+    assert r.stderr.count(b"directly in claude_home") == 7
     (sid,) = env.session_ids()
     assert sorted(os.listdir(env.sdir(sid))) == ["client.pid", "history.jsonl"]
 
@@ -300,11 +306,11 @@ def test_config_parsing(tmp_path, monkeypatch):
     assert cfg.claude_home == str(tmp_path / "x y")
     assert cfg.sessions_dir == str(tmp_path / "x y" / "sessions")
     assert (cfg.max_sessions, cfg.inherit_copy, cfg.inherit_link, cfg.host) == \
-        (7, ["a=b", "c"], [".credentials.json"], "lxc122")
+        (7, ["a=b", "c"], DEFAULT_LINKS, "lxc122")
 
     missing = sr.load_config(str(tmp_path / "absent.conf"))
-    assert (missing.claude_home, missing.max_sessions, missing.inherit_copy) == \
-        (str(tmp_path / ".claude"), 4, ["settings.json", "CLAUDE.md"])
+    assert (missing.claude_home, missing.max_sessions, missing.inherit_copy, missing.inherit_link) == \
+        (str(tmp_path / ".claude"), 4, [], DEFAULT_LINKS)
     assert missing.host  # the hostname
 
     conf.write_text("claude_home=~\n")
@@ -352,33 +358,78 @@ def test_claude_session_conf_env_overrides(env):
 
 # ---------------------------------------------------------------- list
 
-def test_list_reports_status_activity_and_history(env):
-    ended = env.make_session(history=b"12345\n")
+LIST_KEYS = {"id", "name", "host", "state", "started", "ended", "last_activity", "pid", "exit_code",
+             "first_prompt", "size_bytes", "dir", "cwd"}
+
+
+def test_list_reports_state_activity_and_first_prompt(env):
+    ended = env.make_session(history=b'{"display":"fix the parser\\nplease","timestamp":1}\n'
+                                     b'{"display":"second","timestamp":2}\n')
     crashed = env.make_session(history=b"", status="active")         # launcher gone
     live = env.make_session(history=None, status="active", pid=os.getpid(),
                             pid_start=start_time(os.getpid()))
     orphan = env.make_session(history=b"ab", registered=False)
     gone = env.make_session(history=b"")
     shutil.rmtree(env.sdir(gone))
+    old = time.time() - 3 * 86400
+    for root, dirs, files in os.walk(env.sdir(ended)):
+        for name in dirs + files:
+            os.utime(os.path.join(root, name), (old, old))
+    os.utime(env.sdir(ended), (old, old))
     rows = env.list_json()
-    assert {k: rows[k]["status"] for k in rows} == {
+    assert {k: rows[k]["state"] for k in rows} == {
         ended: "ended", crashed: "ended", live: "active", orphan: "orphaned", gone: "ended"}
-    assert rows[ended]["history_bytes"] == 6 and rows[live]["history_bytes"] == 0
-    assert rows[orphan]["started"] is None and rows[ended]["started"] == "2020-01-01T00:00:00Z"
-    assert rows[ended]["last_activity"].endswith("Z") and rows[gone]["last_activity"] is None
-    assert set(rows[ended]) == {"id", "name", "status", "started", "last_activity",
-                                "history_bytes", "dir"}
+    for row in rows.values():
+        assert set(row) == LIST_KEYS
+    e = rows[ended]
+    assert e["first_prompt"] == "fix the parser\nplease"             # in full in JSON
+    assert e["last_activity"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(old))
+    assert e["size_bytes"] == os.path.getsize(os.path.join(env.sdir(ended), "history.jsonl"))
+    assert (e["started"], e["ended"], e["exit_code"], e["host"]) == \
+        ("2020-01-01T00:00:00Z", "2020-01-01T00:00:01Z", 0, "test")
+    assert e["cwd"] is None                                            # an older entry: no cwd
+    assert rows[live]["pid"] == os.getpid() and rows[live]["ended"] is None
+    assert rows[live]["first_prompt"] is None and rows[live]["size_bytes"] == 0
+    assert rows[orphan]["started"] is None and rows[orphan]["pid"] is None
+    assert rows[orphan]["first_prompt"] is None                         # not JSON
+    assert rows[gone]["last_activity"] is None and rows[gone]["size_bytes"] is None
 
     text = env.tool("claude-session-list")
     assert text.returncode == 0
     lines = text.stdout.decode().splitlines()
     assert len(lines) == 5
     by_id = {line.split("\t")[0]: line.split("\t") for line in lines}
-    assert by_id[orphan][1:3] == ["-", "orphaned"] and by_id[ended][5] == "6"
+    assert by_id[orphan][1:3] == ["-", "orphaned"]
+    assert by_id[ended][2:] == ["ended", "2020-01-01T00:00:00Z", e["last_activity"],
+                                "fix the parser please"]
 
+    active = env.run("list", "--active", "--json")
+    assert active.returncode == 0
+    assert [r["id"] for r in json.loads(active.stdout)] == [live]
     via_launcher = env.run("list", "--json")
     assert via_launcher.returncode == 0
     assert {r["id"]: r for r in json.loads(via_launcher.stdout)} == rows
+
+
+def test_list_cuts_a_long_first_prompt_to_80_characters_in_text(env):
+    prompt = "word " * 40
+    sid = env.make_session(history=(json.dumps({"display": prompt}) + "\n").encode())
+    (line,) = env.tool("claude-session-list").stdout.decode().splitlines()
+    shown = line.split("\t")[5]
+    assert len(shown) == 80 and shown.endswith("\u2026") and prompt.startswith(shown[:-1])
+    assert env.list_json()[sid]["first_prompt"] == prompt
+
+
+def test_list_records_where_a_session_was_started(env):
+    work = os.path.join(env.tmp, "work dir")
+    os.makedirs(work)
+    r = subprocess.run([env.launcher, "--name", "here"], env=env.environ(), cwd=work,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (row,) = env.list_json().values()
+    assert row["cwd"] == work and row["name"] == "here"
+    assert row["first_prompt"] is None       # the stub's history lines have no display
+    assert row["exit_code"] == 0 and row["ended"].endswith("Z")
 
 
 def test_list_with_unreadable_registry_exits_2(env):

@@ -84,11 +84,19 @@ def test_usage_errors_exit_64(argv, capsys):
     assert "usage: session_registry.py" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("target", [[], ["--id", "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11", "--resume", "x"]])
+def test_session_needs_exactly_one_of_id_and_resume(target, capsys):
+    assert sr.main(["session", "--pid", str(os.getpid())] + target) == sr.EX_USAGE
+    assert "exactly one of --id and --resume" in capsys.readouterr().err
+
+
 def test_options_parse_in_both_spellings():
     sid = "0b9c6a34-3e6a-4d3c-9f57-0d6d1f0c2a11"
     session = sr.COMMANDS["session"][1]
     opts = sr.parse_options(["--id=" + sid, "--pid", "12", "--name=a=b", "--force"], session)
-    assert opts == {"--id": sid, "--pid": 12, "--name": "a=b", "--force": True}
+    assert opts == {"--id": sid, "--resume": None, "--pid": 12, "--name": "a=b", "--force": True}
+    opts = sr.parse_options(["--resume=my name", "--pid=3"], session)
+    assert (opts["--id"], opts["--resume"], opts["--pid"]) == (None, "my name", 3)
     opts = sr.parse_options(["--id", sid], sr.COMMANDS["finish"][1])
     assert opts == {"--id": sid, "--exit-code": None}
     many = {"--session": ([sr.session_id], None), "--days": (float, None)}

@@ -4,8 +4,10 @@ import ast
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -86,6 +88,30 @@ def _newer_usage(tree):
         elif type(node).__name__ in ("Match", "TryStar", "TypeAlias"):
             found.append("%s statement (line %d)" % (type(node).__name__, node.lineno))
     return found
+
+
+def _rust_str_list(source, name):
+    """The string literals of `pub const NAME: &[&str] = &[...];` in Rust source."""
+    found = re.search(r"pub const %s: &\[&str\] = &\[(.*?)\];" % re.escape(name), source, re.S)
+    assert found, "no %s list" % name
+    body = "\n".join(line.split("//")[0] for line in found.group(1).splitlines())
+    return [m.group(1) for m in re.finditer(r'"((?:[^"\\]|\\.)*)"', body)]
+
+
+def test_per_session_state_is_the_same_list_as_csdeploys():
+    # Hosts run the launcher without csdeploy: it keeps its own copy of the list.
+    sys.path.insert(0, FILES)
+    import session_registry as sr
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "vars.rs")) as f:
+        rust = _rust_str_list(f.read(), "PER_SESSION_STATE")
+    assert len(rust) >= 10, rust
+    assert list(sr.PER_SESSION_STATE) == rust
+
+
+def test_rust_list_parser_reads_what_it_names():
+    src = 'pub const X: &[&str] = &[\n    "a.json", // a comment "b"\n    "c",\n];\npub const Y: &[&str] = &["d"];'
+    assert _rust_str_list(src, "X") == ["a.json", "c"]
 
 
 def test_shellcheck_clean_remote_gather():
