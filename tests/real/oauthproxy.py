@@ -57,8 +57,10 @@ class TokenProxy(object):
         self.lock = threading.Lock()
         self.refreshes = []  # one dict per POST /v1/oauth/token: the JSON body and our answer
         self.refused = []    # what else was asked: ("CONNECT", "host:port") / ("GET", url) / ...
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(ca.cert, ca.key)
+        self.ctx = None  # no CA: every CONNECT is refused
+        if ca is not None:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(ca.cert, ca.key)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -92,7 +94,7 @@ class TokenProxy(object):
                 conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
             host = target.rsplit(":", 1)[0]
-            if host not in self.hosts or not target.endswith(":443"):
+            if host not in self.hosts or not target.endswith(":443") or self.ctx is None:
                 self._refuse(("CONNECT", target))
                 conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
@@ -158,7 +160,7 @@ class TokenProxy(object):
         return {"HTTPS_PROXY": self.url, "https_proxy": self.url,
                 "HTTP_PROXY": self.url, "http_proxy": self.url,
                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-                "NODE_EXTRA_CA_CERTS": ca.ca_cert}
+                **({"NODE_EXTRA_CA_CERTS": ca.ca_cert} if ca is not None else {})}
 
     def close(self):
         self._stop = True
