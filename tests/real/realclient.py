@@ -162,17 +162,19 @@ class Client(object):
                 return {}
             self.pty.pump(0.1)
 
-    def type_line(self, text):
-        """Type text, see it on the prompt line, press Enter."""
+    def type_text(self, text):
+        """Type text and wait until the input line shows it (`❯` NO-BREAK SPACE text)."""
         self.pty.send(text)
-        self.pty.wait(lambda s: ("❯\u00a0" + text) in s or ("❯ " + text) in s, timeout=10,
-                      what="%r on the prompt line" % text)
+        self.pty.wait(lambda s: ("\n❯\u00a0" + text) in s, timeout=10, what="%r on the input line" % text)
+
+    def type_line(self, text):
+        """Type text, see it on the input line, press Enter."""
+        self.type_text(text)
         self.pty.send(ENTER)
 
     def exit(self, timeout=15):
         """/exit + Enter; returns the exit status (fails if it does not exit)."""
-        self.pty.send("/exit")
-        self.pty.wait("/exit", timeout=5, what="/exit typed")
+        self.type_text("/exit")
         time.sleep(0.2)  # let the command menu settle on /exit
         self.pty.send(ENTER)
         status = self.pty.wait_exit(timeout)
