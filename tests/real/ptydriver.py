@@ -18,10 +18,13 @@ import select
 import signal
 import struct
 import subprocess
+import sys
 import termios
 import time
 import unicodedata
 
+_SESSION_LEADER = ("import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
 ENTER = "\r"
 NBSP = "\u00a0"
 CTRL_C = "\x03"
@@ -196,14 +199,13 @@ class Pty(object):
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
-        def controlling_tty():
-            # start_new_session already made us a session leader: take the pty.
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
+        # A session of its own whose controlling terminal is the pty, made by a
+        # small exec wrapper rather than a preexec_fn (not safe in a process
+        # with threads, and the tests run a proxy thread).
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=slave, stdout=slave, stderr=slave,
-                                         env=env, cwd=cwd, start_new_session=True,
-                                         preexec_fn=controlling_tty, close_fds=True)
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _SESSION_LEADER] + self.argv,
+                                         stdin=slave, stdout=slave, stderr=slave,
+                                         env=env, cwd=cwd, close_fds=True)
         finally:
             os.close(slave)
         self.master = master
@@ -312,6 +314,8 @@ class Pty(object):
             os.killpg(self.pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self.proc.poll() is None:
+            self.proc.kill()  # not yet its own group leader (killed right after the start)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
