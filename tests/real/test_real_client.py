@@ -188,13 +188,21 @@ def session_dir_of(lab, client):
     return d, env
 
 
+def list_json(lab):
+    r = lab.launcher_run("list", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    return {row["id"]: row for row in json.loads(r.stdout)}
+
+
 def test_launcher_two_sessions_in_parallel(lab):
     """Two sessions started at once through the deployed launcher, with an
     onboarded, logged-in default dir: both reach the prompt (no onboarding,
     trust or login screen) showing the default login's plan; each typed prompt
     lands in its own session's history.jsonl (distinct files), each session has
     its own .claude.json and transcript, no credentials file in either, nothing
-    in the default history, and the default dir and ~/.claude.json unchanged."""
+    in the default history, and the default dir and ~/.claude.json unchanged;
+    `claude-session list --json` reads each one's first prompt from the real
+    client's history."""
     lab.deploy()
     lab.onboard()
     user_json = os.path.join(lab.home, ".claude.json")
@@ -225,6 +233,10 @@ def test_launcher_two_sessions_in_parallel(lab):
         assert len(transcripts(d)) == 1, os.listdir(d)
         assert not os.path.lexists(os.path.join(d, ".credentials.json"))
     assert len(inodes) == 2
+    listed = list_json(lab)
+    for d, text in zip(dirs, texts):
+        row = listed[os.path.basename(d)]
+        assert (row["state"], row["first_prompt"], row["exit_code"]) == ("ended", text, 0), row
     assert not os.path.lexists(os.path.join(lab.claude_home, "history.jsonl"))
     assert not os.path.lexists(os.path.join(lab.claude_home, "projects"))
     assert open(user_json, "rb").read() == before_json, "~/.claude.json changed"
@@ -262,12 +274,6 @@ def test_launcher_token_refresh_one_for_two_sessions(lab):
         assert c.exit() == 0
     for d in dirs:
         assert not os.path.lexists(os.path.join(d, ".credentials.json")), d
-
-
-def list_json(lab):
-    r = lab.launcher_run("list", "--json")
-    assert r.returncode == 0, r.stderr.decode()
-    return {row["id"]: row for row in json.loads(r.stdout)}
 
 
 @pytest.mark.parametrize("where", ["work-dir", "other-dir"])
