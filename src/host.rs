@@ -70,11 +70,18 @@ impl Host {
             inventory,
             scoped: &scoped,
         };
+        if name.chars().any(char::is_control) {
+            return Err(Error::Invalid {
+                file: inventory.file.clone(),
+                key: name.escape_debug().to_string(),
+                message: "a host name must not hold control characters (a newline would forge \
+                          lines in every report)"
+                    .into(),
+            });
+        }
         let connection = match check.string("ansible_connection")?.as_deref() {
             None | Some("ssh") => Connection::Ssh(SshTarget {
-                host: check
-                    .string("ansible_host")?
-                    .unwrap_or_else(|| name.to_string()),
+                host: check.destination(name)?,
                 port: check.port()?,
                 user: check.string("ansible_user")?,
                 key_file: check.string("ansible_ssh_private_key_file")?,
@@ -138,6 +145,42 @@ impl Checker<'_> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(other) => Err(self.error(key, format!("expected a string, found {other}"))),
+        }
+    }
+
+    /// Where ssh connects: `ansible_host`, else the host's name. ssh reads a
+    /// destination that starts with `-` as an option (`-oProxyCommand=...`),
+    /// and the openssh crate cannot put `--` before it, so such a value is
+    /// refused here; so are blanks and control characters, which no host
+    /// name or ssh config alias holds.
+    fn destination(&self, name: &str) -> Result<String> {
+        let (value, key) = match self.string("ansible_host")? {
+            Some(host) => (host, "ansible_host"),
+            None => (name.to_string(), "inventory_hostname"),
+        };
+        let bad = if value.starts_with('-') {
+            Some("starts with `-`, which ssh would read as an option")
+        } else if value.is_empty() {
+            Some("is empty")
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("holds blanks or control characters")
+        } else {
+            None
+        };
+        match bad {
+            None => Ok(value),
+            Some(why) if key == "ansible_host" => Err(self.error(
+                key,
+                format!(
+                    "`{}` {why}: give a host name, an address or an ssh config alias",
+                    value.escape_debug()
+                ),
+            )),
+            Some(why) => Err(Error::Invalid {
+                file: self.inventory.file.clone(),
+                key: value.escape_debug().to_string(),
+                message: format!("host name {why}: set `ansible_host` to where ssh should connect"),
+            }),
         }
     }
 
@@ -228,6 +271,51 @@ mod tests {
 
     fn host(text: &str, name: &str) -> Result<Host> {
         Host::resolve(&Inventory::parse("h.yml", text).unwrap(), name)
+    }
+
+    #[test]
+    fn a_destination_ssh_would_read_as_an_option_is_refused() {
+        let err = host(
+            "all:\n  hosts:\n    a:\n      ansible_host: \"-oProxyCommand=touch /tmp/x\"\n",
+            "a",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("h.yml:4:") && err.contains("ansible_host") && err.contains("option"),
+            "{err}"
+        );
+        let err = host(
+            "all:\n  hosts:\n    \"-oProxyCommand=x\":\n",
+            "-oProxyCommand=x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("set `ansible_host`"), "{err}");
+        let err = host("all:\n  hosts:\n    a:\n      ansible_host: \"h b\"\n", "a").unwrap_err();
+        assert!(err.to_string().contains("blanks"), "{err}");
+        // A local host needs no destination.
+        assert!(
+            host(
+                "all:\n  hosts:\n    \"my laptop\": {ansible_connection: local}\n",
+                "my laptop"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_host_name_with_a_newline_is_refused() {
+        let err = host(
+            "all:\n  hosts:\n    \"a\\nok: forged\": {ansible_connection: local}\n",
+            "a\nok: forged",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("control characters") && err.contains("a\\nok"),
+            "{err}"
+        );
     }
 
     #[test]
