@@ -274,7 +274,7 @@ pub fn inventory(settings: &Settings) -> Result<ExitCode> {
     let document = serde_json::json!({"hosts": hosts, "groups": groups});
     let text = match settings.format {
         Format::Json => serde_json::to_string_pretty(&document).unwrap_or_default(),
-        Format::Text | Format::Junit => serde_yaml::to_string(&document).unwrap_or_default(),
+        Format::Text | Format::Junit => crate::yaml::to_string(&document),
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));
