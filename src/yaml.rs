@@ -24,7 +24,7 @@ use serde::de::{self, DeserializeOwned, Deserializer as _, IntoDeserializer, Vis
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::TScalarStyle;
 
-use crate::error::{Error, Location};
+use crate::error::{Error, Location, Result};
 
 /// A line and a column, both from 1.
 type Position = (usize, usize);
@@ -73,29 +73,24 @@ impl Locations {
     }
 
     fn index(&mut self, node: &Node, path: &str) {
-        match &node.body {
-            Body::Scalar(..) => {}
-            Body::Seq(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    self.add(format!("{path}[{i}]"), item.at, item);
-                }
-            }
-            Body::Map(entries) => {
-                for (key, entry) in entries {
-                    self.add(child_path(path, key), entry.key.at, &entry.value);
-                }
-            }
+        let children: Vec<(String, Position, &Node)> = match &node.body {
+            Body::Scalar(..) => Vec::new(),
+            Body::Seq(items) => (items.iter().enumerate())
+                .map(|(i, item)| (format!("{path}[{i}]"), item.at, item))
+                .collect(),
+            Body::Map(entries) => (entries.iter())
+                .map(|(text, (key, value))| (child_path(path, text), key.at, value))
+                .collect(),
+        };
+        for (child, position, node) in children {
+            self.index(node, &child);
+            self.positions.insert(child, position);
         }
-    }
-
-    fn add(&mut self, path: String, position: Position, node: &Node) {
-        self.index(node, &path);
-        self.positions.insert(path, position);
     }
 }
 
 /// Parses `text` (read from `file`, used in messages) as a `T`.
-pub fn load<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Locations), Error> {
+pub fn load<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Locations)> {
     let mut reader = Reader {
         parser: Parser::new_from_str(text),
         locations: Locations {
@@ -109,8 +104,8 @@ pub fn load<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Locations
     let mut locations = reader.locations;
     locations.index(&root, "");
     let value = T::deserialize(De::new(&root, String::new())).map_err(|err| {
-        let (path, position) = err.place.unwrap_or_default();
-        locations.error_at(position, &path, err.message)
+        let (path, position) = err.1.unwrap_or_default();
+        locations.error_at(position, &path, err.0)
     })?;
     Ok((value, locations))
 }
@@ -162,16 +157,10 @@ struct Node {
 enum Body {
     /// The text as written, and what it means.
     Scalar(String, Scalar),
-    /// By key text; merge keys applied, in the order PyYAML gives.
-    Map(IndexMap<String, Entry>),
+    /// By key text: the key (a string scalar, for where it stands) and the
+    /// value; merge keys applied, in the order PyYAML gives.
+    Map(IndexMap<String, (Node, Node)>),
     Seq(Vec<Node>),
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    /// The key as a string scalar, for where it stands.
-    key: Node,
-    value: Node,
 }
 
 /// What a scalar means, as PyYAML resolves YAML 1.1.
@@ -188,7 +177,7 @@ impl Node {
     fn size(&self) -> usize {
         1 + match &self.body {
             Body::Scalar(..) => 0,
-            Body::Map(entries) => entries.values().map(|e| e.value.size()).sum(),
+            Body::Map(entries) => entries.values().map(|(_, value)| value.size()).sum(),
             Body::Seq(items) => items.iter().map(Node::size).sum(),
         }
     }
@@ -204,23 +193,22 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn fail<T>(&self, at: Position, path: &str, message: impl Display) -> Result<T, Error> {
+    fn fail<T>(&self, at: Position, path: &str, message: impl Display) -> Result<T> {
         Err(self.locations.error_at(at, path, message))
     }
 
-    fn next(&mut self) -> Result<(Event, Position), Error> {
+    fn next(&mut self) -> Result<(Event, Position)> {
         match self.parser.next_token() {
             Ok((event, mark)) => Ok((event, (mark.line(), mark.col() + 1))),
-            Err(err) => self.fail(
-                (err.marker().line(), err.marker().col() + 1),
-                "",
-                err.info(),
-            ),
+            Err(err) => {
+                let at = (err.marker().line(), err.marker().col() + 1);
+                self.fail(at, "", err.info())
+            }
         }
     }
 
     /// The one document of the file; an empty file is null.
-    fn document(&mut self) -> Result<Node, Error> {
+    fn document(&mut self) -> Result<Node> {
         let mut root = None;
         loop {
             match self.next()? {
@@ -240,13 +228,7 @@ impl Reader<'_> {
     }
 
     /// The node that `event` (at `at`) starts, standing at key path `path`.
-    fn node(
-        &mut self,
-        event: Event,
-        at: Position,
-        path: &str,
-        depth: usize,
-    ) -> Result<Node, Error> {
+    fn node(&mut self, event: Event, at: Position, path: &str, depth: usize) -> Result<Node> {
         if depth > MAX_DEPTH {
             return self.fail(at, path, "nested too deeply");
         }
@@ -305,8 +287,8 @@ impl Reader<'_> {
 
     /// A mapping's entries, up to its end, with merge keys applied, and where
     /// its first key stands.
-    fn mapping(&mut self, path: &str, depth: usize) -> Result<(Body, Option<Position>), Error> {
-        let mut own: IndexMap<String, Entry> = IndexMap::new();
+    fn mapping(&mut self, path: &str, depth: usize) -> Result<(Body, Option<Position>)> {
+        let mut own: IndexMap<String, (Node, Node)> = IndexMap::new();
         let mut merges = Vec::new();
         let mut first_key = None;
         loop {
@@ -322,8 +304,8 @@ impl Reader<'_> {
             };
             first_key = first_key.or(Some(at));
             let child = child_path(path, &text);
-            if !merge && let Some(first) = own.get(&text) {
-                let line = first.key.at.0;
+            if !merge && let Some((first, _)) = own.get(&text) {
+                let line = first.at.0;
                 let message = format!("duplicate key `{text}` (first at line {line})");
                 return self.fail(at, &child, message);
             }
@@ -336,7 +318,7 @@ impl Reader<'_> {
                     at,
                     body: Body::Scalar(text.clone(), Scalar::Str),
                 };
-                own.insert(text, Entry { key, value });
+                own.insert(text, (key, value));
             }
         }
         // As PyYAML: the merged mappings first (of a list, the last first),
@@ -405,9 +387,10 @@ fn resolve(text: &str) -> Scalar {
 /// is a string), `1_000`, `1:30` (90).
 fn int(text: &str) -> Option<i64> {
     let text = text.replace('_', "");
-    let (sign, digits) = signed(&text);
+    let (sign, digits) = text
+        .strip_prefix('-')
+        .map_or((1, text.trim_start_matches('+')), |d| (-1, d));
     let n = match digits {
-        "0" => 0,
         _ if digits.starts_with("0b") => i64::from_str_radix(&digits[2..], 2).ok()?,
         _ if digits.starts_with("0x") => i64::from_str_radix(&digits[2..], 16).ok()?,
         _ if digits.starts_with('0') => i64::from_str_radix(digits, 8).ok()?,
@@ -415,13 +398,15 @@ fn int(text: &str) -> Option<i64> {
             n.checked_mul(60)?.checked_add(part.parse().ok()?)
         })?,
     };
-    Some(sign as i64 * n)
+    Some(sign * n)
 }
 
 /// PyYAML's `construct_yaml_float`: `1.10`, `1.0e+5`, `1:30.5` (90.5), `.inf`.
 fn float(text: &str) -> f64 {
     let text = text.replace('_', "").to_lowercase();
-    let (sign, digits) = signed(&text);
+    let (sign, digits) = text
+        .strip_prefix('-')
+        .map_or((1.0, text.trim_start_matches('+')), |d| (-1.0, d));
     sign * match digits {
         ".inf" => f64::INFINITY,
         ".nan" => f64::NAN,
@@ -431,29 +416,15 @@ fn float(text: &str) -> f64 {
     }
 }
 
-fn signed(text: &str) -> (f64, &str) {
-    match text.strip_prefix('-') {
-        Some(rest) => (-1.0, rest),
-        None => (1.0, text.strip_prefix('+').unwrap_or(text)),
-    }
-}
-
-/// An error while deserializing, placed (key path, position) by the
-/// innermost node that sees it.
+/// An error while deserializing, and where: the key path and position of
+/// the innermost node that saw it.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct DeError {
-    message: String,
-    place: Option<(String, Position)>,
-}
+#[error("{0}")]
+struct DeError(String, Option<(String, Position)>);
 
 impl de::Error for DeError {
     fn custom<M: Display>(message: M) -> Self {
-        let message = message.to_string();
-        DeError {
-            message,
-            place: None,
-        }
+        DeError(message.to_string(), None)
     }
 }
 
@@ -469,7 +440,7 @@ impl<'de> De<'de> {
     }
 
     fn place(&self, mut err: DeError) -> DeError {
-        (err.place).get_or_insert_with(|| (self.path.clone(), self.node.at));
+        (err.1).get_or_insert_with(|| (self.path.clone(), self.node.at));
         err
     }
 
@@ -518,12 +489,9 @@ impl<'de> de::Deserializer<'de> for De<'de> {
                 (items.iter().enumerate()).map(|(i, item)| De::new(item, format!("{path}[{i}]"))),
             )),
             // A key's errors (an unknown field) stand at the key and name the mapping.
-            Body::Map(entries) => {
-                visitor.visit_map(MapDeserializer::new(entries.iter().map(|(key, entry)| {
-                    let value = De::new(&entry.value, child_path(path, key));
-                    (De::new(&entry.key, path.clone()), value)
-                })))
-            }
+            Body::Map(entries) => visitor.visit_map(MapDeserializer::new(entries.iter().map(
+                |(text, (k, v))| (De::new(k, path.clone()), De::new(v, child_path(path, text))),
+            ))),
         };
         result.map_err(|e| self.place(e))
     }
@@ -619,32 +587,23 @@ mod tests {
     #[test]
     fn plain_scalars_mean_what_pyyaml_reads_and_strings_keep_their_text() {
         let words: Vec<&str> = PYYAML.split_whitespace().collect();
-        for pair in words.chunks(2) {
-            let (text, expected) = (pair[0], serde_json::from_str::<Value>(pair[1]).unwrap());
-            assert_eq!(json(&format!("k: {text}"))["k"], expected, "{text}");
-            // Where a string is expected, the text stays as written.
-            let (string, _) =
-                load::<IndexMap<String, Option<String>>>("m.yml", &format!("k: {text}")).unwrap();
-            assert_eq!(
-                string["k"].as_deref(),
-                (!expected.is_null()).then_some(text),
-                "{text}"
-            );
-        }
+        let (texts, expected): (Vec<&str>, Vec<Value>) = (words.chunks(2))
+            .map(|p| (p[0], serde_json::from_str(p[1]).unwrap()))
+            .unzip();
+        let doc: String = texts.iter().map(|text| format!("- {text}\n")).collect();
+        assert_eq!(json(&doc), Value::Array(expected.clone()));
+        // Where a string is expected, the text stays as written.
+        let (strings, _) = load::<Vec<Option<String>>>("m.yml", &doc).unwrap();
+        let texts =
+            (texts.iter().zip(&expected)).map(|(t, e)| (!e.is_null()).then(|| t.to_string()));
+        assert_eq!(strings, texts.collect::<Vec<_>>());
         let (floats, _) = load::<Vec<f64>>("m.yml", "[.inf, -.Inf, .NaN]").unwrap();
-        assert_eq!(
-            (floats[0], floats[1], floats[2].is_nan()),
-            (f64::INFINITY, f64::NEG_INFINITY, true)
-        );
+        assert_eq!(format!("{floats:?}"), "[inf, -inf, NaN]");
         // Quoted scalars are strings; `!!str` makes one, `!!int` reads the text as if plain.
         let doc = json("d: '0755'\ne: \"yes\"\nf: !!str 0755\ng: !!int '0755'\nh:\n");
         assert_eq!(
             doc,
             json!({"d": "0755", "e": "yes", "f": "0755", "g": 493, "h": null})
-        );
-        assert_eq!(
-            error::<Value>("a: !vault x\n"),
-            "m.yml:1:11: a: unsupported tag `!vault`"
         );
     }
 
@@ -652,17 +611,13 @@ mod tests {
     fn indexes_nested_keys() {
         let text = "- name: a\n  tasks:\n    - name: x\n      copy:\n        dest: /x\n    - name: y\n      file: {path: /y}\n";
         let (_, locations) = load::<Value>("p.yml", text).unwrap();
-        let at = |path: &str| (locations.find(path).line, locations.find(path).column);
-        assert_eq!(
-            (at("[0].tasks[0].copy.dest"), at("[0].tasks[1].file.path")),
-            ((5, 9), (7, 14))
-        );
-        assert_eq!(
-            (at("[0].tasks[1].name"), at("[0].tasks[1]")),
-            ((6, 7), (6, 7))
-        );
+        let at = |path: &str| locations.find(path).to_string();
+        assert_eq!(at("[0].tasks[0].copy.dest"), "p.yml:5:9");
+        assert_eq!(at("[0].tasks[1].file.path"), "p.yml:7:14");
+        // A sequence item where it starts; a block mapping at its first key.
+        assert_eq!(at("[0].tasks[1]"), at("[0].tasks[1].name"));
         // Unknown leaf falls back to the nearest known ancestor.
-        assert_eq!(at("[0].tasks[1].file.mode"), (7, 7));
+        assert_eq!(at("[0].tasks[1].file.mode"), "p.yml:7:7");
     }
 
     #[derive(serde::Deserialize, Debug)]
@@ -690,6 +645,7 @@ mod tests {
             ("a:\n  user: x\n", "m.yml:2:3: a: missing field `port`"),
             ("a: [\n", "m.yml:2:1: (document): while parsing a node, did not find expected node content"),
             ("a: {port: 1}\n---\nb: {port: 2}\n", "m.yml:3:2: (document): a file holds one YAML document"),
+            ("a: {port: !vault x}\n", "m.yml:1:18: a.port: unsupported tag `!vault`"),
         ];
         for (text, expected) in cases {
             assert_eq!(error::<IndexMap<String, Host>>(text), expected);
@@ -721,21 +677,16 @@ mod tests {
             "twice: {<<: *nested}\n",
             "c:\n  <<: [*base, *other]\n  port: 3\n",
         ));
+        let shown = |key: &str| doc[key].to_string();
         // Merged keys first, then the mapping's own: as PyYAML's dict has them.
-        assert_eq!(doc["before"].to_string(), r#"{"port":22,"user":"deploy"}"#);
-        assert_eq!(doc["after"], doc["before"]);
+        assert_eq!(shown("before"), r#"{"port":22,"user":"deploy"}"#);
+        assert_eq!(shown("after"), shown("before"));
         // Of several merged mappings the first wins; the mapping's own keys win over all.
-        assert_eq!(
-            doc["list"].to_string(),
-            r#"{"port":23,"user":"root","shell":"bash"}"#
-        );
-        assert_eq!(
-            doc["c"].to_string(),
-            r#"{"port":3,"shell":"sh","user":"root"}"#
-        );
-        assert_eq!(doc["inline"], json!({"port": 24}));
+        assert_eq!(shown("list"), r#"{"port":23,"user":"root","shell":"bash"}"#);
+        assert_eq!(shown("c"), r#"{"port":3,"shell":"sh","user":"root"}"#);
+        assert_eq!(shown("inline"), r#"{"port":24}"#);
         // A merged mapping's own merges are applied too.
-        assert_eq!(doc["twice"], json!({"port": 25, "user": "root"}));
+        assert_eq!(shown("twice"), r#"{"port":25,"user":"root"}"#);
     }
 
     #[test]
@@ -751,11 +702,6 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(error::<Value>(text), expected);
         }
-        // A key set over a merged one is no repeat.
-        assert_eq!(
-            json("a: &a {x: 1, y: 1}\nd: {x: 4, <<: *a, y: 4}\n")["d"],
-            json!({"x": 4, "y": 4})
-        );
     }
 
     #[test]
@@ -779,11 +725,10 @@ mod tests {
             assert_eq!(error::<Hosts>(&text), expected);
         }
         let (_, locations) = load::<Hosts>("m.yml", &hosts("    port: 22\n", "22")).unwrap();
-        let at = |path: &str| (locations.find(path).line, locations.find(path).column);
-        assert_eq!(
-            (at("hosts.web1.port"), at("hosts.web1.user")),
-            ((7, 5), (3, 3))
-        );
-        assert_eq!((at("hosts.web2.port"), at("hosts.web2")), ((2, 3), (8, 3)));
+        let at = |path: &str| locations.find(path).to_string();
+        assert_eq!(at("hosts.web1.port"), "m.yml:7:5");
+        // Merged-in keys stand where the anchored mapping has them.
+        assert_eq!(at("hosts.web1.user"), "m.yml:3:3");
+        assert_eq!(at("hosts.web2.port"), "m.yml:2:3");
     }
 }
