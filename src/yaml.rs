@@ -51,11 +51,8 @@ impl Locations {
 
     /// An input error at `path`, with its position.
     pub fn error(&self, path: &str, message: impl Into<String>) -> Error {
-        Error::Yaml {
-            location: self.find(path),
-            key: path.to_string(),
-            message: message.into(),
-        }
+        let Location { line, column, .. } = self.find(path);
+        self.error_at((line, column), path, message.into())
     }
 
     /// An input error at `position`; a key path of `""` is the whole document.
@@ -174,12 +171,16 @@ enum Scalar {
 }
 
 impl Node {
-    fn size(&self) -> usize {
-        1 + match &self.body {
-            Body::Scalar(..) => 0,
-            Body::Map(entries) => entries.values().map(|(_, value)| value.size()).sum(),
-            Body::Seq(items) => items.iter().map(Node::size).sum(),
-        }
+    /// How many nodes it holds, and how deep they nest.
+    fn measure(&self) -> (usize, usize) {
+        let children: Vec<&Node> = match &self.body {
+            Body::Scalar(..) => Vec::new(),
+            Body::Map(entries) => entries.values().map(|(_, value)| value).collect(),
+            Body::Seq(items) => items.iter().collect(),
+        };
+        (children.iter().map(|child| child.measure())).fold((1, 1), |(size, height), (n, h)| {
+            (size + n, height.max(h + 1))
+        })
     }
 }
 
@@ -252,9 +253,11 @@ impl Reader<'_> {
                 let Some(node) = self.anchors.get(&id) else {
                     return self.fail(at, path, "unknown anchor");
                 };
-                let size = node.size();
+                let (size, height) = node.measure();
                 if size > self.budget {
                     return self.fail(at, path, "aliases expand to too many nodes");
+                } else if depth + height > MAX_DEPTH {
+                    return self.fail(at, path, "nested too deeply");
                 }
                 self.budget -= size;
                 return Ok(Node { at, ..node.clone() });
@@ -650,18 +653,22 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(error::<IndexMap<String, Host>>(text), expected);
         }
-        let bomb = (1..9).fold(
-            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_string(),
-            |doc, i| {
-                format!(
-                    "{doc}a{i}: &a{i} [{}]\n",
-                    vec![format!("*a{}", i - 1); 10].join(", ")
-                )
-            },
-        );
+        let mut bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+        for i in 1..9 {
+            bomb += &format!("a{i}: &a{i} [{}]\n", format!("*a{}, ", i - 1).repeat(10));
+        }
         assert!(error::<Value>(&bomb).ends_with("aliases expand to too many nodes"));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(error::<Value>(&deep).ends_with("nested too deeply"));
+        let deep = format!(
+            "a: &a {}x{}\nb: [[[*a]]]\n",
+            "[".repeat(125),
+            "]".repeat(125)
+        );
+        assert_eq!(
+            error::<Value>(&deep),
+            "m.yml:2:7: b[0][0][0]: nested too deeply"
+        );
     }
 
     #[test]
