@@ -216,9 +216,7 @@ impl Reader<'_> {
                 (Event::StreamEnd, _) => break,
                 (Event::StreamStart | Event::DocumentStart | Event::DocumentEnd, _) => {}
                 (event, at) if root.is_none() => root = Some(self.node(event, at, "", 0)?),
-                (_, at) => {
-                    return self.fail(at, "", "a file holds one YAML document");
-                }
+                (_, at) => return self.fail(at, "", "a file holds one YAML document"),
             }
         }
         let null = Body::Scalar(String::new(), Scalar::Null);
@@ -301,9 +299,7 @@ impl Reader<'_> {
                     let merge = text == "<<" && style == TScalarStyle::Plain;
                     (text, at, merge)
                 }
-                (_, at) => {
-                    return self.fail(at, path, "a mapping key must be a scalar");
-                }
+                (_, at) => return self.fail(at, path, "a mapping key must be a scalar"),
             };
             first_key = first_key.or(Some(at));
             let child = child_path(path, &text);
