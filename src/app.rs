@@ -257,7 +257,7 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     let text = if json {
         serde_json::to_string_pretty(&document).unwrap_or_default()
     } else {
-        serde_yaml::to_string(&document).unwrap_or_default()
+        crate::yaml::to_string(&document)
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));

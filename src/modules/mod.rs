@@ -11,8 +11,9 @@ use serde::{Deserialize, Deserializer};
 
 pub use crate::facts::Facts;
 
-/// A file mode, written as an octal string (`"0755"`) or a number whose
-/// digits are octal (`755`, as YAML 1.2 reads an unquoted `0755`).
+/// A file mode: its digits as written are octal, quoted or not (`0755`,
+/// `"0755"` and `755` are all 0o755). YAML 1.1 reads an unquoted `0755` as
+/// the int 493, so the mode is read from the text, never from the number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
@@ -48,14 +49,8 @@ impl<'de> Deserialize<'de> for Mode {
                     ))
                 })
             }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mode, E> {
-                self.visit_str(&n.to_string())
-            }
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Mode, E> {
-                self.visit_str(&n.to_string())
-            }
         }
-        deserializer.deserialize_any(Visitor)
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -261,12 +256,14 @@ mod tests {
         assert_eq!(Mode::parse("rwx"), None);
         assert_eq!(Mode::parse("17777"), None);
         assert_eq!(Mode::parse(""), None);
-        let m: Mode = serde_yaml::from_str("0644").unwrap();
-        assert_eq!(m, Mode(0o644));
-        let err = serde_yaml::from_str::<Mode>("\"0999\"")
-            .unwrap_err()
-            .to_string();
+        let load = |text| crate::yaml::load::<Mode>("m.yml", text).map(|(m, _)| m);
+        for text in ["0755", "'0755'", "755", "\"755\"", "0o755"] {
+            assert_eq!(load(text).unwrap(), Mode(0o755), "{text}");
+        }
+        let err = load("\"0999\"").unwrap_err().to_string();
         assert!(err.contains("bad mode `0999`"), "{err}");
+        let err = load("493").unwrap_err().to_string();
+        assert!(err.contains("bad mode `493`"), "{err}");
     }
 }
 
