@@ -11,9 +11,11 @@ use serde::{Deserialize, Deserializer};
 
 pub use crate::facts::Facts;
 
-/// A file mode: its digits as written are octal, quoted or not (`0755`,
-/// `"0755"` and `755` are all 0o755). YAML 1.1 reads an unquoted `0755` as
-/// the int 493, so the mode is read from the text, never from the number.
+/// A file mode, read as Ansible reads one: a string's digits are octal
+/// (`"0755"`, `"755"`), a number is the mode itself (YAML 1.1 reads an
+/// unquoted `0755` as 493, which is 0o755). An unquoted `755` is the decimal
+/// number 755 (mode 01363), which Ansible applies as it is, a well-known
+/// pitfall: csdeploy refuses such a number instead of guessing either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
@@ -49,8 +51,27 @@ impl<'de> Deserialize<'de> for Mode {
                     ))
                 })
             }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Mode, E> {
+                let text = n.to_string();
+                let looks_octal = text.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if (512..=777).contains(&n) && looks_octal {
+                    return Err(E::custom(format!(
+                        "mode {n} without a leading 0 is the decimal number {n} (mode {:04o}), which \
+                         Ansible would apply as it is: write \"0{n}\" (or 0{n}) for mode 0{n}",
+                        n
+                    )));
+                }
+                u32::try_from(n)
+                    .ok()
+                    .filter(|&m| m <= 0o7777)
+                    .map(Mode)
+                    .ok_or_else(|| E::custom(format!("bad mode {n}: at most 07777")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mode, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
         }
-        deserializer.deserialize_str(Visitor)
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -257,13 +278,19 @@ mod tests {
         assert_eq!(Mode::parse("17777"), None);
         assert_eq!(Mode::parse(""), None);
         let load = |text| crate::yaml::load::<Mode>("m.yml", text).map(|(m, _)| m);
-        for text in ["0755", "'0755'", "755", "\"755\"", "0o755"] {
+        // As Ansible reads them: strings are octal digits, numbers the mode.
+        for text in ["0755", "'0755'", "\"755\"", "0o755", "493"] {
             assert_eq!(load(text).unwrap(), Mode(0o755), "{text}");
         }
+        assert_eq!(load("0644").unwrap(), Mode(0o644));
+        assert_eq!(load("01777").unwrap(), Mode(0o1777));
         let err = load("\"0999\"").unwrap_err().to_string();
         assert!(err.contains("bad mode `0999`"), "{err}");
-        let err = load("493").unwrap_err().to_string();
-        assert!(err.contains("bad mode `493`"), "{err}");
+        // Ansible's pitfall: refused, not guessed.
+        for text in ["755", "644", "600"] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("write \"0{text}\"")), "{err}");
+        }
     }
 }
 
