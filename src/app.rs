@@ -108,7 +108,7 @@ fn check_files(settings: &Settings) -> Result<()> {
 /// The first SIGINT or SIGTERM stops the hosts where they are, so that the
 /// reports, the recap and the cleanup (connections, control sockets) still
 /// happen; a second one ends csdeploy at once.
-async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>) {
+async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -129,6 +129,8 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>) {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
+    crate::transport::ssh::end_masters(&control_dir);
+    let _ = std::fs::remove_dir_all(&control_dir);
     std::process::exit(ExitCode::Interrupted as i32);
 }
 
@@ -177,7 +179,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().to_string();
     let summary = runtime.block_on(async {
-        tokio::spawn(on_signals(interrupt));
+        tokio::spawn(on_signals(interrupt, control_dir.path().to_path_buf()));
         let (events, mut inbox) = tokio::sync::mpsc::unbounded_channel();
         let printer = tokio::task::spawn_blocking(move || {
             while let Some(event) = inbox.blocking_recv() {
@@ -205,6 +207,7 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
         let reported = printer.await.unwrap_or(false);
         (summary, reported)
     });
+    crate::transport::ssh::end_masters(control_dir.path());
     drop(control_dir);
     let (summary, reported) = summary;
     if *interrupted.borrow() {

@@ -163,14 +163,24 @@ def command(op):
     env = dict(os.environ)
     env.update(spec["env"])
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              cwd=expand("~"))
+        # Its own process group, so that an interrupt ends all it started.
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=expand("~"), start_new_session=True)
     except OSError as e:
         return {"ok": False, "rc": 127, "stdout": "", "stderr": "",
                 "msg": "cannot run %s: %s" % (argv[0], e.strerror or e)}
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise
     return {"ok": proc.returncode == 0, "rc": proc.returncode,
-            "stdout": clip(proc.stdout), "stderr": clip(proc.stderr),
+            "stdout": clip(stdout), "stderr": clip(stderr),
             "msg": None if proc.returncode == 0 else "exit code %d" % proc.returncode}
 
 
@@ -374,11 +384,41 @@ def apply(data):
     return b"".join(out)
 
 
+def stop_when_the_caller_is_gone():
+    """A command or a verification can run for minutes. If whoever reads our
+    stdout goes away meanwhile (csdeploy interrupted, the ssh connection
+    closed: sshd sends no SIGHUP without a terminal), stop as if terminated,
+    so that the work does not run on unseen. poll() reports POLLERR/POLLHUP
+    on a pipe or socket whose other end is closed, whatever was asked."""
+    import select
+    import threading
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+
+    def watch():
+        while True:
+            for _fd, events in poller.poll():
+                if events & (select.POLLERR | select.POLLHUP):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, _interrupted)
-    sys.stdout.buffer.write(apply(sys.stdin.buffer.read()))
-    sys.stdout.flush()
+    data = sys.stdin.buffer.read()
+    if b"\0command\0" in data or b"\0verify\0" in data:
+        stop_when_the_caller_is_gone()
+    try:
+        sys.stdout.buffer.write(apply(data))
+        sys.stdout.flush()
+    except Interrupted as stop:
+        # A stop asked for, not a crash: one line, no traceback.
+        sys.stderr.write("csdeploy-apply: %s: stopped where it was\n" % stop)
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

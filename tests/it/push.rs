@@ -1532,6 +1532,82 @@ fn sigint_stops_the_hosts_reports_them_and_cleans_up_with_exit_130() {
     assert!(left.is_empty(), "control directory left behind: {left:?}");
 }
 
+/// Processes (of ours) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn sigint_stops_remote_work_over_ssh_and_ends_masters_still_in_their_handshake() {
+    let lab = Lab::new().hosts(1).build();
+    // A host that accepts the connection and never says a word: its ssh
+    // master sits in the handshake (ConnectTimeout 10 s) when the signal comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let started = lab.root.join("work-started");
+    let finished = lab.root.join("work-finished");
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+    }
+    inv.push_str(&format!(
+        "    silent:\n      ansible_host: 127.0.0.1\n      ansible_port: {silent_port}\n"
+    ));
+    lab.write_inventory(&inv);
+    let pb = lab.write_file(
+        "long.yml",
+        &format!(
+            "- name: long\n  hosts: all\n  tasks:\n    - name: work\n      command:\n        cmd: 'touch \"$STARTED\"; sleep 3; touch \"$FINISHED\"'\n        env: {{STARTED: {}, FINISHED: {}}}\n",
+            started.display(),
+            finished.display()
+        ),
+    );
+    let tmp = lab.root.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let control = tmp.display().to_string();
+    let watched = started.clone();
+    let watched_control = control.clone();
+    let out = lab.csdeploy_meanwhile(
+        &["run", pb.to_str().unwrap(), "--format", "json"],
+        &[("TMPDIR", &tmp)],
+        move |pid| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            // The work runs on host1 and the silent host's master is connecting.
+            while !(watched.exists()
+                && processes_mentioning(&watched_control)
+                    .iter()
+                    .any(|c| c.contains(&format!("-p {silent_port}"))))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+        },
+    );
+    assert!(started.exists(), "the remote work never started\n{out}");
+    out.assert_exit(130);
+    let left = processes_mentioning(&control);
+    drop(silent);
+    assert!(
+        left.is_empty(),
+        "ssh masters outlived csdeploy: {left:?}\n{out}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        !finished.exists(),
+        "the remote command ran on after csdeploy stopped\n{out}"
+    );
+}
+
 // ---------------------------------------------------------------- invalid input (exit 2)
 
 fn local_lab() -> Lab {
