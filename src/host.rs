@@ -70,7 +70,10 @@ impl Host {
             inventory,
             scoped: &scoped,
         };
-        if name.chars().any(char::is_control) {
+        if name
+            .chars()
+            .any(|c| c.is_control() || LINE_BREAKS.contains(&c))
+        {
             return Err(Error::Invalid {
                 file: inventory.file.clone(),
                 key: name.escape_debug().to_string(),
@@ -123,6 +126,13 @@ impl Host {
         Ok(())
     }
 }
+
+/// Everything Python's `str.splitlines()` breaks a line at: `session.conf`
+/// is one `key=value` per line, and no value written into it may start
+/// another line, whichever way the reader splits.
+pub const LINE_BREAKS: [char; 10] = [
+    '\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}',
+];
 
 struct Checker<'a> {
     inventory: &'a Inventory,
@@ -215,8 +225,11 @@ impl Checker<'_> {
             }
         }
         for key in ["claude_home", "inherit_copy", "inherit_link"] {
-            if self.string(key)?.is_some_and(|s| s.contains(['\n', '\r'])) {
-                return Err(self.error(key, "must be one line".into()));
+            if self.string(key)?.is_some_and(|s| s.contains(LINE_BREAKS)) {
+                return Err(self.error(
+                    key,
+                    "must be one line (no line or paragraph separator of any kind)".into(),
+                ));
             }
         }
         Ok(())
@@ -384,6 +397,17 @@ mod tests {
             "a",
         )
         .unwrap_err();
+        for separator in LINE_BREAKS {
+            let text = format!(
+                "all:\n  hosts:\n    a:\n      claude_home: \"/h\\u{:04X}max_sessions=0\"\n",
+                separator as u32
+            );
+            let err = host(&text, "a").unwrap_err().to_string();
+            assert!(
+                err.contains("claude_home: must be one line"),
+                "{separator:?}: {err}"
+            );
+        }
         assert!(
             err.to_string().contains("inherit_copy: must be one line"),
             "{err}"
