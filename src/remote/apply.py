@@ -25,6 +25,7 @@ partial one. Python 3.8+ standard library only.
 import os
 import stat
 import sys
+import time
 
 try:
     import _signal as signal  # the same functions, without importing enum
@@ -78,7 +79,8 @@ def write_atomic(op, data):
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-    tmp = os.path.join(directory, ".csdeploy-tmp-%s" % os.urandom(6).hex())
+    swept = sweep_temp_files(directory)
+    tmp = os.path.join(directory, "%s%d-%s" % (TMP_PREFIX, os.getpid(), os.urandom(6).hex()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -97,7 +99,39 @@ def write_atomic(op, data):
         except FileNotFoundError:
             pass
         raise
-    return {"ok": True, "backup": backup, "dirty": directory}
+    return {"ok": True, "backup": backup, "dirty": directory,
+            "msg": "removed %d stale temp file(s) of an interrupted push" % swept if swept else None}
+
+
+TMP_PREFIX = ".csdeploy-tmp-"
+STALE_SECONDS = 3600
+
+
+def sweep_temp_files(directory):
+    """Removes the temp files an agent killed mid-write left in `directory`
+    (`.csdeploy-tmp-<pid>-<hex>`): those whose writer is no longer running,
+    and unnamed older ones (an earlier version's) after an hour. A running
+    agent's file is never touched: concurrent pushes stay safe. Returns how
+    many went."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TMP_PREFIX)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(directory, name)
+        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            if pid.isdigit() and "-" in name[len(TMP_PREFIX):]:
+                if os.path.exists("/proc/%s" % pid):
+                    continue
+            elif os.lstat(path).st_mtime > time.time() - STALE_SECONDS:
+                continue
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def make_dir(op):

@@ -1608,6 +1608,55 @@ fn sigint_stops_remote_work_over_ssh_and_ends_masters_still_in_their_handshake()
     );
 }
 
+#[test]
+fn temp_files_of_a_killed_push_are_swept_by_the_next_and_a_running_ones_kept() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    // A writer that is gone: a finished child's pid.
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let live_pid = std::process::id();
+    for h in ["host1", "local"] {
+        let bin = lab.home(h).join(".claude/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(
+            bin.join(format!(".csdeploy-tmp-{dead_pid}-0a0b0c0d0e0f")),
+            "left",
+        )
+        .unwrap();
+        std::fs::write(
+            bin.join(format!(".csdeploy-tmp-{live_pid}-0a0b0c0d0e0f")),
+            "writing",
+        )
+        .unwrap();
+    }
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let bin = lab.home(h).join(".claude/bin");
+        assert!(
+            !bin.join(format!(".csdeploy-tmp-{dead_pid}-0a0b0c0d0e0f"))
+                .exists(),
+            "{h}: a dead writer's temp file was left"
+        );
+        assert!(
+            bin.join(format!(".csdeploy-tmp-{live_pid}-0a0b0c0d0e0f"))
+                .exists(),
+            "{h}: a running writer's temp file was removed"
+        );
+        let said: Vec<&str> = host(&j, h)["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["msg"].as_str())
+            .filter(|m| m.contains("stale temp file"))
+            .collect();
+        assert_eq!(said.len(), 1, "{h}: the sweep is reported once\n{j:#}");
+    }
+}
+
 // ---------------------------------------------------------------- invalid input (exit 2)
 
 fn local_lab() -> Lab {
