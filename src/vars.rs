@@ -25,7 +25,6 @@ pub fn builtin_defaults() -> Vars {
 /// refuses an inventory that names one; the launcher skips it and `verify`
 /// fails it. The deployed `session_registry.py` keeps its own copy of this
 /// list (hosts run without csdeploy); a test checks that the two agree.
-#[allow(dead_code)] // read by push's inherit check and verify (in progress)
 pub const PER_SESSION_STATE: &[&str] = &[
     ".claude.json",
     ".credentials.json",

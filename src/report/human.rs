@@ -44,6 +44,15 @@ fn check_mark(status: CheckStatus) -> &'static str {
 pub fn check_table(host: &str, verdict: &str, checks: &[CheckResult]) -> String {
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     let mut text = format!("{host}: {verdict}");
+    if let Some(client) = checks.iter().find_map(|c| c.client.as_ref()) {
+        let field = |key: &str| client[key].as_str().unwrap_or("-").to_string();
+        text.push_str(&format!(
+            "\n  client: {} {} ({})",
+            field("kind"),
+            field("path"),
+            field("version")
+        ));
+    }
     for c in checks {
         let summary = match c.status {
             CheckStatus::Fail => String::new(),
