@@ -386,13 +386,15 @@ def sh_quote(value):
     return "'%s'" % value.replace("'", "'\\''")
 
 
-def write_probe_args(s, work, project):
+def write_probe_args(s, work, project, run_sids=()):
     """The probe's per-session values (see PROBE), and the history lines it
-    may append with them: exactly these, for undo_probe_lines."""
+    may append with them: exactly these, for undo_probe_lines. A resumed
+    probe continues whichever conversation of the run it finds (a broken
+    launcher may show it another session's)."""
     ms = str(int(time.time() * 1000))
     with open(os.path.join(work, s.token + ".args"), "w") as f:
         f.write("ms=%s sid=%s\n" % (ms, s.sid))
-    sids = [s.sid] + ([s.of.sid] if s.of else [])
+    sids = [s.sid] + [x for x in run_sids if x != s.sid]
     s.history_lines = tuple(('{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,'
                              '"sessionId":"%s"}\n' % (s.token, ms, project, sid)).encode() for sid in sids)
 
@@ -1464,7 +1466,7 @@ def _run(args):
             if probe:
                 r.display = "csdeploy verify " + r.token
                 r.argv = ["resume", s.entry_id, "--", work, r.token, "--continue"]
-                write_probe_args(r, work, project)
+                write_probe_args(r, work, project, [x.sid for x in sessions])
             else:
                 r.display = r.prompt = "csdeployverify%sb%sz" % (letters(run_id), letters(str(s.index)))
                 r.argv = ["resume", s.entry_id, "--", "--continue"]
@@ -1940,7 +1942,9 @@ def check_client(probe, launcher, launcher_text, env, work):
         expected = "claude found by claude-session --which-client, runs --version, keeps the launcher's directories"
     result = check.verdict(problems, expected, passed)
     result["client"] = info
-    return result, (None if problems and not probe else path)
+    # A client that runs is run, even one this check fails (a wrapper): the
+    # sessions then show what it does.
+    return result, (path if probe or version else None)
 
 
 def read_conf(bindir):

@@ -220,6 +220,11 @@ fn break_launcher(lab: &Lab, name: &str, edits: &[(&str, &str)]) {
     let original = std::fs::read_to_string(&path).unwrap();
     let mut text = original.clone();
     for (from, to) in edits {
+        if *from == EXEC_CLIENT {
+            let line = exec_line_of(&text);
+            text = text.replacen(&format!("{line}\n"), to, 1);
+            continue;
+        }
         if let Some(prefix) = from.strip_prefix('^') {
             // The whole line that starts with `prefix` (and its newline).
             let starts: Vec<usize> = std::iter::once(0)
@@ -711,6 +716,7 @@ fn broken_launcher_exporting_claude_session_dir() {
             "launcher-integrity",
             "history-isolation",
             "default-untouched",
+            "resume",
         ],
         true,
     );
@@ -742,10 +748,11 @@ fn broken_launcher_exporting_claude_session_dir() {
 fn broken_launcher_sharing_one_fixed_directory() {
     // Every session gets <sessions>/shared (mkdir -p: mode from the umask).
     // directory-isolation fails (not a UUID dir, shared, not 0700) and
-    // history-isolation fails (one history, everybody's entries). There is
-    // only one directory to compare, so no-shared-state has nothing to
-    // report; the registry, links and cleanup of the UUID dirs the launcher
-    // still registers all work.
+    // history-isolation fails (one history, no line). The shared dir has no
+    // seeded .claude.json, so the client shows the onboarding, and there is
+    // no conversation to resume. There is only one directory to compare, so
+    // no-shared-state has nothing to report; the registry, links and
+    // cleanup of the UUID dirs the launcher still registers all work.
     let (lab, json, out) = verify_broken(
         &[(
             EXPORT_CONFIG_DIR,
@@ -754,8 +761,10 @@ fn broken_launcher_sharing_one_fixed_directory() {
         &[],
         &[
             "launcher-integrity",
+            "onboarding",
             "history-isolation",
             "directory-isolation",
+            "resume",
         ],
         false,
     );
@@ -763,7 +772,7 @@ fn broken_launcher_sharing_one_fixed_directory() {
     assert!(dirs.contains("is not a UUID directory"), "{out}");
     assert!(dirs.contains("session 1 and session 2 share"), "{out}");
     assert!(
-        actual_of(&json, "host1", "history-isolation").contains("share history inode"),
+        actual_of(&json, "host1", "onboarding").contains("showed the onboarding"),
         "{out}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
@@ -780,7 +789,12 @@ fn broken_launcher_symlinking_history_to_a_shared_file() {
             "export CLAUDE_CONFIG_DIR=\"$sdir\"\ntouch \"$HOME/shared-history.jsonl\"\nln -s \"$HOME/shared-history.jsonl\" \"$sdir/history.jsonl\"\n",
         )],
         &[],
-        &["launcher-integrity", "history-isolation", "no-shared-state"],
+        &[
+            "launcher-integrity",
+            "history-isolation",
+            "no-shared-state",
+            "inherit-policy",
+        ],
         false,
     );
     assert!(
@@ -790,15 +804,17 @@ fn broken_launcher_symlinking_history_to_a_shared_file() {
     let shared = std::fs::read_to_string(lab.home("host1").join("shared-history.jsonl")).unwrap();
     assert_eq!(
         shared.lines().count(),
-        2,
-        "both sessions wrote there: {shared}"
+        4,
+        "both sessions and their resumptions wrote there: {shared}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
 
 /// The launcher's two registry steps, replaced: `register_session` makes the
-/// session directory itself (0700, UUID name) and never touches the registry;
-/// `end_session` only exits. `links` adds the active link and its removal.
+/// session directory itself (0700, UUID name, an onboarded .claude.json)
+/// and sets what the helper would tell the launcher, but never touches the
+/// registry; `end_session` only exits. `links` adds the active link and its
+/// removal. With no registry entry there is nothing to resume.
 fn without_registry(links: bool) -> String {
     let (link, unlink) = if links {
         (
@@ -809,8 +825,12 @@ fn without_registry(links: bool) -> String {
         ("", "")
     };
     format!(
-        "\nregister_session() {{\n    sessions=\"$(dirname \"$bindir\")/sessions\"\n    \
-         sdir=\"$sessions/$sid\"\n    mkdir -m 0700 \"$sdir\"{link}\n}}\n\
+        "\nregister_session() {{\n    claude_home=\"$(dirname \"$bindir\")\"\n    \
+         sessions=\"$claude_home/sessions\"\n    \
+         [ -n \"$sid\" ] || read -r sid </proc/sys/kernel/random/uuid\n    \
+         sdir=\"$sessions/$sid\" start_in=\"$PWD\" client=\"${{CLAUDE_BIN:-claude}}\"\n    \
+         mkdir -m 0700 \"$sdir\"{link}\n    \
+         printf '{{\"hasCompletedOnboarding\":true}}\\n' > \"$sdir/.claude.json\"\n}}\n\
          end_session() {{\n{unlink}    exit \"$1\"\n}}\nregister_session\n"
     )
 }
@@ -823,7 +843,7 @@ fn broken_launcher_without_registry_but_with_active_links() {
     verify_broken(
         &[(REGISTER_CALL, &without_registry(true))],
         &["--wait", "2"],
-        &["launcher-integrity", "registry-tracking"],
+        &["launcher-integrity", "resume", "registry-tracking"],
         false,
     );
 }
@@ -837,7 +857,12 @@ fn broken_launcher_without_registry_or_active_links() {
     let (lab, json, out) = verify_broken(
         &[(REGISTER_CALL, &without_registry(false))],
         &["--wait", "2"],
-        &["launcher-integrity", "registry-tracking", "active-links"],
+        &[
+            "launcher-integrity",
+            "resume",
+            "registry-tracking",
+            "active-links",
+        ],
         false,
     );
     assert!(
@@ -1207,7 +1232,10 @@ fn labs_for_both(test: &str) -> Vec<(Client, Lab)> {
 /// The deployed launcher's line that starts the client: the last line that
 /// execs a quoted command with "$@".
 fn client_exec_line(lab: &Lab) -> String {
-    let text = std::fs::read_to_string(launcher(lab, "host1")).unwrap();
+    exec_line_of(&std::fs::read_to_string(launcher(lab, "host1")).unwrap())
+}
+
+fn exec_line_of(text: &str) -> String {
     text.lines()
         .rev()
         .find(|l| {
@@ -1482,14 +1510,15 @@ fn junit_failure_carries_message_and_details() {
         [
             "launcher-integrity",
             "history-isolation",
-            "default-untouched"
+            "default-untouched",
+            "resume"
         ]
         .into(),
         "{out}"
     );
     assert_eq!(
         s.attrs.get("failures").map(String::as_str),
-        Some("3"),
+        Some("4"),
         "{out}"
     );
     for c in s.cases.iter().filter(|c| c.has("failure")) {
@@ -1615,8 +1644,9 @@ fn launcher_that_cannot_be_run_fails_verify() {
     );
 }
 
-/// The launcher's start of the client, to break it.
-const EXEC_CLIENT: &str = "    exec \"${CLAUDE_BIN:-claude}\" \"$@\"\n";
+/// The launcher's start of the client, to break it: in `break_launcher`,
+/// this stands for the line `client_exec_line` finds, whatever its text.
+const EXEC_CLIENT: &str = "<the client exec line>";
 
 /// What fails when the launcher registers both sessions but no client ever
 /// starts (the edit to the launcher fails its integrity too).
@@ -1801,8 +1831,8 @@ fn permission_drift_of_the_sessions_layout_fails_directory_isolation() {
         &lab,
         "host1",
         "session_registry.py",
-        "os.fchmod(f.fileno(), 0o600)",
-        "os.fchmod(f.fileno(), 0o644)",
+        "            f.write(text)\n            f.flush()\n            os.fchmod(f.fileno(), 0o600)",
+        "            f.write(text)\n            f.flush()\n            os.fchmod(f.fileno(), 0o644)",
     );
     let out = lab.csdeploy(&["verify", "--format", "json"]);
     out.assert_exit(1);
@@ -1908,8 +1938,10 @@ fn broken_launcher_exporting_a_relative_config_dir() {
         &[],
         &[
             "launcher-integrity",
+            "onboarding",
             "history-isolation",
             "directory-isolation",
+            "resume",
         ],
         false,
     );
