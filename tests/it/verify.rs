@@ -1285,21 +1285,26 @@ fn client_claude_real_binary_passes_and_is_named_in_every_format() {
     assert_eq!(default_state(&lab, "host1"), before, "{out}");
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 
-    let out = lab.csdeploy(&["verify", "--client", "claude"]);
+    // Text on stdout and JUnit in a file, from one more run.
+    let file = lab.root.join("verify.xml");
+    let file_arg = file.display().to_string();
+    let out = lab.csdeploy(&[
+        "verify", "--client", "claude", "--format", "junit", "--output", &file_arg,
+    ]);
     out.assert_exit(0);
     assert!(
         out.stdout
             .contains(&format!("  client: claude {path} ({version})")),
         "{out}"
     );
-    let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "junit"]);
-    out.assert_exit(0);
+    let xml = std::fs::read_to_string(&file).unwrap();
     for property in [
         format!("name=\"client.path\" value=\"{path}\""),
         format!("name=\"client.version\" value=\"{version}\""),
     ] {
-        assert!(out.stdout.contains(&property), "{property}\n{out}");
+        assert!(xml.contains(&property), "{property}\n{xml}");
     }
+    assert_junit_suite_passes(&parse_junit(&xml), "host1", &xml);
 }
 
 /// The probe's report names the probe and what the launcher would run.
