@@ -1603,6 +1603,8 @@ class Drive:
         self.environ = None  # the client's environment, from /proc
         self.client_pid = None
         self.showed = None  # what the screen showed when the prompt never came
+        self.output_at = self.at  # when the terminal last said something
+        self.login = None  # False once the client said "Not logged in"
 
     def open(self):
         import fcntl
@@ -1635,6 +1637,7 @@ class Drive:
             os.close(self.master)
             self.master = None
             return
+        self.output_at = time.monotonic()
         text = screen_text(data)
         self.screen += text
         self.seen = (self.seen + text)[-4000:]
@@ -1785,6 +1788,10 @@ def advance(s, sessions_dir, default_history, now):
     waited = now - d.at
     if d.master is None:
         return
+    if d.environ is None and d.seen:
+        # The client is up once the terminal speaks: its environment now,
+        # whatever screen follows (read again at the prompt).
+        d.client_pid, d.environ = client_environ(s)
     if d.step == "start":
         if "trustthisfolder" in d.screen and not d.trust:
             # The test's working directory is new to the user: say yes, as
@@ -1799,18 +1806,19 @@ def advance(s, sessions_dir, default_history, now):
             d.showed = screen_says(d.seen) or "no prompt"
             d.go("exit")
             d.send(b"\x03\x03")
-    elif d.step == "trust-wait" and waited > 0.6:
+    elif d.step == "trust-wait" and waited > 0.6 and now - d.output_at > 0.3:
+        # Once, and only on a settled screen: the menu wraps around, and
+        # Ink redraws only the cells that change, so the choice cannot be
+        # read back from the output.
         d.send(b"\x1b[B")  # down, from "No, exit" to "Yes"
         d.go("trust")
-    elif d.step == "trust":
-        if "\u276fYes" in d.screen:
-            d.send(b"\r")
-            d.go("start")
-        elif waited > 1.5:
-            d.go("trust-wait")
+    elif d.step == "trust" and waited > 0.5 and now - d.output_at > 0.2:
+        d.send(b"\r")
+        d.go("start")
     elif d.step == "ready" and waited > 0.4:
-        if d.environ is None:
-            d.client_pid, d.environ = client_environ(s)
+        pid, environ = client_environ(s)
+        if environ is not None:
+            d.client_pid, d.environ = pid, environ
         d.send(d.prompt.encode())
         d.typed += 1
         d.go("typed")
@@ -1834,9 +1842,23 @@ def advance(s, sessions_dir, default_history, now):
                 paths.append(os.path.join(config, "history.jsonl"))
             paths.append(default_history)
             d.landed = find_prompt_line(paths, d.prompt)
-        if d.landed or waited > CLAUDE_LAND:
-            if not d.landed:
-                d.showed = screen_says(d.seen) or "the prompt, but the line never reached a history"
+        if d.landed:
+            d.go("answer")
+        elif waited > CLAUDE_LAND:
+            d.showed = screen_says(d.seen) or "the prompt, but the line never reached a history"
+            d.send(b"/exit")
+            d.go("exiting")
+    elif d.step == "answer":
+        # What the client makes of the prompt: with the login it sees, a
+        # request to the closed port (refused, retried); without, "Not
+        # logged in", Claude Code's login screen of today.
+        if "Notloggedin" in d.screen:
+            d.login = False
+        elif any(m in d.screen for m in ("Connectionrefused", "retrying", "APIError", "Unabletoconnect")):
+            d.login = True
+        if d.login is not None or waited > 3.0:
+            # /exit works while the client retries; an Escape first would
+            # make the slash an Alt-/ instead.
             d.send(b"/exit")
             d.go("exiting")
     elif d.step == "exiting" and waited > 0.5:
@@ -2019,9 +2041,14 @@ def check_onboarding(sessions, probe, onboarded, logged_in):
                 problems.append("%s: showed the onboarding (its .claude.json lacks hasCompletedOnboarding)" % s.label())
             elif seen == "login":
                 problems.append("%s: showed the login screen (no .credentials.json in the store it used)" % s.label())
+        elif s.drive is not None and s.drive.login is False:
+            problems.append("%s: the client answered its prompt with \"Not logged in\" (the login screen): "
+                            "it does not see the default store's login" % s.label())
         elif s.drive is None or not s.drive.landed:
-            problems.append("%s: never reached the prompt; the screen showed %s" % (
-                s.label(), (s.drive.showed if s.drive else None) or "nothing"))
+            d = s.drive
+            shown = (d.showed if d else None) or "%r" % (d.seen[-300:] if d else "")
+            problems.append("%s: never reached the prompt (%s); the screen showed %s" % (
+                s.label(), "last step %s" % d.step if d else "not started", shown))
     if problems and hint:
         problems.append("(%s: run claude once and log in on this host)" % "; ".join(hint))
     passed = "%d sessions reached the prompt; the typed prompt landed in a history" % len(sessions)

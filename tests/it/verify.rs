@@ -1371,6 +1371,27 @@ fn broken_launcher_giving_only_the_first_session_its_dir_fails_with_both_clients
     }
 }
 
+/// A launcher that points the credential store at the session's own dir
+/// (where no login is): the client does not see the user's login. The
+/// probe shows its login screen; the real client answers the typed prompt
+/// with "Not logged in". Both fail onboarding and credential-store.
+#[test]
+fn sessions_that_lose_the_login_fail_with_both_clients() {
+    for (client, lab) in labs_for_both("sessions_that_lose_the_login_fail_with_both_clients") {
+        edit_client_exec(
+            &lab,
+            "export CLAUDE_SECURESTORAGE_CONFIG_DIR=\"$CLAUDE_CONFIG_DIR\"",
+            str::to_string,
+        );
+        let (json, out) = verify_fails_by(&lab, client, &["onboarding", "credential-store"]);
+        let onboarding = actual_of(&json, "host1", "onboarding");
+        assert!(
+            onboarding.contains("login screen") || onboarding.contains("Not logged in"),
+            "{client:?}\n{out}"
+        );
+    }
+}
+
 /// session.conf edited by hand to share projects/ or history.jsonl: the
 /// inherit-policy check fails, naming the file.
 #[test]
