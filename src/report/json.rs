@@ -4,6 +4,7 @@
 //! push/run: `{"command","hosts":[{"host","status":"ok|changed|failed|unreachable",
 //! "ok","changed","failed","remote_commands","duration_ms","tasks":[...],"error"}],"summary"}`.
 //! verify: `{"command":"verify","hosts":[{"host","status":"pass|fail|unreachable",
+//! "client":{"kind","path","version"}|null,
 //! "checks":[{"id","status","expected","actual","detail","duration_ms"}]}],"summary"}`.
 
 use std::path::PathBuf;
@@ -41,6 +42,15 @@ pub fn verify_status(report: &HostReport) -> &'static str {
     }
 }
 
+/// Which client the host's sessions ran, as its `client` check names it.
+pub fn client_of(report: &HostReport) -> Option<&Value> {
+    report
+        .tasks
+        .iter()
+        .flat_map(|t| t.checks.iter())
+        .find_map(|c| c.client.as_ref())
+}
+
 fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
     let hosts: Vec<Value> = reports
         .iter()
@@ -49,6 +59,7 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
             json!({
                 "host": r.host,
                 "status": verify_status(r),
+                "client": client_of(r),
                 "checks": checks,
                 "error": r.error.clone().or_else(|| r.tasks.iter().find(|t| t.checks.is_empty()).and_then(|t| t.msg.clone())),
                 "remote_commands": r.remote_commands,
