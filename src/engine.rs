@@ -157,12 +157,22 @@ done
 echo "csdeploy: no python3 on this host (set ansible_python_interpreter)" >&2
 exit 127"#;
 
-fn agent_argv(python: Option<&str>, source: &str) -> Vec<String> {
+/// The variable that carries a Python step's source to the host.
+const AGENT_SOURCE: &str = "CSDEPLOY_AGENT";
+
+/// The `python3 -c` program, one line that `ps` shows starting with the
+/// step's name (`'csdeploy-apply'; import os; ...`) instead of the whole
+/// source, which comes from the environment (and leaves it, so that what
+/// the step starts does not inherit it).
+fn agent_boot(verb: &str) -> String {
+    format!("'csdeploy-{verb}'; import os; exec(os.environ.pop('{AGENT_SOURCE}'))")
+}
+
+fn agent_argv(python: Option<&str>, verb: &str) -> Vec<String> {
+    let boot = agent_boot(verb);
     match python {
-        Some(python) => [python, "-I", "-S", "-c", source]
-            .map(String::from)
-            .to_vec(),
-        None => ["/bin/sh", "-c", DISCOVER_PYTHON, "csdeploy-agent", source]
+        Some(python) => [python, "-I", "-S", "-c", &boot].map(String::from).to_vec(),
+        None => ["/bin/sh", "-c", DISCOVER_PYTHON, "csdeploy-agent", &boot]
             .map(String::from)
             .to_vec(),
     }
@@ -205,14 +215,13 @@ async fn remote(
     transport: &Transport,
     plan: &HostPlan,
     verb: &str,
-    argv: Vec<String>,
+    (argv, extra_env): (Vec<String>, Option<(String, String)>),
     stdin: Vec<u8>,
     limit: Duration,
 ) -> Result<Vec<u8>, StepError> {
-    let command = RemoteCommand {
-        env: plan.host.environment.clone(),
-        argv,
-    };
+    let mut env = plan.host.environment.clone();
+    env.extend(extra_env);
+    let command = RemoteCommand { env, argv };
     let output = tokio::time::timeout(limit, transport.exec(&command, stdin))
         .await
         .map_err(|_| {
@@ -258,7 +267,10 @@ async fn agent(
         transport,
         plan,
         verb,
-        agent_argv(plan.host.python.as_deref(), source),
+        (
+            agent_argv(plan.host.python.as_deref(), verb),
+            Some((AGENT_SOURCE.to_string(), source.to_string())),
+        ),
         stdin,
         limit,
     )
@@ -376,7 +388,7 @@ async fn gather(
         .map(String::from)
         .to_vec();
         argv.extend(probes.iter().map(|p| p.path.clone()));
-        match remote(transport, plan, "gather", argv, Vec::new(), limit).await {
+        match remote(transport, plan, "gather", (argv, None), Vec::new(), limit).await {
             Err(err @ (StepError::TimedOut(_) | StepError::Lost(_))) => return Err(err),
             Ok(reply) => {
                 if let Ok(reply) = GatherReply::parse_sh(&reply, &probes) {
