@@ -63,6 +63,52 @@ enum Command {
         #[command(flatten)]
         hosts: HostSelection,
     },
+    /// List the Claude Code sessions on the selected hosts (the deployed `claude-session-list`).
+    Sessions {
+        /// Only the sessions whose launcher is running.
+        #[arg(long)]
+        active: bool,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Remove dead sessions on the selected hosts with the deployed cleaner.
+    Cleanup {
+        /// Change nothing; report what the cleaner would remove and keep.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove sessions in which nothing changed for N days.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        days: Option<u32>,
+        /// Remove exactly this session (repeatable); the cleaner still refuses a live one.
+        #[arg(long = "session", value_name = "ID")]
+        sessions: Vec<String>,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Check what the tooling and Claude Code need on the selected hosts, and their capacity.
+    Doctor {
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Remove what `push` installed from the selected hosts; sessions stay unless --purge.
+    Remove {
+        /// Also remove every session and the registry (refused while a session is live).
+        #[arg(long)]
+        purge: bool,
+        /// Change nothing; report what would be removed.
+        #[arg(short = 'C', long)]
+        check: bool,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
     /// Work with reports: `report merge` joins the JSON reports of --shard runs.
     Report {
         #[command(subcommand)]
@@ -351,6 +397,33 @@ pub fn run() -> i32 {
             run,
             hosts,
         } => app::run(&settings(hosts, run, Some(changes)), &playbook),
+        Command::Sessions { active, run, hosts } => {
+            app::sessions(&settings(hosts, run, None), active)
+        }
+        Command::Cleanup {
+            dry_run,
+            days,
+            sessions,
+            run,
+            hosts,
+        } => app::cleanup(
+            &settings(hosts, run, None),
+            &app::CleanupOptions {
+                dry_run,
+                days,
+                sessions,
+            },
+        ),
+        Command::Doctor { run, hosts } => app::doctor(&settings(hosts, run, None)),
+        Command::Remove {
+            purge,
+            check,
+            run,
+            hosts,
+        } => app::remove(
+            &settings(hosts, run, Some(Changes { check, diff: false })),
+            purge,
+        ),
         Command::Report {
             action: ReportAction::Merge { reports, output },
         } => {

@@ -5,13 +5,15 @@ assignments quoted), after `gather.py` has reported the host's state, and sends:
 
 stdin:  `COUNT\0`, then per op `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`,
         then the bytes of every `write` op, back to back, SIZE bytes each.
-        OP is mkdir|chmod|remove|write|link|command|verify; MODE octal;
-        BACKUP 1 or empty; ARG is a link's target, a command's `creates` or a
-        verification's JSON arguments; TEXT a command's JSON {"argv": [...]
-        or "sh": TEXT, "env": {...}} or the verifier's source.
-stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`
-        (CHECKS: a verification's checks as JSON). It stops at the first
-        failure, as Ansible stops a host at its first failed task.
+        OP is mkdir|chmod|remove|write|link|command|verify|program; MODE
+        octal; BACKUP 1 or empty; ARG is a link's target, a command's
+        `creates` or a verification's or program's JSON arguments; TEXT a
+        command's JSON {"argv": [...] or "sh": TEXT, "env": {...}} or the
+        verifier's or program's source.
+stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`
+        (CHECKS: a verification's or program's checks as JSON; DATA: a
+        program's result as JSON). It stops at the first failure, as Ansible
+        stops a host at its first failed task.
 
 NUL-separated, like gather, because importing json (with re) would double
 this step's start-up; a verification, which needs JSON, uses json's C
@@ -288,8 +290,25 @@ def verify(op):
     return {"ok": True, "checks": json_dumps(checks)}
 
 
+def program(op):
+    """A day-two program (sessions, cleanup, remove, doctor: src/remote/*.py):
+    its `run(args)` returns {"ok", "msg", "checks", "data"}. It runs in this
+    process, so the whole day-two command costs a host one remote command.
+    Compiled afresh each time (no bytecode cache: these run once a day)."""
+    namespace = {"__name__": "csdeploy_program"}
+    try:
+        exec(compile(op["source"], "csdeploy-program.py", "exec"), namespace)
+        result = namespace["run"](json_loads(op["args"]))
+    except Exception as err:  # a crash must still come back as a result
+        return {"ok": False, "msg": "the csdeploy program crashed: %s: %s" % (type(err).__name__, err)}
+    checks, data = result.get("checks"), result.get("data")
+    return {"ok": bool(result.get("ok")), "msg": result.get("msg"), "rc": result.get("rc"),
+            "checks": None if checks is None else json_dumps(checks),
+            "data": None if data is None else json_dumps(data)}
+
+
 FIELDS = ("op", "path", "mode", "size", "backup", "arg", "text")
-REPLY = ("ok", "skipped", "msg", "backup", "rc", "stdout", "stderr", "checks")
+REPLY = ("ok", "skipped", "msg", "backup", "rc", "stdout", "stderr", "checks", "data")
 
 
 def parse(data):
@@ -346,7 +365,7 @@ def apply(data):
     # Everything is read first: a dropped connection must change nothing.
     ops, blobs = parse(data)
     handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "link": link,
-                "command": command, "verify": verify}
+                "command": command, "verify": verify, "program": program}
     out = []
     dirty = set()
     try:

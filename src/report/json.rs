@@ -41,7 +41,7 @@ pub fn verify_status(report: &HostReport) -> &'static str {
     }
 }
 
-fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
+fn verify_document(command: &str, reports: &[HostReport], summary: &Summary) -> Value {
     let hosts: Vec<Value> = reports
         .iter()
         .map(|r| {
@@ -71,7 +71,7 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
             .count()
     };
     json!({
-        "command": "verify",
+        "command": command,
         "hosts": hosts,
         "summary": {
             "run_id": summary.run_id,
@@ -100,8 +100,11 @@ impl Reporter for JsonReporter {
         self.collected.take(event);
         if let Event::RunDone(summary) = event {
             let reports = self.collected.in_order();
-            let document = if self.command == "verify" {
-                verify_document(reports, summary)
+            // `doctor` reports checks, as `verify` does.
+            let document = if self.command == "verify" || self.command == "doctor" {
+                verify_document(&self.command, reports, summary)
+            } else if super::day2::reports(&self.command) {
+                super::day2::document(&self.command, reports, summary)
             } else {
                 json!({"command": self.command, "hosts": reports, "summary": summary})
             };
