@@ -54,8 +54,9 @@ pub fn document(command: &str, reports: &[HostReport], summary: &Summary) -> Val
     json!({"command": command, "hosts": hosts, "summary": summary})
 }
 
-/// `sessions` as text: one table, a row per session, the host first.
-pub fn sessions_table(reports: &[HostReport]) -> String {
+/// `sessions` as text: one table, a row per session, the host first; None
+/// when no host could list its sessions.
+pub fn sessions_table(reports: &[HostReport]) -> Option<String> {
     const HEADER: [&str; 8] = [
         "HOST",
         "ID",
@@ -96,8 +97,11 @@ pub fn sessions_table(reports: &[HostReport]) -> String {
             }
         }
     }
+    let listed = reports
+        .iter()
+        .any(|r| r.tasks.iter().any(|t| t.data.is_some()));
     if rows.is_empty() {
-        return "no sessions".into();
+        return listed.then(|| "no sessions".into());
     }
     let mut widths = HEADER.map(str::len);
     for row in &rows {
@@ -121,7 +125,7 @@ pub fn sessions_table(reports: &[HostReport]) -> String {
         out.push('\n');
         out.push_str(&line(row));
     }
-    out
+    Some(out)
 }
 
 fn human_size(bytes: u64) -> String {

@@ -174,8 +174,11 @@ impl HumanReporter {
             .iter()
             .flat_map(|r| r.tasks.iter().flat_map(|t| t.checks.iter()))
             .collect();
-        if self.command == "sessions" {
-            text.insert_str(0, &format!("\n{}\n", super::day2::sessions_table(&reports)));
+        if let Some(table) = (self.command == "sessions")
+            .then(|| super::day2::sessions_table(&reports))
+            .flatten()
+        {
+            text.insert_str(0, &format!("\n{table}\n"));
         }
         if !checks.is_empty() || self.command == "verify" || self.command == "doctor" {
             let hosts = |s: &str| {
