@@ -16,10 +16,11 @@ use crate::modules::Action;
 use crate::modules::cleanup::CleanupAction;
 use crate::modules::doctor::DoctorAction;
 use crate::modules::remove::RemoveAction;
+use crate::modules::rollback::RollbackAction;
 use crate::modules::sessions::SessionsAction;
 use crate::modules::verify::VerifyArgs;
 use crate::plan::{self, HostPlan, PlannedTask, Selection};
-use crate::playbook::{Files, Play, Playbook};
+use crate::playbook::{Files, ModuleArgs, Play, Playbook};
 use crate::report::{self, Outputs};
 use crate::transport::{HostKeyChecking, SshOptions};
 
@@ -61,6 +62,7 @@ pub fn push(
     settings: &Settings,
     playbook: Option<&Path>,
     verify: Option<VerifyArgs>,
+    backup: bool,
 ) -> Result<ExitCode> {
     let mut playbook = match playbook {
         Some(path) => Playbook::load(path)?,
@@ -70,6 +72,15 @@ pub fn push(
             Files::Embedded,
         )?,
     };
+    if backup {
+        // Every file the push replaces keeps a backup, and the push's
+        // manifest on the host makes it one `csdeploy rollback` away.
+        for task in playbook.plays.iter_mut().flat_map(|p| p.tasks.iter_mut()) {
+            if let ModuleArgs::Copy(args) = &mut task.args {
+                args.backup = true;
+            }
+        }
+    }
     if let Some(args) = verify {
         playbook.plays.push(Play::verification(args));
     }
@@ -228,6 +239,16 @@ pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
         })
         .collect::<Result<Vec<_>>>()?;
     run_plans("remove", settings, plans)
+}
+
+/// `csdeploy rollback`: what the last `push --backup` replaced, put back.
+pub fn rollback(settings: &Settings, force: bool) -> Result<ExitCode> {
+    day_two("rollback", settings, |host| {
+        Ok(Action::Rollback(RollbackAction {
+            host: host.name.clone(),
+            force,
+        }))
+    })
 }
 
 fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result<ExitCode> {

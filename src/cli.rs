@@ -34,6 +34,9 @@ enum Command {
         /// Run the parallel-isolation verification right after the push.
         #[arg(long)]
         verify: bool,
+        /// Keep a backup of every file the push replaces, and record them for `csdeploy rollback`.
+        #[arg(long)]
+        backup: bool,
         #[command(flatten)]
         verification: Verification,
         #[command(flatten)]
@@ -104,6 +107,18 @@ enum Command {
         /// Change nothing; report what would be removed.
         #[arg(short = 'C', long)]
         check: bool,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Put back what the last `push --backup` replaced on the selected hosts.
+    Rollback {
+        /// Restore even files that changed since that push.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        changes: Changes,
         #[command(flatten)]
         run: RunOptions,
         #[command(flatten)]
@@ -365,6 +380,7 @@ pub fn run() -> i32 {
         Command::Push {
             playbook,
             verify,
+            backup,
             verification,
             changes,
             run,
@@ -384,6 +400,7 @@ pub fn run() -> i32 {
                 &settings(hosts, run, Some(changes)),
                 playbook.as_deref(),
                 verify.then(|| verification.args()),
+                backup,
             )
         }
         Command::Verify {
@@ -424,6 +441,12 @@ pub fn run() -> i32 {
             &settings(hosts, run, Some(Changes { check, diff: false })),
             purge,
         ),
+        Command::Rollback {
+            force,
+            changes,
+            run,
+            hosts,
+        } => app::rollback(&settings(hosts, run, Some(changes)), force),
         Command::Report {
             action: ReportAction::Merge { reports, output },
         } => {

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod doctor;
 pub mod file;
 pub mod remove;
+pub mod rollback;
 pub mod sessions;
 pub mod verify;
 
@@ -74,6 +75,7 @@ pub enum Action {
     Cleanup(cleanup::CleanupAction),
     Doctor(doctor::DoctorAction),
     Remove(remove::RemoveAction),
+    Rollback(rollback::RollbackAction),
 }
 
 impl Action {
@@ -87,6 +89,7 @@ impl Action {
             Action::Cleanup(_) => "cleanup",
             Action::Doctor(_) => "doctor",
             Action::Remove(_) => "remove",
+            Action::Rollback(_) => "rollback",
         }
     }
 
@@ -101,6 +104,7 @@ impl Action {
             Action::Cleanup(a) => Some(&a.claude_home),
             Action::Doctor(a) => Some(&a.claude_home),
             Action::Remove(a) => Some(&a.claude_home),
+            Action::Rollback(_) => None,
         }
     }
 
@@ -122,7 +126,8 @@ impl Action {
             | Action::Sessions(_)
             | Action::Cleanup(_)
             | Action::Doctor(_)
-            | Action::Remove(_) => Vec::new(),
+            | Action::Remove(_)
+            | Action::Rollback(_) => Vec::new(),
         }
     }
 
@@ -136,6 +141,7 @@ impl Action {
             Action::Cleanup(a) => a.decide(),
             Action::Doctor(a) => a.decide(std::time::SystemTime::now()),
             Action::Remove(a) => a.decide(check_mode),
+            Action::Rollback(a) => a.decide(check_mode, want_diff),
         }
     }
 
@@ -147,6 +153,7 @@ impl Action {
             Action::Cleanup(_) => cleanup::judge(task),
             Action::Doctor(_) => doctor::judge(task),
             Action::Remove(_) => remove::judge(task),
+            Action::Rollback(_) => rollback::judge(task),
             Action::File(_) | Action::Copy(_) | Action::Command(_) => {}
         }
     }

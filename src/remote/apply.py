@@ -69,6 +69,62 @@ def backup_name(dest):
     return name
 
 
+# A push whose writes keep backups (`push --backup`, or a task's `backup:
+# true`) records what it replaced, for `csdeploy rollback`: per file its
+# backup (null: the file was new), its sha256 and mode before and after. The
+# record of the last such push replaces the one before; each file keeps its
+# BACKUPS_KEPT newest backups, older ones are removed.
+BACKUPS_KEPT = 3
+
+
+def manifest_path():
+    state = os.environ.get("XDG_STATE_HOME") or expand("~/.local/state")
+    return os.path.join(state, "csdeploy", "last-push.json")
+
+
+def sha256_hex(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_push(replaced):
+    """Writes the manifest of this push's replaced files and prunes old
+    backups. Best effort: the push itself has happened either way."""
+    import time
+
+    path = manifest_path()
+    try:
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(json_dumps({"version": 1, "time": time.time(), "files": replaced}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        return
+    keep = {r["backup"] for r in replaced if r["backup"]}
+    for r in replaced:
+        directory, base = os.path.split(r["path"])
+
+        def age(name):
+            # backup_name's DEST.YYYYmmddTHHMMSS[.N].bak: by time, then N.
+            stamp, rest = name[len(base) + 1:len(base) + 16], name[len(base) + 16:-len(".bak")]
+            if not stamp.replace("T", "").isdigit() or not (rest == "" or rest[1:].isdigit()):
+                return None
+            return stamp, int(rest[1:] or 0)
+        try:
+            names = sorted((n for n in os.listdir(directory)
+                            if n.startswith(base + ".") and n.endswith(".bak") and age(n)),
+                           key=age, reverse=True)
+            for name in names[BACKUPS_KEPT:]:
+                if os.path.join(directory, name) not in keep:
+                    os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
 def write_atomic(op, data):
     dest = expand(op["path"])
     directory = os.path.dirname(dest) or "."
@@ -88,10 +144,17 @@ def write_atomic(op, data):
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        backup = None
+        backup = replaced = None
+        if op.get("backup"):
+            replaced = {"path": dest, "backup": None, "sha256_before": None,
+                        "mode_before": None, "sha256_after": sha256_hex(data), "mode_after": mode}
         if op.get("backup") and os.path.isfile(dest) and not os.path.islink(dest):
             backup = backup_name(dest)
             os.link(dest, backup)
+            with open(backup, "rb") as f:
+                replaced["sha256_before"] = sha256_hex(f.read())
+            replaced["backup"] = backup
+            replaced["mode_before"] = stat.S_IMODE(os.stat(backup).st_mode)
         os.rename(tmp, dest)
     except BaseException:
         try:
@@ -99,7 +162,7 @@ def write_atomic(op, data):
         except FileNotFoundError:
             pass
         raise
-    return {"ok": True, "backup": backup, "dirty": directory}
+    return {"ok": True, "backup": backup, "dirty": directory, "replaced": replaced}
 
 
 def make_dir(op):
@@ -368,6 +431,7 @@ def apply(data):
                 "command": command, "verify": verify, "program": program}
     out = []
     dirty = set()
+    replaced = []
     try:
         for op, blob in zip(ops, blobs):
             try:
@@ -377,6 +441,8 @@ def apply(data):
                     result = handlers[op["op"]](op)
                 if result.get("dirty"):
                     dirty.add(result["dirty"])
+                if result.get("replaced"):
+                    replaced.append(result["replaced"])
             except (OSError, ValueError) as err:
                 result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
             out.append(encode(result))
@@ -390,6 +456,8 @@ def apply(data):
                 fsync_dir(directory)
             except OSError:
                 pass
+        if replaced:
+            record_push(replaced)
     return b"".join(out)
 
 

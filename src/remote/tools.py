@@ -15,6 +15,13 @@ run(args); args["action"] says which:
             points at args["link"]["target"], the bin directory once empty;
             sessions/ only with args["purge"] and no live session. With
             args["check"] it changes nothing and reports what would go.
+  rollback  restores every file the last `push --backup` replaced (its
+            manifest, written by apply.py) from its backup, each atomically,
+            and removes the files that push created. It refuses, changing
+            nothing, when a file changed since that push or a backup is gone
+            or altered, unless args["force"] (a missing backup still
+            refuses). args["check"]: change nothing; args["diff"]: return
+            each file's current and restored text for a diff.
 
 run() returns {"ok", "msg", "data", "rc"}; a host where the tooling is not
 deployed fails with how to deploy it. Python 3.8+ standard library only.
@@ -170,5 +177,89 @@ def remove(args):
                                  "purged": purged}}
 
 
+def sha256_of(path):
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def text_of(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def rollback(args):
+    state = os.environ.get("XDG_STATE_HOME") or expand("~/.local/state")
+    manifest = os.path.join(state, "csdeploy", "last-push.json")
+    try:
+        with open(manifest) as f:
+            files = json.load(f)["files"]
+    except FileNotFoundError:
+        return {"ok": False, "msg": "nothing to roll back: no `csdeploy push --backup` is recorded "
+                "on this host (%s), or it was rolled back already" % manifest}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return {"ok": False, "msg": "cannot read %s: %s" % (manifest, err)}
+    force, check = bool(args.get("force")), bool(args.get("check"))
+    plan, problems = [], []
+    for f in files:
+        path, backup = f["path"], f["backup"]
+        now = sha256_of(path) if os.path.lexists(path) else None
+        if now != f["sha256_after"]:
+            problems.append((path, "changed since the push" if now else "gone since the push",
+                             True))
+        if backup is not None and sha256_of(backup) != f["sha256_before"]:
+            problems.append((path, "its backup %s is missing or altered" % backup,
+                             os.path.isfile(backup)))
+        plan.append({"path": path, "action": "remove" if backup is None else "restore",
+                     "backup": backup})
+    # A file changed since the push is restored only with --force; a backup
+    # that is not there cannot be restored at all.
+    blocking = [(p, why) for p, why, forcible in problems if not (force and forcible)]
+    refused = [{"path": p, "reason": why} for p, why, _ in problems]
+    if blocking:
+        return {"ok": False, "data": {"restored": [], "refused": refused, "check": check,
+                                      "manifest": manifest},
+                "msg": "rollback refused, nothing changed: %s%s" % (
+                    "; ".join("%s: %s" % pw for pw in blocking),
+                    "" if force else " (--force restores anyway)")}
+    if args.get("diff"):
+        for item in plan:
+            item["current"] = text_of(item["path"])
+            item["previous"] = "" if item["backup"] is None else text_of(item["backup"])
+    if not check:
+        for item, f in zip(plan, files):
+            path = item["path"]
+            if item["backup"] is None:
+                if os.path.lexists(path):
+                    os.unlink(path)
+                continue
+            directory = os.path.dirname(path)
+            tmp = os.path.join(directory, ".csdeploy-tmp-%s" % os.urandom(6).hex())
+            try:
+                with open(item["backup"], "rb") as src, \
+                        open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
+                    dst.write(src.read())
+                    dst.flush()
+                    os.fchmod(dst.fileno(), f["mode_before"])
+                    os.fsync(dst.fileno())
+                os.rename(tmp, path)
+            except BaseException:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                raise
+        # Rolled back once: a second rollback finds nothing to do.
+        os.replace(manifest, manifest[:-len(".json")] + ".rolled-back.json")
+    return {"ok": True, "data": {"restored": plan, "refused": refused, "check": check,
+                                 "manifest": manifest}}
+
+
 def run(args):
-    return {"sessions": sessions, "cleanup": cleanup, "remove": remove}[args["action"]](args)
+    actions = {"sessions": sessions, "cleanup": cleanup, "remove": remove, "rollback": rollback}
+    return actions[args["action"]](args)

@@ -18,7 +18,7 @@ use crate::events::{HostReport, Summary, TaskStatus};
 
 /// The commands whose JSON document this module writes.
 pub fn reports(command: &str) -> bool {
-    matches!(command, "sessions" | "cleanup" | "remove")
+    matches!(command, "sessions" | "cleanup" | "remove" | "rollback")
 }
 
 /// A host's error: its own, or its failed task's message.

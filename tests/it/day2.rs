@@ -789,3 +789,117 @@ fn a_host_without_the_tooling_and_an_unreachable_host_beside_a_good_one() {
         "{out}"
     );
 }
+
+const BROKEN_LAUNCHER: &str = r##"- hosts: all
+  tasks:
+    - name: Broken launcher
+      copy: {dest: "{{ claude_home }}/bin/claude-session", mode: "0755", content: "#!/bin/bash\nexit 70\n"}
+"##;
+
+fn backups(lab: &Lab, name: &str) -> usize {
+    std::fs::read_dir(lab.claude_home(name).join("bin"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("claude-session.") && n.ends_with(".bak")
+        })
+        .count()
+}
+
+#[test]
+fn rollback_after_a_push_that_broke_the_launcher_brings_verify_back() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let names = ["host1", "local"];
+    let broken = lab.write_file("broken.yml", BROKEN_LAUNCHER);
+    let broken = broken.to_str().unwrap();
+    lab.csdeploy(&["push"]).assert_exit(0);
+    let out = lab.csdeploy(&["rollback", "--host", "local"]);
+    out.assert_exit(1);
+    assert!(out.stdout.contains("nothing to roll back"), "{out}");
+
+    lab.csdeploy(&["push", "--backup", "--playbook", broken])
+        .assert_exit(0);
+    lab.csdeploy(&["verify", "--wait", "2"]).assert_exit(1);
+    let launcher = |name: &str| lab.claude_home(name).join("bin/claude-session");
+    let shipped =
+        std::fs::read_to_string(repo_root().join("playbooks/files/claude-session")).unwrap();
+
+    let out = lab.csdeploy(&["rollback", "--check", "--diff"]);
+    out.assert_exit(0);
+    assert!(out.stdout.contains("would restore 1 file(s)"), "{out}");
+    assert!(out.stdout.contains("-exit 70"), "{out}");
+    assert!(
+        out.stdout
+            .contains("+# claude-session: run one Claude Code session"),
+        "{out}"
+    );
+    for name in names {
+        assert!(
+            std::fs::read_to_string(launcher(name))
+                .unwrap()
+                .contains("exit 70")
+        );
+    }
+
+    let out = lab.csdeploy(&["rollback", "--format", "json"]);
+    out.assert_exit(0);
+    let report = out.json();
+    assert_one_command(&report, &names);
+    for name in names {
+        let entry = host(&report, name);
+        assert_eq!(entry["status"], "changed", "{entry:#}");
+        let restored = entry["restored"].as_array().unwrap();
+        assert_eq!(restored.len(), 1, "{entry:#}");
+        assert_eq!(restored[0]["path"], launcher(name).display().to_string());
+        assert_eq!(std::fs::read_to_string(launcher(name)).unwrap(), shipped);
+        assert_eq!(mode_of(&launcher(name)) & 0o777, 0o755);
+    }
+    lab.csdeploy(&["verify", "--wait", "2"]).assert_exit(0);
+    let out = lab.csdeploy(&["rollback"]);
+    out.assert_exit(1);
+    assert!(
+        out.stdout.contains("nothing to roll back"),
+        "a rollback is undone once: {out}"
+    );
+
+    // A launcher edited since the push is not overwritten, unless --force.
+    lab.csdeploy(&["push", "--backup", "--playbook", broken])
+        .assert_exit(0);
+    std::fs::write(
+        launcher("host1"),
+        "#!/bin/bash\n# edited by hand\nexit 70\n",
+    )
+    .unwrap();
+    let out = lab.csdeploy(&["rollback", "--format", "json"]);
+    out.assert_exit(1);
+    let report = out.json();
+    let refused = host(&report, "host1");
+    assert_eq!(refused["status"], "failed");
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("changed since the push") && error.contains("--force"),
+        "{error}"
+    );
+    assert!(
+        std::fs::read_to_string(launcher("host1"))
+            .unwrap()
+            .contains("edited by hand")
+    );
+    assert_eq!(host(&report, "local")["status"], "changed");
+    lab.csdeploy(&["rollback", "--force", "--host", "host1"])
+        .assert_exit(0);
+    assert_eq!(std::fs::read_to_string(launcher("host1")).unwrap(), shipped);
+    lab.csdeploy(&["verify", "--wait", "2"]).assert_exit(0);
+
+    // Each file keeps its three newest backups.
+    for _ in 0..3 {
+        lab.csdeploy(&["push", "--backup", "--playbook", broken, "--host", "local"])
+            .assert_exit(0);
+        lab.csdeploy(&["push", "--backup", "--host", "local"])
+            .assert_exit(0);
+    }
+    assert_eq!(backups(&lab, "local"), 3);
+    lab.csdeploy(&["verify", "--wait", "2", "--host", "local"])
+        .assert_exit(0);
+}
