@@ -124,7 +124,7 @@ fn check_files(settings: &Settings) -> Result<()> {
 /// The first SIGINT or SIGTERM stops the hosts where they are, so that the
 /// reports, the recap and the cleanup (connections, control sockets) still
 /// happen; a second one ends csdeploy at once.
-async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>) {
+async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -145,6 +145,8 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>) {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
+    crate::transport::ssh::end_masters(&control_dir);
+    let _ = std::fs::remove_dir_all(&control_dir);
     std::process::exit(ExitCode::Interrupted as i32);
 }
 
@@ -294,7 +296,7 @@ fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result
     let started = Instant::now();
     let run_id = uuid::Uuid::new_v4().to_string();
     let summary = runtime.block_on(async {
-        tokio::spawn(on_signals(interrupt));
+        tokio::spawn(on_signals(interrupt, control_dir.path().to_path_buf()));
         let (events, mut inbox) = tokio::sync::mpsc::unbounded_channel();
         let printer = tokio::task::spawn_blocking(move || {
             while let Some(event) = inbox.blocking_recv() {
@@ -322,6 +324,7 @@ fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result
         let reported = printer.await.unwrap_or(false);
         (summary, reported)
     });
+    crate::transport::ssh::end_masters(control_dir.path());
     drop(control_dir);
     let (summary, reported) = summary;
     if *interrupted.borrow() {
@@ -374,7 +377,7 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     let text = if json {
         serde_json::to_string_pretty(&document).unwrap_or_default()
     } else {
-        serde_yaml::to_string(&document).unwrap_or_default()
+        crate::yaml::to_string(&document)
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));

@@ -519,6 +519,12 @@ async fn deploy(
         task.data = outcome.data.clone();
         if matches!(planned.action, Action::Command(_)) {
             task.msg = outcome.msg.clone();
+        } else if let (Some(said), true) = (&outcome.msg, outcome.ok) {
+            // What the host did beside the change itself (stale temp files swept).
+            task.msg = Some(match &task.msg {
+                Some(msg) => format!("{msg}; {said}"),
+                None => said.clone(),
+            });
         }
         if !outcome.ok {
             task.status = TaskStatus::Failed;

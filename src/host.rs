@@ -70,11 +70,21 @@ impl Host {
             inventory,
             scoped: &scoped,
         };
+        if name
+            .chars()
+            .any(|c| c.is_control() || LINE_BREAKS.contains(&c))
+        {
+            return Err(Error::Invalid {
+                file: inventory.file.clone(),
+                key: name.escape_debug().to_string(),
+                message: "a host name must not hold control characters (a newline would forge \
+                          lines in every report)"
+                    .into(),
+            });
+        }
         let connection = match check.string("ansible_connection")?.as_deref() {
             None | Some("ssh") => Connection::Ssh(SshTarget {
-                host: check
-                    .string("ansible_host")?
-                    .unwrap_or_else(|| name.to_string()),
+                host: check.destination(name)?,
                 port: check.port()?,
                 user: check.string("ansible_user")?,
                 key_file: check.string("ansible_ssh_private_key_file")?,
@@ -117,6 +127,13 @@ impl Host {
     }
 }
 
+/// Everything Python's `str.splitlines()` breaks a line at: `session.conf`
+/// is one `key=value` per line, and no value written into it may start
+/// another line, whichever way the reader splits.
+pub const LINE_BREAKS: [char; 10] = [
+    '\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1d}', '\u{1e}', '\u{85}', '\u{2028}', '\u{2029}',
+];
+
 struct Checker<'a> {
     inventory: &'a Inventory,
     scoped: &'a Scoped,
@@ -138,6 +155,42 @@ impl Checker<'_> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(other) => Err(self.error(key, format!("expected a string, found {other}"))),
+        }
+    }
+
+    /// Where ssh connects: `ansible_host`, else the host's name. ssh reads a
+    /// destination that starts with `-` as an option (`-oProxyCommand=...`),
+    /// and the openssh crate cannot put `--` before it, so such a value is
+    /// refused here; so are blanks and control characters, which no host
+    /// name or ssh config alias holds.
+    fn destination(&self, name: &str) -> Result<String> {
+        let (value, key) = match self.string("ansible_host")? {
+            Some(host) => (host, "ansible_host"),
+            None => (name.to_string(), "inventory_hostname"),
+        };
+        let bad = if value.starts_with('-') {
+            Some("starts with `-`, which ssh would read as an option")
+        } else if value.is_empty() {
+            Some("is empty")
+        } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("holds blanks or control characters")
+        } else {
+            None
+        };
+        match bad {
+            None => Ok(value),
+            Some(why) if key == "ansible_host" => Err(self.error(
+                key,
+                format!(
+                    "`{}` {why}: give a host name, an address or an ssh config alias",
+                    value.escape_debug()
+                ),
+            )),
+            Some(why) => Err(Error::Invalid {
+                file: self.inventory.file.clone(),
+                key: value.escape_debug().to_string(),
+                message: format!("host name {why}: set `ansible_host` to where ssh should connect"),
+            }),
         }
     }
 
@@ -172,8 +225,11 @@ impl Checker<'_> {
             }
         }
         for key in ["claude_home", "inherit_copy", "inherit_link"] {
-            if self.string(key)?.is_some_and(|s| s.contains(['\n', '\r'])) {
-                return Err(self.error(key, "must be one line".into()));
+            if self.string(key)?.is_some_and(|s| s.contains(LINE_BREAKS)) {
+                return Err(self.error(
+                    key,
+                    "must be one line (no line or paragraph separator of any kind)".into(),
+                ));
             }
         }
         Ok(())
@@ -228,6 +284,51 @@ mod tests {
 
     fn host(text: &str, name: &str) -> Result<Host> {
         Host::resolve(&Inventory::parse("h.yml", text).unwrap(), name)
+    }
+
+    #[test]
+    fn a_destination_ssh_would_read_as_an_option_is_refused() {
+        let err = host(
+            "all:\n  hosts:\n    a:\n      ansible_host: \"-oProxyCommand=touch /tmp/x\"\n",
+            "a",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("h.yml:4:") && err.contains("ansible_host") && err.contains("option"),
+            "{err}"
+        );
+        let err = host(
+            "all:\n  hosts:\n    \"-oProxyCommand=x\":\n",
+            "-oProxyCommand=x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("set `ansible_host`"), "{err}");
+        let err = host("all:\n  hosts:\n    a:\n      ansible_host: \"h b\"\n", "a").unwrap_err();
+        assert!(err.to_string().contains("blanks"), "{err}");
+        // A local host needs no destination.
+        assert!(
+            host(
+                "all:\n  hosts:\n    \"my laptop\": {ansible_connection: local}\n",
+                "my laptop"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_host_name_with_a_newline_is_refused() {
+        let err = host(
+            "all:\n  hosts:\n    \"a\\nok: forged\": {ansible_connection: local}\n",
+            "a\nok: forged",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("control characters") && err.contains("a\\nok"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -296,6 +397,17 @@ mod tests {
             "a",
         )
         .unwrap_err();
+        for separator in LINE_BREAKS {
+            let text = format!(
+                "all:\n  hosts:\n    a:\n      claude_home: \"/h\\u{:04X}max_sessions=0\"\n",
+                separator as u32
+            );
+            let err = host(&text, "a").unwrap_err().to_string();
+            assert!(
+                err.contains("claude_home: must be one line"),
+                "{separator:?}: {err}"
+            );
+        }
         assert!(
             err.to_string().contains("inherit_copy: must be one line"),
             "{err}"

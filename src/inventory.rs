@@ -204,6 +204,8 @@ impl Inventory {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     const INVENTORY: &str = r#"
@@ -294,6 +296,21 @@ all:
         // A merged-in variable is placed where the anchored mapping has it.
         let at = inv.locations.find("all.hosts.web2.ansible_port");
         assert_eq!((at.line, at.column), (3, 20));
+    }
+
+    #[test]
+    fn yaml_1_1_scalars_read_as_ansible_reads_them() {
+        let inv = Inventory::parse(
+            "h.yml",
+            "all:\n  hosts:\n    web1: {ansible_become: yes, strict: off, y: n, umask: 0022, port: 0x50}\n",
+        )
+        .unwrap();
+        let v = inv.vars_for("web1").values;
+        let read = ["ansible_become", "strict", "y", "umask", "port"].map(|k| v[k].clone());
+        assert_eq!(
+            read,
+            [json!(true), json!(false), json!("n"), json!(18), json!(80)]
+        );
     }
 
     #[test]

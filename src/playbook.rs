@@ -186,6 +186,7 @@ impl Playbook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::Mode;
 
     fn parse(text: &str) -> Result<Playbook> {
         Playbook::parse("p.yml", text, Files::Embedded)
@@ -252,6 +253,35 @@ mod tests {
         };
         assert_eq!(args.path, "/y");
         assert!(matches!(args.state, crate::modules::file::State::Directory));
+    }
+
+    #[test]
+    fn yaml_1_1_values_mean_what_ansible_reads_and_strings_keep_their_text() {
+        let pb = parse(concat!(
+            "- hosts: all\n",
+            "  name: 1.10\n",
+            "  vars: {yes_: yes, off_: off, y: y, octal: 0755, time: 1:30, version: 1.10}\n",
+            "  tasks:\n",
+            "    - file: {path: 0755, state: directory, mode: 0755}\n",
+            "    - copy: {dest: /y, content: yes, mode: \"0644\", backup: on}\n",
+        ))
+        .unwrap();
+        let play = &pb.plays[0];
+        assert_eq!(play.name, "1.10");
+        let vars = serde_json::to_string(&play.vars).unwrap();
+        assert_eq!(
+            vars,
+            r#"{"yes_":true,"off_":false,"y":"y","octal":493,"time":90,"version":1.1}"#
+        );
+        let ModuleArgs::File(file) = &play.tasks[0].args else {
+            panic!("{:?}", play.tasks[0].args)
+        };
+        assert_eq!((file.path.as_str(), file.mode), ("0755", Some(Mode(0o755))));
+        let ModuleArgs::Copy(copy) = &play.tasks[1].args else {
+            panic!("{:?}", play.tasks[1].args)
+        };
+        assert_eq!(copy.content.as_deref(), Some("yes"));
+        assert_eq!((copy.mode, copy.backup), (Some(Mode(0o644)), true));
     }
 
     #[test]

@@ -361,8 +361,11 @@ def config_path():
 
 
 def parse_conf(text):
+    # Lines end at "\n" only, as csdeploy writes them (it refuses every other
+    # separator in a value): splitlines() would also split a value at
+    # U+2028, U+0085, "\v", ... and let it set another key.
     values = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue

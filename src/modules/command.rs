@@ -191,7 +191,7 @@ mod tests {
     }
 
     fn args(yaml: &str) -> CommandArgs {
-        serde_yaml::from_str(yaml).unwrap()
+        crate::yaml::load("t.yml", yaml).unwrap().0
     }
 
     fn action(yaml: &str) -> CommandAction {

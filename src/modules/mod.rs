@@ -16,8 +16,11 @@ use serde::{Deserialize, Deserializer};
 
 pub use crate::facts::Facts;
 
-/// A file mode, written as an octal string (`"0755"`) or a number whose
-/// digits are octal (`755`, as YAML 1.2 reads an unquoted `0755`).
+/// A file mode, read as Ansible reads one: a string's digits are octal
+/// (`"0755"`, `"755"`), a number is the mode itself (YAML 1.1 reads an
+/// unquoted `0755` as 493, which is 0o755). An unquoted `755` is the decimal
+/// number 755 (mode 01363), which Ansible applies as it is, a well-known
+/// pitfall: csdeploy refuses such a number instead of guessing either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
 
@@ -53,11 +56,24 @@ impl<'de> Deserialize<'de> for Mode {
                     ))
                 })
             }
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mode, E> {
-                self.visit_str(&n.to_string())
-            }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Mode, E> {
-                self.visit_str(&n.to_string())
+                let text = n.to_string();
+                let looks_octal = text.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                if (512..=777).contains(&n) && looks_octal {
+                    return Err(E::custom(format!(
+                        "mode {n} without a leading 0 is the decimal number {n} (mode {:04o}), which \
+                         Ansible would apply as it is: write \"0{n}\" (or 0{n}) for mode 0{n}",
+                        n
+                    )));
+                }
+                u32::try_from(n)
+                    .ok()
+                    .filter(|&m| m <= 0o7777)
+                    .map(Mode)
+                    .ok_or_else(|| E::custom(format!("bad mode {n}: at most 07777")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mode, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -328,12 +344,20 @@ mod tests {
         assert_eq!(Mode::parse("rwx"), None);
         assert_eq!(Mode::parse("17777"), None);
         assert_eq!(Mode::parse(""), None);
-        let m: Mode = serde_yaml::from_str("0644").unwrap();
-        assert_eq!(m, Mode(0o644));
-        let err = serde_yaml::from_str::<Mode>("\"0999\"")
-            .unwrap_err()
-            .to_string();
+        let load = |text| crate::yaml::load::<Mode>("m.yml", text).map(|(m, _)| m);
+        // As Ansible reads them: strings are octal digits, numbers the mode.
+        for text in ["0755", "'0755'", "\"755\"", "0o755", "493"] {
+            assert_eq!(load(text).unwrap(), Mode(0o755), "{text}");
+        }
+        assert_eq!(load("0644").unwrap(), Mode(0o644));
+        assert_eq!(load("01777").unwrap(), Mode(0o1777));
+        let err = load("\"0999\"").unwrap_err().to_string();
         assert!(err.contains("bad mode `0999`"), "{err}");
+        // Ansible's pitfall: refused, not guessed.
+        for text in ["755", "644", "600"] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(&format!("write \"0{text}\"")), "{err}");
+        }
     }
 }
 

@@ -27,6 +27,7 @@ partial one. Python 3.8+ standard library only.
 import os
 import stat
 import sys
+import time
 
 try:
     import _signal as signal  # the same functions, without importing enum
@@ -136,7 +137,8 @@ def write_atomic(op, data):
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-    tmp = os.path.join(directory, ".csdeploy-tmp-%s" % os.urandom(6).hex())
+    swept = sweep_temp_files(directory)
+    tmp = os.path.join(directory, "%s%d-%s" % (TMP_PREFIX, os.getpid(), os.urandom(6).hex()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -162,7 +164,39 @@ def write_atomic(op, data):
         except FileNotFoundError:
             pass
         raise
-    return {"ok": True, "backup": backup, "dirty": directory, "replaced": replaced}
+    swept = "removed %d stale temp file(s) of an interrupted push" % swept if swept else None
+    return {"ok": True, "backup": backup, "dirty": directory, "replaced": replaced, "msg": swept}
+
+
+TMP_PREFIX = ".csdeploy-tmp-"
+STALE_SECONDS = 3600
+
+
+def sweep_temp_files(directory):
+    """Removes the temp files an agent killed mid-write left in `directory`
+    (`.csdeploy-tmp-<pid>-<hex>`): those whose writer is no longer running,
+    and unnamed older ones (an earlier version's) after an hour. A running
+    agent's file is never touched: concurrent pushes stay safe. Returns how
+    many went."""
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(TMP_PREFIX)]
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(directory, name)
+        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+        try:
+            if pid.isdigit() and "-" in name[len(TMP_PREFIX):]:
+                if os.path.exists("/proc/%s" % pid):
+                    continue
+            elif os.lstat(path).st_mtime > time.time() - STALE_SECONDS:
+                continue
+            os.unlink(path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def make_dir(op):
@@ -228,14 +262,24 @@ def command(op):
     env = dict(os.environ)
     env.update(spec["env"])
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              cwd=expand("~"))
+        # Its own process group, so that an interrupt ends all it started.
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=expand("~"), start_new_session=True)
     except OSError as e:
         return {"ok": False, "rc": 127, "stdout": "", "stderr": "",
                 "msg": "cannot run %s: %s" % (argv[0], e.strerror or e)}
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise
     return {"ok": proc.returncode == 0, "rc": proc.returncode,
-            "stdout": clip(proc.stdout), "stderr": clip(proc.stderr),
+            "stdout": clip(stdout), "stderr": clip(stderr),
             "msg": None if proc.returncode == 0 else "exit code %d" % proc.returncode}
 
 
@@ -362,6 +406,8 @@ def program(op):
     try:
         exec(compile(op["source"], "csdeploy-program.py", "exec"), namespace)
         result = namespace["run"](json_loads(op["args"]))
+    except Interrupted:
+        raise
     except Exception as err:  # a crash must still come back as a result
         return {"ok": False, "msg": "the csdeploy program crashed: %s: %s" % (type(err).__name__, err)}
     checks, data = result.get("checks"), result.get("data")
@@ -461,11 +507,41 @@ def apply(data):
     return b"".join(out)
 
 
+def stop_when_the_caller_is_gone():
+    """A command or a verification can run for minutes. If whoever reads our
+    stdout goes away meanwhile (csdeploy interrupted, the ssh connection
+    closed: sshd sends no SIGHUP without a terminal), stop as if terminated,
+    so that the work does not run on unseen. poll() reports POLLERR/POLLHUP
+    on a pipe or socket whose other end is closed, whatever was asked."""
+    import select
+    import threading
+
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), 0)
+
+    def watch():
+        while True:
+            for _fd, events in poller.poll():
+                if events & (select.POLLERR | select.POLLHUP):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, _interrupted)
-    sys.stdout.buffer.write(apply(sys.stdin.buffer.read()))
-    sys.stdout.flush()
+    data = sys.stdin.buffer.read()
+    if b"\0command\0" in data or b"\0verify\0" in data or b"\0program\0" in data:
+        stop_when_the_caller_is_gone()
+    try:
+        sys.stdout.buffer.write(apply(data))
+        sys.stdout.flush()
+    except Interrupted as stop:
+        # A stop asked for, not a crash: one line, no traceback.
+        sys.stderr.write("csdeploy-apply: %s: stopped where it was\n" % stop)
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

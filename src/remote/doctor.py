@@ -264,7 +264,8 @@ def check_local_bin():
             path = line[len(marker):]
     if path is None:
         return item("local_bin_on_path", "warn", expected, "unknown: %s -l failed: %s"
-                    % (shell, (text or "")[-200:]), "check the login shell's startup files", started)
+                    % (shell, (text or "")[-200:]), "check the login shell's startup files",
+                    started)
     entries = [os.path.normpath(expand(p)) for p in path.split(":") if p]
     if os.path.normpath(local_bin) in entries:
         return item("local_bin_on_path", "pass", expected, "yes (%s)" % shell, started=started)

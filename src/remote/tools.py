@@ -241,10 +241,13 @@ def rollback(args):
                     os.unlink(path)
                 continue
             directory = os.path.dirname(path)
-            tmp = os.path.join(directory, ".csdeploy-tmp-%s" % os.urandom(6).hex())
+            # Named as apply.py names its temp files, which a later push
+            # sweeps once their writer is gone.
+            tmp = os.path.join(directory, ".csdeploy-tmp-%d-%s"
+                               % (os.getpid(), os.urandom(6).hex()))
             try:
-                with open(item["backup"], "rb") as src, \
-                        open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with open(item["backup"], "rb") as src, open(fd, "wb") as dst:
                     dst.write(src.read())
                     dst.flush()
                     os.fchmod(dst.fileno(), f["mode_before"])

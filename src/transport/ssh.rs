@@ -124,6 +124,39 @@ impl SshTransport {
     }
 }
 
+/// Ends every ssh master csdeploy started under `control_dir`: one whose
+/// connect was cut short (an interrupt while it was still in its handshake,
+/// or before its session was closed) would otherwise live on, authenticated,
+/// until ControlPersist runs out. The masters are found by their control
+/// socket's path on their command line (`ssh -S <dir>/.../master -M ...`);
+/// only our own processes can be read, and only those are signalled.
+pub fn end_masters(control_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let needle = control_dir.as_os_str().as_encoded_bytes();
+    let me = std::process::id().to_string();
+    let pids: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()) && *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let mut args = cmdline.split(|&b| b == 0);
+                args.next().is_some_and(|prog| prog.ends_with(b"ssh"))
+                    && args.any(|arg| arg.starts_with(needle))
+            })
+        })
+        .collect();
+    if !pids.is_empty() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .args(&pids)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

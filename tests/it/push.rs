@@ -1532,6 +1532,131 @@ fn sigint_stops_the_hosts_reports_them_and_cleans_up_with_exit_130() {
     assert!(left.is_empty(), "control directory left behind: {left:?}");
 }
 
+/// Processes (of ours) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn sigint_stops_remote_work_over_ssh_and_ends_masters_still_in_their_handshake() {
+    let lab = Lab::new().hosts(1).build();
+    // A host that accepts the connection and never says a word: its ssh
+    // master sits in the handshake (ConnectTimeout 10 s) when the signal comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let started = lab.root.join("work-started");
+    let finished = lab.root.join("work-finished");
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+    }
+    inv.push_str(&format!(
+        "    silent:\n      ansible_host: 127.0.0.1\n      ansible_port: {silent_port}\n"
+    ));
+    lab.write_inventory(&inv);
+    let pb = lab.write_file(
+        "long.yml",
+        &format!(
+            "- name: long\n  hosts: all\n  tasks:\n    - name: work\n      command:\n        cmd: 'touch \"$STARTED\"; sleep 3; touch \"$FINISHED\"'\n        env: {{STARTED: {}, FINISHED: {}}}\n",
+            started.display(),
+            finished.display()
+        ),
+    );
+    let tmp = lab.root.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let control = tmp.display().to_string();
+    let watched = started.clone();
+    let watched_control = control.clone();
+    let out = lab.csdeploy_meanwhile(
+        &["run", pb.to_str().unwrap(), "--format", "json"],
+        &[("TMPDIR", &tmp)],
+        move |pid| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            // The work runs on host1 and the silent host's master is connecting.
+            while !(watched.exists()
+                && processes_mentioning(&watched_control)
+                    .iter()
+                    .any(|c| c.contains(&format!("-p {silent_port}"))))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+        },
+    );
+    assert!(started.exists(), "the remote work never started\n{out}");
+    out.assert_exit(130);
+    let left = processes_mentioning(&control);
+    drop(silent);
+    assert!(
+        left.is_empty(),
+        "ssh masters outlived csdeploy: {left:?}\n{out}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        !finished.exists(),
+        "the remote command ran on after csdeploy stopped\n{out}"
+    );
+}
+
+#[test]
+fn temp_files_of_a_killed_push_are_swept_by_the_next_and_a_running_ones_kept() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    // A writer that is gone: a finished child's pid.
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let live_pid = std::process::id();
+    for h in ["host1", "local"] {
+        let bin = lab.home(h).join(".claude/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(
+            bin.join(format!(".csdeploy-tmp-{dead_pid}-0a0b0c0d0e0f")),
+            "left",
+        )
+        .unwrap();
+        std::fs::write(
+            bin.join(format!(".csdeploy-tmp-{live_pid}-0a0b0c0d0e0f")),
+            "writing",
+        )
+        .unwrap();
+    }
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let j = out.json();
+    for h in ["host1", "local"] {
+        let bin = lab.home(h).join(".claude/bin");
+        assert!(
+            !bin.join(format!(".csdeploy-tmp-{dead_pid}-0a0b0c0d0e0f"))
+                .exists(),
+            "{h}: a dead writer's temp file was left"
+        );
+        assert!(
+            bin.join(format!(".csdeploy-tmp-{live_pid}-0a0b0c0d0e0f"))
+                .exists(),
+            "{h}: a running writer's temp file was removed"
+        );
+        let said: Vec<&str> = host(&j, h)["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["msg"].as_str())
+            .filter(|m| m.contains("stale temp file"))
+            .collect();
+        assert_eq!(said.len(), 1, "{h}: the sweep is reported once\n{j:#}");
+    }
+}
+
 // ---------------------------------------------------------------- invalid input (exit 2)
 
 fn local_lab() -> Lab {

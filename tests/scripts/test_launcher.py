@@ -321,6 +321,17 @@ def test_config_parsing(tmp_path, monkeypatch):
     assert sr.load_config().claude_home == "/abs/dir"
 
 
+def test_a_value_holding_another_line_separator_sets_no_other_key(tmp_path, monkeypatch):
+    # Python's splitlines() also breaks at these; session.conf lines end at "\n" only.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conf = tmp_path / "session.conf"
+    for sep in ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]:
+        conf.write_text("inherit_copy=a%smax_sessions=0%sclaude_home=/elsewhere\n" % (sep, sep),
+                        encoding="utf-8")
+        cfg = sr.load_config(str(conf))
+        assert (cfg.max_sessions, cfg.claude_home) == (4, str(tmp_path / ".claude")), repr(sep)
+
+
 def test_config_is_parsed_not_sourced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))
     conf = tmp_path / "session.conf"
