@@ -548,6 +548,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_program_reply_carries_its_data() {
+        let reply = b"1\0\0\0\0\0\0\0[]\0{\"sessions\": []}\0";
+        let results = ApplyResult::parse_all(reply).unwrap();
+        assert_eq!(results.len(), 1);
+        assert!(results[0].ok && results[0].checks.is_empty());
+        assert_eq!(results[0].data, Some(serde_json::json!({"sessions": []})));
+        // Eight fields (a reply of an older agent) are a truncated reply.
+        assert!(ApplyResult::parse_all(b"1\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn without_python_the_fallback_answers_and_stdin_is_drained() {
+        let run = |python: Option<&str>| {
+            let argv = fallback_argv(
+                python,
+                "import sys; sys.stdin.buffer.read(); sys.stdout.write('agent')",
+                "echo \"fallback $CSDEPLOY_PYTHONS\"",
+            );
+            let mut child = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(&[b'x'; 200_000])
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(
+            run(Some("/nonexistent/python3")),
+            "fallback /nonexistent/python3\n"
+        );
+        assert_eq!(run(None), "agent");
+    }
+
+    #[test]
     fn a_panicking_task_is_named_as_an_internal_error() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

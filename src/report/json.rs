@@ -3,8 +3,9 @@
 //!
 //! push/run: `{"command","hosts":[{"host","status":"ok|changed|failed|unreachable",
 //! "ok","changed","failed","remote_commands","duration_ms","tasks":[...],"error"}],"summary"}`.
-//! verify: `{"command":"verify","hosts":[{"host","status":"pass|fail|unreachable",
-//! "checks":[{"id","status","expected","actual","detail","duration_ms"}]}],"summary"}`.
+//! verify (and doctor, with its command's name): `{"command":"verify","hosts":[{"host",
+//! "status":"pass|fail|unreachable","checks":[{"id","status","expected","actual","detail",
+//! "duration_ms"}]}],"summary"}`. sessions, cleanup, remove, rollback: see `day2`.
 
 use std::path::PathBuf;
 
