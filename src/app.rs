@@ -340,8 +340,10 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let selected = settings.selection.resolve(&inventory)?;
     let mut hosts = serde_json::Map::new();
-    for name in &selected {
+    let mut var_bytes = 0;
+    for (n, name) in selected.iter().enumerate() {
         let host = Host::resolve(&inventory, name)?;
+        crate::vars::account(&mut var_bytes, &host.vars, n + 1, &inventory.file)?;
         let connection = match &host.connection {
             Connection::Local => serde_json::json!({"type": "local"}),
             Connection::Ssh(t) => serde_json::json!({

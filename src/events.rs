@@ -54,6 +54,10 @@ pub struct CheckResult {
     pub actual: Option<String>,
     pub detail: Option<String>,
     pub duration_ms: u64,
+    /// On the `client` check: which client the sessions ran (`kind`,
+    /// `path`, `version`), for the reports to name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -114,8 +114,10 @@ pub fn build(
 ) -> Result<Vec<HostPlan>> {
     let selected = selection.resolve(inventory)?;
     let mut plans: Vec<HostPlan> = Vec::new();
-    for name in &selected {
+    let mut var_bytes = 0;
+    for (n, name) in selected.iter().enumerate() {
         let host = Host::resolve(inventory, name)?;
+        crate::vars::account(&mut var_bytes, &host.vars, n + 1, &inventory.file)?;
         let mut tasks = Vec::new();
         let mut policy_checked = false;
         for play in &playbook.plays {

@@ -57,6 +57,49 @@ pub const PER_SESSION_STATE: &[&str] = &[
     "debug",
 ];
 
+/// The most variable text csdeploy holds for one run, summed over the hosts
+/// (each host gets its own resolved copy): past it the run is refused
+/// before anything happens, rather than exhausting the controller's memory.
+pub const MAX_RUN_VAR_BYTES: usize = 256 << 20;
+
+/// Roughly how many bytes `vars` hold: their names and text.
+pub fn bytes(vars: &Vars) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value).sum::<usize>() + items.len(),
+            Value::Object(map) => map.iter().map(|(k, v)| k.len() + value(v)).sum(),
+            _ => 8,
+        }
+    }
+    vars.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// Adds one host's variables to a run's running total, refusing past
+/// [`MAX_RUN_VAR_BYTES`].
+pub fn account(
+    total: &mut usize,
+    vars: &Vars,
+    hosts_so_far: usize,
+    file: &str,
+) -> crate::error::Result<()> {
+    *total += bytes(vars);
+    if *total > MAX_RUN_VAR_BYTES {
+        return Err(crate::error::Error::Invalid {
+            file: file.to_string(),
+            key: "(variables)".into(),
+            message: format!(
+                "the variables of {hosts_so_far} host(s) already come to {} MiB, more than the {} MiB \
+                 csdeploy holds for one run (each host resolves its own copy): keep big data in \
+                 files (`copy: src`), not in inventory variables",
+                *total >> 20,
+                MAX_RUN_VAR_BYTES >> 20
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Variables plus the key path each one was set at, so a bad value can be
 /// reported where it was written.
 #[derive(Debug, Clone, Default)]
@@ -83,5 +126,33 @@ impl Scoped {
             .get(key)
             .cloned()
             .unwrap_or_else(|| format!("(default).{key}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_refuses_more_variable_text_than_it_can_hold() {
+        let mut vars = Vars::new();
+        vars.insert("big".into(), Value::from("x".repeat(10 << 20)));
+        vars.insert("list".into(), serde_json::json!(["a", {"k": "vv"}]));
+        // names + text; a list adds one per item, a map its keys.
+        assert_eq!(bytes(&vars), 3 + (10 << 20) + 4 + (1 + (1 + 2)) + 2);
+        let mut total = 0;
+        let mut refused = None;
+        for n in 1..=100 {
+            if let Err(err) = account(&mut total, &vars, n, "inv.yml") {
+                refused = Some((n, err.to_string()));
+                break;
+            }
+        }
+        let (n, message) = refused.expect("never refused");
+        assert_eq!(n, 26, "{message}");
+        assert!(
+            message.contains("inv.yml") && message.contains("26 host(s)"),
+            "{message}"
+        );
     }
 }

@@ -88,6 +88,17 @@ impl Locations {
 
 /// Parses `text` (read from `file`, used in messages) as a `T`.
 pub fn load<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Locations)> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(crate::error::Error::Invalid {
+            file: file.to_string(),
+            key: "(document)".into(),
+            message: format!(
+                "{} MiB is more than the {} MiB csdeploy reads from one YAML file",
+                text.len() >> 20,
+                MAX_FILE_BYTES >> 20
+            ),
+        });
+    }
     let mut reader = Reader {
         parser: Parser::new_from_str(text),
         locations: Locations {
@@ -96,6 +107,7 @@ pub fn load<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Locations
         },
         anchors: HashMap::new(),
         budget: ALIAS_BUDGET,
+        bytes_left: ALIAS_BYTES,
     };
     let root = reader.document()?;
     let mut locations = reader.locations;
@@ -137,8 +149,12 @@ pub fn to_string(value: &serde_json::Value) -> String {
     text.strip_prefix("---\n").unwrap_or(&text).to_string()
 }
 
-/// How many nodes aliases may copy, so an alias bomb cannot exhaust memory.
+/// How many nodes, and how many bytes of text, aliases may copy: an alias
+/// bomb of many small copies or of a few huge ones cannot exhaust memory.
 const ALIAS_BUDGET: usize = 100_000;
+const ALIAS_BYTES: usize = 16 << 20;
+/// The largest YAML file read: inventories and playbooks are far smaller.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
 /// How deep collections may nest, so a hostile file cannot exhaust the stack.
 const MAX_DEPTH: usize = 128;
 
@@ -172,15 +188,20 @@ enum Scalar {
 
 impl Node {
     /// How many nodes it holds, and how deep they nest.
-    fn measure(&self) -> (usize, usize) {
-        let children: Vec<&Node> = match &self.body {
-            Body::Scalar(..) => Vec::new(),
-            Body::Map(entries) => entries.values().map(|(_, value)| value).collect(),
-            Body::Seq(items) => items.iter().collect(),
+    /// (nodes, bytes of text and keys, height) of this subtree.
+    fn measure(&self) -> (usize, usize, usize) {
+        let (own, children): (usize, Vec<&Node>) = match &self.body {
+            Body::Scalar(text, _) => (text.len(), Vec::new()),
+            Body::Map(entries) => (
+                entries.keys().map(String::len).sum(),
+                entries.values().map(|(_, value)| value).collect(),
+            ),
+            Body::Seq(items) => (0, items.iter().collect()),
         };
-        (children.iter().map(|child| child.measure())).fold((1, 1), |(size, height), (n, h)| {
-            (size + n, height.max(h + 1))
-        })
+        (children.iter().map(|child| child.measure()))
+            .fold((1, own, 1), |(nodes, bytes, height), (n, b, h)| {
+                (nodes + n, bytes + b, height.max(h + 1))
+            })
     }
 }
 
@@ -191,6 +212,7 @@ struct Reader<'a> {
     locations: Locations,
     anchors: HashMap<usize, Node>,
     budget: usize,
+    bytes_left: usize,
 }
 
 impl Reader<'_> {
@@ -251,13 +273,16 @@ impl Reader<'_> {
                 let Some(node) = self.anchors.get(&id) else {
                     return self.fail(at, path, "unknown anchor");
                 };
-                let (size, height) = node.measure();
+                let (size, bytes, height) = node.measure();
                 if size > self.budget {
                     return self.fail(at, path, "aliases expand to too many nodes");
+                } else if bytes > self.bytes_left {
+                    return self.fail(at, path, "aliases expand to more than 16 MiB of text");
                 } else if depth + height > MAX_DEPTH {
                     return self.fail(at, path, "nested too deeply");
                 }
                 self.budget -= size;
+                self.bytes_left -= bytes;
                 return Ok(Node { at, ..node.clone() });
             }
             Event::SequenceStart(anchor, _) => {
@@ -654,6 +679,15 @@ mod tests {
             bomb += &format!("a{i}: &a{i} [{}]\n", format!("*a{}, ", i - 1).repeat(10));
         }
         assert!(error::<Value>(&bomb).ends_with("aliases expand to too many nodes"));
+        // A few copies of a big scalar: few nodes, many bytes.
+        let big = format!(
+            "a: &a \"{}\"\nb: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*a"; 20].join(", ")
+        );
+        assert!(error::<Value>(&big).ends_with("aliases expand to more than 16 MiB of text"));
+        let huge = "x".repeat(MAX_FILE_BYTES + 1);
+        assert!(error::<Value>(&huge).contains("csdeploy reads from one YAML file"));
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         assert!(error::<Value>(&deep).ends_with("nested too deeply"));
         let deep = format!(

@@ -18,7 +18,8 @@ pub enum Client {
     /// A stand-in that writes history exactly as Claude Code does.
     #[default]
     Probe,
-    /// The real Claude Code on the host, headless, with no network.
+    /// The real Claude Code the deployed launcher resolves, driven
+    /// interactively through a pseudo-terminal, with no request leaving the host.
     Claude,
 }
 
@@ -48,6 +49,11 @@ pub struct VerifyAction {
     pub inherit_link: String,
     pub max_sessions: u64,
 }
+
+/// What a real-client run may take beyond the probe's: two rounds (the
+/// sessions, then their resumption) of a client that starts in seconds,
+/// each with its own deadline in verify.py.
+const CLAUDE_RUN_SECS: u64 = 120;
 
 const MAX_SESSIONS_AT_ONCE: u32 = 64;
 /// The longest a test session waits for the others, in seconds: an hour.
@@ -98,10 +104,14 @@ impl VerifyAction {
     }
 
     /// How long the verification may take beyond an ordinary step: its
-    /// sessions' wait twice (to start, to be released) and a minute for the
-    /// checks and the cleaner.
+    /// sessions' wait twice (to start, to be released), a minute for the
+    /// checks and the cleaner, and the real client's two rounds.
     pub fn waiting(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(2 * u64::from(self.wait()) + 60)
+        let client = match self.args.client {
+            Client::Probe => 0,
+            Client::Claude => CLAUDE_RUN_SECS,
+        };
+        std::time::Duration::from_secs(2 * u64::from(self.wait()) + 60 + client)
     }
 
     pub fn decide(&self, check_mode: bool) -> Decision {
@@ -135,6 +145,7 @@ impl VerifyAction {
                         "wait": self.wait(),
                         "inherit_link": self.inherit_link,
                         "max_sessions": self.max_sessions,
+                        "per_session_state": crate::vars::PER_SESSION_STATE,
                         "expected": expected,
                 }),
                 builtin::VERIFIER,

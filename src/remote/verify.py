@@ -97,23 +97,80 @@ WALK_LIMIT = 20000
 # The deployed scripts people (and the launcher) run as programs.
 EXECUTABLES = ("claude-session", "claude-session-list", "cleanup-sessions.py")
 
-# The stand-in client, in POSIX sh and builtins only (every fork counts on a
-# loaded host): appends one history line where Claude Code would, reports
-# what it was given, announces itself and waits for the release (see above).
-# The history timestamp comes from the verifier: `date` would cost a process.
+# The stand-in client, in POSIX sh and builtins only but one mkdir (every fork
+# counts on a loaded host). It mirrors Claude Code 2.1.332 in everything the
+# checks judge:
+# - its config dir is $CLAUDE_CONFIG_DIR, else ~/.claude (set but empty: the
+#   working directory); .claude.json goes into it (else ~/.claude.json) and
+#   is created when missing;
+# - history, transcripts (projects/<cwd with / as ->/<session uuid>.jsonl)
+#   go where `env.CLAUDE_CONFIG_DIR` of the settings.json it sees points, as
+#   the real client applies that variable at start (one line per key read);
+# - its credential store is $CLAUDE_SECURESTORAGE_CONFIG_DIR (empty:
+#   ~/.claude), else the config dir;
+# - it shows onboarding (no history, no transcript) when its .claude.json
+#   lacks hasCompletedOnboarding, or the login screen when its store has no
+#   .credentials.json; the verifier tells it whether the user's own `claude`
+#   would pass those screens (expect_onboarded, expect_login), since a user
+#   who never ran claude sees them in plain `claude` too;
+# - `--continue` continues the newest transcript of its projects/<cwd>.
+# It gets the work dir and its token as arguments, the rest from files there
+# (a launcher that empties the environment must not blind it); it reports
+# what it saw, announces itself and waits for the release (first round only).
 PROBE = r"""#!/bin/sh
-for token; do :; done
-work=$CSDEPLOY_VERIFY_DIR
-config=${CLAUDE_CONFIG_DIR:-$HOME/.claude}
-[ -d "$config" ] || mkdir -p "$config"
-printf '{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,"sessionId":"%s"}\n' \
-  "$token" "$CSDEPLOY_VERIFY_MS" "$CSDEPLOY_VERIFY_PROJECT" "$token" >> "$config/history.jsonl"
+work=$1 token=$2 cont=
+[ "${3-}" = --continue ] && cont=1
+. "$work/probe.env"
+. "$work/$token.args"
+home=${HOME:-$user_home}
+if [ "${CLAUDE_CONFIG_DIR+set}" ]; then
+  if [ -n "$CLAUDE_CONFIG_DIR" ]; then config=$CLAUDE_CONFIG_DIR state=$CLAUDE_CONFIG_DIR/.claude.json
+  else config=$PWD state=$home/.claude.json; fi
+else config=$home/.claude state=$home/.claude.json; fi
+if [ "${CLAUDE_SECURESTORAGE_CONFIG_DIR+set}" ]; then store=${CLAUDE_SECURESTORAGE_CONFIG_DIR:-$home/.claude}
+else store=$config; fi
+data=$config
+if [ -f "$config/settings.json" ]; then
+  while IFS= read -r line || [ -n "$line" ]; do
+    case $line in *'"CLAUDE_CONFIG_DIR"'*)
+      v=${line#*'"CLAUDE_CONFIG_DIR"'}; v=${v#*\"}; v=${v%%\"*}; [ -n "$v" ] && data=$v ;;
+    esac
+  done < "$config/settings.json"
+fi
+dir=$data/projects/$mangled
+[ -d "$dir" ] && [ -d "$config" ] || mkdir -p "$config" "$dir"
+[ -e "$state" ] || { umask 077; printf '{"numStartups":1}\n' > "$state"; }
+onboarded=
+while IFS= read -r line || [ -n "$line" ]; do
+  case $line in *'"hasCompletedOnboarding":true'*|*'"hasCompletedOnboarding": true'*) onboarded=1; break ;; esac
+done < "$state"
+screen=prompt
+if [ -z "$onboarded" ] && [ -n "$expect_onboarded" ]; then screen=onboarding
+elif [ ! -e "$store/.credentials.json" ] && [ -n "$expect_login" ]; then screen=login; fi
+if [ $screen = prompt ]; then
+  if [ -n "$cont" ]; then
+    best=
+    for f in "$dir"/*.jsonl; do
+      [ -e "$f" ] || continue
+      if [ -z "$best" ] || [ "$f" -nt "$best" ]; then best=$f; fi
+    done
+    [ -n "$best" ] && { sid=${best##*/}; sid=${sid%.jsonl}; }
+  fi
+  printf '{"type":"user","message":{"role":"user","content":"csdeploy verify %s"},"sessionId":"%s"}\n' \
+    "$token" "$sid" >> "$dir/$sid.jsonl"
+  printf '{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,"sessionId":"%s"}\n' \
+    "$token" "$ms" "$project" "$sid" >> "$data/history.jsonl"
+fi
 [ "${CLAUDE_CONFIG_DIR+set}" ] && printf %s "$CLAUDE_CONFIG_DIR" > "$work/$token.config"
 [ "${CLAUDE_SESSION_DIR+set}" ] && printf %s "$CLAUDE_SESSION_DIR" > "$work/$token.legacy"
-printf '%s\n' "$token" 1<> "$work/started"
-kill -0 "$CSDEPLOY_VERIFY_PID" 2>/dev/null && read -r x < "$work/release"
+[ "${CLAUDE_SECURESTORAGE_CONFIG_DIR+set}" ] && printf %s "$CLAUDE_SECURESTORAGE_CONFIG_DIR" > "$work/$token.store"
+printf '%s\n%s\n%s\n' "$screen" "$sid" "$data" > "$work/$token.seen"
 all=0
-[ -e "$work/all-started" ] && all=1
+if [ -z "$cont" ]; then
+  printf '%s\n' "$token" 1<> "$work/started"
+  kill -0 "$verifier_pid" 2>/dev/null && read -r x < "$work/release"
+  [ -e "$work/all-started" ] && all=1
+fi
 printf %s "$all" > "$work/$token.done"
 exit 0
 """
@@ -125,8 +182,21 @@ def read_report(work, token):
     done = read_text(base + ".done")
     if done is None:
         return None
+    seen = (read_raw(base + ".seen") or "").split("\n")
+    seen += [""] * 3
     return {"token": token, "all_started": done == "1",
-            "config_dir": read_text(base + ".config"), "session_dir": read_text(base + ".legacy")}
+            "config_dir": read_text(base + ".config"), "session_dir": read_text(base + ".legacy"),
+            "store": read_raw(base + ".store"), "screen": seen[0] or None, "session_id": seen[1] or None,
+            "data_dir": seen[2] or None}
+
+
+def read_raw(path):
+    """A file's text as it is (None if absent): "" is a value here."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 class Check:
@@ -207,10 +277,12 @@ def snapshot_default(claude_home, home):
             entries[os.path.relpath(path, claude_home)] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
             if len(entries) >= WALK_LIMIT:
                 return entries
+    # The user's own state file, which the launcher seeds sessions from and
+    # a client without CLAUDE_CONFIG_DIR writes to.
     beside = os.path.join(home, ".claude.json")
-    if os.path.realpath(claude_home) == os.path.realpath(os.path.join(home, ".claude")) and os.path.lexists(beside):
+    if os.path.lexists(beside):
         st = os.lstat(beside)
-        entries["../.claude.json"] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
+        entries["~/.claude.json"] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino)
     return entries
 
 
@@ -241,7 +313,15 @@ class Session:
         self.report = None
         self.entry_id = None
         self.cwd = "/"
-        self.history_line = None  # the exact line its probe appends (see PROBE)
+        self.history_lines = ()  # the exact lines its probe may append (see PROBE)
+        self.argv = []  # the launcher's arguments
+        self.sid = new_uuid()  # the probe's conversation id (the real client picks its own)
+        self.resume = None  # the Session that resumed this one
+        self.of = None  # for a resumption: the Session it resumes
+        self.drive = None  # the real client's terminal (Drive)
+        self.display = None  # the prompt's history display, exactly
+        self.prompt = None  # what is typed into the real client
+        self.log = None
 
     def label(self):
         return "session %d" % (self.index + 1)
@@ -266,13 +346,19 @@ def inherited_fds():
     return fds
 
 
-def spawn(argv, env, log, close=()):
+def spawn(argv, env, log, close=(), tty=None):
     """Starts argv in a new session (so a hung one can be killed with all its
-    children), stdin /dev/null, stdout and stderr to `log`. posix_spawn: no
-    fork of this interpreter, no subprocess module to import."""
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    children), stdin /dev/null, stdout and stderr to `log`; or, with `tty`,
+    all three on that terminal, which becomes its controlling terminal (the
+    new session leader opens it). posix_spawn: no fork of this interpreter,
+    no subprocess module to import."""
+    if tty:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0),
+                   (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)]
+    else:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in close]
     # Python ignores SIGPIPE and SIGXFSZ; the launcher gets the defaults, as
     # subprocess's restore_signals would give it.
@@ -283,7 +369,39 @@ def spawn(argv, env, log, close=()):
         return os.posix_spawn(argv[0], argv, env, setpgroup=0, **options)
 
 
-def launch(sessions, launcher, client_argv, env, work, cwd):
+def new_uuid():
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = bytes(b).hex()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+def mangle(path):
+    """Claude Code's projects/ name for a working directory."""
+    return "".join(c if c.isalnum() else "-" for c in path)
+
+
+def sh_quote(value):
+    return "'%s'" % value.replace("'", "'\\''")
+
+
+def write_probe_args(s, work, project, run_sids=()):
+    """The probe's per-session values (see PROBE), and the history lines it
+    may append with them: exactly these, for undo_probe_lines. A resumed
+    probe continues whichever conversation of the run it finds (a broken
+    launcher may show it another session's)."""
+    ms = str(int(time.time() * 1000))
+    with open(os.path.join(work, s.token + ".args"), "w") as f:
+        f.write("ms=%s sid=%s\n" % (ms, s.sid))
+    sids = [s.sid] + [x for x in run_sids if x != s.sid]
+    s.history_lines = tuple(('{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,'
+                             '"sessionId":"%s"}\n' % (s.token, ms, project, sid)).encode() for sid in sids)
+
+
+def launch(sessions, launcher, env, work, cwd, terminal=None):
+    """Starts each session's launcher. `terminal(s)`, for the real client:
+    the path of the pseudo-terminal it gets as stdin, stdout and stderr."""
     # Started from a directory of their own, neither HOME nor ours: a
     # relative CLAUDE_CONFIG_DIR must not happen to work (session_dir_of).
     # posix_spawn has no cwd argument.
@@ -295,14 +413,10 @@ def launch(sessions, launcher, client_argv, env, work, cwd):
     close = inherited_fds()
     try:
         for s in sessions:
-            env["CSDEPLOY_VERIFY_MS"] = str(int(time.time() * 1000))  # the history line's timestamp
-            s.history_line = ('{"display":"csdeploy verify %s","pastedContents":{},"timestamp":%s,"project":%s,'
-                              '"sessionId":"%s"}\n' % (s.token, env["CSDEPLOY_VERIFY_MS"],
-                                                       env["CSDEPLOY_VERIFY_PROJECT"], s.token)).encode()
             s.launched = time.monotonic()
             s.cwd = cwd
-            s.pid = spawn([launcher, "--name", s.name, "--force", "--"] + client_argv(s), env,
-                          os.path.join(work, "launcher-%d.log" % s.index), close)
+            tty = terminal(s) if terminal else None
+            s.pid = spawn([launcher] + s.argv, env, os.path.join(work, "launcher-%s.log" % s.token), close, tty)
     finally:
         if back is not None:
             os.chdir(back)
@@ -632,8 +746,8 @@ def check_parallel(sessions, probe):
     codes = [s.returncode for s in sessions]
     if probe and any(code != 0 for code in codes):
         problems.append("exit codes %s" % codes)
-    if not probe and any(code in LAUNCHER_FAILURES or code < 0 or code >= 128 for code in codes):
-        # Offline, Claude Code itself exits 1 ("Not logged in"): only the
+    if not probe and any(code is None or code in LAUNCHER_FAILURES or code < 0 or code >= 128 for code in codes):
+        # Offline, Claude Code's onboarding exits 1 by itself: only the
         # launcher's own failures and killed sessions count.
         problems.append("exit codes %s (64/70/75 are the launcher's own failures)" % codes)
     if probe:
@@ -670,7 +784,10 @@ def relative_config(s):
     return None
 
 
-def check_history(sessions, sessions_dir, default_history):
+def check_history(sessions, sessions_dir, default_history, others):
+    """Each session's prompt line in <its dir>/history.jsonl (no line of
+    another session there, distinct inodes), its .claude.json and its
+    transcript projects/<cwd>/<sessionId>.jsonl in its own dir."""
     check = Check("history-isolation")
     problems = []
     inodes = {}
@@ -680,31 +797,50 @@ def check_history(sessions, sessions_dir, default_history):
             problems.append(relative_config(s))
         report = s.report or {}
         if report and not report.get("config_dir"):
-            home_history = default_history
             problems.append("%s: CLAUDE_CONFIG_DIR was not set, history went to %s instead of %s"
-                            % (s.label(), home_history, os.path.join(sdir or "<session dir>", "history.jsonl")))
+                            % (s.label(), default_history, os.path.join(sdir or "<session dir>", "history.jsonl")))
             continue
         if sdir is None:
             problems.append("%s: no session directory" % s.label())
             continue
+        state = os.path.join(sdir, ".claude.json")
+        if not os.path.isfile(state) or os.path.islink(state):
+            problems.append("%s: no .claude.json of its own in %s" % (s.label(), sdir))
         path = os.path.join(sdir, "history.jsonl")
         try:
             st = os.stat(path)
             with open(path) as f:
-                ids = [json_loads(line).get("sessionId") for line in f if line.strip()]
+                entries = [json_loads(line) for line in f if line.strip()]
         except (OSError, ValueError) as err:
-            problems.append("%s: %s: %s" % (s.label(), path, getattr(err, "strerror", None) or err))
+            reached = report.get("screen") == "prompt"
+            problems.append("%s: %s: %s%s" % (s.label(), path, getattr(err, "strerror", None) or err,
+                                              "" if reached else " (the client never reached its prompt)"))
             continue
-        if ids != [s.token]:
-            others = len([i for i in ids if i != s.token])
-            problems.append("%s: %s holds %d of its own entries and %d from other sessions"
-                            % (s.label(), path, ids.count(s.token), others))
+        displays = [e.get("display") for e in entries if isinstance(e, dict)]
+        own = [e for e in entries if isinstance(e, dict) and e.get("display") == s.display]
+        foreign = [d for d in displays if d in others and d not in (s.display, getattr(s.resume, "display", None))]
+        if not own:
+            problems.append("%s: %s has no line of its prompt %r" % (s.label(), path, s.display))
+        if foreign:
+            problems.append("%s: %s holds %d lines of other sessions" % (s.label(), path, len(foreign)))
+        sid = own[0].get("sessionId") if own else None
+        if sid and not any(os.path.isfile(os.path.join(sdir, "projects", p, sid + ".jsonl"))
+                           for p in listdir(os.path.join(sdir, "projects"))):
+            problems.append("%s: no transcript projects/<cwd>/%s.jsonl in %s" % (s.label(), sid, sdir))
         key = (st.st_dev, st.st_ino)
         if key in inodes:
             problems.append("%s and %s share history inode %d" % (inodes[key], s.label(), st.st_ino))
         inodes[key] = s.label()
-    return check.verdict(problems, "each session's history in <its session dir>/history.jsonl, distinct inodes, only its own entries",
+    return check.verdict(problems, "each session's prompt in <its session dir>/history.jsonl (distinct inodes, no other "
+                         "session's lines), its .claude.json and transcript projects/<cwd>/<id>.jsonl there too",
                          "%d histories, inodes %s" % (len(inodes), sorted(k[1] for k in inodes)))
+
+
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def check_directories(sessions, sessions_dir):
@@ -838,8 +974,11 @@ def check_registry(sessions, sessions_dir):
             problems.append("%s: never seen active while it ran" % s.label())
         if entry.get("status") != "ended":
             problems.append("%s: status %r after exit, expected 'ended'" % (s.label(), entry.get("status")))
-        elif entry.get("exit_code") != s.returncode:
-            problems.append("%s: recorded exit code %r, real %r" % (s.label(), entry.get("exit_code"), s.returncode))
+        else:
+            last = s.resume if s.resume is not None and s.resume.pid else s
+            if entry.get("exit_code") != last.returncode:
+                problems.append("%s: recorded exit code %r, real %r" % (s.label(), entry.get("exit_code"),
+                                                                       last.returncode))
     return check.verdict(problems, "every test session in the registry, active while running, ended after",
                          "%d sessions tracked: active, then ended" % len(sessions))
 
@@ -932,8 +1071,13 @@ def test_session_ids(sessions, sessions_dir, prefix):
         sdir = session_dir_of(s, sessions_dir)
         if sdir and os.path.dirname(sdir) == root and UUID_RE.match(os.path.basename(sdir)):
             ids.add(os.path.basename(sdir))
+    pids = {s.pid for s in sessions if s.pid} | {s.resume.pid for s in sessions if s.resume and s.resume.pid}
     for sid, entry in (read_registry(sessions_dir) or {}).items():
-        if isinstance(entry, dict) and str(entry.get("name", "")).startswith(prefix) and UUID_RE.match(sid):
+        if not isinstance(entry, dict) or not UUID_RE.match(sid):
+            continue
+        # By this run's name, or by the pid of one of its launchers (a
+        # launcher that took `resume` for client arguments made a new one).
+        if str(entry.get("name", "")).startswith(prefix) or entry.get("pid") in pids:
             ids.add(sid)
     return ids
 
@@ -978,7 +1122,7 @@ def undo_probe_lines(states, sessions):
     what was appended is exactly lines of this run's probes, each once, and
     the file is the same file; a file that did not exist and holds only such
     lines is removed. Anything else is left as it is. What was done, as text."""
-    ours = {s.history_line for s in sessions if s.history_line}
+    ours = {line for s in sessions for line in s.history_lines}
     notes = []
     for path, before in sorted(states.items()):
         if before == "other":
@@ -1044,26 +1188,112 @@ def cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_regist
                          "%d test sessions removed, %d pre-existing kept" % (len(ids), len(before_ids)))
 
 
-def without_inheritance(bindir, work):
-    """The deployed launcher settings with empty inherit lists."""
-    lines = []
-    try:
-        with open(os.path.join(bindir, "session.conf")) as f:
-            lines = [l for l in f.read().splitlines() if not l.startswith(("inherit_copy=", "inherit_link="))]
-    except OSError:
-        pass
-    path = os.path.join(work, "session.conf")
-    with open(path, "w") as f:
-        f.write("\n".join(lines + ["inherit_copy=", "inherit_link="]) + "\n")
-    return path
-
-
 def skipped(check_ids, reason):
     return [Check(i).result("skip", detail=reason) for i in check_ids]
 
 
-SESSION_CHECKS = ["parallel-launch", "history-isolation", "directory-isolation", "no-shared-state",
-                  "default-untouched", "registry-tracking", "active-links", "cleanup"]
+SESSION_CHECKS = ["parallel-launch", "onboarding", "history-isolation", "directory-isolation", "no-shared-state",
+                  "inherit-policy", "credential-store", "default-untouched", "resume", "registry-tracking",
+                  "active-links", "cleanup"]
+
+
+MAX_SAVED = 16 << 20
+
+
+def save_state_files(home, claude_home):
+    """The bytes (and times) of the user's .claude.json files before the run:
+    a broken launcher lets a client rewrite them, and verify puts them back."""
+    saved = {}
+    for path in {os.path.join(home, ".claude.json"), os.path.join(claude_home, ".claude.json")}:
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SAVED:
+                saved[path] = "other"
+                continue
+            with open(path, "rb") as f:
+                saved[path] = (f.read(), st.st_atime_ns, st.st_mtime_ns)
+        except OSError:
+            saved[path] = None
+    return saved
+
+
+def restore_default(saved, before, claude_home, home, cwd, sids, history_path, history_size):
+    """Puts back what this run's clients changed outside sessions/ (only
+    what is provably theirs): the .claude.json files saved before, history
+    lines of the run's working directory appended to the default history,
+    and new entries that are the run's: projects/<its cwd>, .claude.json
+    backups, names holding one of its conversation ids, and top-level
+    entries that did not exist. What was done, as text."""
+    notes = []
+    for path, old in sorted(saved.items()):
+        if old == "other":
+            continue
+        try:
+            with open(path, "rb") as f:
+                now = f.read()
+        except OSError:
+            now = None
+        if old is None:
+            if now is not None:
+                os.unlink(path)
+                notes.append("%s: made by this run, removed" % path)
+        elif now != old[0]:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, old[0])
+                os.utime(fd, ns=(old[1], old[2]))
+            finally:
+                os.close(fd)
+            notes.append("%s: put back as it was" % path)
+    project = json_dumps(cwd)
+    try:
+        fd = os.open(history_path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            size = os.fstat(fd).st_size
+            start = history_size or 0
+            if size > start:
+                os.lseek(fd, start, os.SEEK_SET)
+                added = os.read(fd, size - start)
+                lines = added.split(b"\n")
+                ours = all(not line or ('"project":%s' % project).encode() in line.replace(b'": ', b'":')
+                           for line in lines)
+                if ours and history_size is None:
+                    os.unlink(history_path)
+                    notes.append("%s: held only this run's lines, removed" % history_path)
+                elif ours:
+                    os.ftruncate(fd, start)
+                    notes.append("%s: this run's lines taken out" % history_path)
+                else:
+                    notes.append("%s: lines not only of this run appended, left" % history_path)
+        finally:
+            os.close(fd)
+    after = snapshot_default(claude_home, home)
+    mangled = mangle(cwd)
+    tops = {k.split(os.sep)[0] for k in before}
+    doomed = []
+    for key in after:
+        if key in before or key.startswith("~") or key in ("history.jsonl", ".claude.json"):
+            continue
+        first = key.split(os.sep)[0]
+        if (first not in tops or key.startswith(os.path.join("projects", mangled))
+                or key.startswith(os.path.join("backups", ".claude.json.backup."))
+                or any(sid in key for sid in sids)):
+            doomed.append(key)
+    for key in sorted(doomed, key=lambda k: -k.count(os.sep)):
+        path = os.path.join(claude_home, key)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                remove_tree(path)
+            else:
+                os.unlink(path)
+        except OSError:
+            continue
+    if doomed:
+        notes.append("removed what this run made outside sessions/: %s" % ", ".join(sorted(doomed)[:10]))
+    return notes
 
 
 class Interrupted(BaseException):
@@ -1124,30 +1354,41 @@ def _run(args):
     n = int(args.get("sessions", 2))
     probe = args.get("client", "probe") == "probe"
     wait_limit = float(args.get("wait", 10))
-    inherit_link = set(str(args.get("inherit_link") or "").split())
+    per_session_state = list(args.get("per_session_state") or ())
+    conf = read_conf(bindir)
+    inherit_link = set(conf.get("inherit_link", args.get("inherit_link") or "").split())
 
     checks = [check_integrity(bindir, args.get("expected", {})), check_capacity(int(args.get("max_sessions") or 0))]
     why = cannot_run(launcher)
     if why:
         # A launcher nobody can run is a broken installation, not a reason
-        # to skip: parallel-launch fails, the rest could not be judged.
+        # to skip: client and parallel-launch fail, the rest cannot be judged.
         reason = "the launcher %s cannot be run: %s" % (launcher, why)
-        return checks + [Check("parallel-launch").result(
+        return checks + [Check("client").result("fail", "claude-session --which-client names the client", reason),
+                         Check("parallel-launch").result(
             "fail", "%d sessions running at once through %s" % (n, launcher), reason)] + skipped(
             SESSION_CHECKS[1:], "no test session could run: " + reason)
+    try:
+        with open(launcher, "rb") as f:
+            launcher_text = f.read()
+    except OSError:
+        launcher_text = b""
     env = dict(os.environ)
-    if probe:
-        client = None
-    else:
-        client = which("claude", env.get("PATH"))
-        if client is None:
-            return checks + skipped(SESSION_CHECKS, "Claude Code (`claude`) is not installed on this host")
-        # Headless, and no request leaves the host: port 9 on loopback is
-        # closed. No credentials either: the test sessions get no inherited
-        # login (a logged-in client would retry the closed port for minutes,
-        # and a verification has no business using the user's login).
-        env["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
-        for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
+    # The host's own launcher settings, whatever this shell was given.
+    for key in ("CLAUDE_CONFIG_DIR", "CLAUDE_SESSION_CONF", "CLAUDE_SECURESTORAGE_CONFIG_DIR", "CLAUDE_BIN"):
+        env.pop(key, None)
+    if not probe:
+        # No request leaves the host: the API and every proxy at a closed
+        # loopback port, nothing nonessential, no update. The login is the
+        # store's (what the credential-store check is about), not a token
+        # from this shell's environment.
+        env.update({"ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                    "HTTP_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
+                    "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+                    "all_proxy": "http://127.0.0.1:9",
+                    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"})
+        env.setdefault("TERM", "xterm-256color")
+        for key in ("NO_PROXY", "no_proxy", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"):
             env.pop(key, None)
 
     work = os.path.join(os.environ.get("TMPDIR") or "/tmp", "csdeploy-verify-" + os.urandom(8).hex())
@@ -1158,65 +1399,130 @@ def _run(args):
     prefix = "csdeploy-verify-%s-" % run_id
     before_ids = []
     outside = {}
+    saved = {}
     cleaned = False
     Stop.armed = Stop.signum is None
     try:
+        client_check, client = check_client(probe, launcher, launcher_text, env, work)
+        checks.append(client_check)
+        if not probe and client is None:
+            return checks + skipped(SESSION_CHECKS, "no Claude Code to run: see the client check")
+        cwd = os.path.join(work, "cwd")
+        os.mkdir(cwd, 0o700)
+        project = json_dumps(cwd)
+        onboarded, logged_in = user_state(home, claude_home)
         if probe:
             client = os.path.join(work, "probe")
             with open(client, "w") as f:
                 f.write(PROBE)
             os.chmod(client, 0o700)
-        cwd = os.path.join(work, "cwd")
-        os.mkdir(cwd, 0o700)
-        env.update({"CLAUDE_BIN": client, "CSDEPLOY_VERIFY_DIR": work, "CSDEPLOY_VERIFY_PID": str(os.getpid()),
-                    "CSDEPLOY_VERIFY_PROJECT": json_dumps(cwd), "PWD": cwd})
-        if not probe:
-            env["CLAUDE_SESSION_CONF"] = without_inheritance(bindir, work)
-        env.pop("CLAUDE_CONFIG_DIR", None)
+            with open(os.path.join(work, "probe.env"), "w") as f:
+                f.write("verifier_pid=%d\nproject=%s\nuser_home=%s\nmangled=%s\nexpect_onboarded=%s\n"
+                        "expect_login=%s\n" % (os.getpid(), sh_quote(project), sh_quote(home),
+                                                sh_quote(mangle(cwd)), "1" if onboarded else "",
+                                                "1" if logged_in else ""))
+            env["CLAUDE_BIN"] = client
+        env["PWD"] = cwd
         sessions = [Session(i, "%s-%d" % (run_id, i)) for i in range(n)]
-
-        def client_argv(s):
-            return [s.token] if probe else ["-p", "csdeploy verify " + s.token]
+        for s in sessions:
+            if probe:
+                s.display = "csdeploy verify " + s.token
+                s.argv = ["--name", s.name, "--force", "--", work, s.token]
+                write_probe_args(s, work, project)
+            else:
+                s.display = s.prompt = "csdeployverify%sa%sz" % (letters(run_id), letters(str(s.index)))
+                s.argv = ["--name", s.name, "--force"]
+            s.log = os.path.join(work, "launcher-%s.log" % s.token)
 
         before_ids = session_ids(sessions_dir)
         before_registry = read_registry(sessions_dir)
         default_before = snapshot_default(claude_home, home)
         history_before = file_state(default_history)
         outside = histories_outside(claude_home, sessions_dir, before_ids) if probe else {}
+        saved = save_state_files(home, claude_home)
 
         phase = Check("parallel-launch")
         watch = Watch(work, probe)
-        launch(sessions, launcher, client_argv, env, work, cwd)
-        observe(sessions, sessions_dir, active_dir, work, watch, wait_limit)
-        watch.close()
-        for s in sessions:
-            s.report = read_report(work, s.token)
+        if probe:
+            launch(sessions, launcher, env, work, cwd)
+            observe(sessions, sessions_dir, active_dir, work, watch, wait_limit)
+            watch.close()
+            for s in sessions:
+                s.report = read_report(work, s.token)
+        else:
+            drive_claude(sessions, sessions_dir, active_dir, default_history, watch, launcher, env, work, cwd)
+            watch.close()
         launch_check = check_parallel(sessions, probe)
         launch_check["duration_ms"] = int((time.monotonic() - phase.started) * 1000)
 
+        # Second round: each session resumed through the launcher, --continue.
+        supported = b"resume" in launcher_text
+        resumed = []
+        for s in sessions:
+            if not supported or not s.entry_id or not (s.report or {}).get("session_id"):
+                continue
+            r = Session(s.index, s.token + "r")
+            r.of, s.resume = s, r
+            if probe:
+                r.display = "csdeploy verify " + r.token
+                r.argv = ["resume", s.entry_id, "--", work, r.token, "--continue"]
+                write_probe_args(r, work, project, [x.sid for x in sessions])
+            else:
+                r.display = r.prompt = "csdeployverify%sb%sz" % (letters(run_id), letters(str(s.index)))
+                r.argv = ["resume", s.entry_id, "--", "--continue"]
+            r.log = os.path.join(work, "launcher-%s.log" % r.token)
+            r.name = s.name
+            resumed.append(r)
+        if resumed:
+            watch = Watch(work, False)
+            if probe:
+                launch(resumed, launcher, env, work, cwd)
+                deadline = time.monotonic() + 2 * wait_limit + 10
+                while any(r.exited is None for r in resumed):
+                    reap(resumed, time.monotonic())
+                    if time.monotonic() > deadline:
+                        for r in resumed:
+                            if r.exited is None:
+                                stop(r)
+                    watch.sleep(POLL_MAX)
+                for r in resumed:
+                    r.report = read_report(work, r.token)
+            else:
+                drive_claude(resumed, sessions_dir, active_dir, default_history, watch, launcher, env, work, cwd)
+            watch.close()
+        others = {s.display for s in sessions} | {r.display for r in resumed}
+        Stop.armed = False  # from here a signal waits until the clean-up is done
+
         checks += [
             launch_check,
-            check_history(sessions, sessions_dir, default_history) if probe else check_claude_state(sessions, sessions_dir),
+            check_onboarding(sessions, probe, onboarded, logged_in),
+            check_history(sessions, sessions_dir, default_history, others),
             check_directories(sessions, sessions_dir),
             check_shared_state(sessions, sessions_dir, inherit_link),
+            check_inherit_policy(conf, per_session_state, sessions, sessions_dir),
+            check_credential_store(sessions, sessions_dir, claude_home, home),
             check_default(default_before, snapshot_default(claude_home, home), history_before,
                           file_state(default_history), default_history),
+            check_resume(sessions, sessions_dir, probe, supported),
             check_registry(sessions, sessions_dir),
             check_links(sessions, sessions_dir, active_dir),
         ]
-        Stop.armed = False  # from here a signal waits until the clean-up is done
         cleaned = True
         checks.append(cleanup(sessions, sessions_dir, bindir, env, work, before_ids, before_registry, prefix))
-        undone = undo_probe_lines(outside, sessions)
+        undone = undo_probe_lines(outside, sessions + resumed)
+        sids = [x for s in sessions + resumed for x in (s.sid, (s.report or {}).get("session_id")) if x]
+        undone += restore_default(saved, default_before, claude_home, home, cwd, sids, default_history,
+                                  history_before["size"] if history_before else None)
         if undone:
             checks[-1]["detail"] = "; ".join(([checks[-1]["detail"]] if checks[-1]["detail"] else []) + undone)
         return checks
     finally:
         Stop.armed = False
-        if not cleaned and any(s.pid for s in sessions):
+        everyone = sessions + [s.resume for s in sessions if s.resume]
+        if not cleaned and any(s.pid for s in everyone):
             # Interrupted (or crashed) mid-run: stop what still runs and
             # remove whatever this run left, as the cleanup check would.
-            for s in sessions:
+            for s in everyone:
                 if s.pid and s.exited is None:
                     try:
                         os.killpg(s.pid, signal.SIGKILL)
@@ -1232,7 +1538,10 @@ def _run(args):
             ids = test_session_ids(sessions, sessions_dir, prefix) - set(before_ids)
             if ids:
                 remove_test_sessions(ids, sessions_dir, bindir, env, os.devnull)
-            undo_probe_lines(outside, sessions)
+            undo_probe_lines(outside, everyone)
+        for s in everyone:
+            if s.drive is not None:
+                s.drive.close()
         # After an interruption probes may still run: the directory goes
         # first, so that what they do once the FIFOs close (their end of
         # file) finds nowhere to write; a file one made meanwhile means
@@ -1243,6 +1552,601 @@ def _run(args):
                 break
         if watch is not None:
             watch.close()
+
+
+# ------------------------------------------------------------ the real client
+#
+# Driven as a person would: a pseudo-terminal per session (120x40), wait for
+# the input prompt (answering the folder-trust question for the test's fresh
+# working directory as a person would: "Yes"), type a unique prompt, Enter
+# once its echo is on screen, wait for its line in a history.jsonl, then
+# `/exit`. What is on screen is read with its escape sequences and white
+# space taken out (Ink moves the cursor instead of writing spaces).
+
+CLAUDE_START = 30.0  # seconds for a session to reach its prompt
+CLAUDE_LAND = 10.0  # seconds for a submitted prompt to reach a history
+CLAUDE_EXIT = 10.0  # seconds for /exit to end the client
+ESCAPE = None
+# Screens with a menu (and its ❯) that are not the prompt.
+DIALOGS = ("trustthisfolder", "Selectloginmethod", "Choosethetextstyle", "WelcometoClaudeCode")
+
+
+def screen_text(data):
+    """Terminal output as plain text without white space."""
+    global ESCAPE
+    if ESCAPE is None:
+        import re
+        ESCAPE = re.compile(r"\x1b(\[[0-9;?<>=!]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|[()*+].|.)|\s")
+    return ESCAPE.sub("", data.decode("utf-8", "replace"))
+
+
+def letters(hexdigits):
+    """A hex string as letters only: a digit typed into a menu picks an entry."""
+    return "".join(chr(ord("g") + int(c)) if c.isdigit() else c for c in hexdigits)
+
+
+class Drive:
+    """One real-client session's terminal and where its conversation is."""
+
+    def __init__(self, s, prompt):
+        self.s = s
+        self.prompt = prompt
+        self.master = None
+        self.tty = None
+        self.screen = ""  # since the last step, see screen_text
+        self.seen = ""  # everything, for the report
+        self.step = "start"
+        self.at = time.monotonic()
+        self.trust = False
+        self.typed = 0
+        self.landed = None  # (history path, sessionId) of the prompt's line
+        self.environ = None  # the client's environment, from /proc
+        self.client_pid = None
+        self.showed = None  # what the screen showed when the prompt never came
+        self.output_at = self.at  # when the terminal last said something
+        self.login = None  # False once the client said "Not logged in"
+
+    def open(self):
+        import fcntl
+        import struct
+        import termios
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.tty = os.ttyname(slave)
+        os.close(slave)
+        os.set_blocking(self.master, False)
+        return self.tty
+
+    def send(self, data):
+        try:
+            os.write(self.master, data)
+        except OSError:
+            pass
+
+    def go(self, step):
+        self.step, self.at, self.screen = step, time.monotonic(), ""
+
+    def read(self):
+        try:
+            data = os.read(self.master, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: every holder of the terminal is gone
+            data = b""
+        if not data:
+            os.close(self.master)
+            self.master = None
+            return
+        self.output_at = time.monotonic()
+        text = screen_text(data)
+        self.screen += text
+        self.seen = (self.seen + text)[-4000:]
+
+    def close(self):
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
+
+def screen_says(text):
+    """What a screen that is not the prompt is, in a few words."""
+    for marker, what in (("Selectloginmethod", "the login screen"), ("/login", "the login screen"),
+                         ("Notloggedin", "the login screen"), ("Choosethetextstyle", "the onboarding (theme)"),
+                         ("WelcometoClaudeCode", "the onboarding"),
+                         ("UnabletoconnecttoAnthropicservices", "the onboarding's connection test"),
+                         ("trustthisfolder", "the folder-trust question")):
+        if marker in text:
+            return what
+    return None
+
+
+def session_processes(leader):
+    """pid -> (ppid, rss kB) of the processes in the session `leader` leads."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) != leader:
+            continue
+        found[int(name)] = (int(fields[1]), int(fields[21]) * (os.sysconf("SC_PAGE_SIZE") // 1024))
+    return found
+
+
+def client_environ(s):
+    """(pid, environment) of the client a launcher runs: the largest process
+    in its session (Claude Code is hundreds of MB; the launcher, its registry
+    helper and any wrapper script are small), or (None, None)."""
+    procs = session_processes(s.pid)
+    procs.pop(s.pid, None)
+    for pid, (_ppid, rss) in sorted(procs.items(), key=lambda kv: -kv[1][1]):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"session_registry" in f.read():
+                    continue
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        env = {}
+        for item in raw.split(b"\0"):
+            key, sep, value = item.partition(b"=")
+            if sep:
+                env[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+        return pid, env
+    return None, None
+
+
+def find_prompt_line(paths, prompt):
+    """(path, sessionId) of the first history line whose display holds `prompt`."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if prompt.encode() not in data:
+            continue
+        for line in data.splitlines():
+            if prompt.encode() in line:
+                try:
+                    entry = json_loads(line.decode("utf-8", "replace"))
+                except ValueError:
+                    continue
+                if prompt in str(entry.get("display", "")):
+                    return path, entry.get("sessionId")
+    return None
+
+
+def drive_claude(sessions, sessions_dir, active_dir, default_history, watch, launcher, env, work, cwd):
+    """Launches the sessions on terminals and drives each from its prompt to
+    /exit; looks at the registry and active links while they run."""
+    for s in sessions:
+        s.drive = Drive(s, s.prompt)
+    launch(sessions, launcher, env, work, cwd, lambda s: s.drive.open())
+    first = time.monotonic()
+    while True:
+        now = time.monotonic()
+        reap(sessions, now)
+        running = [s for s in sessions if s.exited is None]
+        for s in sessions:
+            d = s.drive
+            if d.master is not None:
+                d.read()
+        if not running:
+            break
+        look(sessions, sessions_dir, active_dir, False)
+        for s in running:
+            advance(s, sessions_dir, default_history, now)
+        if now - first > CLAUDE_START + CLAUDE_LAND + CLAUDE_EXIT + 5:
+            for s in running:
+                stop(s)
+            continue
+        fds = [s.drive.master for s in sessions if s.drive.master is not None]
+        if watch.wake_fd is not None:
+            fds.append(watch.wake_fd)
+        ready = select.select(fds, [], [], 0.05)[0]
+        if watch.wake_fd in ready:
+            try:
+                os.read(watch.wake_fd, 512)
+            except BlockingIOError:
+                pass
+    for s in sessions:
+        s.drive.close()
+        if s.drive.environ is not None:
+            s.report = {"config_dir": s.drive.environ.get("CLAUDE_CONFIG_DIR"),
+                        "session_dir": s.drive.environ.get("CLAUDE_SESSION_DIR"),
+                        "store": s.drive.environ.get("CLAUDE_SECURESTORAGE_CONFIG_DIR"),
+                        "screen": "prompt" if s.drive.landed else "other",
+                        "session_id": s.drive.landed[1] if s.drive.landed else None, "data_dir": None}
+
+
+def stop(s):
+    """Ends a session that did not end by itself: SIGTERM, then SIGKILL."""
+    for sig, grace in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(s.pid, sig)
+        except OSError:
+            pass
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            pid, status = os.waitpid(s.pid, os.WNOHANG)
+            if pid:
+                s.exited = time.monotonic()
+                s.returncode = exit_code(status)
+                return
+            time.sleep(0.02)
+
+
+def advance(s, sessions_dir, default_history, now):
+    """One step of a session's conversation, when its time has come."""
+    d = s.drive
+    waited = now - d.at
+    if d.master is None:
+        return
+    if d.environ is None and d.seen:
+        # The client is up once the terminal speaks: its environment now,
+        # whatever screen follows (read again at the prompt).
+        d.client_pid, d.environ = client_environ(s)
+    if d.step == "start":
+        if "trustthisfolder" in d.screen and not d.trust:
+            # The test's working directory is new to the user: say yes, as
+            # a person would (the answer goes to the session's .claude.json),
+            # once the question has settled (keys sent at its first frame
+            # are lost to a re-render).
+            d.trust = True
+            d.go("trust-wait")
+        elif "\u276f" in d.screen and not any(m in d.screen for m in DIALOGS):
+            d.go("ready")
+        elif now - d.s.launched > CLAUDE_START:
+            d.showed = screen_says(d.seen) or "no prompt"
+            d.go("exit")
+            d.send(b"\x03\x03")
+    elif d.step == "trust-wait" and waited > 0.6 and now - d.output_at > 0.3:
+        # Once, and only on a settled screen: the menu wraps around, and
+        # Ink redraws only the cells that change, so the choice cannot be
+        # read back from the output.
+        d.send(b"\x1b[B")  # down, from "No, exit" to "Yes"
+        d.go("trust")
+    elif d.step == "trust" and waited > 0.5 and now - d.output_at > 0.2:
+        d.send(b"\r")
+        d.go("start")
+    elif d.step == "ready" and waited > 0.4:
+        pid, environ = client_environ(s)
+        if environ is not None:
+            d.client_pid, d.environ = pid, environ
+        d.send(d.prompt.encode())
+        d.typed += 1
+        d.go("typed")
+    elif d.step == "typed":
+        if d.prompt in d.screen:
+            d.send(b"\r")
+            d.go("sent")
+        elif waited > 2.0:
+            if d.typed < 2:
+                d.go("ready")
+            else:
+                d.send(b"\r")
+                d.go("sent")
+    elif d.step == "sent":
+        if d.landed is None:
+            paths = []
+            if s.entry_id:
+                paths.append(os.path.join(sessions_dir, s.entry_id, "history.jsonl"))
+            config = (d.environ or {}).get("CLAUDE_CONFIG_DIR")
+            if config:
+                paths.append(os.path.join(config, "history.jsonl"))
+            paths.append(default_history)
+            d.landed = find_prompt_line(paths, d.prompt)
+        if d.landed:
+            d.go("answer")
+        elif waited > CLAUDE_LAND:
+            d.showed = screen_says(d.seen) or "the prompt, but the line never reached a history"
+            d.send(b"/exit")
+            d.go("exiting")
+    elif d.step == "answer":
+        # What the client makes of the prompt: with the login it sees, a
+        # request to the closed port (refused, retried); without, "Not
+        # logged in", Claude Code's login screen of today.
+        if "Notloggedin" in d.screen:
+            d.login = False
+        elif any(m in d.screen for m in ("Connectionrefused", "retrying", "APIError", "Unabletoconnect")):
+            d.login = True
+        if d.login is not None or waited > 3.0:
+            # /exit works while the client retries; an Escape first would
+            # make the slash an Alt-/ instead.
+            d.send(b"/exit")
+            d.go("exiting")
+    elif d.step == "exiting" and waited > 0.5:
+        d.send(b"\r")
+        d.go("exit")
+    elif d.step == "exit" and waited > CLAUDE_EXIT:
+        stop(s)
+
+
+# ------------------------------------------------------------ client, policy
+
+def run_capture(argv, env, work, name, timeout):
+    """(exit code or None on timeout, stdout, stderr) of argv, stdin /dev/null."""
+    out, err = os.path.join(work, name + ".out"), os.path.join(work, name + ".err")
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+               (os.POSIX_SPAWN_OPEN, 2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)]
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
+                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+    except OSError as e:
+        return 127, "", "%s: %s" % (argv[0], e.strerror)
+    end = time.monotonic() + timeout
+    code = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = exit_code(status)
+            break
+        if time.monotonic() > end:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.01)
+    return code, (read_raw(out) or "").strip(), (read_raw(err) or "").strip()
+
+
+SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox")
+
+
+def wrapper_problem(path):
+    """Why a `claude` that is a shell script would not run sessions where the
+    launcher put them: it sets the config dir or the store itself."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    names = [os.path.basename(w.decode("utf-8", "replace")) for w in words[:2]]
+    if not any(n in SHELLS for n in names):
+        return None  # Claude Code's own cli.js (node), say
+    found = [v for v in ("CLAUDE_CONFIG_DIR", "CLAUDE_SECURESTORAGE_CONFIG_DIR") if v.encode() in head]
+    if found:
+        return ("%s is a shell script that sets %s itself: every session would run with its value, "
+                "not the directory the launcher gave it" % (path, " and ".join(found)))
+    return None
+
+
+def check_client(probe, launcher, launcher_text, env, work):
+    """Which client the launcher runs (`--which-client`, CLAUDE_BIN unset),
+    and with --client claude its --version. Returns (result, path)."""
+    check = Check("client")
+    problems = []
+    path = version = None
+    lookup = dict(env)
+    lookup.pop("CLAUDE_BIN", None)
+    if b"--which-client" not in launcher_text:
+        problems.append("the deployed launcher has no --which-client (it cannot say which claude it runs)")
+        why = "unknown"
+    else:
+        code, out, err = run_capture([launcher, "--which-client"], lookup, work, "which-client", 10)
+        if code == 0 and out:
+            path = out.splitlines()[-1]
+            why = None
+        else:
+            why = err or out or "exit %s" % code
+            if not probe:
+                problems.append("no claude: claude-session --which-client exit %s: %s" % (code, why[:300]))
+    if path:
+        wrapped = wrapper_problem(path)
+        if wrapped:
+            problems.append(wrapped)
+        if not probe:
+            code, out, err = run_capture([path, "--version"], env, work, "version", 30)
+            if code == 0 and out:
+                version = out.splitlines()[0]
+            else:
+                problems.append("%s --version exit %s: %s" % (path, code, (err or out)[:300]))
+    if probe:
+        info = {"kind": "probe", "path": None, "version": "built-in probe (mirrors Claude Code 2.1.332)",
+                "launcher_client": path}
+        passed = "probe; the launcher would run %s" % (path or "no claude (%s)" % (why or "none found")[:200])
+        expected = "the launcher resolves claude to a client that keeps the launcher's directories"
+    else:
+        info = {"kind": "claude", "path": path, "version": version, "launcher_client": path}
+        passed = "claude %s (%s)" % (path, version)
+        expected = "claude found by claude-session --which-client, runs --version, keeps the launcher's directories"
+    result = check.verdict(problems, expected, passed)
+    result["client"] = info
+    # A client that runs is run, even one this check fails (a wrapper): the
+    # sessions then show what it does.
+    return result, (path if probe or version else None)
+
+
+def read_conf(bindir):
+    conf = {}
+    try:
+        with open(os.path.join(bindir, "session.conf")) as f:
+            for line in f:
+                key, sep, value = line.strip().partition("=")
+                if sep and not key.startswith("#"):
+                    conf[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return conf
+
+
+def check_inherit_policy(conf, per_session_state, sessions, sessions_dir):
+    """session.conf shares none of the per-session state, and no session dir
+    holds such state as a link or a hard link."""
+    check = Check("inherit-policy")
+    problems = []
+    state = set(per_session_state)
+    for key in ("inherit_copy", "inherit_link"):
+        for name in conf.get(key, "").split():
+            first = os.path.normpath(name).split(os.sep)[0]
+            if first in state:
+                problems.append("session.conf %s shares %s, which Claude Code writes per session" % (key, name))
+    for sdir in sorted({d for d in (session_dir_of(s, sessions_dir) for s in sessions) if d}):
+        for name in sorted(state):
+            path = os.path.join(sdir, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                problems.append("%s/%s is a link to %s" % (os.path.basename(sdir), name, os.path.realpath(path)))
+            elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                problems.append("%s/%s has %d hard links" % (os.path.basename(sdir), name, st.st_nlink))
+    shared = "copy: %s; link: %s" % (conf.get("inherit_copy") or "-", conf.get("inherit_link") or "-")
+    return check.verdict(problems, "no per-session state (%s) in inherit_copy/inherit_link or linked into a session"
+                         % " ".join(per_session_state), shared)
+
+
+def user_state(home, claude_home):
+    """Whether the user's own `claude` is past onboarding and logged in: what
+    a session must reach too. ~/.claude.json, or claude_home's when that is
+    where the launcher seeds from (see the contract)."""
+    onboarded = False
+    for path in (os.path.join(home, ".claude.json"), os.path.join(claude_home, ".claude.json")):
+        try:
+            with open(path) as f:
+                if json_loads(f.read()).get("hasCompletedOnboarding") is True:
+                    onboarded = True
+        except (OSError, ValueError, AttributeError):
+            pass
+    return onboarded, os.path.exists(os.path.join(claude_home, ".credentials.json"))
+
+
+def check_onboarding(sessions, probe, onboarded, logged_in):
+    check = Check("onboarding")
+    problems = []
+    hint = []
+    if not onboarded:
+        hint.append("the user's own ~/.claude.json has not completed onboarding")
+    if not logged_in:
+        hint.append("the default store has no .credentials.json (not logged in)")
+    for s in sessions:
+        if probe:
+            seen = (s.report or {}).get("screen")
+            if seen is None:
+                problems.append("%s: the client never ran" % s.label())
+            elif seen == "onboarding":
+                problems.append("%s: showed the onboarding (its .claude.json lacks hasCompletedOnboarding)" % s.label())
+            elif seen == "login":
+                problems.append("%s: showed the login screen (no .credentials.json in the store it used)" % s.label())
+        elif s.drive is not None and s.drive.login is False:
+            problems.append("%s: the client answered its prompt with \"Not logged in\" (the login screen): "
+                            "it does not see the default store's login" % s.label())
+        elif s.drive is None or not s.drive.landed:
+            d = s.drive
+            shown = (d.showed if d else None) or "%r" % (d.seen[-300:] if d else "")
+            problems.append("%s: never reached the prompt (%s); the screen showed %s" % (
+                s.label(), "last step %s" % d.step if d else "not started", shown))
+    if problems and hint:
+        problems.append("(%s: run claude once and log in on this host)" % "; ".join(hint))
+    passed = "%d sessions reached the prompt; the typed prompt landed in a history" % len(sessions)
+    if probe and hint:
+        passed += " (the user's own claude would show %s too)" % " and ".join(
+            w for w, h in (("onboarding", not onboarded), ("login", not logged_in)) if h)
+    return check.verdict(problems, "no onboarding or login screen: each session's prompt came up and took a typed line",
+                         passed)
+
+
+def store_of(report, home, cwd):
+    """The credential store a client with this environment uses."""
+    store = report.get("store")
+    if store is None:
+        store = report.get("config_dir")
+        if store is None:
+            store = os.path.join(home, ".claude")
+    elif store == "":
+        store = os.path.join(home, ".claude")
+    return os.path.realpath(os.path.join(cwd, store)), report.get("store") is not None
+
+
+def check_credential_store(sessions, sessions_dir, claude_home, home):
+    check = Check("credential-store")
+    problems = []
+    want = os.path.realpath(claude_home)
+    for s in sessions:
+        sdir = session_dir_of(s, sessions_dir)
+        for d in [sdir] + ([os.path.join(sessions_dir, s.entry_id)] if s.entry_id else []):
+            path = os.path.join(d, ".credentials.json") if d else None
+            if path and os.path.lexists(path):
+                kind = "a link to %s" % os.path.realpath(path) if os.path.islink(path) else "a file"
+                problems.append("%s: %s is %s: a token refresh would leave the default store behind" % (
+                    s.label(), path, kind))
+                break
+        if not s.report:
+            problems.append("%s: the client's environment was not seen" % s.label())
+            continue
+        store, explicit = store_of(s.report, home, s.cwd)
+        if store != want:
+            how = "CLAUDE_SECURESTORAGE_CONFIG_DIR=%s" % s.report.get("store") if explicit else \
+                "CLAUDE_SECURESTORAGE_CONFIG_DIR unset, so its config dir"
+            problems.append("%s: its credential store is %s (%s), not %s" % (s.label(), store, how, want))
+    return check.verdict(problems, "no .credentials.json in a session dir; every client's store "
+                         "(CLAUDE_SECURESTORAGE_CONFIG_DIR) is the default %s" % want,
+                         "%d sessions used the default store, none holds credentials" % len(sessions))
+
+
+def check_resume(sessions, sessions_dir, probe, supported):
+    check = Check("resume")
+    problems = []
+    if not supported:
+        problems.append("the deployed launcher has no `resume` command")
+    for s in sessions if supported else ():
+        r = s.resume
+        first_sid = (s.report or {}).get("session_id")
+        if r is None or r.pid is None:
+            problems.append("%s: not resumed (%s)" % (s.label(), "no registry entry" if not s.entry_id
+                                                        else "its first run never reached the prompt"))
+            continue
+        if r.returncode in LAUNCHER_FAILURES or (r.returncode or 0) < 0 or (r.returncode or 0) >= 128:
+            problems.append("%s: claude-session resume exit %s: %s" % (
+                s.label(), r.returncode, (read_text(r.log) or "")[-200:]))
+            continue
+        if probe:
+            got = (r.report or {}).get("session_id")
+        else:
+            got = r.drive.landed[1] if r.drive and r.drive.landed else None
+        own = os.path.join(sessions_dir, s.entry_id, "history.jsonl")
+        line = find_display(own, r.display)
+        if got is None or line is None:
+            problems.append("%s: the resumed client's prompt did not reach %s" % (s.label(), own))
+        elif line.get("sessionId") != first_sid:
+            problems.append("%s: the resumed client started conversation %s instead of continuing %s" % (
+                s.label(), line.get("sessionId"), first_sid))
+    detail = None
+    if not probe and supported:
+        shown = [s.label() for s in sessions if s.resume and s.resume.drive and s.prompt in s.resume.drive.seen]
+        detail = "the first prompt was on the resumed screen in: %s" % (", ".join(shown) or "none")
+    return check.verdict(problems, "claude-session resume ID -- --continue continues each session's conversation "
+                         "(same sessionId, in its own history)",
+                         "%d sessions resumed their conversation" % len(sessions), detail)
+
+
+def find_display(path, display):
+    """The first history entry in `path` whose display is exactly `display`."""
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    entry = json_loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get("display") == display:
+                    return entry
+    except OSError:
+        pass
+    return None
 
 
 def which(name, path):
@@ -1277,23 +2181,3 @@ def remove_tree(path):
     except OSError:
         pass
 
-
-def check_claude_state(sessions, sessions_dir):
-    """With the real Claude Code, headless mode writes no history; its state
-    files (.claude.json, the transcript) must land in the session's own dir."""
-    check = Check("history-isolation")
-    problems = []
-    for s in sessions:
-        sdir = session_dir_of(s, sessions_dir)
-        if sdir is None:
-            problems.append("%s: no session directory" % s.label())
-            continue
-        if not os.path.isfile(os.path.join(sdir, ".claude.json")):
-            problems.append("%s: no .claude.json in %s" % (s.label(), sdir))
-        transcripts = []
-        for root, _dirs, files in os.walk(os.path.join(sdir, "projects")):
-            transcripts += [f for f in files if f.endswith(".jsonl")]
-        if not transcripts:
-            problems.append("%s: no projects/<cwd>/<id>.jsonl transcript in %s" % (s.label(), sdir))
-    return check.verdict(problems, "Claude Code's state (.claude.json, projects/<cwd>/<id>.jsonl) in each session's own dir",
-                         "%d sessions each wrote their own state" % len(sessions))

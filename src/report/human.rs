@@ -40,10 +40,32 @@ fn check_mark(status: CheckStatus) -> &'static str {
     }
 }
 
+/// Which client a verification ran: `claude PATH (VERSION)`, or for the
+/// probe what it is and what the launcher would run in its place.
+fn client_line(client: &serde_json::Value) -> String {
+    let field = |key: &str| client[key].as_str();
+    match (field("kind"), field("path")) {
+        (Some("probe"), _) => format!(
+            "probe ({}); the launcher runs {}",
+            field("version").unwrap_or("-"),
+            field("launcher_client").unwrap_or("no claude")
+        ),
+        (kind, path) => format!(
+            "{} {} ({})",
+            kind.unwrap_or("-"),
+            path.unwrap_or("-"),
+            field("version").unwrap_or("-")
+        ),
+    }
+}
+
 /// The table of one host's checks, like the LXC 122 report's.
 pub fn check_table(host: &str, verdict: &str, checks: &[CheckResult]) -> String {
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     let mut text = format!("{host}: {verdict}");
+    if let Some(client) = checks.iter().find_map(|c| c.client.as_ref()) {
+        text.push_str(&format!("\n  client: {}", client_line(client)));
+    }
     for c in checks {
         let summary = match c.status {
             CheckStatus::Fail => String::new(),
@@ -318,6 +340,22 @@ impl Reporter for HumanReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_line_names_path_and_version_or_the_probe() {
+        let claude = serde_json::json!({"kind": "claude", "path": "/u/bin/claude",
+            "version": "2.1.337 (Claude Code)", "launcher_client": "/u/bin/claude"});
+        assert_eq!(
+            client_line(&claude),
+            "claude /u/bin/claude (2.1.337 (Claude Code))"
+        );
+        let probe = serde_json::json!({"kind": "probe", "path": null,
+            "version": "built-in probe", "launcher_client": null});
+        assert_eq!(
+            client_line(&probe),
+            "probe (built-in probe); the launcher runs no claude"
+        );
+    }
 
     #[test]
     fn control_characters_from_hosts_are_shown_not_obeyed() {

@@ -4,8 +4,9 @@
 //! push/run: `{"command","hosts":[{"host","status":"ok|changed|failed|unreachable",
 //! "ok","changed","failed","remote_commands","duration_ms","tasks":[...],"error"}],"summary"}`.
 //! verify (and doctor, with its command's name): `{"command":"verify","hosts":[{"host",
-//! "status":"pass|fail|unreachable","checks":[{"id","status","expected","actual","detail",
-//! "duration_ms"}]}],"summary"}`. sessions, cleanup, remove, rollback: see `day2`.
+//! "status":"pass|fail|unreachable","client":{"kind","path","version"}|null,
+//! "checks":[{"id","status","expected","actual","detail","duration_ms"}]}],"summary"}`.
+//! sessions, cleanup, remove, rollback: see `day2`.
 
 use std::path::PathBuf;
 
@@ -42,6 +43,15 @@ pub fn verify_status(report: &HostReport) -> &'static str {
     }
 }
 
+/// Which client the host's sessions ran, as its `client` check names it.
+pub fn client_of(report: &HostReport) -> Option<&Value> {
+    report
+        .tasks
+        .iter()
+        .flat_map(|t| t.checks.iter())
+        .find_map(|c| c.client.as_ref())
+}
+
 fn verify_document(command: &str, reports: &[HostReport], summary: &Summary) -> Value {
     let hosts: Vec<Value> = reports
         .iter()
@@ -50,6 +60,7 @@ fn verify_document(command: &str, reports: &[HostReport], summary: &Summary) -> 
             json!({
                 "host": r.host,
                 "status": verify_status(r),
+                "client": client_of(r),
                 "checks": checks,
                 "error": r.error.clone().or_else(|| r.tasks.iter().find(|t| t.checks.is_empty()).and_then(|t| t.msg.clone())),
                 "remote_commands": r.remote_commands,

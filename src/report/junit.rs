@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{Collected, Reporter};
 use crate::events::{CheckStatus, Event, HostReport, HostStatus, TaskStatus};
@@ -37,6 +37,15 @@ fn failure(kind: NonSuccessKind, message: &str, body: &str) -> TestCaseStatus {
 fn suite(report: &HostReport) -> TestSuite {
     let mut suite = TestSuite::new(report.host.as_str());
     suite.set_time(Duration::from_millis(report.duration_ms));
+    // Which client the verification's sessions ran: a property per field.
+    if let Some(client) = super::json::client_of(report).and_then(|c| c.as_object()) {
+        for (key, value) in client {
+            let text = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_string);
+            suite.add_property(Property::new(format!("client.{key}"), text));
+        }
+    }
     // A host-level error: it could not be reached ("connect"), or its remote
     // step could not run or finish ("host"), beside whatever tasks did run.
     if report.status == HostStatus::Unreachable || report.error.is_some() {
@@ -90,6 +99,8 @@ fn suite(report: &HostReport) -> TestSuite {
                     "WARN: {}",
                     check.actual.clone().unwrap_or_default()
                 ));
+            } else if check.client.is_some() && check.status != CheckStatus::Fail {
+                case.set_system_out(check.actual.clone().unwrap_or_default());
             }
             suite.add_test_case(case);
         }

@@ -19,26 +19,35 @@ use serde_json::Value;
 use crate::harness::*;
 
 /// Every check the verifier reports, in report order.
-const CHECK_IDS: [&str; 10] = [
+const CHECK_IDS: [&str; 15] = [
     "launcher-integrity",
     "capacity",
+    "client",
     "parallel-launch",
+    "onboarding",
     "history-isolation",
     "directory-isolation",
     "no-shared-state",
+    "inherit-policy",
+    "credential-store",
     "default-untouched",
+    "resume",
     "registry-tracking",
     "active-links",
     "cleanup",
 ];
 
 /// The checks that need test sessions (skipped when no client can run).
-const SESSION_CHECK_IDS: [&str; 8] = [
+const SESSION_CHECK_IDS: [&str; 12] = [
     "parallel-launch",
+    "onboarding",
     "history-isolation",
     "directory-isolation",
     "no-shared-state",
+    "inherit-policy",
+    "credential-store",
     "default-untouched",
+    "resume",
     "registry-tracking",
     "active-links",
     "cleanup",
@@ -211,6 +220,11 @@ fn break_launcher(lab: &Lab, name: &str, edits: &[(&str, &str)]) {
     let original = std::fs::read_to_string(&path).unwrap();
     let mut text = original.clone();
     for (from, to) in edits {
+        if *from == EXEC_CLIENT {
+            let line = exec_line_of(&text);
+            text = text.replacen(&format!("{line}\n"), to, 1);
+            continue;
+        }
         if let Some(prefix) = from.strip_prefix('^') {
             // The whole line that starts with `prefix` (and its newline).
             let starts: Vec<usize> = std::iter::once(0)
@@ -416,10 +430,36 @@ fn assert_junit_suite_passes(suites: &[Suite], name: &str, xml: &str) {
 
 // ---------------------------------------------------------------- lab setup
 
-/// Push to every host of the lab, asserting success.
+/// Push to every host of the lab, asserting success, and make each host's
+/// user one who has run Claude Code: onboarded `~/.claude.json` and a dummy
+/// login in the default store (what a session must carry over).
 #[track_caller]
 fn push(lab: &Lab) {
     lab.csdeploy(&["push"]).assert_exit(0);
+    for h in &lab.hosts {
+        seed_user_state(&h.home);
+    }
+}
+
+/// An onboarded `~/.claude.json` and dummy credentials (never a real
+/// account; they expire in 2100, so no client tries a refresh).
+fn seed_user_state(home: &Path) {
+    std::fs::write(
+        home.join(".claude.json"),
+        "{\"hasCompletedOnboarding\":true,\"theme\":\"dark\",\"numStartups\":3}\n",
+    )
+    .unwrap();
+    let store = home.join(".claude");
+    std::fs::create_dir_all(&store).unwrap();
+    let creds = store.join(".credentials.json");
+    std::fs::write(
+        &creds,
+        "{\"claudeAiOauth\":{\"accessToken\":\"sk-ant-oat01-csdeploy-test-dummy\",\
+         \"refreshToken\":\"sk-ant-ort01-csdeploy-test-dummy\",\"expiresAt\":4102444800000,\
+         \"scopes\":[\"user:inference\",\"user:profile\"],\"subscriptionType\":\"pro\"}}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Inventory like the default one, plus `environment` entries:
@@ -507,7 +547,7 @@ fn correct_deployment_passes_every_check_in_text_json_and_junit() {
     }
     assert!(
         out.stdout.contains(
-            "verify: 3 hosts: 3 pass, 0 fail, 0 unreachable; checks: 30 pass, 0 fail, 0 warn, 0 skip"
+            "verify: 3 hosts: 3 pass, 0 fail, 0 unreachable; checks: 45 pass, 0 fail, 0 warn, 0 skip"
         ),
         "{out}"
     );
@@ -530,7 +570,7 @@ fn correct_deployment_passes_every_check_in_text_json_and_junit() {
     assert_eq!(summary["pass"], 3, "{out}");
     assert_eq!(summary["fail"], 0, "{out}");
     assert_eq!(summary["unreachable"], 0, "{out}");
-    assert_eq!(summary["checks"]["pass"], 30, "{out}");
+    assert_eq!(summary["checks"]["pass"], 45, "{out}");
     for k in ["fail", "warn", "skip"] {
         assert_eq!(summary["checks"][k], 0, "{out}");
     }
@@ -676,6 +716,7 @@ fn broken_launcher_exporting_claude_session_dir() {
             "launcher-integrity",
             "history-isolation",
             "default-untouched",
+            "resume",
         ],
         true,
     );
@@ -707,10 +748,11 @@ fn broken_launcher_exporting_claude_session_dir() {
 fn broken_launcher_sharing_one_fixed_directory() {
     // Every session gets <sessions>/shared (mkdir -p: mode from the umask).
     // directory-isolation fails (not a UUID dir, shared, not 0700) and
-    // history-isolation fails (one history, everybody's entries). There is
-    // only one directory to compare, so no-shared-state has nothing to
-    // report; the registry, links and cleanup of the UUID dirs the launcher
-    // still registers all work.
+    // history-isolation fails (one history, no line). The shared dir has no
+    // seeded .claude.json, so the client shows the onboarding, and there is
+    // no conversation to resume. There is only one directory to compare, so
+    // no-shared-state has nothing to report; the registry, links and
+    // cleanup of the UUID dirs the launcher still registers all work.
     let (lab, json, out) = verify_broken(
         &[(
             EXPORT_CONFIG_DIR,
@@ -719,8 +761,10 @@ fn broken_launcher_sharing_one_fixed_directory() {
         &[],
         &[
             "launcher-integrity",
+            "onboarding",
             "history-isolation",
             "directory-isolation",
+            "resume",
         ],
         false,
     );
@@ -728,7 +772,7 @@ fn broken_launcher_sharing_one_fixed_directory() {
     assert!(dirs.contains("is not a UUID directory"), "{out}");
     assert!(dirs.contains("session 1 and session 2 share"), "{out}");
     assert!(
-        actual_of(&json, "host1", "history-isolation").contains("share history inode"),
+        actual_of(&json, "host1", "onboarding").contains("showed the onboarding"),
         "{out}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
@@ -745,7 +789,12 @@ fn broken_launcher_symlinking_history_to_a_shared_file() {
             "export CLAUDE_CONFIG_DIR=\"$sdir\"\ntouch \"$HOME/shared-history.jsonl\"\nln -s \"$HOME/shared-history.jsonl\" \"$sdir/history.jsonl\"\n",
         )],
         &[],
-        &["launcher-integrity", "history-isolation", "no-shared-state"],
+        &[
+            "launcher-integrity",
+            "history-isolation",
+            "no-shared-state",
+            "inherit-policy",
+        ],
         false,
     );
     assert!(
@@ -755,15 +804,17 @@ fn broken_launcher_symlinking_history_to_a_shared_file() {
     let shared = std::fs::read_to_string(lab.home("host1").join("shared-history.jsonl")).unwrap();
     assert_eq!(
         shared.lines().count(),
-        2,
-        "both sessions wrote there: {shared}"
+        4,
+        "both sessions and their resumptions wrote there: {shared}"
     );
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
 
 /// The launcher's two registry steps, replaced: `register_session` makes the
-/// session directory itself (0700, UUID name) and never touches the registry;
-/// `end_session` only exits. `links` adds the active link and its removal.
+/// session directory itself (0700, UUID name, an onboarded .claude.json)
+/// and sets what the helper would tell the launcher, but never touches the
+/// registry; `end_session` only exits. `links` adds the active link and its
+/// removal. With no registry entry there is nothing to resume.
 fn without_registry(links: bool) -> String {
     let (link, unlink) = if links {
         (
@@ -774,8 +825,12 @@ fn without_registry(links: bool) -> String {
         ("", "")
     };
     format!(
-        "\nregister_session() {{\n    sessions=\"$(dirname \"$bindir\")/sessions\"\n    \
-         sdir=\"$sessions/$sid\"\n    mkdir -m 0700 \"$sdir\"{link}\n}}\n\
+        "\nregister_session() {{\n    claude_home=\"$(dirname \"$bindir\")\"\n    \
+         sessions=\"$claude_home/sessions\"\n    \
+         [ -n \"$sid\" ] || read -r sid </proc/sys/kernel/random/uuid\n    \
+         sdir=\"$sessions/$sid\" start_in=\"$PWD\" client=\"${{CLAUDE_BIN:-claude}}\"\n    \
+         mkdir -m 0700 \"$sdir\"{link}\n    \
+         printf '{{\"hasCompletedOnboarding\":true}}\\n' > \"$sdir/.claude.json\"\n}}\n\
          end_session() {{\n{unlink}    exit \"$1\"\n}}\nregister_session\n"
     )
 }
@@ -788,7 +843,7 @@ fn broken_launcher_without_registry_but_with_active_links() {
     verify_broken(
         &[(REGISTER_CALL, &without_registry(true))],
         &["--wait", "2"],
-        &["launcher-integrity", "registry-tracking"],
+        &["launcher-integrity", "resume", "registry-tracking"],
         false,
     );
 }
@@ -802,7 +857,12 @@ fn broken_launcher_without_registry_or_active_links() {
     let (lab, json, out) = verify_broken(
         &[(REGISTER_CALL, &without_registry(false))],
         &["--wait", "2"],
-        &["launcher-integrity", "registry-tracking", "active-links"],
+        &[
+            "launcher-integrity",
+            "resume",
+            "registry-tracking",
+            "active-links",
+        ],
         false,
     );
     assert!(
@@ -1001,35 +1061,27 @@ fn pushed_lab_without_claude() -> Lab {
     lab
 }
 
+/// `--client claude` where the launcher finds no claude: the `client` check
+/// fails (a real-client verification that cannot run is no pass), the
+/// session checks are skipped with the reason, nothing is left behind.
 #[test]
-fn client_claude_without_claude_skips_the_session_checks() {
+fn client_claude_without_claude_fails_the_client_check() {
     let lab = pushed_lab_without_claude();
 
     let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "json"]);
-    out.assert_exit(0);
+    out.assert_exit(1);
     let json = out.json();
     let statuses = status_by_id(&json, "host1", &out);
     assert_eq!(statuses["launcher-integrity"], "pass", "{out}");
-    assert_eq!(statuses["capacity"], "pass", "{out}");
+    assert_eq!(statuses["client"], "fail", "{out}");
+    assert!(
+        actual_of(&json, "host1", "client").contains("no claude"),
+        "{out}"
+    );
     for id in SESSION_CHECK_IDS {
         assert_eq!(statuses[id], "skip", "{id}\n{out}");
-        let detail = check(&json, "host1", id)["detail"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            detail.contains("claude"),
-            "{id}: skip reason {detail:?}\n{out}"
-        );
     }
-    assert_eq!(host(&json, "host1")["status"], "pass", "{out}");
-    assert_eq!(json["summary"]["checks"]["skip"], 8, "{out}");
-
-    let out = lab.csdeploy(&[
-        "verify", "--client", "claude", "--strict", "--format", "json",
-    ]);
-    out.assert_exit(1);
-    assert_eq!(host(&out.json(), "host1")["status"], "fail", "{out}");
+    assert_eq!(host(&json, "host1")["status"], "fail", "{out}");
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
 
@@ -1069,71 +1121,373 @@ fn real_claude() -> Result<PathBuf, String> {
     Ok(candidate)
 }
 
-/// Lab with the real Claude Code on host1's PATH (and not on host2's).
-fn claude_lab(claude: &Path) -> Lab {
-    let lab = Lab::new().hosts(2).build();
+/// Which client a broken-setup test runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Client {
+    Probe,
+    Claude,
+}
+
+impl Client {
+    fn arg(self) -> &'static str {
+        match self {
+            Client::Probe => "probe",
+            Client::Claude => "claude",
+        }
+    }
+}
+
+/// One pushed host whose user has run Claude Code (see `push`); with
+/// `claude`, the real binary is first on its PATH as `claude`.
+fn client_lab(claude: Option<&Path>) -> Lab {
+    let lab = Lab::new().hosts(1).build();
     let bin = lab.root.join("claude-bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(claude, bin.join("claude")).unwrap();
+    if let Some(claude) = claude {
+        std::os::unix::fs::symlink(claude, bin.join("claude")).unwrap();
+    }
     let farm = path_without_claude(&lab).display().to_string();
-    let with_claude = format!("{}:{farm}", bin.display());
-    let lab_inv = inventory_with_env(
-        &lab,
-        &[("host1", "PATH", &with_claude), ("host2", "PATH", &farm)],
-    );
-    lab.write_inventory(&lab_inv);
+    let path = format!("{}:{farm}", bin.display());
+    lab.write_inventory(&inventory_with_env(&lab, &[("host1", "PATH", &path)]));
     push(&lab);
     lab
 }
 
-#[test]
-fn client_claude_real_binary_keeps_sessions_isolated() {
-    let claude = match real_claude() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED client_claude_real_binary_keeps_sessions_isolated: {why}");
-            return;
+/// What a verification must leave as it found it: every path under the
+/// default dir but sessions/ (with size and mtime), and ~/.claude.json's bytes.
+fn default_state(lab: &Lab, name: &str) -> BTreeMap<String, String> {
+    let root = lab.claude_home(name);
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let rel = path.strip_prefix(&root).unwrap().display().to_string();
+            if rel == "sessions" {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let mtime = md
+                .modified()
+                .ok()
+                .map(|t| format!("{t:?}"))
+                .unwrap_or_default();
+            found.insert(rel, format!("{} {mtime}", md.len()));
+            if md.is_dir() {
+                stack.push(path);
+            }
         }
-    };
-    let lab = claude_lab(&claude);
-    let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "json"]);
+    }
+    let user = lab.home(name).join(".claude.json");
+    found.insert(
+        "~/.claude.json".into(),
+        std::fs::read_to_string(&user).unwrap_or_else(|_| "absent".into()),
+    );
+    found
+}
+
+/// Verify host1 with `client`; the checks in `failing` must fail (others
+/// may too: a broken setup breaks what follows from it), and the default
+/// dir and ~/.claude.json are exactly as before.
+#[track_caller]
+fn verify_fails_by(lab: &Lab, client: Client, failing: &[&str]) -> (Value, Out) {
+    let before = default_state(lab, "host1");
+    let out = lab.csdeploy(&["verify", "--client", client.arg(), "--format", "json"]);
+    out.assert_exit(1);
     let json = out.json();
-    // Every isolation check passes with the real client. parallel-launch is
-    // left out here: see client_claude_real_binary_passes.
     let statuses = status_by_id(&json, "host1", &out);
-    for id in CHECK_IDS.iter().filter(|id| **id != "parallel-launch") {
-        assert_eq!(statuses[*id], "pass", "{id}\n{out}");
+    for id in failing {
+        assert_eq!(statuses[*id], "fail", "{client:?}: {id}\n{out}");
     }
     assert_eq!(
-        actual_of(&json, "host1", "history-isolation"),
-        "2 sessions each wrote their own state",
-        "{out}"
+        default_state(lab, "host1"),
+        before,
+        "{client:?}: the default dir or ~/.claude.json changed\n{out}"
     );
-    let statuses = status_by_id(&json, "host2", &out);
-    for id in SESSION_CHECK_IDS {
-        assert_eq!(statuses[id], "skip", "host2 {id}\n{out}");
-    }
-    for name in ["host1", "host2"] {
-        assert_no_test_sessions(&lab, name, &BTreeSet::new());
+    assert_no_test_sessions(lab, "host1", &BTreeSet::new());
+    (json, out)
+}
+
+/// The real binary, or None after saying why the test is skipped.
+fn real_claude_or_skip(test: &str) -> Option<PathBuf> {
+    match real_claude() {
+        Ok(c) => Some(c),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
     }
 }
 
+/// The labs for both clients: the probe's always, the real client's when
+/// the binary exists.
+fn labs_for_both(test: &str) -> Vec<(Client, Lab)> {
+    let mut labs = vec![(Client::Probe, client_lab(None))];
+    if let Some(claude) = real_claude_or_skip(test) {
+        labs.push((Client::Claude, client_lab(Some(&claude))));
+    }
+    labs
+}
+
+/// The deployed launcher's line that starts the client: the last line that
+/// execs a quoted command with "$@".
+fn client_exec_line(lab: &Lab) -> String {
+    exec_line_of(&std::fs::read_to_string(launcher(lab, "host1")).unwrap())
+}
+
+fn exec_line_of(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| {
+            let t = l.trim_start();
+            t.starts_with("exec \"") && t.ends_with("\"$@\"")
+        })
+        .unwrap_or_else(|| panic!("no client exec line in the deployed launcher"))
+        .to_string()
+}
+
+/// Replaces the launcher's client exec line by `before` + that line edited by `edit`.
+fn edit_client_exec(lab: &Lab, before: &str, edit: impl Fn(&str) -> String) {
+    let line = client_exec_line(lab);
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let mut new = String::new();
+    for l in before.lines() {
+        new.push_str(&format!("{indent}{l}\n"));
+    }
+    new.push_str(&format!("{indent}{}\n", edit(&line).trim_start()));
+    break_launcher(lab, "host1", &[(&format!("{line}\n"), &new)]);
+}
+
+/// A correct deployment, an onboarded and logged-in (dummy) user: the real
+/// client reaches the prompt in both sessions, keeps them apart, resumes
+/// them, and the reports name it (path and --version) in text, JSON and JUnit.
 #[test]
-fn client_claude_real_binary_passes() {
-    let claude = match real_claude() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED client_claude_real_binary_passes: {why}");
-            return;
-        }
+fn client_claude_real_binary_passes_and_is_named_in_every_format() {
+    let Some(claude) =
+        real_claude_or_skip("client_claude_real_binary_passes_and_is_named_in_every_format")
+    else {
+        return;
     };
-    let lab = claude_lab(&claude);
+    let lab = client_lab(Some(&claude));
+    let before = default_state(&lab, "host1");
+    let start = Instant::now();
+    let out = lab.csdeploy(&["verify", "--client", "claude", "--format", "json"]);
+    eprintln!("real-client verify took {:?}", start.elapsed());
+    out.assert_exit(0);
+    let json = out.json();
+    assert_all_pass(&json, "host1", &out);
+    let client = &host(&json, "host1")["client"];
+    assert_eq!(client["kind"], "claude", "{out}");
+    let path = client["path"].as_str().unwrap_or_default().to_string();
+    assert!(path.ends_with("/claude-bin/claude"), "{out}");
+    let version = client["version"].as_str().unwrap_or_default().to_string();
+    assert!(version.contains("Claude Code"), "{out}");
+    assert_eq!(default_state(&lab, "host1"), before, "{out}");
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+
+    // Text on stdout and JUnit in a file, from one more run.
+    let file = lab.root.join("verify.xml");
+    let file_arg = file.display().to_string();
     let out = lab.csdeploy(&[
-        "verify", "--client", "claude", "--host", "host1", "--format", "json",
+        "verify", "--client", "claude", "--format", "junit", "--output", &file_arg,
     ]);
     out.assert_exit(0);
-    assert_all_pass(&out.json(), "host1", &out);
-    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+    assert!(
+        out.stdout
+            .contains(&format!("  client: claude {path} ({version})")),
+        "{out}"
+    );
+    let xml = std::fs::read_to_string(&file).unwrap();
+    for property in [
+        format!("name=\"client.path\" value=\"{path}\""),
+        format!("name=\"client.version\" value=\"{version}\""),
+    ] {
+        assert!(xml.contains(&property), "{property}\n{xml}");
+    }
+    assert_junit_suite_passes(&parse_junit(&xml), "host1", &xml);
+}
+
+/// The probe's report names the probe and what the launcher would run.
+#[test]
+fn probe_run_names_the_probe_and_the_launchers_client() {
+    let lab = client_lab(None);
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    let json = out.json();
+    let client = &host(&json, "host1")["client"];
+    assert_eq!(client["kind"], "probe", "{out}");
+    assert!(
+        client["version"]
+            .as_str()
+            .is_some_and(|v| v.contains("probe")),
+        "{out}"
+    );
+}
+
+/// A launcher that starts the client with `env -i` (HOME, PATH and TERM
+/// kept): the client gets neither CLAUDE_CONFIG_DIR nor
+/// CLAUDE_SECURESTORAGE_CONFIG_DIR; its history goes to the default dir,
+/// which verify puts back.
+#[test]
+fn broken_launcher_losing_the_variables_fails_with_both_clients() {
+    for (client, lab) in
+        labs_for_both("broken_launcher_losing_the_variables_fails_with_both_clients")
+    {
+        edit_client_exec(&lab, "", |line| {
+            line.replacen(
+                "exec \"",
+                "exec env -i HOME=\"$HOME\" PATH=\"$PATH\" TERM=\"${TERM-dumb}\" \"",
+                1,
+            )
+        });
+        let (json, out) =
+            verify_fails_by(&lab, client, &["history-isolation", "default-untouched"]);
+        assert!(
+            actual_of(&json, "host1", "history-isolation")
+                .contains("CLAUDE_CONFIG_DIR was not set"),
+            "{client:?}\n{out}"
+        );
+    }
+}
+
+/// A launcher that gives only the first session its own directory: the
+/// others run in the first one's.
+#[test]
+fn broken_launcher_giving_only_the_first_session_its_dir_fails_with_both_clients() {
+    for (client, lab) in labs_for_both(
+        "broken_launcher_giving_only_the_first_session_its_dir_fails_with_both_clients",
+    ) {
+        edit_client_exec(
+            &lab,
+            "if mkdir \"$HOME/.csdeploy-first\" 2>/dev/null; then\n    printf %s \"$CLAUDE_CONFIG_DIR\" > \"$HOME/.csdeploy-first/dir\"\nelse\n    sleep 0.3\n    export CLAUDE_CONFIG_DIR=\"$(cat \"$HOME/.csdeploy-first/dir\")\"\nfi",
+            str::to_string,
+        );
+        let (json, out) =
+            verify_fails_by(&lab, client, &["history-isolation", "directory-isolation"]);
+        assert!(
+            actual_of(&json, "host1", "directory-isolation")
+                .contains("session 1 and session 2 share"),
+            "{client:?}\n{out}"
+        );
+    }
+}
+
+/// A launcher that points the credential store at the session's own dir
+/// (where no login is): the client does not see the user's login. The
+/// probe shows its login screen; the real client answers the typed prompt
+/// with "Not logged in". Both fail onboarding and credential-store.
+#[test]
+fn sessions_that_lose_the_login_fail_with_both_clients() {
+    for (client, lab) in labs_for_both("sessions_that_lose_the_login_fail_with_both_clients") {
+        edit_client_exec(
+            &lab,
+            "export CLAUDE_SECURESTORAGE_CONFIG_DIR=\"$CLAUDE_CONFIG_DIR\"",
+            str::to_string,
+        );
+        let (json, out) = verify_fails_by(&lab, client, &["onboarding", "credential-store"]);
+        let onboarding = actual_of(&json, "host1", "onboarding");
+        assert!(
+            onboarding.contains("login screen") || onboarding.contains("Not logged in"),
+            "{client:?}\n{out}"
+        );
+    }
+}
+
+/// session.conf edited by hand to share projects/ or history.jsonl: the
+/// inherit-policy check fails, naming the file.
+#[test]
+fn inherit_policy_sharing_per_session_state_fails_with_both_clients() {
+    for (client, lab) in
+        labs_for_both("inherit_policy_sharing_per_session_state_fails_with_both_clients")
+    {
+        for shared in ["projects", "history.jsonl"] {
+            let conf = lab.claude_home("host1").join("bin/session.conf");
+            let text = std::fs::read_to_string(&conf).unwrap();
+            let edited: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("inherit_link=") {
+                    Some(names) => format!("inherit_link={names} {shared}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            assert_ne!(edited, text);
+            std::fs::write(&conf, &edited).unwrap();
+            let (json, out) = verify_fails_by(&lab, client, &["inherit-policy"]);
+            assert!(
+                actual_of(&json, "host1", "inherit-policy")
+                    .contains(&format!("inherit_link shares {shared}")),
+                "{client:?} {shared}\n{out}"
+            );
+            std::fs::write(&conf, &text).unwrap();
+        }
+    }
+}
+
+/// A settings.json whose `env` moves CLAUDE_CONFIG_DIR (here back to the
+/// default dir): history and transcripts leave the session; what reached the
+/// default dir is taken out again.
+#[test]
+fn settings_env_moving_the_config_dir_fails_with_both_clients() {
+    for (client, lab) in labs_for_both("settings_env_moving_the_config_dir_fails_with_both_clients")
+    {
+        let home = lab.claude_home("host1");
+        std::fs::write(
+            home.join("settings.json"),
+            format!(
+                "{{\n  \"env\": {{\n    \"CLAUDE_CONFIG_DIR\": {}\n  }}\n}}\n",
+                yq(&home.display().to_string())
+            ),
+        )
+        .unwrap();
+        let (json, out) =
+            verify_fails_by(&lab, client, &["history-isolation", "default-untouched"]);
+        assert!(
+            actual_of(&json, "host1", "history-isolation").contains("has no line of its prompt")
+                || actual_of(&json, "host1", "history-isolation").contains("No such file"),
+            "{client:?}\n{out}"
+        );
+    }
+}
+
+/// A user's own `claude` wrapper, first on PATH, that sets its own
+/// CLAUDE_CONFIG_DIR. The probe never runs it (verify gives the launcher
+/// CLAUDE_BIN), so the `client` check reads what `claude-session
+/// --which-client` resolves: a shell script that sets the variable fails it.
+/// With the real client the sessions' state really goes there as well.
+#[test]
+fn user_wrapper_setting_its_own_config_dir_fails_with_both_clients() {
+    for (client, lab) in
+        labs_for_both("user_wrapper_setting_its_own_config_dir_fails_with_both_clients")
+    {
+        let wrappers = lab.root.join("user-bin");
+        std::fs::create_dir_all(&wrappers).unwrap();
+        let real = lab.root.join("claude-bin/claude");
+        let target = if real.exists() {
+            real.display().to_string()
+        } else {
+            "/bin/true".into()
+        };
+        write_script(
+            &wrappers.join("claude"),
+            &format!(
+                "#!/bin/sh\nexport CLAUDE_CONFIG_DIR=\"$HOME/.claude-mine\"\nexec {} \"$@\"\n",
+                shlex_quote(&target)
+            ),
+        );
+        let inventory = std::fs::read_to_string(&lab.inventory).unwrap();
+        let bin = lab.root.join("claude-bin").display().to_string();
+        let edited = inventory.replacen(&bin, &format!("{}:{bin}", wrappers.display()), 1);
+        assert_ne!(edited, inventory);
+        lab.write_inventory(&edited);
+        let (json, out) = verify_fails_by(&lab, client, &["client"]);
+        assert!(
+            actual_of(&json, "host1", "client").contains("sets CLAUDE_CONFIG_DIR itself"),
+            "{client:?}\n{out}"
+        );
+        if client == Client::Claude {
+            let statuses = status_by_id(&json, "host1", &out);
+            assert_eq!(statuses["history-isolation"], "fail", "{out}");
+        }
+    }
 }
 
 #[test]
@@ -1182,14 +1536,15 @@ fn junit_failure_carries_message_and_details() {
         [
             "launcher-integrity",
             "history-isolation",
-            "default-untouched"
+            "default-untouched",
+            "resume"
         ]
         .into(),
         "{out}"
     );
     assert_eq!(
         s.attrs.get("failures").map(String::as_str),
-        Some("3"),
+        Some("4"),
         "{out}"
     );
     for c in s.cases.iter().filter(|c| c.has("failure")) {
@@ -1281,6 +1636,7 @@ fn launcher_that_cannot_be_run_fails_verify() {
         let statuses = status_by_id(&json, "host1", &out);
         assert_eq!(statuses["launcher-integrity"], "fail", "{client}\n{out}");
         assert_eq!(statuses["capacity"], "pass", "{client}\n{out}");
+        assert_eq!(statuses["client"], "fail", "{client}\n{out}");
         assert_eq!(statuses["parallel-launch"], "fail", "{client}\n{out}");
         for id in &SESSION_CHECK_IDS[1..] {
             assert_eq!(statuses[*id], "skip", "{client} {id}\n{out}");
@@ -1314,16 +1670,20 @@ fn launcher_that_cannot_be_run_fails_verify() {
     );
 }
 
-/// The launcher's start of the client, to break it.
-const EXEC_CLIENT: &str = "    exec \"${CLAUDE_BIN:-claude}\" \"$@\"\n";
+/// The launcher's start of the client, to break it: in `break_launcher`,
+/// this stands for the line `client_exec_line` finds, whatever its text.
+const EXEC_CLIENT: &str = "<the client exec line>";
 
 /// What fails when the launcher registers both sessions but no client ever
 /// starts (the edit to the launcher fails its integrity too).
 const NO_CLIENT_STARTED: &[&str] = &[
     "launcher-integrity",
     "parallel-launch",
+    "onboarding",
     "history-isolation",
     "directory-isolation",
+    "credential-store",
+    "resume",
     "registry-tracking",
     "active-links",
 ];
@@ -1497,8 +1857,8 @@ fn permission_drift_of_the_sessions_layout_fails_directory_isolation() {
         &lab,
         "host1",
         "session_registry.py",
-        "os.fchmod(f.fileno(), 0o600)",
-        "os.fchmod(f.fileno(), 0o644)",
+        "            f.write(text)\n            f.flush()\n            os.fchmod(f.fileno(), 0o600)",
+        "            f.write(text)\n            f.flush()\n            os.fchmod(f.fileno(), 0o644)",
     );
     let out = lab.csdeploy(&["verify", "--format", "json"]);
     out.assert_exit(1);
@@ -1604,8 +1964,10 @@ fn broken_launcher_exporting_a_relative_config_dir() {
         &[],
         &[
             "launcher-integrity",
+            "onboarding",
             "history-isolation",
             "directory-isolation",
+            "resume",
         ],
         false,
     );

@@ -1,0 +1,100 @@
+"""verify.py's new judgements on fake trees: the client wrapper, the inherit
+policy, the credential store a client uses, and putting back what a broken
+real-client run changed outside sessions/."""
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def agent_json(verify):
+    """What the agent (apply.py) gives the verifier."""
+    verify.setdefault("json_dumps", json.dumps)
+    verify.setdefault("json_loads", json.loads)
+
+
+def test_a_shell_wrapper_setting_the_config_dir_is_named(verify, tmp_path):
+    wrapper = tmp_path / "claude"
+    wrapper.write_text('#!/bin/sh\nexport CLAUDE_CONFIG_DIR="$HOME/.mine"\nexec /opt/claude "$@"\n')
+    assert "sets CLAUDE_CONFIG_DIR itself" in verify["wrapper_problem"](str(wrapper))
+    env_wrapper = tmp_path / "claude-env"
+    env_wrapper.write_text("#!/usr/bin/env bash\nCLAUDE_SECURESTORAGE_CONFIG_DIR=/x exec /opt/claude \"$@\"\n")
+    assert "CLAUDE_SECURESTORAGE_CONFIG_DIR" in verify["wrapper_problem"](str(env_wrapper))
+    plain = tmp_path / "claude-plain"
+    plain.write_text('#!/bin/sh\nexec /opt/claude "$@"\n')
+    assert verify["wrapper_problem"](str(plain)) is None
+    node = tmp_path / "cli.js"
+    node.write_text("#!/usr/bin/env node\nprocess.env.CLAUDE_CONFIG_DIR\n")
+    assert verify["wrapper_problem"](str(node)) is None, "Claude Code's own script reads it, of course"
+    binary = tmp_path / "claude-bin"
+    binary.write_bytes(b"\x7fELF CLAUDE_CONFIG_DIR")
+    assert verify["wrapper_problem"](str(binary)) is None
+
+
+def test_session_conf_sharing_per_session_state_fails(verify, tmp_path):
+    conf = {"inherit_link": "settings.json projects/", "inherit_copy": "CLAUDE.md ./history.jsonl"}
+    result = verify["check_inherit_policy"](conf, ["history.jsonl", "projects", ".claude.json"], [], str(tmp_path))
+    assert result["status"] == "fail"
+    assert "inherit_link shares projects/" in result["actual"]
+    assert "inherit_copy shares ./history.jsonl" in result["actual"]
+    ok = verify["check_inherit_policy"]({"inherit_link": "settings.json agents"}, ["projects"], [], str(tmp_path))
+    assert ok["status"] == "pass"
+
+
+def test_the_store_follows_securestorage_then_the_config_dir(verify, tmp_path):
+    home = str(tmp_path)
+    store_of = verify["store_of"]
+    assert store_of({"store": "/a", "config_dir": "/b"}, home, "/")[0] == "/a"
+    assert store_of({"store": "", "config_dir": "/b"}, home, "/")[0] == os.path.join(home, ".claude")
+    assert store_of({"store": None, "config_dir": "/b"}, home, "/") == ("/b", False)
+    assert store_of({"store": None, "config_dir": None}, home, "/")[0] == os.path.join(home, ".claude")
+
+
+def test_what_a_broken_run_changed_outside_sessions_is_put_back(verify, tmp_path):
+    home = tmp_path / "home"
+    claude_home = home / ".claude"
+    (claude_home / "sessions").mkdir(parents=True)
+    (claude_home / "projects" / "-other").mkdir(parents=True)
+    user = home / ".claude.json"
+    user.write_text('{"hasCompletedOnboarding":true}')
+    old_history = b'{"display":"mine","project":"/home/u"}\n'
+    (claude_home / "history.jsonl").write_bytes(old_history)
+    cwd = "/tmp/csdeploy-verify-x/cwd"
+    saved = verify["save_state_files"](str(home), str(claude_home))
+    before = verify["snapshot_default"](str(claude_home), str(home))
+
+    # What a client without its own config dir does.
+    user.write_text('{"hasCompletedOnboarding":true,"numStartups":9}')
+    with open(str(claude_home / "history.jsonl"), "ab") as f:
+        f.write(b'{"display":"x","project":%s,"sessionId":"s-1"}\n' % json.dumps(cwd).encode())
+    mine = claude_home / "projects" / verify["mangle"](cwd)
+    mine.mkdir()
+    (mine / "s-1.jsonl").write_text("{}")
+    (claude_home / "backups").mkdir()
+    (claude_home / "backups" / ".claude.json.backup.1").write_text("{}")
+    (claude_home / "projects" / "-other" / "kept.jsonl").write_text("{}")  # not provably ours
+
+    notes = verify["restore_default"](saved, before, str(claude_home), str(home), cwd, ["s-1"],
+                                      str(claude_home / "history.jsonl"), len(old_history))
+    assert user.read_text() == '{"hasCompletedOnboarding":true}'
+    assert (claude_home / "history.jsonl").read_bytes() == old_history
+    assert not mine.exists() and not (claude_home / "backups").exists()
+    assert (claude_home / "projects" / "-other" / "kept.jsonl").exists()
+    assert any("put back" in n for n in notes), notes
+
+
+def test_history_lines_of_others_are_left(verify, tmp_path):
+    home = tmp_path / "home"
+    claude_home = home / ".claude"
+    claude_home.mkdir(parents=True)
+    path = claude_home / "history.jsonl"
+    path.write_bytes(b"")
+    saved = verify["save_state_files"](str(home), str(claude_home))
+    before = verify["snapshot_default"](str(claude_home), str(home))
+    cwd = "/tmp/csdeploy-verify-y/cwd"
+    added = (b'{"display":"x","project":%s}\n' % json.dumps(cwd).encode()) + b'{"display":"a person","project":"/w"}\n'
+    path.write_bytes(added)
+    notes = verify["restore_default"](saved, before, str(claude_home), str(home), cwd, [], str(path), 0)
+    assert path.read_bytes() == added
+    assert any("left" in n for n in notes), notes
