@@ -343,7 +343,11 @@ fn cleanup_dry_run_and_cleanup_remove_exactly_what_the_cleaner_decides() {
             kept.get(ORPHAN_WORK).map(String::as_str),
             Some("orphaned-has-history")
         );
-        assert!(kept.contains_key(&id_of(name, "live")), "{kept:?}");
+        assert_eq!(
+            kept.get(&id_of(name, "live")).map(String::as_str),
+            Some("live"),
+            "{kept:?}"
+        );
         assert_eq!(
             entries(name),
             before[name],
