@@ -715,6 +715,32 @@ fn a_program_that_cannot_be_found_fails_its_task_with_the_reason() {
     }
 }
 
+#[test]
+fn a_missing_key_file_is_named_not_reported_as_a_refused_key() {
+    let lab = Lab::new()
+        .hosts(2)
+        .host_var(
+            "host1",
+            "ansible_ssh_private_key_file",
+            "/nonexistent/id_ed25519",
+        )
+        .build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let j = out.json();
+    let error = host(&j, "host1")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("/nonexistent/id_ed25519")
+            && error.contains("cannot be read on this machine"),
+        "{out}"
+    );
+    assert!(!error.contains("Permission denied (publickey)"), "{out}");
+    assert_eq!(host(&j, "host2")["status"], "changed", "{out}");
+}
+
 // ---------------------------------------------------------------- host keys
 
 #[test]
