@@ -9,6 +9,11 @@ pub const GATHER: &str = include_str!("remote/gather.py");
 pub const GATHER_SH: &str = include_str!("remote/gather.sh");
 pub const APPLY: &str = include_str!("remote/apply.py");
 pub const VERIFIER: &str = include_str!("remote/verify.py");
+/// The day-two programs (sessions, cleanup, remove) and the doctor, with
+/// its answer for a host without python3.
+pub const TOOLS: &str = include_str!("remote/tools.py");
+pub const DOCTOR: &str = include_str!("remote/doctor.py");
+pub const DOCTOR_SH: &str = include_str!("remote/doctor.sh");
 
 /// The scripts `push` installs, by their `src` name in the playbook.
 pub const FILES: &[(&str, &str)] = &[

@@ -178,6 +178,33 @@ fn agent_argv(python: Option<&str>, verb: &str) -> Vec<String> {
     }
 }
 
+/// [`DISCOVER_PYTHON`] for a step that must answer without python3: the
+/// configured interpreter (`$2`, if any) or the discovered one runs the
+/// agent (`$1`); where there is none, stdin is drained and the POSIX sh
+/// script `$3` answers in the agent's place.
+const DISCOVER_PYTHON_OR_FALLBACK: &str = r#"if [ -n "$2" ]; then set -- "$1" "$3" "$2"
+else set -- "$1" "$3" /usr/bin/python3 /usr/local/bin/python3 python3; fi
+agent=$1 fallback=$2; shift 2
+for p in "$@"; do
+  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$agent"; fi
+done
+cat >/dev/null 2>&1
+CSDEPLOY_PYTHONS="$*" exec /bin/sh -c "$fallback" csdeploy-fallback"#;
+
+fn fallback_argv(python: Option<&str>, source: &str, fallback: &str) -> Vec<String> {
+    [
+        "/bin/sh",
+        "-c",
+        DISCOVER_PYTHON_OR_FALLBACK,
+        "csdeploy-agent",
+        source,
+        python.unwrap_or(""),
+        fallback,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 const INTERRUPTED: &str =
     "interrupted: csdeploy was stopped (SIGINT or SIGTERM) before this host finished";
 const NOT_STARTED: &str = "not started: csdeploy was stopped (SIGINT or SIGTERM) first";
@@ -288,13 +315,14 @@ struct ApplyResult {
     stdout: Option<String>,
     stderr: Option<String>,
     checks: Vec<CheckResult>,
+    data: Option<serde_json::Value>,
 }
 
-const APPLY_FIELDS: usize = 8;
+const APPLY_FIELDS: usize = 9;
 
 impl ApplyResult {
-    /// Parses apply.py's reply: eight fields per op that ran,
-    /// `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`.
+    /// Parses apply.py's reply: nine fields per op that ran,
+    /// `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`.
     fn parse_all(reply: &[u8]) -> Result<Vec<ApplyResult>, String> {
         let bad = |what: &str| format!("the csdeploy agent answered apply with {what}");
         if reply.is_empty() {
@@ -320,6 +348,12 @@ impl ApplyResult {
                         serde_json::from_str(json).map_err(|e| bad(&format!("bad checks: {e}")))?
                     }
                 };
+                let data = match f[8].as_str() {
+                    "" => None,
+                    json => Some(
+                        serde_json::from_str(json).map_err(|e| bad(&format!("bad data: {e}")))?,
+                    ),
+                };
                 Ok(ApplyResult {
                     ok: f[0] == "1",
                     skipped: f[1] == "1",
@@ -329,6 +363,7 @@ impl ApplyResult {
                     stdout: optional(&f[5]),
                     stderr: optional(&f[6]),
                     checks,
+                    data,
                 })
             })
             .collect()
@@ -349,6 +384,7 @@ fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskRe
         stdout: None,
         stderr: None,
         checks: Vec::new(),
+        data: None,
     }
 }
 
@@ -433,13 +469,18 @@ async fn deploy(
             (false, true) => TaskStatus::Changed,
             (false, false) => TaskStatus::Ok,
         };
-        let op_index = decision.op.as_ref().map(|_| ops.len());
-        if let Some(op) = &decision.op {
+        // In check mode only the ops that honour it themselves are sent.
+        let op = decision
+            .op
+            .as_ref()
+            .filter(|op| !options.check || op.check_mode);
+        let op_index = op.map(|_| ops.len());
+        if let Some(op) = op {
             ops.push(op.clone());
         }
         decided.push((result(task, status, &decision), op_index));
     }
-    if options.check || ops.is_empty() {
+    if ops.is_empty() {
         return Ok(decided.into_iter().map(|(r, _)| r).collect());
     }
     let mut stdin = format!("{}\0", ops.len()).into_bytes();
@@ -460,7 +501,15 @@ async fn deploy(
         })
         .sum();
     let limit = options.timeout + waiting;
-    let reply = agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?;
+    // A step that must report even where python3 is missing (doctor)
+    // brings its own shell fallback.
+    let reply = match plan.tasks.iter().find_map(|t| t.action.without_python()) {
+        None => agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?,
+        Some(fallback) => {
+            let argv = fallback_argv(plan.host.python.as_deref(), builtin::APPLY, fallback);
+            remote(transport, plan, "apply", argv, stdin, limit).await?
+        }
+    };
     phases.apply_ms = millis(applying);
     let results = ApplyResult::parse_all(&reply)?;
 
@@ -479,6 +528,7 @@ async fn deploy(
         task.stdout = outcome.stdout.clone();
         task.stderr = outcome.stderr.clone();
         task.checks = outcome.checks.clone();
+        task.data = outcome.data.clone();
         if matches!(planned.action, Action::Command(_)) {
             task.msg = outcome.msg.clone();
         } else if let (Some(said), true) = (&outcome.msg, outcome.ok) {
@@ -495,9 +545,7 @@ async fn deploy(
             task.status = TaskStatus::Ok;
             task.msg = outcome.msg.clone();
         }
-        if let Action::Verify(verify) = &planned.action {
-            verify.judge(&mut task);
-        }
+        planned.action.judge(&mut task);
         let failed = task.status == TaskStatus::Failed;
         applied.push(task);
         if failed && !matches!(planned.action, Action::Verify(_)) {
@@ -510,6 +558,49 @@ async fn deploy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_reply_carries_its_data() {
+        let reply = b"1\0\0\0\0\0\0\0[]\0{\"sessions\": []}\0";
+        let results = ApplyResult::parse_all(reply).unwrap();
+        assert_eq!(results.len(), 1);
+        assert!(results[0].ok && results[0].checks.is_empty());
+        assert_eq!(results[0].data, Some(serde_json::json!({"sessions": []})));
+        // Eight fields (a reply of an older agent) are a truncated reply.
+        assert!(ApplyResult::parse_all(b"1\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn without_python_the_fallback_answers_and_stdin_is_drained() {
+        let run = |python: Option<&str>| {
+            let argv = fallback_argv(
+                python,
+                "import sys; sys.stdin.buffer.read(); sys.stdout.write('agent')",
+                "echo \"fallback $CSDEPLOY_PYTHONS\"",
+            );
+            let mut child = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(&[b'x'; 200_000])
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(
+            run(Some("/nonexistent/python3")),
+            "fallback /nonexistent/python3\n"
+        );
+        assert_eq!(run(None), "agent");
+    }
 
     #[test]
     fn a_panicking_task_is_named_as_an_internal_error() {

@@ -2,6 +2,7 @@
 //! write, is a pure function of the format, the terminal, CI and `--output`,
 //! so it can be tested without a terminal.
 
+pub mod day2;
 pub mod human;
 pub mod json;
 pub mod junit;
