@@ -191,13 +191,13 @@ done
 cat >/dev/null 2>&1
 CSDEPLOY_PYTHONS="$*" exec /bin/sh -c "$fallback" csdeploy-fallback"#;
 
-fn fallback_argv(python: Option<&str>, source: &str, fallback: &str) -> Vec<String> {
+fn fallback_argv(python: Option<&str>, boot: &str, fallback: &str) -> Vec<String> {
     [
         "/bin/sh",
         "-c",
         DISCOVER_PYTHON_OR_FALLBACK,
         "csdeploy-agent",
-        source,
+        boot,
         python.unwrap_or(""),
         fallback,
     ]
@@ -506,8 +506,9 @@ async fn deploy(
     let reply = match plan.tasks.iter().find_map(|t| t.action.without_python()) {
         None => agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?,
         Some(fallback) => {
-            let argv = fallback_argv(plan.host.python.as_deref(), builtin::APPLY, fallback);
-            remote(transport, plan, "apply", argv, stdin, limit).await?
+            let argv = fallback_argv(plan.host.python.as_deref(), &agent_boot("apply"), fallback);
+            let source = (AGENT_SOURCE.to_string(), builtin::APPLY.to_string());
+            remote(transport, plan, "apply", (argv, Some(source)), stdin, limit).await?
         }
     };
     phases.apply_ms = millis(applying);
