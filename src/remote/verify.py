@@ -45,34 +45,21 @@ the launchers still running and removes this run's sessions with the
 cleaner, then dies of the signal. The sessions run in work/cwd, neither HOME
 nor the verifier's directory, so a relative CLAUDE_CONFIG_DIR cannot pass.
 
-Cost matters (one verification per host, many hosts per controller): no
-subprocess, shutil or signal module (enum, re and friends at import), the
-launchers are started with posix_spawn, and the deployed cleaner runs in a
-fork of this interpreter instead of a new one. JSON comes from the apply step
-that runs this file: json_loads and json_dumps, json's C accelerator without
-the cost of importing json (see apply.py).
+Cost matters (one verification per host, many hosts per controller): the
+launchers are started with posix_spawn (setsid and file actions in one call),
+and the deployed cleaner runs once for all of a run's sessions.
 
 Python 3.8+ standard library only.
 """
-import gc
+import json
 import os
 import select
+import signal
 import stat
+import subprocess
 import sys
 import time
-
-try:
-    import _signal as signal  # the same functions, without importing enum
-except ImportError:
-    import signal
-
-try:
-    from _sha2 import sha256  # Python 3.12+; OpenSSL's hashlib costs a host more to import
-except ImportError:
-    try:
-        from _sha256 import sha256  # Python 3.8-3.11
-    except ImportError:
-        from hashlib import sha256
+from hashlib import sha256
 
 
 class _Uuid4:
@@ -226,7 +213,7 @@ def read_registry(sessions_dir):
     """The registry's sessions by id, or None when it is missing or unreadable."""
     try:
         with open(os.path.join(sessions_dir, ".registry")) as f:
-            data = json_loads(f.read())
+            data = json.loads(f.read())
         sessions = data.get("sessions")
         return sessions if isinstance(sessions, dict) else None
     except (OSError, ValueError, AttributeError):
@@ -460,7 +447,7 @@ class Watch:
             self.wake_fd = r
 
     def restore(self):
-        """Gives SIGCHLD back to whoever had it (before the cleaner's fork)."""
+        """Gives SIGCHLD back to whoever had it (before the cleaner runs)."""
         if self.saved:
             handler, wakeup = self.saved
             signal.set_wakeup_fd(wakeup)
@@ -810,7 +797,7 @@ def check_history(sessions, sessions_dir, default_history, others):
         try:
             st = os.stat(path)
             with open(path) as f:
-                entries = [json_loads(line) for line in f if line.strip()]
+                entries = [json.loads(line) for line in f if line.strip()]
         except (OSError, ValueError) as err:
             reached = report.get("screen") == "prompt"
             problems.append("%s: %s: %s%s" % (s.label(), path, getattr(err, "strerror", None) or err,
@@ -1008,55 +995,19 @@ def check_links(sessions, sessions_dir, active_dir):
 
 
 def run_script(path, argv, env, errors):
-    """Runs the Python program `path` as `python3 -I -S path argv...` would,
-    stdin /dev/null, stdout discarded, stderr to the file `errors`; returns its
-    exit status. It runs in a fork of this interpreter: no interpreter start,
-    and what it imports that this process already has is there."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Objects the child inherits stay out of its garbage collections, which
-    # would otherwise touch (and so copy) every page of this heap.
-    gc.freeze()
-    pid = os.fork()
-    if pid:
-        gc.unfreeze()
-    else:
-        code = 1
-        try:
-            null = os.open(os.devnull, os.O_RDWR)
-            os.dup2(null, 0)
-            os.dup2(null, 1)
-            os.dup2(os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 2)
-            os.environ.clear()
-            os.environ.update(env)
-            sys.argv = [path] + argv
-            main = type(sys)("__main__")
-            main.__file__ = path
-            sys.modules["__main__"] = main
-            try:
-                with open(path, "rb") as f:
-                    source = f.read()
-            except OSError as err:
-                sys.stderr.write("python3: can't open file %r: [Errno %d] %s\n" % (path, err.errno, err.strerror))
-                raise SystemExit(2)
-            exec(compile(source, path, "exec"), main.__dict__)
-            code = 0
-        except SystemExit as stop:
-            if stop.code is None or isinstance(stop.code, int):
-                code = stop.code or 0
-            else:
-                sys.stderr.write("%s\n" % (stop.code,))
-        except BaseException:
-            kind, error, trace = sys.exc_info()
-            # As python3 would print it: without this function's frame.
-            sys.excepthook(kind, error.with_traceback(trace.tb_next), trace.tb_next)
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                os._exit(code & 0xFF)
-    return exit_code(os.waitpid(pid, 0)[1])
+    """Runs the Python program `path` as `python3 -I -S path argv...`, stdin
+    /dev/null, stdout discarded, stderr to the file `errors`; returns its
+    exit status (-N if killed by signal N). In a session of its own, so that
+    a signal to our process group waits for it, as run() waits (see Stop)."""
+    python = sys.executable or "python3"
+    try:
+        with open(errors, "wb") as err:
+            return subprocess.run([python, "-I", "-S", path] + argv, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=err, start_new_session=True).returncode
+    except OSError as e:
+        with open(errors, "w") as err:
+            err.write("cannot run %s: %s\n" % (python, e))
+        return 127
 
 
 def test_session_ids(sessions, sessions_dir, prefix):
@@ -1245,7 +1196,7 @@ def restore_default(saved, before, claude_home, home, cwd, sids, history_path, h
             finally:
                 os.close(fd)
             notes.append("%s: put back as it was" % path)
-    project = json_dumps(cwd)
+    project = json.dumps(cwd)
     try:
         fd = os.open(history_path, os.O_RDWR | os.O_NOFOLLOW)
     except OSError:
@@ -1304,7 +1255,7 @@ class Interrupted(BaseException):
 class Stop:
     """The first SIGTERM/SIGHUP seen. While `armed` it interrupts the run;
     once the clean-up has begun it is only remembered, so the clean-up
-    (and the cleaner, in a fork that inherits this) completes first."""
+    (and the cleaner, which runs in a session of its own) completes first."""
 
     signum = None
     armed = False
@@ -1409,7 +1360,7 @@ def _run(args):
             return checks + skipped(SESSION_CHECKS, "no Claude Code to run: see the client check")
         cwd = os.path.join(work, "cwd")
         os.mkdir(cwd, 0o700)
-        project = json_dumps(cwd)
+        project = json.dumps(cwd)
         onboarded, logged_in = user_state(home, claude_home)
         if probe:
             client = os.path.join(work, "probe")
@@ -1714,7 +1665,7 @@ def find_prompt_line(paths, prompt):
         for line in data.splitlines():
             if prompt.encode() in line:
                 try:
-                    entry = json_loads(line.decode("utf-8", "replace"))
+                    entry = json.loads(line.decode("utf-8", "replace"))
                 except ValueError:
                     continue
                 if prompt in str(entry.get("display", "")):
@@ -2017,7 +1968,7 @@ def user_state(home, claude_home):
     for path in (os.path.join(home, ".claude.json"), os.path.join(claude_home, ".claude.json")):
         try:
             with open(path) as f:
-                if json_loads(f.read()).get("hasCompletedOnboarding") is True:
+                if json.loads(f.read()).get("hasCompletedOnboarding") is True:
                     onboarded = True
         except (OSError, ValueError, AttributeError):
             pass
@@ -2139,7 +2090,7 @@ def find_display(path, display):
         with open(path) as f:
             for line in f:
                 try:
-                    entry = json_loads(line)
+                    entry = json.loads(line)
                 except ValueError:
                     continue
                 if isinstance(entry, dict) and entry.get("display") == display:
