@@ -12,9 +12,15 @@ use crate::error::{Error, ExitCode, Result};
 use crate::events::{Event, Summary};
 use crate::host::{Connection, Host};
 use crate::inventory::Inventory;
+use crate::modules::Action;
+use crate::modules::cleanup::CleanupAction;
+use crate::modules::doctor::DoctorAction;
+use crate::modules::remove::RemoveAction;
+use crate::modules::rollback::RollbackAction;
+use crate::modules::sessions::SessionsAction;
 use crate::modules::verify::VerifyArgs;
-use crate::plan::{self, Selection};
-use crate::playbook::{Files, Play, Playbook};
+use crate::plan::{self, HostPlan, PlannedTask, Selection};
+use crate::playbook::{Files, ModuleArgs, Play, Playbook};
 use crate::report::{self, Outputs};
 use crate::transport::{HostKeyChecking, SshOptions};
 
@@ -56,6 +62,7 @@ pub fn push(
     settings: &Settings,
     playbook: Option<&Path>,
     verify: Option<VerifyArgs>,
+    backup: bool,
 ) -> Result<ExitCode> {
     let mut playbook = match playbook {
         Some(path) => Playbook::load(path)?,
@@ -65,6 +72,15 @@ pub fn push(
             Files::Embedded,
         )?,
     };
+    if backup {
+        // Every file the push replaces keeps a backup, and the push's
+        // manifest on the host makes it one `csdeploy rollback` away.
+        for task in playbook.plays.iter_mut().flat_map(|p| p.tasks.iter_mut()) {
+            if let ModuleArgs::Copy(args) = &mut task.args {
+                args.backup = true;
+            }
+        }
+    }
     if let Some(args) = verify {
         playbook.plays.push(Play::verification(args));
     }
@@ -137,6 +153,107 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
+    run_plans(command, settings, plans)
+}
+
+/// The options of `csdeploy cleanup`.
+#[derive(Debug, Clone, Default)]
+pub struct CleanupOptions {
+    pub dry_run: bool,
+    pub days: Option<u32>,
+    pub sessions: Vec<String>,
+}
+
+/// A day-two command: one task per selected host, one remote command each.
+fn day_two(
+    command: &str,
+    settings: &Settings,
+    action: impl Fn(&Host) -> Result<Action>,
+) -> Result<ExitCode> {
+    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
+    run_plans(command, settings, plans)
+}
+
+/// `csdeploy sessions`: what the deployed list tool reports on each host.
+pub fn sessions(settings: &Settings, active: bool) -> Result<ExitCode> {
+    day_two("sessions", settings, |host| {
+        Ok(Action::Sessions(SessionsAction {
+            host: host.name.clone(),
+            claude_home: plan::var_text(host, "claude_home")?,
+            active,
+        }))
+    })
+}
+
+/// `csdeploy cleanup`: the deployed cleaner on each host.
+pub fn cleanup(settings: &Settings, options: &CleanupOptions) -> Result<ExitCode> {
+    day_two("cleanup", settings, |host| {
+        Ok(Action::Cleanup(CleanupAction {
+            host: host.name.clone(),
+            claude_home: plan::var_text(host, "claude_home")?,
+            dry_run: options.dry_run,
+            days: options.days,
+            sessions: options.sessions.clone(),
+        }))
+    })
+}
+
+/// `csdeploy doctor`: each host's prerequisites and capacity.
+pub fn doctor(settings: &Settings) -> Result<ExitCode> {
+    day_two("doctor", settings, |host| {
+        let max_sessions = plan::var_text(host, "max_sessions")?;
+        Ok(Action::Doctor(DoctorAction {
+            claude_home: plan::var_text(host, "claude_home")?,
+            max_sessions: max_sessions.trim().parse().map_err(|_| {
+                Error::Selection(format!(
+                    "host {}: max_sessions must be a whole number, not `{max_sessions}`",
+                    host.name
+                ))
+            })?,
+        }))
+    })
+}
+
+/// `csdeploy remove`: what the built-in playbook installs on each host,
+/// taken away again.
+pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
+    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let push = Playbook::parse(
+        "(built-in) playbooks/push.yml",
+        builtin::PUSH_PLAYBOOK,
+        Files::Embedded,
+    )?;
+    let plans = plan::build(&inventory, &push, &settings.selection)?
+        .into_iter()
+        .map(|plan| {
+            let actions: Vec<Action> = plan.tasks.into_iter().map(|t| t.action).collect();
+            let claude_home = plan::var_text(&plan.host, "claude_home")?;
+            let action = RemoveAction::from_push(&plan.host.name, &claude_home, &actions, purge);
+            Ok(HostPlan {
+                tasks: vec![PlannedTask {
+                    name: "remove".into(),
+                    play: "remove".into(),
+                    action: Action::Remove(action),
+                }],
+                host: plan.host,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    run_plans("remove", settings, plans)
+}
+
+/// `csdeploy rollback`: what the last `push --backup` replaced, put back.
+pub fn rollback(settings: &Settings, force: bool) -> Result<ExitCode> {
+    day_two("rollback", settings, |host| {
+        Ok(Action::Rollback(RollbackAction {
+            host: host.name.clone(),
+            force,
+        }))
+    })
+}
+
+fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result<ExitCode> {
     if let (Some(shard), true) = (settings.selection.shard, plans.is_empty()) {
         let _ = writeln!(
             std::io::stderr(),

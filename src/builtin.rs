@@ -19,6 +19,11 @@ pub const VERIFIER: &str = concat!(
     include_str!("remote/verify/checks.py"),
     include_str!("remote/verify/cleanup.py"),
 );
+/// The day-two programs (sessions, cleanup, remove) and the doctor, with
+/// its answer for a host without python3.
+pub const TOOLS: &str = include_str!("remote/tools.py");
+pub const DOCTOR: &str = include_str!("remote/doctor.py");
+pub const DOCTOR_SH: &str = include_str!("remote/doctor.sh");
 
 /// The scripts `push` installs, by their `src` name in the playbook.
 pub const FILES: &[(&str, &str)] = &[

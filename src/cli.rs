@@ -34,6 +34,9 @@ enum Command {
         /// Run the parallel-isolation verification right after the push.
         #[arg(long)]
         verify: bool,
+        /// Keep a backup of every file the push replaces, and record them for `csdeploy rollback`.
+        #[arg(long)]
+        backup: bool,
         #[command(flatten)]
         verification: Verification,
         #[command(flatten)]
@@ -56,6 +59,64 @@ enum Command {
     Run {
         /// The playbook: a YAML list of plays, as Ansible writes them.
         playbook: PathBuf,
+        #[command(flatten)]
+        changes: Changes,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// List the Claude Code sessions on the selected hosts (the deployed `claude-session-list`).
+    Sessions {
+        /// Only the sessions whose launcher is running.
+        #[arg(long)]
+        active: bool,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Remove dead sessions on the selected hosts with the deployed cleaner.
+    Cleanup {
+        /// Change nothing; report what the cleaner would remove and keep.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove sessions in which nothing changed for N days.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        days: Option<u32>,
+        /// Remove exactly this session (repeatable); the cleaner still refuses a live one.
+        #[arg(long = "session", value_name = "ID")]
+        sessions: Vec<String>,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Check what the tooling and Claude Code need on the selected hosts, and their capacity.
+    Doctor {
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Remove what `push` installed from the selected hosts; sessions stay unless --purge.
+    Remove {
+        /// Also remove every session and the registry (refused while a session is live).
+        #[arg(long)]
+        purge: bool,
+        /// Change nothing; report what would be removed.
+        #[arg(short = 'C', long)]
+        check: bool,
+        #[command(flatten)]
+        run: RunOptions,
+        #[command(flatten)]
+        hosts: HostSelection,
+    },
+    /// Put back what the last `push --backup` replaced on the selected hosts.
+    Rollback {
+        /// Restore even files that changed since that push.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         changes: Changes,
         #[command(flatten)]
@@ -319,6 +380,7 @@ pub fn run() -> i32 {
         Command::Push {
             playbook,
             verify,
+            backup,
             verification,
             changes,
             run,
@@ -338,6 +400,7 @@ pub fn run() -> i32 {
                 &settings(hosts, run, Some(changes)),
                 playbook.as_deref(),
                 verify.then(|| verification.args()),
+                backup,
             )
         }
         Command::Verify {
@@ -351,6 +414,39 @@ pub fn run() -> i32 {
             run,
             hosts,
         } => app::run(&settings(hosts, run, Some(changes)), &playbook),
+        Command::Sessions { active, run, hosts } => {
+            app::sessions(&settings(hosts, run, None), active)
+        }
+        Command::Cleanup {
+            dry_run,
+            days,
+            sessions,
+            run,
+            hosts,
+        } => app::cleanup(
+            &settings(hosts, run, None),
+            &app::CleanupOptions {
+                dry_run,
+                days,
+                sessions,
+            },
+        ),
+        Command::Doctor { run, hosts } => app::doctor(&settings(hosts, run, None)),
+        Command::Remove {
+            purge,
+            check,
+            run,
+            hosts,
+        } => app::remove(
+            &settings(hosts, run, Some(Changes { check, diff: false })),
+            purge,
+        ),
+        Command::Rollback {
+            force,
+            changes,
+            run,
+            hosts,
+        } => app::rollback(&settings(hosts, run, Some(changes)), force),
         Command::Report {
             action: ReportAction::Merge { reports, output },
         } => {

@@ -157,15 +157,52 @@ done
 echo "csdeploy: no python3 on this host (set ansible_python_interpreter)" >&2
 exit 127"#;
 
-fn agent_argv(python: Option<&str>, source: &str) -> Vec<String> {
+/// The variable that carries a Python step's source to the host.
+const AGENT_SOURCE: &str = "CSDEPLOY_AGENT";
+
+/// The `python3 -c` program, one line that `ps` shows starting with the
+/// step's name (`'csdeploy-apply'; import os; ...`) instead of the whole
+/// source, which comes from the environment (and leaves it, so that what
+/// the step starts does not inherit it).
+fn agent_boot(verb: &str) -> String {
+    format!("'csdeploy-{verb}'; import os; exec(os.environ.pop('{AGENT_SOURCE}'))")
+}
+
+fn agent_argv(python: Option<&str>, verb: &str) -> Vec<String> {
+    let boot = agent_boot(verb);
     match python {
-        Some(python) => [python, "-I", "-S", "-c", source]
-            .map(String::from)
-            .to_vec(),
-        None => ["/bin/sh", "-c", DISCOVER_PYTHON, "csdeploy-agent", source]
+        Some(python) => [python, "-I", "-S", "-c", &boot].map(String::from).to_vec(),
+        None => ["/bin/sh", "-c", DISCOVER_PYTHON, "csdeploy-agent", &boot]
             .map(String::from)
             .to_vec(),
     }
+}
+
+/// [`DISCOVER_PYTHON`] for a step that must answer without python3: the
+/// configured interpreter (`$2`, if any) or the discovered one runs the
+/// agent (`$1`); where there is none, stdin is drained and the POSIX sh
+/// script `$3` answers in the agent's place.
+const DISCOVER_PYTHON_OR_FALLBACK: &str = r#"if [ -n "$2" ]; then set -- "$1" "$3" "$2"
+else set -- "$1" "$3" /usr/bin/python3 /usr/local/bin/python3 python3; fi
+agent=$1 fallback=$2; shift 2
+for p in "$@"; do
+  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$agent"; fi
+done
+cat >/dev/null 2>&1
+CSDEPLOY_PYTHONS="$*" exec /bin/sh -c "$fallback" csdeploy-fallback"#;
+
+fn fallback_argv(python: Option<&str>, boot: &str, fallback: &str) -> Vec<String> {
+    [
+        "/bin/sh",
+        "-c",
+        DISCOVER_PYTHON_OR_FALLBACK,
+        "csdeploy-agent",
+        boot,
+        python.unwrap_or(""),
+        fallback,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 const INTERRUPTED: &str =
@@ -205,14 +242,13 @@ async fn remote(
     transport: &Transport,
     plan: &HostPlan,
     verb: &str,
-    argv: Vec<String>,
+    (argv, extra_env): (Vec<String>, Option<(String, String)>),
     stdin: Vec<u8>,
     limit: Duration,
 ) -> Result<Vec<u8>, StepError> {
-    let command = RemoteCommand {
-        env: plan.host.environment.clone(),
-        argv,
-    };
+    let mut env = plan.host.environment.clone();
+    env.extend(extra_env);
+    let command = RemoteCommand { env, argv };
     let output = tokio::time::timeout(limit, transport.exec(&command, stdin))
         .await
         .map_err(|_| {
@@ -258,7 +294,10 @@ async fn agent(
         transport,
         plan,
         verb,
-        agent_argv(plan.host.python.as_deref(), source),
+        (
+            agent_argv(plan.host.python.as_deref(), verb),
+            Some((AGENT_SOURCE.to_string(), source.to_string())),
+        ),
         stdin,
         limit,
     )
@@ -276,13 +315,14 @@ struct ApplyResult {
     stdout: Option<String>,
     stderr: Option<String>,
     checks: Vec<CheckResult>,
+    data: Option<serde_json::Value>,
 }
 
-const APPLY_FIELDS: usize = 8;
+const APPLY_FIELDS: usize = 9;
 
 impl ApplyResult {
-    /// Parses apply.py's reply: eight fields per op that ran,
-    /// `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`.
+    /// Parses apply.py's reply: nine fields per op that ran,
+    /// `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`.
     fn parse_all(reply: &[u8]) -> Result<Vec<ApplyResult>, String> {
         let bad = |what: &str| format!("the csdeploy agent answered apply with {what}");
         if reply.is_empty() {
@@ -308,6 +348,12 @@ impl ApplyResult {
                         serde_json::from_str(json).map_err(|e| bad(&format!("bad checks: {e}")))?
                     }
                 };
+                let data = match f[8].as_str() {
+                    "" => None,
+                    json => Some(
+                        serde_json::from_str(json).map_err(|e| bad(&format!("bad data: {e}")))?,
+                    ),
+                };
                 Ok(ApplyResult {
                     ok: f[0] == "1",
                     skipped: f[1] == "1",
@@ -317,6 +363,7 @@ impl ApplyResult {
                     stdout: optional(&f[5]),
                     stderr: optional(&f[6]),
                     checks,
+                    data,
                 })
             })
             .collect()
@@ -337,6 +384,7 @@ fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskRe
         stdout: None,
         stderr: None,
         checks: Vec::new(),
+        data: None,
     }
 }
 
@@ -376,7 +424,7 @@ async fn gather(
         .map(String::from)
         .to_vec();
         argv.extend(probes.iter().map(|p| p.path.clone()));
-        match remote(transport, plan, "gather", argv, Vec::new(), limit).await {
+        match remote(transport, plan, "gather", (argv, None), Vec::new(), limit).await {
             Err(err @ (StepError::TimedOut(_) | StepError::Lost(_))) => return Err(err),
             Ok(reply) => {
                 if let Ok(reply) = GatherReply::parse_sh(&reply, &probes) {
@@ -421,13 +469,18 @@ async fn deploy(
             (false, true) => TaskStatus::Changed,
             (false, false) => TaskStatus::Ok,
         };
-        let op_index = decision.op.as_ref().map(|_| ops.len());
-        if let Some(op) = &decision.op {
+        // In check mode only the ops that honour it themselves are sent.
+        let op = decision
+            .op
+            .as_ref()
+            .filter(|op| !options.check || op.check_mode);
+        let op_index = op.map(|_| ops.len());
+        if let Some(op) = op {
             ops.push(op.clone());
         }
         decided.push((result(task, status, &decision), op_index));
     }
-    if options.check || ops.is_empty() {
+    if ops.is_empty() {
         return Ok(decided.into_iter().map(|(r, _)| r).collect());
     }
     let mut stdin = format!("{}\0", ops.len()).into_bytes();
@@ -448,7 +501,16 @@ async fn deploy(
         })
         .sum();
     let limit = options.timeout + waiting;
-    let reply = agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?;
+    // A step that must report even where python3 is missing (doctor)
+    // brings its own shell fallback.
+    let reply = match plan.tasks.iter().find_map(|t| t.action.without_python()) {
+        None => agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?,
+        Some(fallback) => {
+            let argv = fallback_argv(plan.host.python.as_deref(), &agent_boot("apply"), fallback);
+            let source = (AGENT_SOURCE.to_string(), builtin::APPLY.to_string());
+            remote(transport, plan, "apply", (argv, Some(source)), stdin, limit).await?
+        }
+    };
     phases.apply_ms = millis(applying);
     let results = ApplyResult::parse_all(&reply)?;
 
@@ -467,6 +529,7 @@ async fn deploy(
         task.stdout = outcome.stdout.clone();
         task.stderr = outcome.stderr.clone();
         task.checks = outcome.checks.clone();
+        task.data = outcome.data.clone();
         if matches!(planned.action, Action::Command(_)) {
             task.msg = outcome.msg.clone();
         } else if let (Some(said), true) = (&outcome.msg, outcome.ok) {
@@ -483,9 +546,7 @@ async fn deploy(
             task.status = TaskStatus::Ok;
             task.msg = outcome.msg.clone();
         }
-        if let Action::Verify(verify) = &planned.action {
-            verify.judge(&mut task);
-        }
+        planned.action.judge(&mut task);
         let failed = task.status == TaskStatus::Failed;
         applied.push(task);
         if failed && !matches!(planned.action, Action::Verify(_)) {
@@ -498,6 +559,49 @@ async fn deploy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_reply_carries_its_data() {
+        let reply = b"1\0\0\0\0\0\0\0[]\0{\"sessions\": []}\0";
+        let results = ApplyResult::parse_all(reply).unwrap();
+        assert_eq!(results.len(), 1);
+        assert!(results[0].ok && results[0].checks.is_empty());
+        assert_eq!(results[0].data, Some(serde_json::json!({"sessions": []})));
+        // Eight fields (a reply of an older agent) are a truncated reply.
+        assert!(ApplyResult::parse_all(b"1\0\0\0\0\0\0\0\0").is_err());
+    }
+
+    #[test]
+    fn without_python_the_fallback_answers_and_stdin_is_drained() {
+        let run = |python: Option<&str>| {
+            let argv = fallback_argv(
+                python,
+                "import sys; sys.stdin.buffer.read(); sys.stdout.write('agent')",
+                "echo \"fallback $CSDEPLOY_PYTHONS\"",
+            );
+            let mut child = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(&[b'x'; 200_000])
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(
+            run(Some("/nonexistent/python3")),
+            "fallback /nonexistent/python3\n"
+        );
+        assert_eq!(run(None), "agent");
+    }
 
     #[test]
     fn a_panicking_task_is_named_as_an_internal_error() {

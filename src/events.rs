@@ -31,6 +31,9 @@ pub struct TaskResult {
     /// The verification's checks, for a `verify` task.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// What a day-two program found (sessions, cleanup, remove), as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -190,6 +190,46 @@ pub fn build(
     Ok(plans)
 }
 
+/// One task per selected host, made from the host's resolved settings: the
+/// day-two commands (sessions, cleanup, doctor), which run no playbook.
+pub fn for_each_host(
+    inventory: &Inventory,
+    selection: &Selection,
+    name: &str,
+    action: impl Fn(&Host) -> Result<Action>,
+) -> Result<Vec<HostPlan>> {
+    selection
+        .resolve(inventory)?
+        .iter()
+        .map(|host| {
+            let host = Host::resolve(inventory, host)?;
+            let action = action(&host)?;
+            Ok(HostPlan {
+                tasks: vec![PlannedTask {
+                    name: name.to_string(),
+                    play: name.to_string(),
+                    action,
+                }],
+                host,
+            })
+        })
+        .collect()
+}
+
+/// A host variable as text, for the day-two commands: `claude_home`,
+/// `max_sessions` (csdeploy's defaults fill in what the inventory leaves out).
+pub fn var_text(host: &Host, key: &str) -> Result<String> {
+    host.vars
+        .get(key)
+        .and_then(crate::template::value_text)
+        .ok_or_else(|| {
+            Error::Selection(format!(
+                "host {}: `{key}` is not set (or null) in the inventory",
+                host.name
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,7 @@ pub fn load<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Locations
     }
     let mut reader = Reader {
         parser: Parser::new_from_str(text),
+        text,
         locations: Locations {
             file: file.to_string(),
             positions: HashMap::new(),
@@ -208,6 +209,8 @@ impl Node {
 /// Reads parser events into a [`Node`] tree.
 struct Reader<'a> {
     parser: Parser<std::str::Chars<'a>>,
+    /// The source, to name what a syntax error stumbled on.
+    text: &'a str,
     /// Empty until the tree is read: only the file name, for errors.
     locations: Locations,
     anchors: HashMap<usize, Node>,
@@ -225,6 +228,16 @@ impl Reader<'_> {
             Ok((event, mark)) => Ok((event, (mark.line(), mark.col() + 1))),
             Err(err) => {
                 let at = (err.marker().line(), err.marker().col() + 1);
+                let line = self.text.lines().nth(at.0.saturating_sub(1)).unwrap_or("");
+                if line.contains('\t') {
+                    let column = line.find('\t').map_or(0, |i| line[..i].chars().count() + 1);
+                    let message = format!(
+                        "{} (a tab at column {column}: YAML indents and separates with spaces \
+                         only; replace the tab with spaces)",
+                        err.info()
+                    );
+                    return self.fail(at, "", message);
+                }
                 self.fail(at, "", err.info())
             }
         }
@@ -657,6 +670,16 @@ mod tests {
     struct Hosts {
         defaults: Value,
         hosts: IndexMap<String, Host>,
+    }
+
+    #[test]
+    fn a_tab_that_breaks_the_syntax_is_named() {
+        let err = error::<Value>("all:\n  hosts:\n\tlocal: {}\n");
+        assert!(
+            err.contains(":3:") && err.contains("a tab at column 1"),
+            "{err}"
+        );
+        assert!(err.contains("replace the tab with spaces"), "{err}");
     }
 
     #[test]

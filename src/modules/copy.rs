@@ -70,8 +70,15 @@ impl CopyAction {
         if !matches!(state.kind, Kind::File | Kind::Missing) {
             return Decision {
                 failure: Some(format!(
-                    "{} exists and is not a regular file ({:?})",
-                    state.path, state.kind
+                    "{} is {}, not a regular file: csdeploy replaces only files; move it away \
+                     or give `dest` the file's own path (`dest: {}/NAME`)",
+                    state.path,
+                    match state.kind {
+                        Kind::Dir => "a directory",
+                        Kind::Link => "a symlink",
+                        _ => "a special file (FIFO, socket or device)",
+                    },
+                    state.path.trim_end_matches('/')
                 )),
                 ..Decision::default()
             };
@@ -179,6 +186,42 @@ mod tests {
             same.failure.is_none() && same.op.is_none(),
             "readable and equal: ok"
         );
+    }
+
+    #[test]
+    fn a_destination_that_is_not_a_file_is_named_for_what_it_is() {
+        use crate::facts::{GatherReply, PathState, Probe};
+        let dest = "/h/conf";
+        let action = CopyAction {
+            dest: dest.into(),
+            content: Arc::new(b"hi".to_vec()),
+            sha256: String::new(),
+            mode: None,
+            backup: false,
+        };
+        for (kind, named) in [
+            (Kind::Dir, "a directory"),
+            (Kind::Link, "a symlink"),
+            (Kind::Other, "a special file"),
+        ] {
+            let state = PathState {
+                kind,
+                ..PathState::missing(dest)
+            };
+            let mut facts = Facts::new(
+                &[Probe::file(dest, None)],
+                GatherReply {
+                    uid: 0,
+                    paths: vec![state],
+                },
+            );
+            let failure = action.decide(&mut facts, false).failure.expect("a failure");
+            assert!(
+                failure.contains(named) && !failure.contains("Dir)"),
+                "{failure}"
+            );
+            assert!(failure.contains("dest: /h/conf/NAME"), "{failure}");
+        }
     }
 
     #[test]

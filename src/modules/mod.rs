@@ -2,9 +2,14 @@
 //! they are rendered for one host, and how it decides, from the gathered
 //! state of the host, whether anything must change and how.
 
+pub mod cleanup;
 pub mod command;
 pub mod copy;
+pub mod doctor;
 pub mod file;
+pub mod remove;
+pub mod rollback;
+pub mod sessions;
 pub mod verify;
 
 use serde::{Deserialize, Deserializer};
@@ -82,6 +87,11 @@ pub enum Action {
     Copy(copy::CopyAction),
     Command(command::CommandAction),
     Verify(verify::VerifyAction),
+    Sessions(sessions::SessionsAction),
+    Cleanup(cleanup::CleanupAction),
+    Doctor(doctor::DoctorAction),
+    Remove(remove::RemoveAction),
+    Rollback(rollback::RollbackAction),
 }
 
 impl Action {
@@ -91,6 +101,11 @@ impl Action {
             Action::Copy(_) => "copy",
             Action::Command(_) => "command",
             Action::Verify(_) => "verify",
+            Action::Sessions(_) => "sessions",
+            Action::Cleanup(_) => "cleanup",
+            Action::Doctor(_) => "doctor",
+            Action::Remove(_) => "remove",
+            Action::Rollback(_) => "rollback",
         }
     }
 
@@ -101,6 +116,11 @@ impl Action {
             Action::Copy(a) => Some(&a.dest),
             Action::Command(a) => a.creates.as_deref(),
             Action::Verify(a) => Some(&a.claude_home),
+            Action::Sessions(a) => Some(&a.claude_home),
+            Action::Cleanup(a) => Some(&a.claude_home),
+            Action::Doctor(a) => Some(&a.claude_home),
+            Action::Remove(a) => Some(&a.claude_home),
+            Action::Rollback(_) => None,
         }
     }
 
@@ -117,7 +137,13 @@ impl Action {
                 .iter()
                 .map(|c| crate::facts::Probe::stat(c))
                 .collect(),
-            Action::Verify(_) => Vec::new(),
+            // Each day-two module reads what it needs inside its one step.
+            Action::Verify(_)
+            | Action::Sessions(_)
+            | Action::Cleanup(_)
+            | Action::Doctor(_)
+            | Action::Remove(_)
+            | Action::Rollback(_) => Vec::new(),
         }
     }
 
@@ -127,6 +153,33 @@ impl Action {
             Action::Copy(a) => a.decide(facts, want_diff),
             Action::Command(a) => a.decide(facts),
             Action::Verify(a) => a.decide(check_mode),
+            Action::Sessions(a) => a.decide(),
+            Action::Cleanup(a) => a.decide(),
+            Action::Doctor(a) => a.decide(std::time::SystemTime::now()),
+            Action::Remove(a) => a.decide(check_mode),
+            Action::Rollback(a) => a.decide(check_mode, want_diff),
+        }
+    }
+
+    /// Sets a task's status and message from what its step reported.
+    pub fn judge(&self, task: &mut crate::events::TaskResult) {
+        match self {
+            Action::Verify(a) => a.judge(task),
+            Action::Sessions(_) => sessions::judge(task),
+            Action::Cleanup(_) => cleanup::judge(task),
+            Action::Doctor(_) => doctor::judge(task),
+            Action::Remove(_) => remove::judge(task),
+            Action::Rollback(_) => rollback::judge(task),
+            Action::File(_) | Action::Copy(_) | Action::Command(_) => {}
+        }
+    }
+
+    /// A POSIX sh script that answers for the task's step where the host
+    /// has no python3, so that the host is reported rather than broken.
+    pub fn without_python(&self) -> Option<&'static str> {
+        match self {
+            Action::Doctor(_) => Some(crate::builtin::DOCTOR_SH),
+            _ => None,
         }
     }
 }
@@ -175,6 +228,9 @@ pub struct Op {
     pub text: String,
     /// A file's new content, streamed after the op list.
     pub data: Option<std::sync::Arc<Vec<u8>>>,
+    /// The op honours check mode itself (changes nothing, reports what it
+    /// would), so it is sent in check mode too.
+    pub check_mode: bool,
 }
 
 impl Op {
@@ -239,6 +295,17 @@ impl Op {
             kind: "verify",
             arg: args.to_string(),
             text: source.into(),
+            ..Op::default()
+        }
+    }
+
+    /// A day-two program (`run(args)` in `source`, see apply.py).
+    pub fn program(args: &serde_json::Value, source: &str, check_mode: bool) -> Op {
+        Op {
+            kind: "program",
+            arg: args.to_string(),
+            text: source.into(),
+            check_mode,
             ..Op::default()
         }
     }

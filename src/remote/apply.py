@@ -5,13 +5,15 @@ assignments quoted), after `gather.py` has reported the host's state, and sends:
 
 stdin:  `COUNT\0`, then per op `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`,
         then the bytes of every `write` op, back to back, SIZE bytes each.
-        OP is mkdir|chmod|remove|write|link|command|verify; MODE octal;
-        BACKUP 1 or empty; ARG is a link's target, a command's `creates` or a
-        verification's JSON arguments; TEXT a command's JSON {"argv": [...]
-        or "sh": TEXT, "env": {...}} or the verifier's source.
-stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0`
-        (CHECKS: a verification's checks as JSON). It stops at the first
-        failure, as Ansible stops a host at its first failed task.
+        OP is mkdir|chmod|remove|write|link|command|verify|program; MODE
+        octal; BACKUP 1 or empty; ARG is a link's target, a command's
+        `creates` or a verification's or program's JSON arguments; TEXT a
+        command's JSON {"argv": [...] or "sh": TEXT, "env": {...}} or the
+        verifier's or program's source.
+stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`
+        (CHECKS: a verification's or program's checks as JSON; DATA: a
+        program's result as JSON). It stops at the first failure, as Ansible
+        stops a host at its first failed task.
 
 NUL-separated, like gather, because importing json (with re) would double
 this step's start-up; a verification, which needs JSON, imports it.
@@ -64,6 +66,62 @@ def backup_name(dest):
     return name
 
 
+# A push whose writes keep backups (`push --backup`, or a task's `backup:
+# true`) records what it replaced, for `csdeploy rollback`: per file its
+# backup (null: the file was new), its sha256 and mode before and after. The
+# record of the last such push replaces the one before; each file keeps its
+# BACKUPS_KEPT newest backups, older ones are removed.
+BACKUPS_KEPT = 3
+
+
+def manifest_path():
+    state = os.environ.get("XDG_STATE_HOME") or expand("~/.local/state")
+    return os.path.join(state, "csdeploy", "last-push.json")
+
+
+def sha256_hex(data):
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def record_push(replaced):
+    """Writes the manifest of this push's replaced files and prunes old
+    backups. Best effort: the push itself has happened either way."""
+    import time
+
+    path = manifest_path()
+    try:
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(json_dumps({"version": 1, "time": time.time(), "files": replaced}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        return
+    keep = {r["backup"] for r in replaced if r["backup"]}
+    for r in replaced:
+        directory, base = os.path.split(r["path"])
+
+        def age(name):
+            # backup_name's DEST.YYYYmmddTHHMMSS[.N].bak: by time, then N.
+            stamp, rest = name[len(base) + 1:len(base) + 16], name[len(base) + 16:-len(".bak")]
+            if not stamp.replace("T", "").isdigit() or not (rest == "" or rest[1:].isdigit()):
+                return None
+            return stamp, int(rest[1:] or 0)
+        try:
+            names = sorted((n for n in os.listdir(directory)
+                            if n.startswith(base + ".") and n.endswith(".bak") and age(n)),
+                           key=age, reverse=True)
+            for name in names[BACKUPS_KEPT:]:
+                if os.path.join(directory, name) not in keep:
+                    os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
 def write_atomic(op, data):
     dest = expand(op["path"])
     directory = os.path.dirname(dest) or "."
@@ -84,10 +142,17 @@ def write_atomic(op, data):
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        backup = None
+        backup = replaced = None
+        if op.get("backup"):
+            replaced = {"path": dest, "backup": None, "sha256_before": None,
+                        "mode_before": None, "sha256_after": sha256_hex(data), "mode_after": mode}
         if op.get("backup") and os.path.isfile(dest) and not os.path.islink(dest):
             backup = backup_name(dest)
             os.link(dest, backup)
+            with open(backup, "rb") as f:
+                replaced["sha256_before"] = sha256_hex(f.read())
+            replaced["backup"] = backup
+            replaced["mode_before"] = stat.S_IMODE(os.stat(backup).st_mode)
         os.rename(tmp, dest)
     except BaseException:
         try:
@@ -95,8 +160,8 @@ def write_atomic(op, data):
         except FileNotFoundError:
             pass
         raise
-    return {"ok": True, "backup": backup, "dirty": directory,
-            "msg": "removed %d stale temp file(s) of an interrupted push" % swept if swept else None}
+    swept = "removed %d stale temp file(s) of an interrupted push" % swept if swept else None
+    return {"ok": True, "backup": backup, "dirty": directory, "replaced": replaced, "msg": swept}
 
 
 TMP_PREFIX = ".csdeploy-tmp-"
@@ -215,22 +280,53 @@ def command(op):
 
 
 # ---------------------------------------------------------------- verification
-def verify(op):
-    # The verification ships with each run (see verify.py); it runs in this
-    # process so verifying costs no extra remote command. Only it needs JSON.
+# JSON is imported only by the ops that carry it (a verification, a day-two
+# program, a push's backup record): a plain push does without its cost.
+def json_loads(text):
     import json
 
+    return json.loads(text)
+
+
+def json_dumps(value):
+    import json
+
+    return json.dumps(value)
+
+
+def verify(op):
+    # The verification ships with each run (see verify/main.py); it runs in
+    # this process so verifying costs no extra remote command.
     namespace = {"__name__": "csdeploy_verify"}
     try:
         exec(compile(op["source"], "csdeploy-verify.py", "exec"), namespace)
-        checks = namespace["run"](json.loads(op["args"]))
+        checks = namespace["run"](json_loads(op["args"]))
     except Exception as err:  # a crash must still come back as a result
         return {"ok": False, "msg": "verification crashed: %s: %s" % (type(err).__name__, err)}
-    return {"ok": True, "checks": json.dumps(checks)}
+    return {"ok": True, "checks": json_dumps(checks)}
+
+
+def program(op):
+    """A day-two program (sessions, cleanup, remove, doctor: src/remote/*.py):
+    its `run(args)` returns {"ok", "msg", "checks", "data"}. It runs in this
+    process, so the whole day-two command costs a host one remote command.
+    Compiled afresh each time (no bytecode cache: these run once a day)."""
+    namespace = {"__name__": "csdeploy_program"}
+    try:
+        exec(compile(op["source"], "csdeploy-program.py", "exec"), namespace)
+        result = namespace["run"](json_loads(op["args"]))
+    except Interrupted:
+        raise
+    except Exception as err:  # a crash must still come back as a result
+        return {"ok": False, "msg": "the csdeploy program crashed: %s: %s" % (type(err).__name__, err)}
+    checks, data = result.get("checks"), result.get("data")
+    return {"ok": bool(result.get("ok")), "msg": result.get("msg"), "rc": result.get("rc"),
+            "checks": None if checks is None else json_dumps(checks),
+            "data": None if data is None else json_dumps(data)}
 
 
 FIELDS = ("op", "path", "mode", "size", "backup", "arg", "text")
-REPLY = ("ok", "skipped", "msg", "backup", "rc", "stdout", "stderr", "checks")
+REPLY = ("ok", "skipped", "msg", "backup", "rc", "stdout", "stderr", "checks", "data")
 
 
 def parse(data):
@@ -287,9 +383,10 @@ def apply(data):
     # Everything is read first: a dropped connection must change nothing.
     ops, blobs = parse(data)
     handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "link": link,
-                "command": command, "verify": verify}
+                "command": command, "verify": verify, "program": program}
     out = []
     dirty = set()
+    replaced = []
     try:
         for op, blob in zip(ops, blobs):
             try:
@@ -299,6 +396,8 @@ def apply(data):
                     result = handlers[op["op"]](op)
                 if result.get("dirty"):
                     dirty.add(result["dirty"])
+                if result.get("replaced"):
+                    replaced.append(result["replaced"])
             except (OSError, ValueError) as err:
                 result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
             out.append(encode(result))
@@ -312,6 +411,8 @@ def apply(data):
                 fsync_dir(directory)
             except OSError:
                 pass
+        if replaced:
+            record_push(replaced)
     return b"".join(out)
 
 
@@ -341,7 +442,7 @@ def main():
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, _interrupted)
     data = sys.stdin.buffer.read()
-    if b"\0command\0" in data or b"\0verify\0" in data:
+    if b"\0command\0" in data or b"\0verify\0" in data or b"\0program\0" in data:
         stop_when_the_caller_is_gone()
     try:
         sys.stdout.buffer.write(apply(data))

@@ -150,11 +150,9 @@ impl HumanReporter {
         if let Some(path) = &task.path {
             text.push_str(&format!(" ({path})"));
         }
-        if let Some(msg) = task
-            .msg
-            .as_ref()
-            .filter(|_| task.status != TaskStatus::Ok || task.module == "command")
-        {
+        if let Some(msg) = task.msg.as_ref().filter(|_| {
+            task.status != TaskStatus::Ok || task.module == "command" || task.data.is_some()
+        }) {
             text.push_str(&format!(": {msg}"));
         }
         if let Some(backup) = &task.backup {
@@ -198,7 +196,13 @@ impl HumanReporter {
             .iter()
             .flat_map(|r| r.tasks.iter().flat_map(|t| t.checks.iter()))
             .collect();
-        if !checks.is_empty() || self.command == "verify" {
+        if let Some(table) = (self.command == "sessions")
+            .then(|| super::day2::sessions_table(&reports))
+            .flatten()
+        {
+            text.insert_str(0, &format!("\n{table}\n"));
+        }
+        if !checks.is_empty() || self.command == "verify" || self.command == "doctor" {
             let hosts = |s: &str| {
                 reports
                     .iter()
@@ -207,7 +211,8 @@ impl HumanReporter {
             };
             let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
             text.push_str(&format!(
-                "\nverify: {} hosts: {} pass, {} fail, {} unreachable; checks: {} pass, {} fail, {} warn, {} skip",
+                "\n{}: {} hosts: {} pass, {} fail, {} unreachable; checks: {} pass, {} fail, {} warn, {} skip",
+                if self.command == "doctor" { "doctor" } else { "verify" },
                 reports.len(),
                 hosts("pass"),
                 hosts("fail"),

@@ -3,9 +3,10 @@
 //!
 //! push/run: `{"command","hosts":[{"host","status":"ok|changed|failed|unreachable",
 //! "ok","changed","failed","remote_commands","duration_ms","tasks":[...],"error"}],"summary"}`.
-//! verify: `{"command":"verify","hosts":[{"host","status":"pass|fail|unreachable",
-//! "client":{"kind","path","version"}|null,
+//! verify (and doctor, with its command's name): `{"command":"verify","hosts":[{"host",
+//! "status":"pass|fail|unreachable","client":{"kind","path","version"}|null,
 //! "checks":[{"id","status","expected","actual","detail","duration_ms"}]}],"summary"}`.
+//! sessions, cleanup, remove, rollback: see `day2`.
 
 use std::path::PathBuf;
 
@@ -51,7 +52,7 @@ pub fn client_of(report: &HostReport) -> Option<&Value> {
         .find_map(|c| c.client.as_ref())
 }
 
-fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
+fn verify_document(command: &str, reports: &[HostReport], summary: &Summary) -> Value {
     let hosts: Vec<Value> = reports
         .iter()
         .map(|r| {
@@ -82,7 +83,7 @@ fn verify_document(reports: &[HostReport], summary: &Summary) -> Value {
             .count()
     };
     json!({
-        "command": "verify",
+        "command": command,
         "hosts": hosts,
         "summary": {
             "run_id": summary.run_id,
@@ -111,8 +112,11 @@ impl Reporter for JsonReporter {
         self.collected.take(event);
         if let Event::RunDone(summary) = event {
             let reports = self.collected.in_order();
-            let document = if self.command == "verify" {
-                verify_document(reports, summary)
+            // `doctor` reports checks, as `verify` does.
+            let document = if self.command == "verify" || self.command == "doctor" {
+                verify_document(&self.command, reports, summary)
+            } else if super::day2::reports(&self.command) {
+                super::day2::document(&self.command, reports, summary)
             } else {
                 json!({"command": self.command, "hosts": reports, "summary": summary})
             };

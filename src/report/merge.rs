@@ -69,7 +69,8 @@ pub fn merge(reports: &[(String, Value)]) -> Result<Value, String> {
     let command = command.ok_or("no report to merge")?;
     summary.insert("run_ids".into(), Value::from(run_ids));
     summary.insert("duration_ms".into(), Value::from(duration));
-    if command != "verify" {
+    // verify's and doctor's summaries have no `check`.
+    if command != "verify" && command != "doctor" {
         summary.insert("check".into(), Value::from(check));
     }
     summary.insert("exit_code".into(), Value::from(PRECEDENCE[exit_rank]));

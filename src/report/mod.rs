@@ -2,6 +2,7 @@
 //! write, is a pure function of the format, the terminal, CI and `--output`,
 //! so it can be tested without a terminal.
 
+pub mod day2;
 pub mod human;
 pub mod json;
 pub mod junit;
@@ -153,7 +154,17 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
             "is a directory",
         ));
     }
-    tempfile::NamedTempFile::new_in(parent_dir(path)).map(drop)
+    // The directory first: std's own error says what is wrong with it.
+    std::fs::metadata(parent_dir(path))?;
+    tempfile::NamedTempFile::new_in(parent_dir(path))
+        .map(drop)
+        .map_err(without_temp_path)
+}
+
+/// The error without the temp file's name (`at path "/x/.tmpeu2p9y"`), which
+/// the user never asked for: what failed is the report's own path.
+fn without_temp_path(err: std::io::Error) -> std::io::Error {
+    std::io::Error::new(err.kind(), err.kind().to_string())
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -164,7 +175,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut file = tempfile::NamedTempFile::new_in(parent_dir(path))?;
+    let mut file = tempfile::NamedTempFile::new_in(parent_dir(path)).map_err(without_temp_path)?;
     file.write_all(text.as_bytes())?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
@@ -180,7 +191,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing").join("report.json");
         assert!(!write_document(Some(&missing), "{}"));
-        assert!(check_writable(&missing).is_err());
+        let err = check_writable(&missing).unwrap_err().to_string();
+        assert!(!err.contains(".tmp"), "{err}");
+        assert!(err.contains("No such file or directory"), "{err}");
         assert!(check_writable(dir.path()).is_err(), "a directory");
         let fine = dir.path().join("report.json");
         check_writable(&fine).unwrap();

@@ -49,6 +49,21 @@ impl SshTransport {
             builder.user(user.clone());
         }
         if let Some(key) = &target.key_file {
+            // ssh's own "Identity file ... not accessible" is only a warning,
+            // and the host's "Permission denied (publickey)" would hide it.
+            let path = match key.strip_prefix("~/") {
+                Some(rest) => {
+                    std::path::Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(rest)
+                }
+                None => std::path::PathBuf::from(key),
+            };
+            if let Err(err) = std::fs::metadata(&path) {
+                return Err(TransportError::Connect(format!(
+                    "the key file {key} (ansible_ssh_private_key_file) cannot be read on this machine: {err}. \
+                     Point ansible_ssh_private_key_file at the private key, or leave it out to use your ssh \
+                     agent and ssh config"
+                )));
+            }
             builder.keyfile(key);
         }
         if let Some(config) = &options.config_file {

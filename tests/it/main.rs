@@ -1,3 +1,4 @@
+mod day2;
 mod gather;
 mod harness;
 mod inventory;

@@ -715,6 +715,70 @@ fn a_program_that_cannot_be_found_fails_its_task_with_the_reason() {
     }
 }
 
+#[test]
+fn a_missing_key_file_is_named_not_reported_as_a_refused_key() {
+    let lab = Lab::new()
+        .hosts(2)
+        .host_var(
+            "host1",
+            "ansible_ssh_private_key_file",
+            "/nonexistent/id_ed25519",
+        )
+        .build();
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let j = out.json();
+    let error = host(&j, "host1")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("/nonexistent/id_ed25519")
+            && error.contains("cannot be read on this machine"),
+        "{out}"
+    );
+    assert!(!error.contains("Permission denied (publickey)"), "{out}");
+    assert_eq!(host(&j, "host2")["status"], "changed", "{out}");
+}
+
+#[test]
+fn host_processes_show_a_short_name_not_the_agents_source() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let args_log = lab.root.join("python-args");
+    let python = lab.write_file(
+        "python-recording",
+        &format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec python3 \"$@\"\n",
+            args_log.display()
+        ),
+    );
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(&format!(
+            "      ansible_python_interpreter: {}\n",
+            python.display()
+        ));
+    }
+    lab.write_inventory(&inv);
+    lab.csdeploy(&["push", "--diff"]).assert_exit(0);
+    let log = std::fs::read_to_string(&args_log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "both hosts ran python: {log}");
+    for line in lines {
+        assert!(
+            line.len() < 300,
+            "a whole source on the command line: {} bytes",
+            line.len()
+        );
+        assert!(
+            line.contains("-c 'csdeploy-apply';") || line.contains("-c 'csdeploy-gather';"),
+            "{line}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- host keys
 
 #[test]

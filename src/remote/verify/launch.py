@@ -81,7 +81,7 @@ def spawn(argv, env, log, close=(), tty=None):
                    (os.POSIX_SPAWN_DUP2, 1, 2)]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in close]
     # Python ignores SIGPIPE and SIGXFSZ; the launcher gets the defaults, as
-    # subprocess's restore_signals would give it.
+    # subprocess would restore them.
     options = {"file_actions": actions, "setsigdef": (signal.SIGPIPE, signal.SIGXFSZ)}
     try:
         return os.posix_spawn(argv[0], argv, env, setsid=True, **options)

@@ -1,0 +1,79 @@
+//! `doctor`: what the tooling and Claude Code need on a host, judged there in
+//! one remote command (`src/remote/doctor.py`; `src/remote/doctor.sh` answers
+//! where no python3 can run). Its items are checks, like a verification's, so
+//! the text, JSON and JUnit reports show them the same way.
+
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::{Decision, Op};
+use crate::builtin;
+use crate::events::{CheckStatus, TaskResult, TaskStatus};
+
+#[derive(Debug, Clone)]
+pub struct DoctorAction {
+    pub claude_home: String,
+    pub max_sessions: u64,
+}
+
+impl DoctorAction {
+    /// `now`: the controller's clock as the command leaves, which the host
+    /// compares its own with.
+    pub fn decide(&self, now: SystemTime) -> Decision {
+        let controller_time = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Decision {
+            op: Some(Op::program(
+                &json!({
+                    "claude_home": self.claude_home,
+                    "max_sessions": self.max_sessions,
+                    "controller_time": controller_time,
+                }),
+                builtin::DOCTOR,
+                false,
+            )),
+            ..Decision::default()
+        }
+    }
+}
+
+/// A host fails when an item fails; warnings pass.
+pub fn judge(task: &mut TaskResult) {
+    if task.status == TaskStatus::Failed {
+        return;
+    }
+    let failing: Vec<&str> = task
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .map(|c| c.id.as_str())
+        .collect();
+    if failing.is_empty() {
+        task.status = TaskStatus::Ok;
+        task.msg = Some(format!("{} items checked", task.checks.len()));
+    } else {
+        task.status = TaskStatus::Failed;
+        task.msg = Some(format!("failed: {}", failing.join(", ")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_controller_time_travels_in_the_arguments() {
+        let action = DoctorAction {
+            claude_home: "~/.claude".into(),
+            max_sessions: 4,
+        };
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_500);
+        let op = action.decide(at).op.unwrap();
+        let args: serde_json::Value = serde_json::from_str(&op.arg).unwrap();
+        assert_eq!(args["controller_time"], 1.5);
+        assert_eq!(args["max_sessions"], 4);
+        assert_eq!(op.kind, "program");
+    }
+}

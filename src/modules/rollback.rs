@@ -1,0 +1,83 @@
+//! `rollback`: puts back what the last `push --backup` replaced on a host, in
+//! one remote command (see `src/remote/tools.py`), from the manifest that
+//! push's apply step wrote (`src/remote/apply.py`). Refuses, changing
+//! nothing, when a file changed since that push, unless `force`.
+
+use serde_json::{Value, json};
+
+use super::{Decision, Op};
+use crate::builtin;
+use crate::events::{TaskResult, TaskStatus};
+
+#[derive(Debug, Clone)]
+pub struct RollbackAction {
+    pub host: String,
+    pub force: bool,
+}
+
+impl RollbackAction {
+    pub fn decide(&self, check_mode: bool, want_diff: bool) -> Decision {
+        Decision {
+            op: Some(Op::program(
+                &json!({
+                    "action": "rollback",
+                    "host": self.host,
+                    "force": self.force,
+                    "check": check_mode,
+                    "diff": want_diff,
+                }),
+                builtin::TOOLS,
+                true,
+            )),
+            ..Decision::default()
+        }
+    }
+}
+
+pub fn judge(task: &mut TaskResult) {
+    let Some(Value::Object(data)) = &mut task.data else {
+        return;
+    };
+    let check = data.get("check") == Some(&Value::Bool(true));
+    let mut diffs = String::new();
+    let mut text = String::new();
+    let mut count = 0;
+    if let Some(Value::Array(restored)) = data.get_mut("restored") {
+        count = restored.len();
+        for item in restored.iter_mut() {
+            let path = item["path"].as_str().unwrap_or("?").to_string();
+            let verb = match (item["action"].as_str(), check) {
+                (Some("remove"), false) => "removed (new in that push)",
+                (Some("remove"), true) => "would remove (new in that push)",
+                (_, false) => "restored",
+                (_, true) => "would restore",
+            };
+            text.push_str(&format!("\n  {verb} {path}"));
+            // The texts travel only for the diff; the report keeps the paths.
+            if let Some(fields) = item.as_object_mut() {
+                let current = fields.remove("current");
+                let previous = fields.remove("previous");
+                if let (Some(Value::String(current)), Some(Value::String(previous))) =
+                    (current, previous)
+                {
+                    diffs.push_str(&super::copy::unified_diff(
+                        &path,
+                        current.as_bytes(),
+                        previous.as_bytes(),
+                    ));
+                }
+            }
+        }
+    }
+    if task.status == TaskStatus::Failed {
+        return;
+    }
+    if count > 0 {
+        task.status = TaskStatus::Changed;
+    }
+    let verb = if check { "would restore" } else { "restored" };
+    task.msg = Some(format!("{verb} {count} file(s){text}"));
+    if !diffs.is_empty() {
+        task.diff = Some(diffs);
+    }
+}
