@@ -918,6 +918,35 @@ fn correct_launcher_passes_twenty_runs_in_a_row() {
 }
 
 #[test]
+fn concurrent_verifies_on_one_host_do_not_fail_each_other() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let lab = std::sync::Arc::new(lab);
+    // The second starts while the first one's sessions exist (and ends
+    // after the first has removed them): staggered by a few delays.
+    for (round, stagger_ms) in [300, 600, 1000, 1500].into_iter().enumerate() {
+        let runs: Vec<_> = (0..2)
+            .map(|i| {
+                let lab = lab.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(i * stagger_ms));
+                    lab.csdeploy(&["verify", "--format", "json", "--wait", "5"])
+                })
+            })
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            assert_eq!(
+                out.code, 0,
+                "round {round}: a verify failed beside another\n{out}"
+            );
+            assert_all_pass(&out.json(), "host1", &out);
+        }
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
+}
+
+#[test]
 fn unreachable_host_next_to_a_good_one() {
     let lab = Lab::new().hosts(1).unreachable("dead").build();
     lab.csdeploy(&["push", "--host", "host1"]).assert_exit(0);

@@ -102,6 +102,16 @@ class Stop:
     armed = False
 
 
+VERIFY_PREFIX = "csdeploy-verify-"
+
+
+def other_runs(registry, prefix):
+    """Ids of the test sessions of other verifications (named
+    csdeploy-verify-<their run>-*), which are not this run's to judge."""
+    return {sid for sid, entry in (registry or {}).items()
+            if isinstance(entry, dict) and str(entry.get("name") or "").startswith(VERIFY_PREFIX)
+            and not str(entry.get("name")).startswith(prefix)}
+
 def _on_stop(signum, _frame):
     if Stop.signum is None:
         Stop.signum = signum
@@ -188,7 +198,7 @@ def _run(args):
     watch = None
     sessions = []
     run_id = os.urandom(4).hex()
-    prefix = "csdeploy-verify-%s-" % run_id
+    prefix = "%s%s-" % (VERIFY_PREFIX, run_id)
     before_ids = []
     outside = {}
     saved = {}
@@ -228,6 +238,12 @@ def _run(args):
 
         before_ids = session_ids(sessions_dir)
         before_registry = read_registry(sessions_dir)
+        # Another verify running on this host at the same time owns its test
+        # sessions: they come and go with it, and are not "pre-existing".
+        others = other_runs(before_registry, prefix)
+        before_ids = [sid for sid in before_ids if sid not in others]
+        if before_registry is not None:
+            before_registry = {sid: e for sid, e in before_registry.items() if sid not in others}
         default_before = snapshot_default(claude_home, home)
         history_before = file_state(default_history)
         outside = histories_outside(claude_home, sessions_dir, before_ids) if probe else {}
