@@ -112,12 +112,15 @@ def record_push(replaced):
                 return None
             return stamp, int(rest[1:] or 0)
         try:
-            names = sorted((n for n in os.listdir(directory)
-                            if n.startswith(base + ".") and n.endswith(".bak") and age(n)),
+            # This push's backup stays whatever its stamp says (a clock
+            # stepped back would sort it among the old ones); of the others,
+            # the newest BACKUPS_KEPT - 1.
+            older = sorted((n for n in os.listdir(directory)
+                            if n.startswith(base + ".") and n.endswith(".bak") and age(n)
+                            and os.path.join(directory, n) not in keep),
                            key=age, reverse=True)
-            for name in names[BACKUPS_KEPT:]:
-                if os.path.join(directory, name) not in keep:
-                    os.unlink(os.path.join(directory, name))
+            for name in older[BACKUPS_KEPT - 1:]:
+                os.unlink(os.path.join(directory, name))
         except OSError:
             pass
 
