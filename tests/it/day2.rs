@@ -831,7 +831,7 @@ fn rollback_after_a_push_that_broke_the_launcher_brings_verify_back() {
 
     let out = lab.csdeploy(&["rollback", "--check", "--diff"]);
     out.assert_exit(0);
-    assert!(out.stdout.contains("would restore 1 file(s)"), "{out}");
+    assert!(out.stdout.contains("would restore 1 file\n"), "{out}");
     assert!(out.stdout.contains("-exit 70"), "{out}");
     assert!(
         out.stdout
