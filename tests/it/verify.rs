@@ -2048,3 +2048,23 @@ fn probe_lines_are_taken_out_of_a_history_they_should_not_reach() {
     );
     assert!(uuid_dirs(&lab, name).is_superset(&before), "{out}");
 }
+
+#[test]
+fn verify_before_push_says_not_deployed_and_how_to_push() {
+    let lab = Lab::new().hosts(1).build();
+    let out = lab.csdeploy(&["verify", "--wait", "2"]);
+    out.assert_exit(1);
+    assert!(
+        out.stdout
+            .contains("host1: ❌ FAIL not deployed: run `csdeploy push --host host1`"),
+        "{out}"
+    );
+    assert!(
+        !out.stdout.contains("No such file") && !out.stdout.contains("SKIP"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("(inventory: "),
+        "the header names the inventory\n{out}"
+    );
+}
