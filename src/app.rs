@@ -401,7 +401,14 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     let text = if json {
         serde_json::to_string_pretty(&document).unwrap_or_default()
     } else {
-        crate::yaml::to_string(&document)
+        // The inventory used, as the other commands' headers name it; a
+        // comment, so that the text stays YAML.
+        let name = inventory_name(&inventory);
+        format!(
+            "# inventory: {}\n{}",
+            name.as_deref().unwrap_or("built-in"),
+            crate::yaml::to_string(&document)
+        )
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));
