@@ -62,7 +62,7 @@ fn push_screen_in_terminal_mode_with_colour_forced() {
 }
 
 #[test]
-fn push_verify_after_a_failed_push_says_the_verification_was_skipped() {
+fn push_verify_on_an_unreachable_host_says_the_verification_was_skipped() {
     let lab = lab();
     let out = lab.csdeploy(&["push", "--verify", "--host", "dead"]);
     out.assert_exit(3);
@@ -85,5 +85,29 @@ fn the_inventory_command_names_its_inventory() {
         first,
         format!("# inventory: {}", lab.inventory.display()),
         "{out}"
+    );
+}
+
+#[test]
+fn push_verify_after_a_failed_push_says_why_the_verification_did_not_run() {
+    let lab = Lab::new().local(true).build();
+    let failing = lab.write_file(
+        "failing.yml",
+        "- name: failing\n  hosts: all\n  tasks:\n    - name: always fails\n      command:\n        cmd: \"false\"\n",
+    );
+    let out = lab.csdeploy(&["push", "--verify", "--playbook", failing.to_str().unwrap()]);
+    out.assert_exit(1);
+    assert!(
+        out.stdout.contains(
+            "skipped: [local] Verify parallel-session isolation: verification skipped: the push failed"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("local : failed: always fails: ")
+                && l.ends_with("(verification skipped: the push failed)")),
+        "the recap's reason\n{out}"
     );
 }
