@@ -612,27 +612,18 @@ fn recap_row(host: &str, counts: &str) -> String {
     let mut out = format!("{}{} : ", paint(overall, name), &host[name.len()..]);
     let mut rest = counts;
     // Each `name=N` cell with its padding, up to the remote commands.
-    while let Some(cell) = rest
-        .strip_prefix(|c: char| c.is_ascii_alphabetic())
-        .map(|_| rest)
-    {
-        let end = cell.find(' ').unwrap_or(cell.len());
-        let (name, n) = cell[..end].split_once('=').unwrap_or((&cell[..end], "0"));
-        let pad_end = cell[end..]
+    while rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        let cell_end = rest.find(' ').unwrap_or(rest.len());
+        let pad_end = rest[cell_end..]
             .find(|c: char| c != ' ')
-            .map_or(cell.len(), |p| end + p);
-        let word = if name == "ok" { "ok" } else { name };
-        let text = &cell[..pad_end];
-        if n != "0" {
-            out.push_str(&paint(word, text.trim_end()));
-            out.push_str(&text[text.trim_end().len()..]);
-        } else {
-            out.push_str(text);
+            .map_or(rest.len(), |p| cell_end + p);
+        let (cell, pad) = rest[..pad_end].split_at(cell_end);
+        match cell.split_once('=') {
+            Some((word, n)) if n != "0" => out.push_str(&paint(word, cell)),
+            _ => out.push_str(cell),
         }
-        rest = &cell[pad_end..];
-        if rest.starts_with('(') {
-            break;
-        }
+        out.push_str(pad);
+        rest = &rest[pad_end..];
     }
     out.push_str(rest);
     out
