@@ -288,103 +288,75 @@ fn assert_text_all_pass(out: &Out, name: &str) {
     }
 }
 
-// ------------------------------------------------------- a tiny JUnit reader
+// ------------------------------------------------------------ JUnit reading
 
 #[derive(Debug, Default)]
-struct Suite {
-    attrs: BTreeMap<String, String>,
-    cases: Vec<Case>,
+pub(crate) struct Suite {
+    pub(crate) attrs: BTreeMap<String, String>,
+    pub(crate) cases: Vec<Case>,
 }
 
 #[derive(Debug, Default)]
-struct Case {
-    attrs: BTreeMap<String, String>,
+pub(crate) struct Case {
+    pub(crate) attrs: BTreeMap<String, String>,
     /// `failure`, `error` or `skipped` children with their attributes and body.
-    outcomes: Vec<(String, BTreeMap<String, String>, String)>,
+    pub(crate) outcomes: Vec<(String, BTreeMap<String, String>, String)>,
 }
 
 impl Case {
-    fn has(&self, kind: &str) -> bool {
+    pub(crate) fn has(&self, kind: &str) -> bool {
         self.outcomes.iter().any(|(k, _, _)| k == kind)
     }
 }
 
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#10;", "\n")
-        .replace("&amp;", "&")
+fn attrs(node: roxmltree::Node) -> BTreeMap<String, String> {
+    node.attributes()
+        .map(|a| (a.name().to_string(), a.value().to_string()))
+        .collect()
 }
 
-fn xml_attrs(tag: &str) -> BTreeMap<String, String> {
-    let mut attrs = BTreeMap::new();
-    let mut rest = tag;
-    while let Some(eq) = rest.find("=\"") {
-        let key = rest[..eq]
-            .rsplit(|c: char| c.is_whitespace())
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let after = &rest[eq + 2..];
-        let end = after.find('"').expect("unterminated attribute");
-        attrs.insert(key, xml_unescape(&after[..end]));
-        rest = &after[end + 1..];
-    }
-    attrs
-}
-
-/// Just enough XML to read a JUnit report: testsuite > testcase > failure|error|skipped.
-fn parse_junit(xml: &str) -> Vec<Suite> {
-    let mut suites: Vec<Suite> = Vec::new();
-    let mut rest = xml;
-    let mut body_start: Option<usize> = None;
-    let mut pos = 0;
-    while let Some(open) = rest.find('<') {
-        let close = rest[open..].find('>').expect("unterminated tag") + open;
-        let tag = &rest[open + 1..close];
-        let abs_open = pos + open;
-        let self_closing = tag.ends_with('/');
-        let tag = tag.trim_end_matches('/');
-        let name = tag.split_whitespace().next().unwrap_or("");
-        match name {
-            "testsuite" => suites.push(Suite {
-                attrs: xml_attrs(tag),
-                ..Suite::default()
-            }),
-            "testcase" => suites
-                .last_mut()
-                .expect("testcase outside testsuite")
-                .cases
-                .push(Case {
-                    attrs: xml_attrs(tag),
-                    ..Case::default()
-                }),
-            "failure" | "error" | "skipped" => {
-                let case = suites
-                    .last_mut()
-                    .and_then(|s| s.cases.last_mut())
-                    .expect("outcome outside testcase");
-                case.outcomes
-                    .push((name.to_string(), xml_attrs(tag), String::new()));
-                if !self_closing {
-                    body_start = Some(pos + close + 1);
-                }
-            }
-            "/failure" | "/error" | "/skipped" => {
-                if let Some(start) = body_start.take() {
-                    let body = xml_unescape(&xml[start..abs_open]);
-                    let case = suites.last_mut().unwrap().cases.last_mut().unwrap();
-                    case.outcomes.last_mut().unwrap().2 = body;
-                }
-            }
-            _ => {}
-        }
-        pos += close + 1;
-        rest = &rest[close + 1..];
-    }
-    suites
+/// A JUnit report as a real XML parser reads it (a malformed document
+/// fails the test): testsuite > testcase > failure|error|skipped.
+pub(crate) fn parse_junit(xml: &str) -> Vec<Suite> {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("bad XML: {e}\n{xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites", "{xml}");
+    assert_eq!(
+        root.attribute("skipped"),
+        None,
+        "junit-10.xsd has no skipped on <testsuites>\n{xml}"
+    );
+    root.children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .map(|suite| Suite {
+            attrs: attrs(suite),
+            cases: suite
+                .children()
+                .filter(|n| n.has_tag_name("testcase"))
+                .map(|case| {
+                    assert!(
+                        case.attribute("time").is_some(),
+                        "a testcase without time\n{xml}"
+                    );
+                    Case {
+                        attrs: attrs(case),
+                        outcomes: case
+                            .children()
+                            .filter(|n| {
+                                n.has_tag_name("failure")
+                                    || n.has_tag_name("error")
+                                    || n.has_tag_name("skipped")
+                            })
+                            .map(|n| {
+                                let body = n.text().unwrap_or_default().to_string();
+                                (n.tag_name().name().to_string(), attrs(n), body)
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[track_caller]
@@ -2076,4 +2048,24 @@ fn probe_lines_are_taken_out_of_a_history_they_should_not_reach() {
         "{out}"
     );
     assert!(uuid_dirs(&lab, name).is_superset(&before), "{out}");
+}
+
+#[test]
+fn verify_before_push_says_not_deployed_and_how_to_push() {
+    let lab = Lab::new().hosts(1).build();
+    let out = lab.csdeploy(&["verify", "--wait", "2"]);
+    out.assert_exit(1);
+    assert!(
+        out.stdout
+            .contains("host1: ❌ FAIL not deployed: run `csdeploy push --host host1`"),
+        "{out}"
+    );
+    assert!(
+        !out.stdout.contains("No such file") && !out.stdout.contains("SKIP"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("(inventory: "),
+        "the header names the inventory\n{out}"
+    );
 }
