@@ -350,3 +350,253 @@ fn sigint_at_each_point_of_a_push_leaves_files_old_or_new_and_nothing_running() 
 fn kill_9_at_each_point_of_a_push_leaves_files_old_or_new_and_the_next_run_cleans_up() {
     figures(&signal_at_every_point("-KILL", 128 + 9));
 }
+
+// ---------------------------------------------------------------- the agent killed mid-write
+
+/// How the apply wrapper picks its moment to `kill -9` the real agent.
+const KILL_MOMENTS: [&str; 9] = [
+    "at its first temp file",
+    "sleep 0",
+    "sleep 0.02",
+    "sleep 0.04",
+    "sleep 0.06",
+    "sleep 0.08",
+    "sleep 0.1",
+    "sleep 0.15",
+    "sleep 0.25",
+];
+
+fn agent_killer(moment: &str, bin: &Path) -> String {
+    let wait = if moment.starts_with("sleep") {
+        moment.to_string()
+    } else {
+        format!(
+            "while kill -0 $pid 2>/dev/null; do for f in '{}'/.csdeploy-tmp-*; do [ -e \"$f\" ] && break 2; done; done",
+            bin.display()
+        )
+    };
+    format!(
+        "#!/bin/sh\ncase \"$4\" in\n  *csdeploy-apply*)\n    exec 3<&0\n    {PYTHON} \"$@\" <&3 & pid=$!\n    {wait}\n    kill -9 $pid 2>/dev/null; wait $pid ;;\n  *) exec {PYTHON} \"$@\" ;;\nesac\n"
+    )
+}
+
+#[test]
+fn the_agent_killed_mid_write_leaves_files_old_or_new_and_the_next_push_sweeps() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let needle = lab.root.display().to_string();
+    let names = ["host1", "local"];
+    let plain = inventory_with(&lab, "");
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, moment) in KILL_MOMENTS.iter().enumerate() {
+        let mut inv = String::from("all:\n  hosts:\n");
+        for h in &lab.hosts {
+            let interp = lab.root.join(format!("killer-{i}-{}", h.name));
+            write_exec(&interp, &agent_killer(moment, &h.home.join(".claude/bin")));
+            inv.push_str(&lab.host_entry_yaml(h, 4));
+            inv.push_str(&format!(
+                "      ansible_python_interpreter: {}\n",
+                interp.display()
+            ));
+        }
+        lab.write_inventory(&inv);
+        let old: Vec<Snapshot> = names.iter().map(|h| plant_old(&lab.home(h))).collect();
+        let out = lab.csdeploy(&["push", "--format", "json"]);
+        assert!([0, 1].contains(&out.code), "{moment}\n{out}");
+        *outcomes
+            .entry(if out.code == 0 { "exit 0" } else { "exit 1" })
+            .or_default() += 1;
+        let seen: Vec<Snapshot> = names.iter().map(|h| snapshot(&lab.home(h))).collect();
+        lab.write_inventory(&plain);
+        lab.csdeploy(&["push", "--format", "json"]).assert_exit(0);
+        for (j, h) in names.iter().enumerate() {
+            let new = snapshot(&lab.home(h));
+            let what = format!("{h}, agent killed {moment}");
+            assert_old_or_new(&what, &old[j], &new, &seen[j]);
+            assert!(temps(&new).is_empty(), "{what}: left: {:?}", temps(&new));
+            let state = classify(&old[j], &new, &seen[j]);
+            let temp = if temps(&seen[j]).is_empty() {
+                ""
+            } else {
+                " + temp file"
+            };
+            *outcomes
+                .entry(match (state, temp) {
+                    ("old", "") => "old",
+                    ("old", _) => "old + temp file",
+                    ("mixed", "") => "mixed",
+                    ("mixed", _) => "mixed + temp file",
+                    ("new", "") => "new",
+                    _ => "new + temp file",
+                })
+                .or_default() += 1;
+        }
+    }
+    let left = left_running(&needle, Duration::from_secs(5));
+    assert!(left.is_empty(), "still running: {left:?}");
+    eprintln!("fault-figures: agent killed mid-write, host states after the kill: {outcomes:?}");
+}
+
+// ---------------------------------------------------------------- disk full
+
+/// A tmpfs mounted over a directory, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// None (and why) when it cannot be mounted: not root, or no mount(8).
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        if current_uid() != 0 {
+            return Err("mounting a tmpfs needs root".into());
+        }
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` but for about `room` bytes.
+fn fill_but(dir: &Path, room: u64) {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![b'x'; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    let len = std::fs::metadata(&filler).unwrap().len();
+    f.set_len(len.saturating_sub(room)).unwrap();
+}
+
+#[test]
+fn a_full_disk_fails_the_host_cleanly_with_files_old_or_new_and_no_temp_files() {
+    let lab = Lab::new().hosts(1).build();
+    let home = lab.home("host1");
+    let _tmpfs = match Tmpfs::mount(&home, "512k") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let mut outcomes = Vec::new();
+    // Room for nothing, for the first file, for a few files, for almost all.
+    for room in [0u64, 60 << 10, 80 << 10, 96 << 10] {
+        let old = plant_old(&home);
+        fill_but(&home, room);
+        let out = lab.csdeploy(&["push", "--format", "json"]);
+        let seen = snapshot(&home);
+        let _ = std::fs::remove_file(home.join("filler"));
+        let what = format!("{} KiB free", room >> 10);
+        assert!([0, 1].contains(&out.code), "{what}\n{out}");
+        if out.code == 1 {
+            assert!(
+                out.stdout.contains("No space left on device"),
+                "{what}: the reason is given\n{out}"
+            );
+        }
+        assert!(
+            temps(&seen).is_empty(),
+            "{what}: a failed write left {:?}",
+            temps(&seen)
+        );
+        let mut seen = seen;
+        seen.remove("filler");
+        lab.csdeploy(&["push", "--format", "json"]).assert_exit(0);
+        let new = snapshot(&home);
+        assert_old_or_new(&what, &old, &new, &seen);
+        outcomes.push(format!(
+            "{what}: exit {}, files {}",
+            out.code,
+            classify(&old, &new, &seen)
+        ));
+    }
+    eprintln!("fault-figures: disk full: {outcomes:?}");
+    assert!(
+        outcomes.iter().any(|o| o.contains("exit 1")),
+        "no trial ran out of space: {outcomes:?}"
+    );
+}
+
+// ---------------------------------------------------------------- concurrent pushes
+
+#[test]
+fn concurrent_pushes_to_one_host_both_succeed_or_one_fails_cleanly() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let names = ["host1", "local"];
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for round in 0..3 {
+        for h in names {
+            plant_old(&lab.home(h));
+        }
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| lab.csdeploy(&["push", "--format", "json"]));
+            let b = s.spawn(|| lab.csdeploy(&["push", "--format", "json"]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        for out in [&a, &b] {
+            assert!([0, 1].contains(&out.code), "round {round}\n{out}");
+            if out.code == 1 {
+                let json = out.json();
+                for h in names {
+                    let entry = host(&json, h);
+                    assert!(
+                        entry["status"] != "failed"
+                            || !entry["error"].is_null()
+                            || tasks(entry).iter().any(|t| t["msg"].is_string()),
+                        "round {round}: {h} failed without a reason\n{out}"
+                    );
+                }
+            }
+        }
+        *outcomes
+            .entry(format!(
+                "exits {} and {}",
+                a.code.min(b.code),
+                a.code.max(b.code)
+            ))
+            .or_default() += 1;
+        // Whatever happened, the next push finds the files whole: at most it
+        // finishes what a failed push left.
+        let next = lab.csdeploy(&["push", "--format", "json"]);
+        next.assert_exit(0);
+        let again = lab.csdeploy(&["push", "--format", "json"]);
+        again.assert_exit(0);
+        let json = again.json();
+        for h in names {
+            assert_eq!(
+                host(&json, h)["status"],
+                "ok",
+                "round {round}: {h}\n{again}"
+            );
+            let s = snapshot(&lab.home(h));
+            assert!(temps(&s).is_empty(), "round {round}: {h}: {:?}", temps(&s));
+            for f in FILES.iter().filter(|f| **f != "session.conf") {
+                assert_eq!(
+                    std::fs::read(lab.home(h).join(".claude/bin").join(f)).unwrap(),
+                    std::fs::read(playbook_file(f)).unwrap(),
+                    "round {round}: {h}: {f}"
+                );
+            }
+        }
+    }
+    eprintln!("fault-figures: concurrent pushes, 3 rounds: {outcomes:?}");
+}
