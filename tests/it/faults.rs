@@ -600,3 +600,453 @@ fn concurrent_pushes_to_one_host_both_succeed_or_one_fails_cleanly() {
     }
     eprintln!("fault-figures: concurrent pushes, 3 rounds: {outcomes:?}");
 }
+
+// ---------------------------------------------------------------- injection
+
+/// Hostile strings; `M` becomes a marker file's name. It is relative, so an
+/// injected `touch` lands in whatever directory it ran in: the search looks
+/// in every one a step can run in.
+const PAYLOADS: [&str; 18] = [
+    "$(touch M)",
+    "`touch M`",
+    "'; touch M; '",
+    "\"; touch M; \"",
+    "x\ntouch M\n",
+    "; touch M",
+    "| touch M",
+    "&& touch M &",
+    "$(touch M)*?[a]{b,c}~",
+    "-oProxyCommand=touch M",
+    "a[$(touch M)]",
+    "x\u{2028}touch M\u{2029}",
+    "x\rtouch M\u{b}\u{c}\u{1c}\u{85}",
+    "${IFS}touch${IFS}M",
+    "\\$(touch M)\\",
+    "--rcfile=M -c 'touch M'",
+    "$(touch${IFS}M)",
+    "-oProxyCommand=touch${IFS}M",
+];
+
+/// The README's exit codes.
+const EXIT_CODES: [i32; 5] = [0, 1, 2, 3, 130];
+
+/// A YAML double-quoted scalar in ASCII: YAML 1.1 readers take a raw
+/// U+0085, U+2028 or U+2029 for a line break, which would fold the value.
+fn yq_ascii(s: &str) -> String {
+    yq(s)
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
+        .collect()
+}
+
+struct Injection {
+    tag: String,
+    payloads: Vec<String>,
+}
+
+impl Injection {
+    fn new() -> Injection {
+        let tag = unique("inj");
+        let payloads = PAYLOADS
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.replace('M', &format!("{tag}-{i}")))
+            .collect();
+        Injection { tag, payloads }
+    }
+
+    /// Marker files anywhere a step could have run: the lab (the controller's
+    /// working directory, the homes), the user's real home, `/` and `/tmp`.
+    fn fired(&self, lab: &Lab) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &Path, tag: &str, deep: bool, out: &mut Vec<std::path::PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name
+                    .strip_prefix(tag)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    out.push(e.path());
+                }
+                if deep && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), tag, deep, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&lab.root, &self.tag, true, &mut out);
+        for top in ["/", "/tmp", "/root"] {
+            walk(Path::new(top), &self.tag, false, &mut out);
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            walk(Path::new(&home), &self.tag, false, &mut out);
+        }
+        out
+    }
+
+    #[track_caller]
+    fn assert_inert(&self, lab: &Lab, what: &str, out: &Out) {
+        let fired = self.fired(lab);
+        for f in &fired {
+            let _ = std::fs::remove_file(f);
+        }
+        assert!(fired.is_empty(), "{what}: injection ran: {fired:?}\n{out}");
+        assert!(
+            EXIT_CODES.contains(&out.code),
+            "{what}: exit code outside the table\n{out}"
+        );
+    }
+}
+
+/// An sshd of the lab whose sessions see bash as `/bin/sh` (a bind mount in
+/// a mount namespace of its own), as on hosts where `sh` is bash.
+struct BashSshd {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl BashSshd {
+    fn start(lab: &Lab) -> Result<BashSshd, String> {
+        if current_uid() != 0 {
+            return Err("a mount namespace with bash as /bin/sh needs root".into());
+        }
+        let port = closed_port();
+        let script = format!(
+            "mount --bind /bin/bash /bin/sh && exec {SSHD} -D -e -f '{}' -p {port}",
+            lab.servers[0].config.display()
+        );
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("unshare: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                return Err("sshd in a mount namespace did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let key = std::fs::read_to_string(lab.root.join("ssh_host_ed25519_key.pub")).unwrap();
+        let key: Vec<&str> = key.split_whitespace().take(2).collect();
+        let mut kh = std::fs::read_to_string(&lab.known_hosts).unwrap();
+        kh.push_str(&format!("[127.0.0.1]:{port} {}\n", key.join(" ")));
+        std::fs::write(&lab.known_hosts, kh).unwrap();
+        Ok(BashSshd { port, child })
+    }
+}
+
+impl Drop for BashSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs csdeploy so that its local host's steps see bash as `/bin/sh`.
+const BASH_AS_SH: [&str; 7] = [
+    "unshare",
+    "-m",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    "mount --bind /bin/bash /bin/sh && exec \"$@\"",
+];
+
+/// `args` with the lab's inventory and ssh config, for `csdeploy_via`.
+fn lab_args(lab: &Lab, args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    v.extend([
+        "-i".into(),
+        lab.inventory.display().to_string(),
+        "--ssh-config".into(),
+        lab.ssh_config.display().to_string(),
+    ]);
+    v
+}
+
+/// csdeploy with the local host's `sh` being dash (the system's) or bash.
+fn csdeploy_with_sh(lab: &Lab, sh: &str, args: &[&str]) -> Out {
+    let args = lab_args(lab, args);
+    if sh == "bash" {
+        let mut wrapper: Vec<&str> = BASH_AS_SH.to_vec();
+        wrapper.push("sh");
+        lab.csdeploy_via(&wrapper, &args)
+    } else {
+        lab.csdeploy_raw(&args)
+    }
+}
+
+/// The matrix playbook: per payload, a task for each field that carries a
+/// value to a host (content, dest, a directory's path, an argv element, an
+/// env value, `creates`, the host's `environment`), plus a probe of `sh`.
+fn injection_playbook() -> String {
+    let mut pb = String::from(
+        "- name: injection matrix\n  hosts: all\n  tasks:\n    - name: scratch\n      file: {path: \"{{ home }}/inj\", state: directory}\n    - name: which sh\n      command: {cmd: 'if [ -n \"$BASH_VERSION\" ]; then echo bash; else echo dash; fi > \"$O\"', env: {O: \"{{ home }}/inj/sh\"}}\n",
+    );
+    for (i, raw) in PAYLOADS.iter().enumerate() {
+        let p = format!("{{{{ p{i} }}}}");
+        pb.push_str(&format!(
+            r#"    - name: {name}
+      copy: {{content: "{p}", dest: "{{{{ home }}}}/inj/content-{i}"}}
+    - name: dest {i}
+      copy: {{content: "x", dest: "{{{{ home }}}}/inj/d-{p}"}}
+    - name: path {i}
+      file: {{path: "{{{{ home }}}}/inj/f-{p}", state: directory}}
+    - name: argv {i}
+      command: {{argv: [sh, -c, 'printf %s "$1" > "$2"', sh, "{p}", "{{{{ home }}}}/inj/argv-{i}"]}}
+    - name: env {i}
+      command: {{cmd: 'printf %s "$V" > "$O"', env: {{V: "{p}", O: "{{{{ home }}}}/inj/env-{i}"}}}}
+    - name: creates {i}
+      command: {{argv: [touch, "{{{{ home }}}}/inj/ran-{i}"], creates: "{{{{ home }}}}/inj/c-{p}"}}
+    - name: environment {i}
+      command: {{cmd: 'printf %s "$INJ{i}" > "$O"', env: {{O: "{{{{ home }}}}/inj/environment-{i}"}}}}
+"#,
+            // The task's name is the payload itself: it reaches every report.
+            name = yq_ascii(&format!("payload {i}: {raw}")),
+        ));
+    }
+    pb
+}
+
+/// The lab's hosts plus `bashhost`, every payload as an inventory variable
+/// `p<i>` and as `INJ<i>` in every host's `environment`.
+fn injection_inventory(lab: &Lab, inj: &Injection, bash_port: u16) -> String {
+    let mut inv = String::from("all:\n  vars:\n");
+    for (i, p) in inj.payloads.iter().enumerate() {
+        inv.push_str(&format!("    p{i}: {}\n", yq_ascii(p)));
+    }
+    inv.push_str("  hosts:\n");
+    let mut hosts = lab.hosts.clone();
+    let mut bash = lab.hosts[0].clone();
+    bash.name = "bashhost".into();
+    bash.port = Some(bash_port);
+    bash.home = lab.root.join("homes/bashhost");
+    std::fs::create_dir_all(&bash.home).unwrap();
+    hosts.push(bash);
+    for h in &hosts {
+        inv.push_str(&lab.host_entry_yaml(h, 4));
+        for (i, p) in inj.payloads.iter().enumerate() {
+            inv.push_str(&format!("        INJ{i}: {}\n", yq_ascii(p)));
+        }
+        inv.push_str(&format!(
+            "      home: {}\n",
+            yq(&h.home.display().to_string())
+        ));
+    }
+    inv
+}
+
+#[test]
+fn hostile_strings_in_every_field_stay_data_with_sh_as_dash_and_as_bash() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    let bash_sshd = match BashSshd::start(&lab) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let inj = Injection::new();
+    let n = inj.payloads.len();
+    lab.write_inventory(&injection_inventory(&lab, &inj, bash_sshd.port));
+    let pb = lab.write_file("inject.yml", &injection_playbook());
+    let pb = pb.to_str().unwrap();
+    let mut runs = 0;
+    let mut checks = 0;
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for local_sh in ["dash", "bash"] {
+        let homes: Vec<(&str, std::path::PathBuf)> = vec![
+            ("host1", lab.home("host1")),
+            ("local", lab.home("local")),
+            ("bashhost", lab.root.join("homes/bashhost")),
+        ];
+        for (_, home) in &homes {
+            let _ = std::fs::remove_dir_all(home.join("inj"));
+        }
+        let out = csdeploy_with_sh(&lab, local_sh, &["run", pb, "--format", "json"]);
+        runs += 1;
+        let what = format!("matrix, local sh = {local_sh}");
+        inj.assert_inert(&lab, &what, &out);
+        out.assert_exit(0);
+        for (name, home) in &homes {
+            let sh = match *name {
+                "local" => local_sh,
+                "bashhost" => "bash",
+                _ => "dash",
+            };
+            let dir = home.join("inj");
+            assert_eq!(
+                std::fs::read_to_string(dir.join("sh")).unwrap().trim(),
+                sh,
+                "{what}: {name} ran the wrong sh"
+            );
+            for (i, p) in inj.payloads.iter().enumerate() {
+                let what = format!("{what}: {name}: payload {i} {p:?}");
+                for field in ["content", "argv", "env", "environment"] {
+                    assert_eq!(
+                        std::fs::read_to_string(dir.join(format!("{field}-{i}"))).ok(),
+                        Some(p.clone()),
+                        "{what}: {field}"
+                    );
+                }
+                assert!(dir.join(format!("d-{p}")).is_file(), "{what}: dest");
+                assert!(dir.join(format!("f-{p}")).is_dir(), "{what}: path");
+                assert!(dir.join(format!("ran-{i}")).is_file(), "{what}: creates");
+                checks += 7;
+            }
+        }
+
+        // Host names and ansible_host: a local host named by the payload
+        // beside an ssh host whose ansible_host is the payload; then an ssh
+        // host whose name is the payload (no ansible_host: the name is
+        // ssh's destination).
+        let named = lab.write_file(
+            "named.yml",
+            "- name: names\n  hosts: all\n  tasks:\n    - name: my name\n      command: {cmd: 'printf %s \"$N\" > \"$O\"', env: {N: \"{{ inventory_hostname }}\", O: \"{{ home }}/name\"}}\n",
+        );
+        for (i, p) in inj.payloads.iter().enumerate() {
+            let home = lab.root.join(format!("homes/named-{i}"));
+            std::fs::create_dir_all(&home).unwrap();
+            let _ = std::fs::remove_file(home.join("name"));
+            let vars = format!(
+                "all:\n  vars:\n    home: {}\n  hosts:\n",
+                yq_ascii(&home.display().to_string())
+            );
+            let inventories = [
+                format!(
+                    "{vars}    {local}:\n      ansible_connection: local\n      environment: {{HOME: {home}}}\n    addr-{i}:\n      ansible_host: {p}\n      ansible_port: {port}\n",
+                    local = yq_ascii(&format!("L{p}")),
+                    home = yq_ascii(&home.display().to_string()),
+                    p = yq_ascii(p),
+                    port = closed_port(),
+                ),
+                format!(
+                    "{vars}    {p}:\n      ansible_port: {port}\n",
+                    p = yq_ascii(p),
+                    port = closed_port(),
+                ),
+            ];
+            for (k, inv) in inventories.iter().enumerate() {
+                lab.write_inventory(inv);
+                let out = csdeploy_with_sh(
+                    &lab,
+                    local_sh,
+                    &["run", named.to_str().unwrap(), "--format", "json"],
+                );
+                runs += 1;
+                let field = ["local name + ansible_host", "ssh name"][k];
+                inj.assert_inert(&lab, &format!("{field} {i} {p:?}, sh {local_sh}"), &out);
+                *codes
+                    .entry(format!("{field} exit {}", out.code))
+                    .or_default() += 1;
+                if k == 0 && out.code != 2 {
+                    assert_eq!(
+                        std::fs::read_to_string(home.join("name")).ok(),
+                        Some(format!("L{p}")),
+                        "host name {i} {p:?}\n{out}"
+                    );
+                }
+                checks += 1;
+            }
+
+            let out = csdeploy_with_sh(&lab, local_sh, &["run", pb, "--check", "--limit", p]);
+            runs += 1;
+            inj.assert_inert(&lab, &format!("--limit {i} {p:?}, sh {local_sh}"), &out);
+            *codes
+                .entry(format!("--limit exit {}", out.code))
+                .or_default() += 1;
+            checks += 1;
+        }
+
+        // The session ids of `cleanup --session`, on a host with the tools.
+        lab.write_inventory(&injection_inventory(&lab, &inj, bash_sshd.port));
+        let out = csdeploy_with_sh(&lab, local_sh, &["push", "--host", "local"]);
+        out.assert_exit(0);
+        let sessions: Vec<String> = inj
+            .payloads
+            .iter()
+            .map(|p| format!("--session={p}"))
+            .collect();
+        let mut args = vec!["cleanup", "--host", "local", "--format", "json"];
+        args.extend(sessions.iter().map(String::as_str));
+        let out = csdeploy_with_sh(&lab, local_sh, &args);
+        runs += 2;
+        inj.assert_inert(&lab, &format!("cleanup --session, sh {local_sh}"), &out);
+        *codes
+            .entry(format!("--session exit {}", out.code))
+            .or_default() += 1;
+        let first = host(&out.json(), "local")["cleaner_stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            out.code == 1 && first.contains(&format!("'{}'", inj.payloads[0])),
+            "the ids reach the host's cleaner as data, which refuses them\n{out}"
+        );
+        checks += n;
+    }
+    // NUL, which no argument, environment value or file name can hold:
+    // refused (exit 2) or failing its task (exit 1) in every such field,
+    // written as it is in a file's contents.
+    let nul = format!("a\0b$(touch {}-nul)", inj.tag);
+    let mut inv = injection_inventory(&lab, &inj, bash_sshd.port);
+    inv = inv.replacen("  vars:\n", &format!("  vars:\n    nul: {}\n", yq(&nul)), 1);
+    lab.write_inventory(&inv);
+    for (field, task) in [
+        (
+            "content",
+            r#"copy: {content: "{{ nul }}", dest: "{{ home }}/nul"}"#,
+        ),
+        (
+            "dest",
+            r#"copy: {content: "x", dest: "{{ home }}/{{ nul }}"}"#,
+        ),
+        (
+            "path",
+            r#"file: {path: "{{ home }}/{{ nul }}", state: directory}"#,
+        ),
+        ("argv", r#"command: {argv: [echo, "{{ nul }}"]}"#),
+        ("env", r#"command: {cmd: "true", env: {V: "{{ nul }}"}}"#),
+        (
+            "creates",
+            r#"command: {argv: ["true"], creates: "{{ nul }}"}"#,
+        ),
+    ] {
+        let pb = lab.write_file(
+            "nul.yml",
+            &format!("- name: nul\n  hosts: all\n  tasks:\n    - name: {field}\n      {task}\n"),
+        );
+        let out = lab.csdeploy(&["run", pb.to_str().unwrap(), "--host", "local"]);
+        runs += 1;
+        inj.assert_inert(&lab, &format!("NUL in {field}"), &out);
+        if field == "content" {
+            // File contents are bytes: a NUL is data like any other.
+            out.assert_exit(0);
+            assert_eq!(
+                std::fs::read(lab.home("local").join("nul")).unwrap(),
+                nul.as_bytes()
+            );
+        } else {
+            assert!([1, 2].contains(&out.code), "NUL in {field}\n{out}");
+        }
+        *codes.entry(format!("NUL exit {}", out.code)).or_default() += 1;
+        checks += 1;
+    }
+    eprintln!(
+        "fault-figures: injection: {n} payloads, {runs} runs, {checks} literal-data and marker checks, 0 markers; {codes:?}"
+    );
+}
