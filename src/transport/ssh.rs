@@ -255,3 +255,33 @@ fn explain(target: &SshTarget, err: &openssh::Error) -> String {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_of_runs_that_are_gone_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        // A pid above any pid_max: that run is gone.
+        let gone = parent.path().join("csd999999999-abc123");
+        let ours = parent
+            .path()
+            .join(format!("{}abc123", control_dir_prefix()));
+        // Not ours to judge: another naming, a file, no pid.
+        let others = ["csdAbC123", "csd-abc", "csd12x-abc", "other999999999-x"];
+        std::fs::create_dir(&gone).unwrap();
+        std::fs::write(gone.join("master"), "").unwrap();
+        std::fs::create_dir(&ours).unwrap();
+        for name in others {
+            std::fs::create_dir(parent.path().join(name)).unwrap();
+        }
+        std::fs::write(parent.path().join("csd999999998-file"), "").unwrap();
+        sweep_stale_control_dirs(parent.path());
+        assert!(!gone.exists(), "a dead run's directory stays");
+        assert!(ours.exists(), "a live run's directory went");
+        for name in others.iter().chain(&["csd999999998-file"]) {
+            assert!(parent.path().join(name).exists(), "{name} went");
+        }
+    }
+}
