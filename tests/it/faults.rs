@@ -43,7 +43,7 @@ fn write_exec(path: &Path, text: &str) {
 }
 
 /// Every entry under `dir`: relative path → "dir", "-> target" or
-/// "mode:sha-free contents" (a file's mode and bytes, so that a new file
+/// "mode:contents" (a file's mode and bytes, so that a new file
 /// with the old mode would count as neither).
 type Snapshot = BTreeMap<String, Vec<u8>>;
 
@@ -442,7 +442,7 @@ fn the_agent_killed_mid_write_leaves_files_old_or_new_and_the_next_push_sweeps()
 struct Tmpfs(std::path::PathBuf);
 
 impl Tmpfs {
-    /// None (and why) when it cannot be mounted: not root, or no mount(8).
+    /// Why not, when it cannot be mounted: not root, or mount(8) refused.
     fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
         if current_uid() != 0 {
             return Err("mounting a tmpfs needs root".into());
