@@ -1050,3 +1050,56 @@ fn hostile_strings_in_every_field_stay_data_with_sh_as_dash_and_as_bash() {
         "fault-figures: injection: {n} payloads, {runs} runs, {checks} literal-data and marker checks, 0 markers; {codes:?}"
     );
 }
+
+/// Found by this suite, in `src/remote/apply.py` (`record_push`), not fixed
+/// here (the host-side Python is being restructured on another branch):
+/// when the disk fills while the push manifest is written, the push still
+/// exits 0, `last-push.json` is missing (so `rollback` cannot find the
+/// backups the push made) and `last-push.json.<hex>.tmp` stays for good:
+/// `record_push` returns on OSError without removing its temp file, and the
+/// sweep only knows `.csdeploy-tmp-*`. Measured: with room for the new
+/// files and less than a page more, exit 0 and the temp file left.
+#[test]
+#[ignore = "bug: apply.py record_push leaves its temp file and no manifest on ENOSPC"]
+fn a_full_disk_while_the_manifest_is_written_loses_nothing_and_leaves_no_temp_file() {
+    let lab = Lab::new().hosts(1).build();
+    let home = lab.home("host1");
+    let _tmpfs = match Tmpfs::mount(&home, "512k") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    // The pages the new files take (tmpfs counts whole pages), and around it.
+    let pages: u64 = FILES
+        .iter()
+        .filter(|f| **f != "session.conf")
+        .map(|f| {
+            std::fs::metadata(playbook_file(f))
+                .unwrap()
+                .len()
+                .div_ceil(4096)
+        })
+        .sum::<u64>()
+        + 1;
+    for room in pages.saturating_sub(3)..pages + 4 {
+        plant_old(&home);
+        fill_but(&home, room * 4096);
+        let out = lab.csdeploy(&["push", "--backup", "--format", "json"]);
+        let seen = snapshot(&home);
+        let _ = std::fs::remove_file(home.join("filler"));
+        let what = format!("room for {room} pages");
+        assert!(
+            temps(&seen).is_empty(),
+            "{what}: left {:?}\n{out}",
+            temps(&seen)
+        );
+        if out.code == 0 {
+            assert!(
+                seen.contains_key(".local/state/csdeploy/last-push.json"),
+                "{what}: exit 0 without the manifest rollback needs\n{out}"
+            );
+        }
+    }
+}
