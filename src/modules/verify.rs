@@ -1,4 +1,4 @@
-//! `verify`: the parallel-isolation verification (see `src/remote/verify.py`),
+//! `verify`: the parallel-isolation verification (see `src/remote/verify/`),
 //! run through the deployed launcher. It changes nothing that outlives it: its
 //! test sessions are removed by the deployed cleaner before it returns.
 
@@ -52,7 +52,7 @@ pub struct VerifyAction {
 
 /// What a real-client run may take beyond the probe's: two rounds (the
 /// sessions, then their resumption) of a client that starts in seconds,
-/// each with its own deadline in verify.py.
+/// each with its own deadline in the verifier (`src/remote/verify/`).
 const CLAUDE_RUN_SECS: u64 = 120;
 
 const MAX_SESSIONS_AT_ONCE: u32 = 64;
