@@ -280,8 +280,9 @@ fn run_plans(
         );
     }
     check_files(settings)?;
+    crate::transport::ssh::sweep_stale_control_dirs(&settings.control_parent);
     let control_dir = tempfile::Builder::new()
-        .prefix("csd")
+        .prefix(&crate::transport::ssh::control_dir_prefix())
         .tempdir_in(&settings.control_parent)
         .map_err(|source| Error::Write {
             path: settings.control_parent.clone(),

@@ -1,4 +1,6 @@
 mod day2;
+mod faults;
+mod fuzz;
 mod gather;
 mod harness;
 mod inventory;
