@@ -87,20 +87,25 @@ def sha256_hex(data):
 
 def record_push(replaced):
     """Writes the manifest of this push's replaced files and prunes old
-    backups. Best effort: the push itself has happened either way."""
+    backups. Returns why the manifest could not be written (the push has
+    happened, but rollback would not know it), else None."""
     import time
 
     path = manifest_path()
+    tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
     try:
         os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(json_dumps({"version": 1, "time": time.time(), "files": replaced}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError:
-        return
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return "%s: %s" % (path, err.strerror or err)
     keep = {r["backup"] for r in replaced if r["backup"]}
     for r in replaced:
         directory, base = os.path.split(r["path"])
@@ -414,8 +419,13 @@ def apply(data):
                 fsync_dir(directory)
             except OSError:
                 pass
-        if replaced:
-            record_push(replaced)
+        unrecorded = record_push(replaced) if replaced else None
+    if unrecorded and out:
+        # The files are in place; a push whose backups rollback cannot find
+        # is not what `--backup` asked for, so the host fails, saying so.
+        out[-1] = encode({"ok": False, "msg": "the changes are made and backed up, but the record "
+                          "`csdeploy rollback` needs could not be written (%s): free space and push "
+                          "again with --backup" % unrecorded})
     return b"".join(out)
 
 

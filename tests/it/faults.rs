@@ -1051,16 +1051,11 @@ fn hostile_strings_in_every_field_stay_data_with_sh_as_dash_and_as_bash() {
     );
 }
 
-/// Found by this suite, in `src/remote/apply.py` (`record_push`), not fixed
-/// here (the host-side Python is being restructured on another branch):
-/// when the disk fills while the push manifest is written, the push still
-/// exits 0, `last-push.json` is missing (so `rollback` cannot find the
-/// backups the push made) and `last-push.json.<hex>.tmp` stays for good:
-/// `record_push` returns on OSError without removing its temp file, and the
-/// sweep only knows `.csdeploy-tmp-*`. Measured: with room for the new
-/// files and less than a page more, exit 0 and the temp file left.
+/// When the disk fills while the push manifest is written, the push must
+/// not exit 0 without the record `rollback` needs, nor leave its temp file
+/// (found by this suite: it did both, with room for the new files and less
+/// than a page more).
 #[test]
-#[ignore = "bug: apply.py record_push leaves its temp file and no manifest on ENOSPC"]
 fn a_full_disk_while_the_manifest_is_written_loses_nothing_and_leaves_no_temp_file() {
     let lab = Lab::new().hosts(1).build();
     let home = lab.home("host1");
