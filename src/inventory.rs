@@ -32,7 +32,11 @@ pub struct Group {
     pub name: String,
     /// Key path where the group is defined, for messages.
     pub at: String,
+    /// The longest chain of groups from `all` down to this one.
     pub depth: usize,
+    /// `ansible_group_priority`: among groups of one depth, the higher one's
+    /// variables win.
+    pub priority: i64,
     pub hosts: Vec<String>,
     pub children: Vec<String>,
     pub vars: RawVars,
@@ -65,6 +69,7 @@ impl Inventory {
                 name: "all".into(),
                 at: "all".into(),
                 depth: 0,
+                priority: 1,
                 hosts: Vec::new(),
                 children: Vec::new(),
                 vars: RawVars::new(),
@@ -76,9 +81,9 @@ impl Inventory {
                 inventory.add_group_body("all", "all", 0, group)?;
             } else {
                 inventory.add_group(&name, &name, 1, group)?;
-                inventory.link_child("all", &name);
             }
         }
+        inventory.reconcile()?;
         if inventory.hosts.is_empty() {
             return Err(Error::Invalid {
                 file: file.to_string(),
@@ -87,6 +92,88 @@ impl Inventory {
             });
         }
         Ok(inventory)
+    }
+
+    /// What Ansible's `InventoryData.reconcile_inventory` settles once every
+    /// source is read: a group that no other group holds is a child of
+    /// `all`; `ungrouped` always exists and holds exactly the hosts that are
+    /// in no other group; depths are the longest path from `all`; a group's
+    /// `ansible_group_priority` is its priority, not a variable.
+    fn reconcile(&mut self) -> Result<()> {
+        if !self.groups.contains_key("ungrouped") {
+            self.groups.insert(
+                "ungrouped".into(),
+                Group {
+                    name: "ungrouped".into(),
+                    at: "ungrouped".into(),
+                    depth: 1,
+                    priority: 1,
+                    hosts: Vec::new(),
+                    children: Vec::new(),
+                    vars: RawVars::new(),
+                },
+            );
+        }
+        let orphans: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| *g != "all" && !self.groups.values().any(|p| p.children.contains(g)))
+            .cloned()
+            .collect();
+        for group in orphans {
+            self.link_child("all", &group);
+        }
+        for host in self.hosts.clone() {
+            let grouped = self
+                .groups
+                .values()
+                .any(|g| g.name != "all" && g.name != "ungrouped" && g.hosts.contains(&host));
+            let ungrouped = &mut self.groups["ungrouped"].hosts;
+            if grouped {
+                ungrouped.retain(|h| *h != host);
+            } else if !ungrouped.contains(&host) {
+                ungrouped.push(host);
+            }
+        }
+        for group in self.groups.values_mut() {
+            group.depth = 0;
+        }
+        self.set_depths("all", 0, &mut Vec::new());
+        let names: Vec<String> = self.groups.keys().cloned().collect();
+        for name in names {
+            let Some(value) = self.groups[&name]
+                .vars
+                .shift_remove("ansible_group_priority")
+            else {
+                continue;
+            };
+            let at = format!("{}.vars.ansible_group_priority", self.groups[&name].at);
+            let priority = value
+                .as_i64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| {
+                    self.locations
+                        .error(&at, format!("expected a whole number, found {value}"))
+                })?;
+            self.groups[&name].priority = priority;
+        }
+        Ok(())
+    }
+
+    fn set_depths(&mut self, group: &str, depth: usize, path: &mut Vec<String>) {
+        if path.iter().any(|g| g == group) {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        g.depth = g.depth.max(depth);
+        let children = g.children.clone();
+        path.push(group.to_string());
+        for child in children {
+            self.set_depths(&child, depth + 1, path);
+        }
+        path.pop();
     }
 
     fn link_child(&mut self, parent: &str, child: &str) {
@@ -109,6 +196,7 @@ impl Inventory {
                 name: name.to_string(),
                 at: at.to_string(),
                 depth,
+                priority: 1,
                 hosts: Vec::new(),
                 children: Vec::new(),
                 vars: RawVars::new(),
@@ -174,14 +262,15 @@ impl Inventory {
         }
     }
 
-    /// The groups `host` is in, `all` first, then by depth and name.
+    /// The groups `host` is in, in the order their variables apply: `all`
+    /// first, then by depth, priority and name, as Ansible sorts them.
     pub fn groups_of(&self, host: &str) -> Vec<&Group> {
         let mut groups: Vec<&Group> = self
             .groups
             .values()
             .filter(|g| self.group_contains(&g.name, host))
             .collect();
-        groups.sort_by(|a, b| (a.depth, &a.name).cmp(&(b.depth, &b.name)));
+        groups.sort_by(|a, b| (a.depth, a.priority, &a.name).cmp(&(b.depth, b.priority, &b.name)));
         groups
     }
 
@@ -249,6 +338,34 @@ all:
         assert_eq!(inv.vars_for("local").values["claude_home"], "~/.claude");
         assert!(inv.group_contains("lxc", "lxc123"));
         assert!(!inv.group_contains("deep", "lxc122"));
+    }
+
+    #[test]
+    fn ungrouped_depth_and_priority_follow_ansible() {
+        let inv = Inventory::parse(
+            "h.yml",
+            concat!(
+                "ungrouped:\n  hosts:\n    mail:\n    web1:\n",
+                "web:\n  vars: {color: web, ansible_group_priority: 5}\n  hosts:\n    web1:\n",
+                "east:\n  vars: {color: east}\n  hosts:\n    web1:\n",
+                "prod:\n  children:\n    east:\n",
+                "all:\n  hosts:\n    lone:\n",
+            ),
+        )
+        .unwrap();
+        // In a group of its own, a host leaves `ungrouped`; in none, it joins it.
+        assert_eq!(inv.groups["ungrouped"].hosts, ["mail", "lone"]);
+        // A group another group holds is not a child of `all`.
+        assert_eq!(inv.groups["all"].children, ["ungrouped", "web", "prod"]);
+        assert_eq!(inv.groups["east"].depth, 2);
+        // east is deeper, so it wins over web whatever web's priority.
+        assert_eq!(inv.vars_for("web1").values["color"], "east");
+        assert!(
+            !inv.groups["web"]
+                .vars
+                .contains_key("ansible_group_priority")
+        );
+        assert_eq!(inv.groups["web"].priority, 5);
     }
 
     #[test]
