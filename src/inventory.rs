@@ -209,24 +209,30 @@ impl Inventory {
         if let Some(vars) = raw.vars {
             self.groups[name].vars.extend(vars);
         }
-        for (host, vars) in raw.hosts.unwrap_or_default() {
-            let host_at = format!("{at}.hosts.{host}");
-            if self.groups.contains_key(&host) {
-                return Err(self
-                    .locations
-                    .error(&host_at, format!("`{host}` is both a host and a group")));
-            }
-            if !self.hosts.contains(&host) {
-                self.hosts.push(host.clone());
-            }
-            if !self.groups[name].hosts.contains(&host) {
-                self.groups[name].hosts.push(host.clone());
-            }
-            if let Some(vars) = vars {
-                self.host_vars
-                    .entry(host)
-                    .or_default()
-                    .push((host_at, vars));
+        for (key, vars) in raw.hosts.unwrap_or_default() {
+            let host_at = format!("{at}.hosts.{key}");
+            let (names, port) =
+                host_pattern(&key).map_err(|message| self.locations.error(&host_at, message))?;
+            for host in names {
+                if self.groups.contains_key(&host) {
+                    return Err(self
+                        .locations
+                        .error(&host_at, format!("`{host}` is both a host and a group")));
+                }
+                if !self.hosts.contains(&host) {
+                    self.hosts.push(host.clone());
+                }
+                if !self.groups[name].hosts.contains(&host) {
+                    self.groups[name].hosts.push(host.clone());
+                }
+                let entry = self.host_vars.entry(host).or_default();
+                if let Some(port) = port {
+                    let port = RawVars::from([("ansible_port".to_string(), Value::from(port))]);
+                    entry.push((host_at.clone(), port));
+                }
+                if let Some(vars) = &vars {
+                    entry.push((host_at.clone(), vars.clone()));
+                }
             }
         }
         for (child, body) in raw.children.unwrap_or_default() {
@@ -289,6 +295,142 @@ impl Inventory {
             .insert("inventory_hostname".into(), Value::from(host));
         scoped
     }
+}
+
+/// The hosts a host key names, and the port it gives them, as Ansible's
+/// `_expand_hostpattern` reads it: `name:port` (`[v6addr]:port`) where what
+/// precedes the port is a host name or an address, then `[a:b]` and
+/// `[a:b:step]` ranges, numeric (with leading zeros, kept) or of letters.
+fn host_pattern(key: &str) -> std::result::Result<(Vec<String>, Option<u16>), String> {
+    let (pattern, port) = split_port(key);
+    let names = if pattern.contains('[') {
+        expand_range(pattern)?
+    } else {
+        vec![pattern.to_string()]
+    };
+    Ok((names, port))
+}
+
+fn split_port(key: &str) -> (&str, Option<u16>) {
+    let Some((address, port)) = key.rsplit_once(':') else {
+        return (key, None);
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return (key, None);
+    };
+    if !port_digits(key) {
+        return (key, None);
+    }
+    if let Some(v6) = address.strip_prefix('[').and_then(|a| a.strip_suffix(']'))
+        && v6.contains(':')
+        && v6
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+    {
+        return (v6, Some(port));
+    }
+    // A `:` outside brackets is an IPv6 address's, not a port's.
+    let mut depth = 0i32;
+    for c in address.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => return (key, None),
+            c if depth == 0 && !(c.is_ascii_alphanumeric() || "._-".contains(c)) => {
+                return (key, None);
+            }
+            _ => {}
+        }
+    }
+    if address.is_empty() || depth != 0 {
+        return (key, None);
+    }
+    (address, Some(port))
+}
+
+fn port_digits(key: &str) -> bool {
+    key.rsplit(':')
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Ansible's `expand_hostname_range`: the first `[...]` expanded, then the
+/// rest of each name, recursively.
+fn expand_range(pattern: &str) -> std::result::Result<Vec<String>, String> {
+    let bad = |why: &str| format!("host range in `{pattern}`: {why}");
+    let (head, rest) = pattern.split_once('[').unwrap_or((pattern, ""));
+    let (range, tail) = rest.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
+    let bounds: Vec<&str> = range.split(':').collect();
+    if !(2..=3).contains(&bounds.len()) {
+        return Err(bad("a range is begin:end or begin:end:step"));
+    }
+    let begin = if bounds[0].is_empty() { "0" } else { bounds[0] };
+    let end = bounds[1];
+    if end.is_empty() {
+        return Err(bad("a range must give its end"));
+    }
+    let step: usize = match bounds.get(2) {
+        None => 1,
+        Some(step) => step
+            .parse()
+            .ok()
+            .filter(|&s| s > 0)
+            .ok_or_else(|| bad("the step must be a positive whole number"))?,
+    };
+    let width = if begin.len() > 1 && begin.starts_with('0') {
+        if begin.len() != end.len() {
+            return Err(bad("begin and end must have the same width"));
+        }
+        begin.len()
+    } else {
+        0
+    };
+    let letter = |s: &str| {
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if c.is_ascii_alphabetic() => Some(c),
+            _ => None,
+        }
+    };
+    // string.ascii_letters: a-z, then A-Z.
+    const LETTERS: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let items: Vec<String> = match (letter(begin), letter(end)) {
+        (Some(b), Some(e)) => {
+            let (b, e) = (LETTERS.find(b).unwrap_or(0), LETTERS.find(e).unwrap_or(0));
+            if b > e {
+                return Err(bad("begin must not come after end"));
+            }
+            LETTERS[b..=e]
+                .chars()
+                .step_by(step)
+                .map(String::from)
+                .collect()
+        }
+        _ => {
+            let number = |s: &str| {
+                s.parse::<u64>()
+                    .map_err(|_| bad(&format!("`{s}` is neither a number nor one letter")))
+            };
+            let (b, e) = (number(begin)?, number(end)?);
+            if e.saturating_sub(b) / step as u64 > 100_000 {
+                return Err(bad("more than 100000 hosts"));
+            }
+            (b..=e)
+                .step_by(step)
+                .map(|n| format!("{n:0width$}"))
+                .collect()
+        }
+    };
+    let mut names = Vec::new();
+    for item in items {
+        let name = format!("{head}{item}{tail}");
+        if name.contains('[') {
+            names.extend(expand_range(&name)?);
+        } else {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]
@@ -366,6 +508,45 @@ all:
                 .contains_key("ansible_group_priority")
         );
         assert_eq!(inv.groups["web"].priority, 5);
+    }
+
+    #[test]
+    fn host_keys_expand_ranges_and_give_ports() {
+        let names = |key: &str| host_pattern(key).unwrap();
+        assert_eq!(
+            names("www[01:05:2].x"),
+            (
+                vec!["www01.x".into(), "www03.x".into(), "www05.x".into()],
+                None
+            )
+        );
+        assert_eq!(names("[y:B]").0, ["y", "z", "A", "B"]);
+        assert_eq!(names("r[:1]n[a:b]").0, ["r0na", "r0nb", "r1na", "r1nb"]);
+        assert_eq!(
+            names("example.com:2222"),
+            (vec!["example.com".into()], Some(2222))
+        );
+        assert_eq!(names("[::1]:22"), (vec!["::1".into()], Some(22)));
+        assert_eq!(names("fe80::1").0, ["fe80::1"]);
+        assert_eq!(names("my laptop:22").0, ["my laptop:22"]);
+        for (key, why) in [
+            ("w[01:9]", "same width"),
+            ("w[1:2:0]", "step"),
+            ("w[1:]", "end"),
+            ("w[1:2", "without `]`"),
+            ("w[c:a]", "after end"),
+            ("w[1:b]", "neither a number"),
+            ("w[0:9999999]", "100000"),
+        ] {
+            let err = host_pattern(key).unwrap_err();
+            assert!(err.contains(why) && err.contains(key), "{key}: {err}");
+        }
+        let err = Inventory::parse("h.yml", "all:\n  hosts:\n    a[1:2:x]:\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("h.yml:3:5: all.hosts.a[1:2:x]: host range"),
+            "{err}"
+        );
     }
 
     #[test]
