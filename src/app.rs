@@ -55,7 +55,9 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
         path: path.to_path_buf(),
         source,
     })?;
-    Inventory::parse(&path.display().to_string(), &text)
+    let mut inventory = Inventory::parse(&path.display().to_string(), &text)?;
+    inventory.read_adjacent_vars(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(inventory)
 }
 
 pub fn push(

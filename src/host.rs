@@ -141,9 +141,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&self, key: &str, message: String) -> Error {
-        self.inventory
-            .locations
-            .error(&self.scoped.origin(key), message)
+        self.inventory.error(&self.scoped.origin(key), message)
     }
 
     fn string(&self, key: &str) -> Result<Option<String>> {

@@ -6,6 +6,8 @@
 //! host vars. This module owns parsing and variable resolution; turning vars
 //! into connection settings is `host`'s job.
 
+use std::path::{Path, PathBuf};
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
@@ -50,6 +52,12 @@ pub struct Inventory {
     host_vars: IndexMap<String, Vec<(String, RawVars)>>,
     pub groups: IndexMap<String, Group>,
     pub locations: Locations,
+    /// `group_vars/NAME` beside the inventory, per group, in load order.
+    group_var_files: IndexMap<String, Vec<usize>>,
+    /// `host_vars/NAME` beside the inventory, per host, in load order.
+    host_var_files: IndexMap<String, Vec<usize>>,
+    /// Every file of `group_vars/` and `host_vars/` read, with its variables.
+    var_files: Vec<(RawVars, Locations)>,
 }
 
 impl Inventory {
@@ -62,6 +70,9 @@ impl Inventory {
             host_vars: IndexMap::new(),
             groups: IndexMap::new(),
             locations,
+            group_var_files: IndexMap::new(),
+            host_var_files: IndexMap::new(),
+            var_files: Vec::new(),
         };
         inventory.groups.insert(
             "all".into(),
@@ -280,21 +291,142 @@ impl Inventory {
         groups
     }
 
-    /// Every variable `host` sees, with where each was set.
+    /// Reads `group_vars/` and `host_vars/` in `dir` (the inventory file's
+    /// directory), as Ansible's `host_group_vars` plugin does: for each group
+    /// and host, the first of `NAME`, `NAME.yml`, `NAME.yaml`, `NAME.json`
+    /// that exists; a directory of that name is read whole, its files (those
+    /// extensions or none, not hidden, not `~` backups) in sorted order,
+    /// subdirectories included. Files of names the inventory lacks are
+    /// ignored, as Ansible ignores them.
+    pub fn read_adjacent_vars(&mut self, dir: &Path) -> Result<()> {
+        let groups: Vec<String> = self.groups.keys().cloned().collect();
+        for group in groups {
+            let files = self.read_vars_of(&dir.join("group_vars"), &group)?;
+            self.group_var_files.insert(group, files);
+        }
+        for host in self.hosts.clone() {
+            let files = self.read_vars_of(&dir.join("host_vars"), &host)?;
+            self.host_var_files.insert(host, files);
+        }
+        Ok(())
+    }
+
+    fn read_vars_of(&mut self, dir: &Path, name: &str) -> Result<Vec<usize>> {
+        if !dir.is_dir() || name.contains('/') || name.starts_with('.') {
+            return Ok(Vec::new());
+        }
+        let mut paths = Vec::new();
+        for ext in ["", ".yml", ".yaml", ".json"] {
+            let path = dir.join(format!("{name}{ext}"));
+            if path.is_dir() {
+                vars_dir_files(&path, &mut paths)?;
+                break;
+            } else if path.is_file() {
+                paths.push(path);
+                break;
+            }
+        }
+        let mut loaded = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let (vars, locations) =
+                yaml::load::<Option<RawVars>>(&path.display().to_string(), &text)?;
+            loaded.push(self.var_files.len());
+            self.var_files.push((vars.unwrap_or_default(), locations));
+        }
+        Ok(loaded)
+    }
+
+    /// An input error about the variable set at `origin` (see [`Scoped`]),
+    /// placed in whichever file set it.
+    pub fn error(&self, origin: &str, message: impl Into<String>) -> Error {
+        if let Some((index, key)) = origin
+            .strip_prefix(VAR_FILE_MARK)
+            .and_then(|rest| rest.split_once(VAR_FILE_MARK))
+            && let Some((_, locations)) = index
+                .parse()
+                .ok()
+                .and_then(|i: usize| self.var_files.get(i))
+        {
+            return locations.error(key.trim_start_matches('.'), message);
+        }
+        self.locations.error(origin, message)
+    }
+
+    fn overlay_files(&self, scoped: &mut Scoped, files: Option<&Vec<usize>>) {
+        for &index in files.into_iter().flatten() {
+            let at = format!("{VAR_FILE_MARK}{index}{VAR_FILE_MARK}");
+            scoped.overlay(&self.var_files[index].0, &at);
+        }
+    }
+
+    /// Every variable `host` sees, with where each was set, in Ansible's
+    /// order: `all`'s vars in the inventory file, then other groups' there
+    /// (by depth, priority, name), then `group_vars/all`, then the other
+    /// groups' `group_vars/` files in that order, then the host's vars in
+    /// the file, then its `host_vars/` files.
     pub fn vars_for(&self, host: &str) -> Scoped {
         let mut scoped = Scoped::default();
         scoped.overlay(&vars::builtin_defaults(), "(default)");
-        for group in self.groups_of(host) {
+        let groups = self.groups_of(host);
+        for group in &groups {
             scoped.overlay(&group.vars, &format!("{}.vars", group.at));
+        }
+        for group in &groups {
+            self.overlay_files(&mut scoped, self.group_var_files.get(&group.name));
         }
         for (at, vars) in self.host_vars.get(host).into_iter().flatten() {
             scoped.overlay(vars, at);
         }
+        self.overlay_files(&mut scoped, self.host_var_files.get(host));
         scoped
             .values
             .insert("inventory_hostname".into(), Value::from(host));
         scoped
     }
+}
+
+/// Starts and ends the index of a `group_vars/`/`host_vars/` file in an
+/// origin: no key path of an inventory holds it (names with control
+/// characters are refused).
+const VAR_FILE_MARK: char = '\0';
+
+/// The files of a `group_vars/NAME/` directory, as Ansible's `_get_dir_files`
+/// lists them: sorted, hidden files and `~` backups skipped, subdirectories
+/// (without an extension) read in place.
+fn vars_dir_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    let read = |source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(read)?
+        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(read)?;
+    names.sort();
+    for name in names {
+        if name.starts_with('.') || name.ends_with('~') {
+            continue;
+        }
+        let path = dir.join(&name);
+        let ext = Path::new(&name)
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned());
+        if path.is_dir() && ext.is_none() {
+            vars_dir_files(&path, found)?;
+        } else if path.is_file()
+            && ext
+                .as_deref()
+                .is_none_or(|e| ["yml", "yaml", "json"].contains(&e))
+        {
+            found.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// The hosts a host key names, and the port it gives them, as Ansible's

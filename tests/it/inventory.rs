@@ -233,3 +233,31 @@ fn inventory_shows_the_inherit_defaults_and_the_policy_push_would_refuse() {
         "{out}"
     );
 }
+
+#[test]
+fn inventory_reads_group_vars_and_host_vars_beside_it() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  vars:\n    color: file\n  children:\n    web:\n      hosts:\n        w1:\n        w2:\n",
+    );
+    lab.write_file("group_vars/all.yml", "color: all-file\nmax_sessions: 2\n");
+    lab.write_file("group_vars/web/10-users.yml", "ansible_user: deploy\n");
+    lab.write_file("host_vars/w2", "ansible_port: 2222\n");
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    assert_eq!(hosts["w1"]["vars"]["color"], "all-file");
+    assert_eq!(hosts["w1"]["connection"]["user"], "deploy");
+    assert_eq!(hosts["w2"]["connection"]["port"], 2222);
+    assert_eq!(hosts["w1"]["connection"]["port"], serde_json::Value::Null);
+
+    // A bad value is reported in the file that set it, at its line.
+    lab.write_file("host_vars/w2", "# port\nansible_port: lots\n");
+    let out = lab.csdeploy(&["inventory"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("host_vars/w2:2:1: ansible_port: expected a port number"),
+        "{out}"
+    );
+}
