@@ -3,7 +3,8 @@
 Every inventory under tests/ansible-corpus/ is resolved twice, by
 `ansible-inventory -i FILE --list` and by `csdeploy inventory -i FILE --format
 json`, and the two must agree on the hosts, the groups (members and children),
-every host's variables and its connection settings. Host patterns written in
+every host's variables and its connection settings (as Ansible's ssh
+connection would build its command line, see ansible_connections). Host patterns written in
 the inventory as `# pattern: PATTERN` comments are selected by both
 `ansible PATTERN --list-hosts` and `csdeploy inventory --limit PATTERN`.
 
@@ -17,6 +18,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -65,6 +67,7 @@ def run(argv, tmp_path):
     config = tmp_path / "ansible.cfg"
     config.write_text("")
     env.update(ANSIBLE_CONFIG=str(config), ANSIBLE_HOME=str(tmp_path / "ansible-home"),
+               ANSIBLE_REMOTE_TMP=str(tmp_path / "ansible-tmp"),
                ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_LOCALHOST_WARNING="False",
                PYTHONWARNINGS="ignore", NO_COLOR="1")
     return subprocess.run(argv, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
@@ -112,26 +115,35 @@ def same(ours, theirs):
     return ours == theirs and type(ours) is type(theirs)
 
 
-def first(variables, *names):
-    for name in names:
-        if variables.get(name) is not None:
-            return variables[name]
-    return None
-
-
-def expected_connection(name, variables):
-    """What Ansible's ssh (or local) connection would use for this host."""
-    if first(variables, "ansible_connection") == "local":
-        return {"type": "local"}
-    port = first(variables, "ansible_port", "ansible_ssh_port")
-    user = first(variables, "ansible_user", "ansible_ssh_user")
-    return {
-        "type": "ssh",
-        "host": str(first(variables, "ansible_host", "ansible_ssh_host") or name),
-        "port": int(port) if port is not None else None,
-        "user": str(user) if user is not None else None,
-        "key_file": first(variables, "ansible_ssh_private_key_file", "ansible_private_key_file"),
-    }
+def ansible_connections(inventory, tmp_path):
+    """Where, as whom and with which key Ansible's own ssh connection would
+    connect to each host: `ansible all -m ping -vvv` with /bin/false as the
+    ssh binary logs the ssh command it would run, then fails the host, so
+    nothing connects anywhere. A `local` host runs the ping module here."""
+    proc = run([ansible("ansible"), "all", "-i", inventory, "-m", "ping", "-vvv", "-f", "1",
+                "-e", "ansible_ssh_executable=/bin/false"], tmp_path)
+    connections = {}
+    current = None
+    for line in proc.stdout.splitlines():
+        if " SSH: EXEC /bin/false " in line:
+            argv = shlex.split(line.split(" SSH: EXEC ", 1)[1])
+            options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+            unquote = lambda v: v[1:-1] if v and v[0] == v[-1] == '"' else v
+            current = {
+                "type": "ssh",
+                "host": argv[-2],
+                "port": int(options["Port"]) if "Port" in options else None,
+                "user": unquote(options["User"]) if "User" in options else None,
+                "key_file": unquote(options["IdentityFile"]) if "IdentityFile" in options else None,
+            }
+        elif " ESTABLISH LOCAL CONNECTION " in line:
+            current = {"type": "local"}
+        else:
+            m = re.match(r"^(\S+) \| (UNREACHABLE|FAILED|SUCCESS)", line)
+            if m and current is not None:
+                connections[m.group(1)] = current
+                current = None
+    return connections
 
 
 @pytest.mark.parametrize("inventory", cases(), ids=case_id)
@@ -153,6 +165,8 @@ def test_inventory_resolves_as_ansible_does(inventory, tmp_path):
     groups = ansible_groups(listing)
     hostvars = listing["_meta"]["hostvars"]
     all_hosts = members(groups, "all")
+    connections = ansible_connections(inventory, tmp_path)
+    assert set(connections) == all_hosts, theirs.stdout
 
     assert set(document["hosts"]) == all_hosts
     assert set(document["groups"]) == set(groups)
@@ -172,7 +186,9 @@ def test_inventory_resolves_as_ansible_does(inventory, tmp_path):
         connection = host["connection"]
         if connection["type"] == "local":
             connection = {"type": "local"}
-        assert connection == expected_connection(name, expected), name
+        if connection.get("key_file"):
+            connection["key_file"] = os.path.expanduser(connection["key_file"])
+        assert connection == connections[name], name
 
 
 def pattern_cases():
