@@ -86,8 +86,10 @@ impl Host {
             None | Some("ssh") => Connection::Ssh(SshTarget {
                 host: check.destination(name)?,
                 port: check.port()?,
-                user: check.string("ansible_user")?,
-                key_file: check.string("ansible_ssh_private_key_file")?,
+                user: check.string(check.set_one(&["ansible_ssh_user", "ansible_user"]))?,
+                key_file: check.string(
+                    check.set_one(&["ansible_ssh_private_key_file", "ansible_private_key_file"]),
+                )?,
             }),
             Some("local") => Connection::Local,
             Some(other) => {
@@ -144,6 +146,17 @@ impl Checker<'_> {
         self.inventory.error(&self.scoped.origin(key), message)
     }
 
+    /// Of the names Ansible reads one setting from, the one it uses: the
+    /// first that is set (not null) at any level. The ssh-specific legacy
+    /// names come first, as in Ansible's ssh connection, where
+    /// `ansible_ssh_host` on `all` wins over `ansible_host` on the host.
+    fn set_one<'k>(&self, keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|k| !matches!(self.scoped.values.get(*k), None | Some(Value::Null)))
+            .unwrap_or(keys[keys.len() - 1])
+    }
+
     fn string(&self, key: &str) -> Result<Option<String>> {
         match self.scoped.values.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -162,8 +175,9 @@ impl Checker<'_> {
     /// refused here; so are blanks and control characters, which no host
     /// name or ssh config alias holds.
     fn destination(&self, name: &str) -> Result<String> {
-        let (value, key) = match self.string("ansible_host")? {
-            Some(host) => (host, "ansible_host"),
+        let host_key = self.set_one(&["ansible_ssh_host", "ansible_host"]);
+        let (value, key) = match self.string(host_key)? {
+            Some(host) => (host, host_key),
             None => (name.to_string(), "inventory_hostname"),
         };
         let bad = if value.starts_with('-') {
@@ -177,7 +191,7 @@ impl Checker<'_> {
         };
         match bad {
             None => Ok(value),
-            Some(why) if key == "ansible_host" => Err(self.error(
+            Some(why) if key != "inventory_hostname" => Err(self.error(
                 key,
                 format!(
                     "`{}` {why}: give a host name, an address or an ssh config alias",
@@ -193,7 +207,8 @@ impl Checker<'_> {
     }
 
     fn port(&self) -> Result<Option<u16>> {
-        match self.scoped.values.get("ansible_port") {
+        let key = self.set_one(&["ansible_ssh_port", "ansible_port"]);
+        match self.scoped.values.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(value) => value
                 .as_u64()
@@ -203,7 +218,7 @@ impl Checker<'_> {
                 .map(Some)
                 .ok_or_else(|| {
                     self.error(
-                        "ansible_port",
+                        key,
                         format!("expected a port number 1-65535, found {value}"),
                     )
                 }),
@@ -312,6 +327,31 @@ mod tests {
                 "my laptop"
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn legacy_ssh_names_win_as_in_ansibles_ssh_connection() {
+        let text = concat!(
+            "all:\n  vars:\n    ansible_ssh_host: via-all\n    ansible_ssh_user: ops\n",
+            "  hosts:\n    a:\n      ansible_host: ignored\n      ansible_user: ignored\n",
+            "      ansible_ssh_port: 2201\n      ansible_private_key_file: /k\n",
+        );
+        let Connection::Ssh(target) = host(text, "a").unwrap().connection else {
+            panic!("not ssh");
+        };
+        let expected = SshTarget {
+            host: "via-all".into(),
+            port: Some(2201),
+            user: Some("ops".into()),
+            key_file: Some("/k".into()),
+        };
+        assert_eq!(target, expected);
+        let err = host("all:\n  hosts:\n    a:\n      ansible_ssh_port: x\n", "a").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("h.yml:4:7: all.hosts.a.ansible_ssh_port: expected a port"),
+            "{err}"
         );
     }
 
