@@ -304,7 +304,12 @@ impl Inventory {
             let files = self.read_vars_of(&dir.join("group_vars"), &group)?;
             self.group_var_files.insert(group, files);
         }
-        for host in self.hosts.clone() {
+        let implicit = ["localhost", "127.0.0.1", "::1"].map(String::from);
+        let implicit: Vec<String> = implicit
+            .into_iter()
+            .filter(|h| self.is_implicit_localhost(h))
+            .collect();
+        for host in self.hosts.clone().into_iter().chain(implicit) {
             let files = self.read_vars_of(&dir.join("host_vars"), &host)?;
             self.host_var_files.insert(host, files);
         }
@@ -363,6 +368,15 @@ impl Inventory {
         }
     }
 
+    /// Whether `name` is Ansible's implicit localhost: one of its names for
+    /// the controller, which the inventory does not define. Selected only by
+    /// name, it connects locally, is in no group, and sees `all`'s vars.
+    pub fn is_implicit_localhost(&self, name: &str) -> bool {
+        ["localhost", "127.0.0.1", "::1"].contains(&name)
+            && !self.hosts.iter().any(|h| h == name)
+            && !self.groups.contains_key(name)
+    }
+
     /// Every variable `host` sees, with where each was set, in Ansible's
     /// order: `all`'s vars in the inventory file, then other groups' there
     /// (by depth, priority, name), then `group_vars/all`, then the other
@@ -377,6 +391,10 @@ impl Inventory {
         }
         for group in &groups {
             self.overlay_files(&mut scoped, self.group_var_files.get(&group.name));
+        }
+        if self.is_implicit_localhost(host) {
+            let local = RawVars::from([("ansible_connection".into(), Value::from("local"))]);
+            scoped.overlay(&local, "(implicit localhost)");
         }
         for (at, vars) in self.host_vars.get(host).into_iter().flatten() {
             scoped.overlay(vars, at);

@@ -1,6 +1,8 @@
 //! Host patterns, as in Ansible: names of hosts or groups, `*` globs, `a:b`
 //! union, `!x` exclusion, `&x` intersection. A pattern of exclusions and
-//! intersections only starts from `all`, as Ansible's does. A selection that
+//! intersections only starts from `all`, as Ansible's does. `localhost`
+//! (or `127.0.0.1`, `::1`), named exactly where the inventory lacks it, is
+//! Ansible's implicit localhost: a local connection, in no group. A selection that
 //! matches nothing is an error, never a silent success.
 
 use globset::{GlobBuilder, GlobMatcher};
@@ -31,9 +33,13 @@ pub fn matching(inventory: &Inventory, pattern: &str) -> Result<Vec<String>> {
     if !any_plain {
         included = inventory.hosts.clone();
     }
+    let implicit = included.iter().filter(|h| !inventory.hosts.contains(h));
+    let mut implicit: Vec<&String> = implicit.collect();
+    implicit.dedup();
     Ok(inventory
         .hosts
         .iter()
+        .chain(implicit)
         .filter(|h| included.contains(h) && !excluded.contains(h))
         .filter(|h| intersections.iter().all(|set| set.contains(h)))
         .cloned()
@@ -43,13 +49,18 @@ pub fn matching(inventory: &Inventory, pattern: &str) -> Result<Vec<String>> {
 /// Hosts named by `--host`, checked against the inventory.
 pub fn named(inventory: &Inventory, names: &[String]) -> Result<Vec<String>> {
     for name in names {
-        if !inventory.hosts.contains(name) && !inventory.groups.contains_key(name) {
+        if !inventory.hosts.contains(name)
+            && !inventory.groups.contains_key(name)
+            && !inventory.is_implicit_localhost(name)
+        {
             return Err(unknown(inventory, name));
         }
     }
+    let implicit = names.iter().filter(|n| inventory.is_implicit_localhost(n));
     Ok(inventory
         .hosts
         .iter()
+        .chain(implicit)
         .filter(|h| {
             names
                 .iter()
@@ -76,6 +87,9 @@ fn term(inventory: &Inventory, word: &str) -> Result<Vec<String>> {
             .collect());
     }
     if inventory.hosts.iter().any(|h| h == word) {
+        return Ok(vec![word.to_string()]);
+    }
+    if inventory.is_implicit_localhost(word) {
         return Ok(vec![word.to_string()]);
     }
     if inventory.groups.contains_key(word) {
@@ -134,6 +148,28 @@ mod tests {
         assert_eq!(matching(&i, "!lxc").unwrap(), ["local", "web1"]);
         assert_eq!(matching(&i, "&web").unwrap(), ["lxc123", "web1"]);
         assert_eq!(matching(&i, "!web:&lxc").unwrap(), ["lxc122"]);
+    }
+
+    #[test]
+    fn localhost_is_implicit_where_the_inventory_lacks_it() {
+        let i = inv();
+        assert_eq!(matching(&i, "localhost").unwrap(), ["localhost"]);
+        assert_eq!(
+            matching(&i, "web:127.0.0.1").unwrap(),
+            ["lxc123", "web1", "127.0.0.1"]
+        );
+        assert!(
+            !matching(&i, "all")
+                .unwrap()
+                .contains(&"localhost".to_string())
+        );
+        assert_eq!(
+            matching(&i, "localhost:!localhost").unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(named(&i, &["localhost".into()]).unwrap(), ["localhost"]);
+        let host = crate::host::Host::resolve(&i, "localhost").unwrap();
+        assert_eq!(host.connection, crate::host::Connection::Local);
     }
 
     #[test]
