@@ -82,6 +82,7 @@ impl Host {
                     .into(),
             });
         }
+        check.unsupported()?;
         let connection = match check.string("ansible_connection")?.as_deref() {
             None | Some("ssh") => Connection::Ssh(SshTarget {
                 host: check.destination(name)?,
@@ -129,6 +130,60 @@ impl Host {
     }
 }
 
+/// The variables csdeploy reads to connect (see [`Host::resolve`]).
+const CONNECTION_VARS: &[&str] = &[
+    "ansible_connection",
+    "ansible_host",
+    "ansible_ssh_host",
+    "ansible_port",
+    "ansible_ssh_port",
+    "ansible_user",
+    "ansible_ssh_user",
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_python_interpreter",
+];
+
+/// Why csdeploy refuses the Ansible variable `key` when it is set (true, or
+/// not empty), if it does: Ansible would act on it and csdeploy cannot.
+/// The ssh options matter only to an ssh connection.
+fn unsupported_var(key: &str, local: bool) -> Option<String> {
+    const PASSWORDS: &[&str] = &[
+        "ansible_password",
+        "ansible_ssh_pass",
+        "ansible_ssh_password",
+    ];
+    const SSH_OPTIONS: &[&str] = &[
+        "ansible_ssh_common_args",
+        "ansible_ssh_extra_args",
+        "ansible_ssh_args",
+        "ansible_ssh_executable",
+    ];
+    if PASSWORDS.contains(&key) {
+        return Some(format!(
+            "csdeploy never types an ssh password (Ansible would send {key}): \
+             log in with a key (ansible_ssh_private_key_file, or ssh-agent) and remove {key}"
+        ));
+    }
+    let become_ = ["ansible_become", "ansible_sudo", "ansible_su"];
+    if become_
+        .iter()
+        .any(|b| key == *b || key.starts_with(&format!("{b}_")))
+    {
+        return Some(format!(
+            "csdeploy does not escalate privileges (Ansible would, by {key}): it deploys as \
+             the login user, so set ansible_user to the user who runs the sessions and remove {key}"
+        ));
+    }
+    if SSH_OPTIONS.contains(&key) && !local {
+        return Some(format!(
+            "csdeploy does not pass {key} to ssh (Ansible would): put these options in a \
+             `Host` block of your ssh config (~/.ssh/config, or --ssh-config FILE) and remove {key}"
+        ));
+    }
+    None
+}
+
 /// Everything Python's `str.splitlines()` breaks a line at: `session.conf`
 /// is one `key=value` per line, and no value written into it may start
 /// another line, whichever way the reader splits.
@@ -144,6 +199,37 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn error(&self, key: &str, message: String) -> Error {
         self.inventory.error(&self.scoped.origin(key), message)
+    }
+
+    /// Refuses what Ansible would act on and csdeploy does not, so that an
+    /// inventory is never read differently in silence: a password to type,
+    /// privilege escalation, ssh options, Jinja in a connection setting.
+    fn unsupported(&self) -> Result<()> {
+        let local = matches!(self.scoped.values.get("ansible_connection"), Some(Value::String(c)) if c == "local");
+        for (key, value) in &self.scoped.values {
+            let set = match value {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if let Some(why) = unsupported_var(key, local).filter(|_| set) {
+                return Err(self.error(key, why));
+            }
+            if CONNECTION_VARS.contains(&key.as_str())
+                && value
+                    .as_str()
+                    .is_some_and(|s| s.contains("{{") || s.contains("{%"))
+            {
+                return Err(self.error(
+                    key,
+                    "csdeploy does not evaluate Jinja in connection settings (Ansible would): \
+                     write the value itself"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Of the names Ansible reads one setting from, the one it uses: the

@@ -76,7 +76,7 @@ fn inventory_prints_hosts_groups_and_resolved_vars() {
 fn inventory_hides_secret_values() {
     let lab = Lab::new().build();
     lab.write_inventory(
-        "all:\n  vars:\n    api_token: tok-4711\n  hosts:\n    a:\n      ansible_password: hunter2\n      ansible_become_password: s3cret\n      color: blue\n",
+        "all:\n  vars:\n    api_token: tok-4711\n  hosts:\n    a:\n      db_password: hunter2\n      vault_become_pass: s3cret\n      color: blue\n",
     );
     for format in ["text", "json"] {
         let out = lab.csdeploy(&["inventory", "--format", format]);
@@ -260,4 +260,61 @@ fn inventory_reads_group_vars_and_host_vars_beside_it() {
             .contains("host_vars/w2:2:1: ansible_port: expected a port number"),
         "{out}"
     );
+}
+
+#[test]
+fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
+    let lab = Lab::new().build();
+    for (vars, key, says) in [
+        (
+            "ansible_password: pw",
+            "ansible_password",
+            "never types an ssh password",
+        ),
+        (
+            "ansible_ssh_pass: pw",
+            "ansible_ssh_pass",
+            "never types an ssh password",
+        ),
+        (
+            "ansible_become: true",
+            "ansible_become",
+            "does not escalate privileges",
+        ),
+        (
+            "ansible_become_user: claude",
+            "ansible_become_user",
+            "set ansible_user",
+        ),
+        (
+            "ansible_ssh_common_args: '-o ProxyJump=bastion'",
+            "ansible_ssh_common_args",
+            "`Host` block of your ssh config",
+        ),
+        (
+            "ansible_host: \"{{ inventory_hostname }}.example.com\"",
+            "ansible_host",
+            "does not evaluate Jinja",
+        ),
+        (
+            "ansible_user: \"{{ lookup('env', 'USER') }}\"",
+            "ansible_user",
+            "Jinja",
+        ),
+    ] {
+        lab.write_inventory(&format!("all:\n  hosts:\n    a:\n      {vars}\n"));
+        let out = lab.csdeploy(&["inventory"]);
+        out.assert_exit(2);
+        let at = format!("inventory.yml:4:7: all.hosts.a.{key}: ");
+        assert!(
+            out.stderr.contains(&at) && out.stderr.contains(says),
+            "{vars}\n{out}"
+        );
+    }
+    // Set to nothing, or false, they change nothing, and neither do ssh
+    // options for a local connection.
+    lab.write_inventory(
+        "all:\n  hosts:\n    a:\n      ansible_become: false\n      ansible_password: ~\n      ansible_ssh_extra_args: ''\n    b:\n      ansible_connection: local\n      ansible_ssh_common_args: -o X=y\n",
+    );
+    lab.csdeploy(&["inventory"]).assert_exit(0);
 }
