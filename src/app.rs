@@ -55,7 +55,18 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut inventory = Inventory::parse(&path.display().to_string(), &text)?;
+    // As Ansible's plugins choose: `.yml`, `.yaml` and `.json` are YAML,
+    // `.ini` and no extension INI (csdeploy also reads any other as YAML).
+    let ini = match path.extension().and_then(|e| e.to_str()) {
+        None => true,
+        Some(ext) => ext == "ini",
+    };
+    let file = path.display().to_string();
+    let mut inventory = if ini {
+        Inventory::parse_ini(&file, &text)?
+    } else {
+        Inventory::parse(&file, &text)?
+    };
     inventory.read_adjacent_vars(path.parent().unwrap_or(Path::new(".")))?;
     Ok(inventory)
 }

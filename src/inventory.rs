@@ -187,6 +187,95 @@ impl Inventory {
         path.pop();
     }
 
+    /// An inventory in Ansible's INI format (see [`crate::ini`]).
+    pub fn parse_ini(file: &str, text: &str) -> Result<Inventory> {
+        let groups = crate::ini::parse(text).map_err(|(line, message)| Error::Yaml {
+            location: crate::error::Location {
+                file: file.to_string(),
+                line,
+                column: 1,
+            },
+            key: "(INI inventory)".into(),
+            message,
+        })?;
+        let mut inventory = Inventory {
+            file: file.to_string(),
+            hosts: Vec::new(),
+            host_vars: IndexMap::new(),
+            groups: IndexMap::new(),
+            locations: Locations::new(file),
+            group_var_files: IndexMap::new(),
+            host_var_files: IndexMap::new(),
+            var_files: Vec::new(),
+        };
+        for name in ["all".to_string()].iter().chain(groups.keys()) {
+            let at = name.clone();
+            let line = groups.get(name).and_then(|g| g.declared.or(g.vars_line));
+            inventory.locations.insert(at.clone(), line.unwrap_or(1), 1);
+            inventory.groups.entry(name.clone()).or_insert(Group {
+                name: name.clone(),
+                at,
+                depth: 1,
+                priority: 1,
+                hosts: Vec::new(),
+                children: Vec::new(),
+                vars: RawVars::new(),
+            });
+        }
+        for (name, group) in groups {
+            for (key, value, line, column) in group.vars {
+                inventory.groups[&name].vars.insert(key.clone(), value);
+                inventory
+                    .locations
+                    .insert(format!("{name}.vars.{key}"), line, column);
+            }
+            for (pattern, line, vars) in group.hosts {
+                let host_at = format!("{name}.hosts.{pattern}");
+                inventory.locations.insert(host_at.clone(), line, 1);
+                let (names, port) = host_pattern(&pattern)
+                    .map_err(|message| inventory.locations.error(&host_at, message))?;
+                let mut layer = RawVars::new();
+                for (key, value, column) in vars {
+                    inventory
+                        .locations
+                        .insert(format!("{host_at}.{key}"), line, column);
+                    layer.insert(key, value);
+                }
+                for host in names {
+                    if inventory.groups.contains_key(&host) {
+                        return Err(inventory
+                            .locations
+                            .error(&host_at, format!("`{host}` is both a host and a group")));
+                    }
+                    if !inventory.hosts.contains(&host) {
+                        inventory.hosts.push(host.clone());
+                    }
+                    if !inventory.groups[&name].hosts.contains(&host) {
+                        inventory.groups[&name].hosts.push(host.clone());
+                    }
+                    let entry = inventory.host_vars.entry(host).or_default();
+                    if let Some(port) = port {
+                        let port = RawVars::from([("ansible_port".to_string(), Value::from(port))]);
+                        entry.push((host_at.clone(), port));
+                    }
+                    entry.push((host_at.clone(), layer.clone()));
+                }
+            }
+            for (child, _) in group.children {
+                inventory.link_child(&name, &child);
+            }
+        }
+        inventory.reconcile()?;
+        if inventory.hosts.is_empty() {
+            return Err(Error::Invalid {
+                file: file.to_string(),
+                key: "(INI inventory)".into(),
+                message: "the inventory defines no hosts".into(),
+            });
+        }
+        Ok(inventory)
+    }
+
     fn link_child(&mut self, parent: &str, child: &str) {
         let children = &mut self.groups[parent].children;
         if !children.iter().any(|c| c == child) {

@@ -318,3 +318,50 @@ fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
     );
     lab.csdeploy(&["inventory"]).assert_exit(0);
 }
+
+#[test]
+fn an_ini_inventory_is_read_as_ansibles_ini_plugin_reads_it() {
+    let lab = Lab::new().build();
+    let path = lab.write_file(
+        "inv/hosts",
+        "lone ansible_connection=local\n[web]\nw[1:2] ansible_port=2222 tag=0755\n[web:vars]\nmax_sessions=2\nansible_user = deploy\n",
+    );
+    lab.write_file("inv/group_vars/web.yml", "color: blue\n");
+    let inventory = path.to_str().unwrap();
+    let out = lab.csdeploy_raw(&["inventory", "-i", inventory, "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    assert_eq!(hosts["lone"]["connection"]["type"], "local");
+    assert_eq!(
+        hosts["lone"]["groups"],
+        serde_json::json!(["all", "ungrouped"])
+    );
+    assert_eq!(hosts["w2"]["connection"]["port"], 2222);
+    assert_eq!(hosts["w2"]["connection"]["user"], "deploy");
+    assert_eq!(hosts["w1"]["vars"]["max_sessions"], 2);
+    assert_eq!(hosts["w1"]["vars"]["tag"], "0755");
+    assert_eq!(hosts["w1"]["vars"]["color"], "blue");
+
+    // A value is placed at its line and column; one csdeploy cannot be sure
+    // how Ansible would read is refused, with how to write it.
+    lab.write_file(
+        "inv/hosts",
+        "[web]\nw1 ansible_port=x2\n[web:vars]\nports=80,443\n",
+    );
+    let out = lab.csdeploy_raw(&["inventory", "-i", inventory]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains(
+            "inv/hosts:4:1: (INI inventory): ports: csdeploy cannot tell how Ansible reads `80,443`"
+        ),
+        "{out}"
+    );
+    lab.write_file("inv/hosts", "[web]\nw1 ansible_port=x2\n");
+    let out = lab.csdeploy_raw(&["inventory", "-i", inventory]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("inv/hosts:2:4: web.hosts.w1.ansible_port: expected a port number"),
+        "{out}"
+    );
+}
