@@ -44,6 +44,23 @@ pub struct Settings {
 
 const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
 
+/// The inventory, having said which terms of `--limit` match nothing: as
+/// Ansible does, csdeploy warns and goes on with the rest (a selection
+/// left empty is still an error).
+fn load_selected(settings: &Settings) -> Result<Inventory> {
+    let inventory = load_inventory(settings.inventory.as_deref())?;
+    if let Some(limit) = &settings.selection.limit {
+        for term in crate::select::unmatched(&inventory, limit) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "csdeploy: warning: --limit: `{term}` matches no host or group in {}; ignoring it, as Ansible does",
+                inventory.file
+            );
+        }
+    }
+    Ok(inventory)
+}
+
 fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
     let path = match path {
         Some(path) => path,
@@ -164,7 +181,7 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
 }
 
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
     run_plans(command, settings, plans)
 }
@@ -183,7 +200,7 @@ fn day_two(
     settings: &Settings,
     action: impl Fn(&Host) -> Result<Action>,
 ) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
     run_plans(command, settings, plans)
 }
@@ -231,7 +248,7 @@ pub fn doctor(settings: &Settings) -> Result<ExitCode> {
 /// `csdeploy remove`: what the built-in playbook installs on each host,
 /// taken away again.
 pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let push = Playbook::parse(
         "(built-in) playbooks/push.yml",
         builtin::PUSH_PLAYBOOK,
@@ -350,7 +367,7 @@ fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result
 }
 
 pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let selected = settings.selection.resolve(&inventory)?;
     let mut hosts = serde_json::Map::new();
     let mut var_bytes = 0;

@@ -365,3 +365,26 @@ fn an_ini_inventory_is_read_as_ansibles_ini_plugin_reads_it() {
         "{out}"
     );
 }
+
+#[test]
+fn a_limit_term_that_matches_nothing_warns_and_the_rest_goes_on() {
+    let lab = Lab::new().build();
+    lab.write_inventory(NESTED);
+    let out = lab.csdeploy(&["inventory", "--format", "json", "--limit", "lxc[0],nosuch"]);
+    out.assert_exit(0);
+    let names: Vec<String> = out.json()["hosts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(names, ["lxc122"]);
+    assert!(
+        out.stderr
+            .contains("warning: --limit: `nosuch` matches no host or group"),
+        "{out}"
+    );
+    let out = lab.csdeploy(&["inventory", "--limit", "nosuch:!lxc"]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("matches no host"), "{out}");
+}
