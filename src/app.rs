@@ -49,6 +49,9 @@ const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
 /// left empty is still an error).
 fn load_selected(settings: &Settings) -> Result<Inventory> {
     let inventory = load_inventory(settings.inventory.as_deref())?;
+    for warning in inventory.typo_warnings() {
+        let _ = writeln!(std::io::stderr(), "csdeploy: warning: {warning}");
+    }
     if let Some(limit) = &settings.selection.limit {
         for term in crate::select::unmatched(&inventory, limit) {
             let _ = writeln!(

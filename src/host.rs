@@ -184,6 +184,138 @@ fn unsupported_var(key: &str, local: bool) -> Option<String> {
     None
 }
 
+/// The `ansible_*` variables Ansible itself reads from an inventory (its
+/// behavioral parameters, their legacy names, the settings of the ssh,
+/// local and other core connections, interpreters) or sets (magic
+/// variables): any other `ansible_*` name is most likely a typo.
+const ANSIBLE_VARS: &[&str] = &[
+    "ansible_connection",
+    "ansible_host",
+    "ansible_port",
+    "ansible_user",
+    "ansible_password",
+    "ansible_ssh_host",
+    "ansible_ssh_port",
+    "ansible_ssh_user",
+    "ansible_ssh_pass",
+    "ansible_ssh_password",
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
+    "ansible_sftp_extra_args",
+    "ansible_scp_extra_args",
+    "ansible_ssh_args",
+    "ansible_ssh_pipelining",
+    "ansible_pipelining",
+    "ansible_ssh_executable",
+    "ansible_ssh_retries",
+    "ansible_ssh_timeout",
+    "ansible_timeout",
+    "ansible_ssh_transfer_method",
+    "ansible_scp_if_ssh",
+    "ansible_sftp_batch_mode",
+    "ansible_ssh_use_tty",
+    "ansible_host_key_checking",
+    "ansible_ssh_host_key_checking",
+    "ansible_ssh_control_path",
+    "ansible_control_path",
+    "ansible_control_path_dir",
+    "ansible_ssh_control_path_dir",
+    "ansible_ssh_verbosity",
+    "ansible_ssh_password_mechanism",
+    "ansible_ssh_private_key",
+    "ansible_ssh_private_key_passphrase",
+    "ansible_become",
+    "ansible_become_method",
+    "ansible_become_user",
+    "ansible_become_password",
+    "ansible_become_pass",
+    "ansible_become_exe",
+    "ansible_become_flags",
+    "ansible_sudo",
+    "ansible_sudo_user",
+    "ansible_sudo_pass",
+    "ansible_sudo_password",
+    "ansible_sudo_exe",
+    "ansible_sudo_flags",
+    "ansible_su",
+    "ansible_su_user",
+    "ansible_su_pass",
+    "ansible_su_password",
+    "ansible_su_exe",
+    "ansible_su_flags",
+    "ansible_shell_type",
+    "ansible_shell_executable",
+    "ansible_python_interpreter",
+    "ansible_interpreter_python_fallback",
+    "ansible_network_os",
+    "ansible_group_priority",
+    "ansible_remote_tmp",
+    "ansible_async_dir",
+    "ansible_keep_remote_files",
+    "ansible_module_compression",
+    "ansible_facts",
+    "ansible_check_mode",
+    "ansible_diff_mode",
+    "ansible_forks",
+    "ansible_inventory_sources",
+    "ansible_limit",
+    "ansible_play_batch",
+    "ansible_play_hosts",
+    "ansible_play_hosts_all",
+    "ansible_playbook_python",
+    "ansible_run_tags",
+    "ansible_skip_tags",
+    "ansible_verbosity",
+    "ansible_version",
+    "ansible_local",
+    "ansible_system_warnings",
+    "ansible_deprecation_warnings",
+];
+
+/// Families of `ansible_*` variables other connection and become plugins
+/// read, each under its own prefix: not checked name by name.
+const ANSIBLE_VAR_FAMILIES: &[&str] = &[
+    "ansible_winrm_",
+    "ansible_psrp_",
+    "ansible_httpapi_",
+    "ansible_netconf_",
+    "ansible_paramiko_",
+    "ansible_libssh_",
+    "ansible_docker_",
+    "ansible_podman_",
+    "ansible_kubectl_",
+    "ansible_lxd_",
+    "ansible_aws_ssm_",
+    "ansible_network_",
+    "ansible_persistent_",
+    "ansible_terminal_",
+    "ansible_cli_",
+    "ansible_jail_",
+    "ansible_chroot_",
+    "ansible_zone_",
+    "ansible_buildah_",
+    "ansible_machinectl_",
+];
+
+/// For an `ansible_*` variable Ansible does not know, the known name
+/// closest to it (a typo's likely intent); `None` for a known one or a
+/// name outside `ansible_*`.
+pub fn misspelled_ansible_var(key: &str) -> Option<&'static str> {
+    if !key.starts_with("ansible_")
+        || ANSIBLE_VARS.contains(&key)
+        || ANSIBLE_VAR_FAMILIES.iter().any(|f| key.starts_with(f))
+        || key.ends_with("_interpreter")
+    {
+        return None;
+    }
+    ANSIBLE_VARS
+        .iter()
+        .copied()
+        .min_by_key(|known| strsim::damerau_levenshtein(key, known))
+}
+
 /// Everything Python's `str.splitlines()` breaks a line at: `session.conf`
 /// is one `key=value` per line, and no value written into it may start
 /// another line, whichever way the reader splits.
@@ -439,6 +571,27 @@ mod tests {
                 .starts_with("h.yml:4:7: all.hosts.a.ansible_ssh_port: expected a port"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_misspelled_ansible_var_names_the_closest_known_one() {
+        assert_eq!(
+            misspelled_ansible_var("ansible_conection"),
+            Some("ansible_connection")
+        );
+        assert_eq!(
+            misspelled_ansible_var("ansible_ssh_uesr"),
+            Some("ansible_ssh_user")
+        );
+        assert_eq!(misspelled_ansible_var("ansible_hots"), Some("ansible_host"));
+        for fine in [
+            "ansible_user",
+            "ansible_winrm_transport",
+            "ansible_ruby_interpreter",
+            "color",
+        ] {
+            assert_eq!(misspelled_ansible_var(fine), None, "{fine}");
+        }
     }
 
     #[test]

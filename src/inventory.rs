@@ -457,6 +457,42 @@ impl Inventory {
         }
     }
 
+    /// A warning for every `ansible_*` variable Ansible does not know, where
+    /// it is set, naming the known one closest to it: Ansible would ignore
+    /// `ansible_conection: local` in silence, and so would csdeploy.
+    pub fn typo_warnings(&self) -> Vec<String> {
+        let mut found: Vec<(String, &str)> = Vec::new();
+        for group in self.groups.values() {
+            for key in group.vars.keys() {
+                let at = format!("{}.vars.{key}", group.at);
+                found.push((format!("{}: {at}", self.locations.find(&at)), key));
+            }
+        }
+        for (at, vars) in self.host_vars.values().flatten() {
+            for key in vars.keys() {
+                let at = format!("{at}.{key}");
+                found.push((format!("{}: {at}", self.locations.find(&at)), key));
+            }
+        }
+        for (vars, locations) in &self.var_files {
+            for key in vars.keys() {
+                found.push((format!("{}: {key}", locations.find(key)), key));
+            }
+        }
+        let mut warnings: Vec<String> = found
+            .into_iter()
+            .filter_map(|(at, key)| {
+                let near = crate::host::misspelled_ansible_var(key)?;
+                Some(format!(
+                    "{at}: `{key}` is not a variable Ansible knows (did you mean `{near}`?); \
+                     neither Ansible nor csdeploy acts on it"
+                ))
+            })
+            .collect();
+        warnings.dedup();
+        warnings
+    }
+
     /// Whether `name` is Ansible's implicit localhost: one of its names for
     /// the controller, which the inventory does not define. Selected only by
     /// name, it connects locally, is in no group, and sees `all`'s vars.

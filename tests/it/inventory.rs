@@ -388,3 +388,27 @@ fn a_limit_term_that_matches_nothing_warns_and_the_rest_goes_on() {
     out.assert_exit(2);
     assert!(out.stderr.contains("matches no host"), "{out}");
 }
+
+#[test]
+fn a_misspelled_ansible_variable_is_a_warning_naming_the_right_one() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  hosts:\n    a:\n      ansible_conection: local\n      ansible_user: me\n",
+    );
+    lab.write_file("group_vars/all.yml", "ansible_ssh_uesr: ops\n");
+    let out = lab.csdeploy(&["inventory"]);
+    out.assert_exit(0);
+    assert!(
+        out.stderr.contains(
+            "inventory.yml:4:7: all.hosts.a.ansible_conection: `ansible_conection` is not a variable Ansible knows (did you mean `ansible_connection`?)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("group_vars/all.yml:1:1: ansible_ssh_uesr: `ansible_ssh_uesr`")
+            && out.stderr.contains("`ansible_ssh_user`?"),
+        "{out}"
+    );
+    assert_eq!(out.stderr.matches("warning").count(), 2, "{out}");
+}
