@@ -30,7 +30,7 @@ pub fn unmatched(inventory: &Inventory, pattern: &str) -> Vec<String> {
 /// Ansible's `split_host_pattern`: `,` separates terms; without one, `:`
 /// does, except inside `[...]` (a subscript or a range) and in an IPv6
 /// address.
-fn split(pattern: &str) -> Vec<String> {
+pub fn split(pattern: &str) -> Vec<String> {
     let terms: Vec<String> = if pattern.contains(',') {
         pattern.split(',').map(String::from).collect()
     } else if pattern.matches(':').count() >= 2

@@ -412,3 +412,32 @@ fn a_misspelled_ansible_variable_is_a_warning_naming_the_right_one() {
     );
     assert_eq!(out.stderr.matches("warning").count(), 2, "{out}");
 }
+
+#[test]
+fn a_limit_file_holds_one_pattern_a_line() {
+    let lab = Lab::new().build();
+    lab.write_inventory(NESTED);
+    let file = lab.write_file("retry.txt", "lxc122\n\n  local  \ndeep:!lxc123\n");
+    let limit = format!("@{}", file.display());
+    let out = lab.csdeploy(&["inventory", "--format", "json", "--limit", &limit]);
+    out.assert_exit(0);
+    let names: Vec<String> = out.json()["hosts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    // A line is one pattern, as in Ansible: `deep:!lxc123` names nothing.
+    assert_eq!(names, ["local", "lxc122"]);
+    assert!(
+        out.stderr.contains("`deep:!lxc123` matches no host"),
+        "{out}"
+    );
+    let out = lab.csdeploy(&["inventory", "--limit", "@/nonexistent/retry"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("cannot read the limit file /nonexistent/retry"),
+        "{out}"
+    );
+}
