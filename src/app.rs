@@ -71,6 +71,15 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
         // An installed csdeploy, run anywhere: the inventory it ships with.
         None => return Inventory::parse("(built-in) inventory/hosts.yml", builtin::INVENTORY),
     };
+    if path.is_dir() {
+        return Err(Error::Invalid {
+            file: path.display().to_string(),
+            key: "(inventory)".into(),
+            message: "csdeploy does not read a directory of inventory files yet, as Ansible \
+                      would: pass one file with -i (its group_vars/ and host_vars/ are read)"
+                .into(),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,

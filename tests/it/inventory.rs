@@ -441,3 +441,18 @@ fn a_limit_file_holds_one_pattern_a_line() {
         "{out}"
     );
 }
+
+#[test]
+fn a_directory_of_inventory_files_is_refused_with_what_to_do() {
+    let lab = Lab::new().build();
+    let dir = lab.write_file("inv/hosts.yml", "all:\n  hosts:\n    a:\n");
+    let dir = dir.parent().unwrap().to_str().unwrap().to_string();
+    let out = lab.csdeploy_raw(&["inventory", "-i", &dir]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("does not read a directory of inventory files yet")
+            && out.stderr.contains("inv"),
+        "{out}"
+    );
+}
