@@ -144,6 +144,14 @@ const CONNECTION_VARS: &[&str] = &[
     "ansible_python_interpreter",
 ];
 
+/// The variables csdeploy writes into the host's `session.conf`.
+const SESSION_VARS: &[&str] = &[
+    "claude_home",
+    "max_sessions",
+    "inherit_copy",
+    "inherit_link",
+];
+
 /// Why csdeploy refuses the Ansible variable `key` when it is set (true, or
 /// not empty), if it does: Ansible would act on it and csdeploy cannot.
 /// The ssh options matter only to an ssh connection.
@@ -348,14 +356,21 @@ impl Checker<'_> {
             if let Some(why) = unsupported_var(key, local).filter(|_| set) {
                 return Err(self.error(key, why));
             }
-            if CONNECTION_VARS.contains(&key.as_str())
-                && value
-                    .as_str()
+            let jinja = |v: &Value| {
+                v.as_str()
                     .is_some_and(|s| s.contains("{{") || s.contains("{%"))
-            {
+            };
+            let read_here =
+                CONNECTION_VARS.contains(&key.as_str()) || SESSION_VARS.contains(&key.as_str());
+            let templated = match value {
+                Value::Object(map) if key == "environment" => map.values().any(jinja),
+                value => read_here && jinja(value),
+            };
+            if templated {
                 return Err(self.error(
                     key,
-                    "csdeploy does not evaluate Jinja in connection settings (Ansible would): \
+                    "csdeploy does not evaluate Jinja in the inventory variables it reads itself \
+                     (connection settings, environment, session settings; Ansible would): \
                      write the value itself"
                         .into(),
                 ));

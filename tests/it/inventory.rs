@@ -301,6 +301,12 @@ fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
             "ansible_user",
             "Jinja",
         ),
+        (
+            "claude_home: \"{{ home }}/.claude\"",
+            "claude_home",
+            "Jinja",
+        ),
+        ("environment: {HOME: \"{{ h }}\"}", "environment", "Jinja"),
     ] {
         lab.write_inventory(&format!("all:\n  hosts:\n    a:\n      {vars}\n"));
         let out = lab.csdeploy(&["inventory"]);
