@@ -43,6 +43,8 @@ pub struct Settings {
 }
 
 const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
+/// How the built-in inventory's name starts, in messages.
+const BUILT_IN: &str = "(built-in)";
 
 /// The inventory, having said which terms of `--limit` match nothing: as
 /// Ansible does, csdeploy warns and goes on with the rest (a selection
@@ -69,7 +71,12 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
         Some(path) => path,
         None if Path::new(DEFAULT_INVENTORY).is_file() => Path::new(DEFAULT_INVENTORY),
         // An installed csdeploy, run anywhere: the inventory it ships with.
-        None => return Inventory::parse("(built-in) inventory/hosts.yml", builtin::INVENTORY),
+        None => {
+            return Inventory::parse(
+                &format!("{BUILT_IN} {DEFAULT_INVENTORY}"),
+                builtin::INVENTORY,
+            );
+        }
     };
     if path.is_dir() {
         return Err(Error::Invalid {
@@ -195,7 +202,7 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
-    run_plans(command, settings, plans)
+    run_plans(command, settings, &inventory, plans)
 }
 
 /// The options of `csdeploy cleanup`.
@@ -214,7 +221,7 @@ fn day_two(
 ) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
     let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
-    run_plans(command, settings, plans)
+    run_plans(command, settings, &inventory, plans)
 }
 
 /// `csdeploy sessions`: what the deployed list tool reports on each host.
@@ -282,7 +289,7 @@ pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    run_plans("remove", settings, plans)
+    run_plans("remove", settings, &inventory, plans)
 }
 
 /// `csdeploy rollback`: what the last `push --backup` replaced, put back.
@@ -295,7 +302,17 @@ pub fn rollback(settings: &Settings, force: bool) -> Result<ExitCode> {
     })
 }
 
-fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result<ExitCode> {
+/// The inventory a run's header names: its file, or None for the built-in one.
+fn inventory_name(inventory: &Inventory) -> Option<String> {
+    (!inventory.file.starts_with(BUILT_IN)).then(|| inventory.file.clone())
+}
+
+fn run_plans(
+    command: &str,
+    settings: &Settings,
+    inventory: &Inventory,
+    plans: Vec<HostPlan>,
+) -> Result<ExitCode> {
     if let (Some(shard), true) = (settings.selection.shard, plans.is_empty()) {
         let _ = writeln!(
             std::io::stderr(),
@@ -305,8 +322,9 @@ fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result
         );
     }
     check_files(settings)?;
+    crate::transport::ssh::sweep_stale_control_dirs(&settings.control_parent);
     let control_dir = tempfile::Builder::new()
-        .prefix("csd")
+        .prefix(&crate::transport::ssh::control_dir_prefix())
         .tempdir_in(&settings.control_parent)
         .map_err(|source| Error::Write {
             path: settings.control_parent.clone(),
@@ -352,6 +370,11 @@ fn run_plans(command: &str, settings: &Settings, plans: Vec<HostPlan>) -> Result
             command: command.to_string(),
             hosts: plans.iter().map(|p| p.host.name.clone()).collect(),
             check: settings.check,
+            inventory: inventory_name(inventory),
+            tasks: plans
+                .iter()
+                .map(|p| p.tasks.iter().map(|t| t.name.clone()).collect())
+                .collect(),
         });
         let reports = engine::run(plans, options, events.clone()).await;
         let summary = Summary::of(
@@ -421,7 +444,14 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
     let text = if json {
         serde_json::to_string_pretty(&document).unwrap_or_default()
     } else {
-        crate::yaml::to_string(&document)
+        // The inventory used, as the other commands' headers name it; a
+        // comment, so that the text stays YAML.
+        let name = inventory_name(&inventory);
+        format!(
+            "# inventory: {}\n{}",
+            name.as_deref().unwrap_or("built-in"),
+            crate::yaml::to_string(&document)
+        )
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     report::write_document(None, &format!("{}\n", text.trim_end()));

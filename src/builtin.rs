@@ -8,7 +8,17 @@ pub const INVENTORY: &str = include_str!("../inventory/hosts.yml");
 pub const GATHER: &str = include_str!("remote/gather.py");
 pub const GATHER_SH: &str = include_str!("remote/gather.sh");
 pub const APPLY: &str = include_str!("remote/apply.py");
-pub const VERIFIER: &str = include_str!("remote/verify.py");
+/// The verifier: one source on the wire, kept as files by concern (see
+/// `remote/verify/main.py`), joined in this order. Each file ends with a
+/// newline, so joining never merges two lines.
+pub const VERIFIER: &str = concat!(
+    include_str!("remote/verify/main.py"),
+    include_str!("remote/verify/probe.py"),
+    include_str!("remote/verify/launch.py"),
+    include_str!("remote/verify/client.py"),
+    include_str!("remote/verify/checks.py"),
+    include_str!("remote/verify/cleanup.py"),
+);
 /// The day-two programs (sessions, cleanup, remove) and the doctor, with
 /// its answer for a host without python3.
 pub const TOOLS: &str = include_str!("remote/tools.py");
@@ -40,4 +50,25 @@ pub fn file(name: &str) -> Option<&'static str> {
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, text)| *text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of `src/remote/verify/` is in the verifier, whole, and the
+    /// verifier is nothing else.
+    #[test]
+    fn verifier_is_every_part_joined() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/remote/verify");
+        let mut total = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(text.ends_with('\n'));
+            assert!(VERIFIER.contains(&text));
+            total += text.len();
+        }
+        assert_eq!(total, VERIFIER.len());
+        assert!(VERIFIER.starts_with("\"\"\"csdeploy's parallel-isolation verification"));
+    }
 }

@@ -256,6 +256,9 @@ struct RunOptions {
     /// Write the --format document to FILE; the text report still goes to stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Colour the text: on a terminal (auto, honouring NO_COLOR and CLICOLOR_FORCE), always or never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: report::ColorChoice,
     /// Unknown host keys: refuse them, or trust one seen for the first time.
     #[arg(long, value_enum, default_value = "strict")]
     host_key_checking: HostKeys,
@@ -360,6 +363,15 @@ fn settings(hosts: HostSelection, run: RunOptions, changes: Option<Changes>) -> 
             run.output.as_deref(),
             std::io::stderr().is_terminal(),
             std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0"),
+            report::use_color(
+                run.color,
+                report::ColorEnv {
+                    no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+                    force: std::env::var_os("CLICOLOR_FORCE")
+                        .is_some_and(|v| !v.is_empty() && v != "0"),
+                },
+                std::io::stdout().is_terminal(),
+            ),
         ),
         host_key_checking: match run.host_key_checking {
             HostKeys::Strict => HostKeyChecking::Strict,
@@ -388,6 +400,7 @@ fn selection_settings(hosts: HostSelection) -> Settings {
         outputs: report::Outputs {
             human: None,
             document: None,
+            color: false,
         },
         host_key_checking: HostKeyChecking::Strict,
         ssh_config: None,

@@ -122,7 +122,7 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     // Interrupted, the host's step is dropped; closing the connection below
     // ends its master, and with it the remote command's session.
     let deployed = tokio::select! {
-        deployed = deploy(&transport, plan, options, &mut phases) => deployed,
+        deployed = deploy(&transport, plan, options, &mut phases, events) => deployed,
         () = interruption(options.interrupted.clone()) => Err(StepError::Failed(INTERRUPTED.into())),
     };
     let (tasks, error, lost) = match deployed {
@@ -388,6 +388,15 @@ fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskRe
     }
 }
 
+/// What a running host shows while one apply command carries out `tasks`.
+fn apply_label(tasks: &[&str]) -> String {
+    match tasks {
+        [] => "applying".into(),
+        [one] => (*one).to_string(),
+        [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+    }
+}
+
 /// The host's state, as far as the plan's tasks care; no round trip when
 /// they care about none (a verification alone).
 fn millis(since: Instant) -> u64 {
@@ -448,7 +457,13 @@ async fn deploy(
     plan: &HostPlan,
     options: &Options,
     phases: &mut Phases,
+    events: &Events,
 ) -> Result<Vec<TaskResult>, StepError> {
+    let started = |task: String| {
+        let host = plan.host.name.clone();
+        let _ = events.send(Event::TaskStarted { host, task });
+    };
+    started("gathering facts".into());
     let gathering = Instant::now();
     let mut facts = gather(transport, plan, options.diff, options.timeout).await?;
     phases.gather_ms = millis(gathering);
@@ -490,6 +505,13 @@ async fn deploy(
     for data in ops.iter().filter_map(|op| op.data.as_ref()) {
         stdin.extend_from_slice(data);
     }
+    // One apply command carries out every change; it is named by its tasks.
+    let applied: Vec<&str> = decided
+        .iter()
+        .filter(|(_, op)| op.is_some())
+        .map(|(r, _)| r.name.as_str())
+        .collect();
+    started(apply_label(&applied));
     let applying = Instant::now();
     // A verification waits for its sessions on top of its own work.
     let waiting: Duration = plan
@@ -559,6 +581,13 @@ async fn deploy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_apply_is_named_by_its_first_task_and_how_many_follow() {
+        assert_eq!(apply_label(&[]), "applying");
+        assert_eq!(apply_label(&["verify"]), "verify");
+        assert_eq!(apply_label(&["a", "b", "c"]), "a (+2 more)");
+    }
 
     #[test]
     fn a_program_reply_carries_its_data() {

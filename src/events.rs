@@ -189,12 +189,23 @@ pub enum Event {
         command: String,
         hosts: Vec<String>,
         check: bool,
+        /// The inventory file the hosts came from; None: the built-in one.
+        inventory: Option<String>,
+        /// Each host's planned task names, in the order of `hosts`: what
+        /// a progress bar counts, and what a failed host never got to.
+        tasks: Vec<Vec<String>>,
     },
     HostStarted {
         host: String,
     },
     HostConnected {
         host: String,
+    },
+    /// A host's remote step began: `task` names what it works on (the
+    /// gather, or the tasks one apply command carries out together).
+    TaskStarted {
+        host: String,
+        task: String,
     },
     TaskDone {
         host: String,

@@ -76,7 +76,7 @@ pub struct Play {
 impl Play {
     /// The play behind `csdeploy verify` and `push --verify`.
     pub fn verification(args: VerifyArgs) -> Play {
-        let name = "Verify parallel-session isolation".to_string();
+        let name = VERIFICATION.to_string();
         Play {
             name: name.clone(),
             hosts: "all".into(),
@@ -90,6 +90,9 @@ impl Play {
         }
     }
 }
+
+/// The name of the verification's play and task, as `push --verify` adds it.
+pub const VERIFICATION: &str = "Verify parallel-session isolation";
 
 /// Where a playbook's `src` files are read from.
 #[derive(Debug, Clone)]

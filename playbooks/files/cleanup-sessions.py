@@ -61,42 +61,12 @@ import sys
 import time
 
 
-def bytecode_cache(path):
-    """path, for sys.pycache_prefix, if nobody else can write there, else None
-    (then no cache: bytecode planted there would run as us). Ours, a real
-    directory, private (0755 from an older version is tightened), in a parent
-    where others cannot swap it. Same code in claude-session, claude-session-list
-    and cleanup-sessions.py (they run it before session_registry exists)."""
-    try:
-        os.makedirs(path, 0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-            if st.st_mode & 0o077:
-                os.fchmod(fd, 0o700)
-        finally:
-            os.close(fd)
-        parent = os.stat(os.path.dirname(path))
-    except OSError:
-        return None
-    others_may_rename = parent.st_mode & 0o022 and not parent.st_mode & 0o1000  # sticky: they may not
-    if parent.st_uid not in (0, os.geteuid()) or others_may_rename:
-        return None
-    return path
-
-
 # What this tool creates is private, whatever the user's umask.
 os.umask(0o077)
-# session_registry's bytecode is cached where the launcher caches it, not
-# beside it: ~/.claude stays exactly as csdeploy installed it.
-_cache = bytecode_cache(os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                                     "claude-session"))
-if _cache:
-    sys.pycache_prefix = _cache
-else:
-    sys.dont_write_bytecode = True
+# session_registry is imported without writing bytecode: ~/.claude stays
+# exactly as csdeploy installed it. (The launcher, which runs at every session
+# start, caches it in a private directory: see bytecode_cache there.)
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import session_registry as sr  # noqa: E402
 

@@ -179,16 +179,18 @@ Commands (used by claude-session)
 
 The launcher runs this module through an import (`python3 -I -S -c 'import
 session_registry ...'`), so that Python keeps its compiled form instead of
-compiling the whole file at every session start.  The launcher, the list and
-the cleaner put that cache in ${XDG_CACHE_HOME:-~/.cache}/claude-session
-(sys.pycache_prefix), never beside the scripts.
+compiling the whole file at every session start.  The launcher puts that
+cache in ${XDG_CACHE_HOME:-~/.cache}/claude-session (sys.pycache_prefix),
+never beside the scripts; the list and the cleaner write no bytecode.
 
 Exit codes: 0 ok, 64 usage error (also an unknown or ambiguous session to
 resume), 75 capacity refused or the session to resume is live, 127 no client
 found, 70 other failure (unreadable registry, lock timeout, I/O error).
 """
+import argparse
 import errno
 import fcntl
+import json
 import os
 import stat
 import sys
@@ -509,67 +511,24 @@ def _read_proc_file(path):
 
 # ---------------------------------------------------------------- JSON
 
-# The registry is read and written at every session start and end. `import
-# json` would cost each of those more than everything else the helper does
-# (json.decoder loads `re`, which loads enum, functools, ...). Its C
-# accelerator `_json` is the very scanner and encoder json.loads/json.dumps
-# use, without that import; plain `json` is the fallback where `_json` is
-# missing or different. (csdeploy's own remote agent, src/remote/apply.py, has
-# the same few lines: neither may import the other.)
-_WHITESPACE = " \t\n\r"
-
-
-class _ScanContext(object):
-    """What json.JSONDecoder hands _json.make_scanner: strict JSON, plain types."""
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name):
-        raise ValueError("%s is not valid JSON" % name)
-
-
-try:
-    import _json
-
-    _scan = _json.make_scanner(_ScanContext)
-    # markers, default, encoder, indent, key_separator, item_separator,
-    # sort_keys, skipkeys, allow_nan: json.dumps(obj, sort_keys=True).
-    _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
-                                 ": ", ", ", True, False, False)
-except (ImportError, AttributeError, TypeError):
-    _scan = _encode = None
+# The registry is read and written at every session start and end, with
+# json (standard library). It is read strictly: NaN and Infinity are no JSON,
+# and a registry nested too deeply is as unreadable as a cut one.
+def _no_constant(name):
+    raise ValueError("%s is not valid JSON" % name)
 
 
 def json_loads(text):
-    """json.loads(text) for a str; ValueError if it is not one JSON value."""
-    if _scan is None:
-        import json
-        return json.loads(text)
-    start = len(text) - len(text.lstrip(_WHITESPACE))
+    """json.loads(text) for a str, strict; ValueError if it is not one JSON value."""
     try:
-        value, end = _scan(text, start)
-        if not text[end:].strip(_WHITESPACE):
-            return value
-    except (StopIteration, SystemError):
-        # Not JSON. The scanner reports its errors through json.decoder, which
-        # it expects to be loaded already: let json say what is wrong.
-        pass
+        return json.loads(text, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested too deeply")
-    import json
-    return json.loads(text)
 
 
 def json_dumps(value):
     """json.dumps(value, sort_keys=True): one line."""
-    if _encode is None:
-        import json
-        return json.dumps(value, sort_keys=True)
-    return "".join(_encode(value, 0))
+    return json.dumps(value, sort_keys=True)
 
 
 def registry_text(data):
@@ -848,7 +807,7 @@ def _seed(cfg, session_dir):
                 warn("inherit: cannot %s %s: %s" % ("link" if link else "copy", src, e))
 
 
-def user_claude_json(cfg, environ=None):
+def user_state_file(cfg, environ=None):
     """The user's .claude.json a new session is seeded from: claude_home's
     when the launcher's own CLAUDE_CONFIG_DIR is claude_home, else ~/.claude.json."""
     environ = os.environ if environ is None else environ
@@ -901,10 +860,10 @@ def write_private(path, data, mtime_ns=None):
     _fsync_dir(parent)
 
 
-def seed_claude_json(cfg, session_dir):
+def seed_state_file(cfg, session_dir):
     """Write the session's .claude.json from the user's; nothing if the user
     has none. A user file that cannot be read or parsed: a warning, no seed."""
-    source = user_claude_json(cfg)
+    source = user_state_file(cfg)
     try:
         with open(source, "rb") as f:
             user = json_loads(f.read().decode("utf-8"))
@@ -1114,7 +1073,7 @@ def register(cfg, sid, pid, name, force, resume=None):
             os.rmdir(session_dir)
             raise
     _seed(cfg, session_dir)
-    seed_claude_json(cfg, session_dir)
+    seed_state_file(cfg, session_dir)
     return session_dir, None
 
 
@@ -1148,7 +1107,7 @@ def _reopen(cfg, reg, target, pid, pid_start, force):
         raise
     _tidy_old_credentials(cfg, session_dir)
     if not os.path.lexists(os.path.join(session_dir, CLAUDE_JSON_NAME)):
-        seed_claude_json(cfg, session_dir)
+        seed_state_file(cfg, session_dir)
     cwd = entry.get("cwd")
     if cwd and not os.path.isdir(cwd):
         warn("session %s was started in %s, which is gone; starting in the current directory"
@@ -1239,17 +1198,14 @@ def cmd_finish(opts):
 
 
 def cmd_config(_opts):
-    import json
-
     sys.stdout.write(json.dumps(load_config().as_dict(), indent=1) + "\n")
     return 0
 
 
 # ---------------------------------------------------------------- command lines
 
-# The tools parse their options with this rather than argparse, which loads
-# `re`: the helper runs at every session start and the cleaner at every
-# `csdeploy verify`, where that import alone would cost more than their work.
+# The tools' options, parsed by argparse from a small spec: {option: (kind,
+# default)}; the usage texts stay the hand-written ones.
 FLAG = "flag"            # an option without a value
 REQUIRED = object()      # a default meaning "must be given"
 
@@ -1262,6 +1218,39 @@ class HelpRequested(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are exceptions: the tools print their own usage."""
+
+    def error(self, message):
+        # In the words the tools have always used.
+        key, _, what = message[len("argument "):].partition(": ") if message.startswith("argument ") \
+            else ("", "", message)
+        if what == "expected one argument":
+            message = "%s needs a value" % key
+        elif what.startswith("ignored explicit argument"):
+            message = "%s takes no value" % key
+        elif what:
+            message = "%s: %s" % (key, what)
+        elif message.startswith("the following arguments are required: "):
+            message = "missing " + message.split(": ", 1)[1]
+        raise UsageError(message)
+
+
+class _Help(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        raise HelpRequested()
+
+
+def _converter(convert):
+    """convert, its ValueError shown as the usage error's message."""
+    def option_value(value):
+        try:
+            return convert(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    return option_value
+
+
 def parse_options(args, spec):
     """{option: value} for args, by spec {option: (kind, default)}.
 
@@ -1270,38 +1259,22 @@ def parse_options(args, spec):
     values are collected in a list. `--opt value` and `--opt=value` both work;
     there are no positional arguments. -h/--help raises HelpRequested.
     """
-    opts = {key: default for key, (_kind, default) in spec.items()}
-    args = list(args)
-    while args:
-        arg = args.pop(0)
-        if arg in ("-h", "--help"):
-            raise HelpRequested()
-        key, eq, value = arg.partition("=")
-        if key not in spec:
-            raise UsageError("unknown option %s" % arg if arg.startswith("-") else "unexpected argument %r" % arg)
-        kind = spec[key][0]
+    parser = _Parser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-h", "--help", nargs=0, action=_Help, default=argparse.SUPPRESS)
+    for key, (kind, default) in spec.items():
+        common = {"dest": key, "default": None if default is REQUIRED else default,
+                  "required": default is REQUIRED}
         if kind == FLAG:
-            if eq:
-                raise UsageError("%s takes no value" % key)
-            opts[key] = True
-            continue
-        if not eq:
-            if not args:
-                raise UsageError("%s needs a value" % key)
-            value = args.pop(0)
-        convert = kind[0] if isinstance(kind, list) else kind
-        try:
-            value = convert(value)
-        except ValueError as e:
-            raise UsageError("%s: %s" % (key, e))
-        if isinstance(kind, list):
-            opts[key] = (opts[key] or []) + [value]
+            parser.add_argument(key, action="store_true", **common)
+        elif isinstance(kind, list):
+            parser.add_argument(key, action="append", type=_converter(kind[0]), **common)
         else:
-            opts[key] = value
-    missing = [key for key, value in opts.items() if value is REQUIRED]
-    if missing:
-        raise UsageError("missing %s" % ", ".join(missing))
-    return opts
+            parser.add_argument(key, type=_converter(kind), **common)
+    opts, rest = parser.parse_known_args(list(args))
+    if rest:
+        arg = rest[0]
+        raise UsageError("unknown option %s" % arg if arg.startswith("-") else "unexpected argument %r" % arg)
+    return vars(opts)
 
 
 def command_line(prog, usage, args, spec):

@@ -76,7 +76,8 @@ pub fn judge(task: &mut TaskResult) {
         task.status = TaskStatus::Changed;
     }
     let verb = if check { "would restore" } else { "restored" };
-    task.msg = Some(format!("{verb} {count} file(s){text}"));
+    let files = crate::report::plural(count, "file");
+    task.msg = Some(format!("{verb} {files}{text}"));
     if !diffs.is_empty() {
         task.diff = Some(diffs);
     }

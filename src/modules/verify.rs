@@ -1,4 +1,4 @@
-//! `verify`: the parallel-isolation verification (see `src/remote/verify.py`),
+//! `verify`: the parallel-isolation verification (see `src/remote/verify/`),
 //! run through the deployed launcher. It changes nothing that outlives it: its
 //! test sessions are removed by the deployed cleaner before it returns.
 
@@ -42,6 +42,40 @@ pub struct VerifyArgs {
     pub wait: Option<u32>,
 }
 
+/// What a failed `launcher-integrity` check means for the person reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// Passed, or failed for another reason (not executable).
+    Fine,
+    /// The launcher is not there at all: nothing was pushed yet, and the
+    /// other checks only repeat it.
+    NotDeployed,
+    /// A deployed script differs from what this csdeploy ships.
+    Drift,
+}
+
+/// Reads the `launcher-integrity` check: verify.py names each script as
+/// `NAME: No such file or directory` or `NAME: sha256 X, csdeploy ships Y`.
+pub fn integrity(checks: &[CheckResult]) -> Integrity {
+    let Some(actual) = checks
+        .iter()
+        .find(|c| c.id == "launcher-integrity" && c.status == CheckStatus::Fail)
+        .and_then(|c| c.actual.as_deref())
+    else {
+        return Integrity::Fine;
+    };
+    if actual.contains("claude-session: No such file or directory") {
+        Integrity::NotDeployed
+    } else if actual.contains("csdeploy ships") {
+        Integrity::Drift
+    } else {
+        Integrity::Fine
+    }
+}
+
+/// The hint a drifted deployment's report gives.
+pub const DRIFT_HINT: &str = "drift: `csdeploy push` restores it";
+
 #[derive(Debug, Clone)]
 pub struct VerifyAction {
     pub args: VerifyArgs,
@@ -52,7 +86,7 @@ pub struct VerifyAction {
 
 /// What a real-client run may take beyond the probe's: two rounds (the
 /// sessions, then their resumption) of a client that starts in seconds,
-/// each with its own deadline in verify.py.
+/// each with its own deadline in the verifier (`src/remote/verify/`).
 const CLAUDE_RUN_SECS: u64 = 120;
 
 const MAX_SESSIONS_AT_ONCE: u32 = 64;
@@ -174,7 +208,14 @@ impl VerifyAction {
         } else {
             task.status = TaskStatus::Failed;
             let ids: Vec<&str> = failing.iter().map(|c| c.id.as_str()).collect();
-            task.msg = Some(format!("failed: {}", ids.join(", ")));
+            task.msg = Some(match integrity(&task.checks) {
+                Integrity::NotDeployed => {
+                    "not deployed: the launcher claude-session is missing: run `csdeploy push`"
+                        .into()
+                }
+                Integrity::Drift => format!("failed: {} ({DRIFT_HINT})", ids.join(", ")),
+                Integrity::Fine => format!("failed: {}", ids.join(", ")),
+            });
         }
     }
 }

@@ -16,8 +16,7 @@ stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0
         stops a host at its first failed task.
 
 NUL-separated, like gather, because importing json (with re) would double
-this step's start-up; a verification, which needs JSON, uses json's C
-accelerator directly (see json_loads).
+this step's start-up; a verification, which needs JSON, imports it.
 Every byte of stdin is read before any op runs, so a connection that drops
 while contents are streaming changes nothing. Files are replaced atomically
 (temp file in the destination directory, fsync, rename; each directory is
@@ -29,10 +28,7 @@ import stat
 import sys
 import time
 
-try:
-    import _signal as signal  # the same functions, without importing enum
-except ImportError:
-    import signal
+import signal
 
 
 OUTPUT_LIMIT = 64 * 1024
@@ -91,20 +87,25 @@ def sha256_hex(data):
 
 def record_push(replaced):
     """Writes the manifest of this push's replaced files and prunes old
-    backups. Best effort: the push itself has happened either way."""
+    backups. Returns why the manifest could not be written (the push has
+    happened, but rollback would not know it), else None."""
     import time
 
     path = manifest_path()
+    tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
     try:
         os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(json_dumps({"version": 1, "time": time.time(), "files": replaced}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError:
-        return
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return "%s: %s" % (path, err.strerror or err)
     keep = {r["backup"] for r in replaced if r["backup"]}
     for r in replaced:
         directory, base = os.path.split(r["path"])
@@ -116,12 +117,15 @@ def record_push(replaced):
                 return None
             return stamp, int(rest[1:] or 0)
         try:
-            names = sorted((n for n in os.listdir(directory)
-                            if n.startswith(base + ".") and n.endswith(".bak") and age(n)),
+            # This push's backup stays whatever its stamp says (a clock
+            # stepped back would sort it among the old ones); of the others,
+            # the newest BACKUPS_KEPT - 1.
+            older = sorted((n for n in os.listdir(directory)
+                            if n.startswith(base + ".") and n.endswith(".bak") and age(n)
+                            and os.path.join(directory, n) not in keep),
                            key=age, reverse=True)
-            for name in names[BACKUPS_KEPT:]:
-                if os.path.join(directory, name) not in keep:
-                    os.unlink(os.path.join(directory, name))
+            for name in older[BACKUPS_KEPT - 1:]:
+                os.unlink(os.path.join(directory, name))
         except OSError:
             pass
 
@@ -284,113 +288,26 @@ def command(op):
 
 
 # ---------------------------------------------------------------- verification
-# Only a verification needs JSON: its arguments, the registry and histories it
-# reads, its results. `import json` would cost each host ~8 ms (json.decoder
-# loads re, which loads enum, ...); json's own C accelerator `_json` is the
-# scanner and encoder json.loads/json.dumps use, without that import. Plain
-# json is the fallback where _json is missing or different. (The deployed
-# session_registry.py has the same few lines: the agent runs where nothing is
-# deployed yet, and the verifier must not lean on the code it verifies.)
-class _ScanContext(object):
-    """What json.JSONDecoder hands _json.make_scanner: strict JSON, plain types."""
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name):
-        raise ValueError("%s is not valid JSON" % name)
-
-
-try:
-    import _json
-
-    _scan = _json.make_scanner(_ScanContext)
-    # markers, default, encoder, indent, key_separator, item_separator,
-    # sort_keys, skipkeys, allow_nan: json.dumps(value).
-    _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
-                                 ": ", ", ", False, False, False)
-except (ImportError, AttributeError, TypeError):
-    _scan = _encode = None
-
-_WHITESPACE = " \t\n\r"
-
-
+# JSON is imported only by the ops that carry it (a verification, a day-two
+# program, a push's backup record): a plain push does without its cost.
 def json_loads(text):
-    """json.loads(text) for a str; ValueError if it is not one JSON value."""
-    if _scan is not None:
-        start = len(text) - len(text.lstrip(_WHITESPACE))
-        try:
-            value, end = _scan(text, start)
-            if not text[end:].strip(_WHITESPACE):
-                return value
-        except (StopIteration, SystemError):
-            # Not JSON. The scanner reports errors through json.decoder, which
-            # it expects to be loaded already: let json say what is wrong.
-            pass
-        except RecursionError:
-            raise ValueError("nested too deeply")
     import json
+
     return json.loads(text)
 
 
 def json_dumps(value):
-    """json.dumps(value)."""
-    if _encode is None:
-        import json
-        return json.dumps(value)
-    return "".join(_encode(value, 0))
+    import json
 
-
-def verifier_code(source):
-    """The verifier compiled. Compiling its ~1000 lines costs a host ~8 ms a
-    run, so the bytecode is kept in ~/.cache/csdeploy under a hash of the
-    source and of this Python's bytecode version (a file of the user's own,
-    like Python's __pycache__): another source or Python compiles afresh, and
-    writing a new entry removes the old ones."""
-    import marshal
-
-    try:
-        from _frozen_importlib_external import MAGIC_NUMBER
-        try:
-            from _sha2 import sha256  # Python 3.12+; hashlib (OpenSSL) costs more to import
-        except ImportError:
-            from _sha256 import sha256
-    except ImportError:
-        return compile(source, "csdeploy-verify.py", "exec")
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or expand("~/.cache"), "csdeploy")
-    key = sha256(MAGIC_NUMBER + source.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    path = os.path.join(cache, "verify-%s.bin" % key)
-    try:
-        with open(path, "rb") as f:
-            code = marshal.loads(f.read())
-        if isinstance(code, type(verifier_code.__code__)):
-            return code
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
-    code = compile(source, "csdeploy-verify.py", "exec")
-    try:
-        os.makedirs(cache, 0o700, exist_ok=True)
-        for name in os.listdir(cache):
-            if name.startswith("verify-") and name.endswith(".bin"):
-                os.unlink(os.path.join(cache, name))
-        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-            f.write(marshal.dumps(code))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # no cache, then: it only saves time
-    return code
+    return json.dumps(value)
 
 
 def verify(op):
-    # The verification ships with each run (see verify.py); it runs in this
-    # process so verifying costs no extra remote command.
-    namespace = {"__name__": "csdeploy_verify", "json_loads": json_loads, "json_dumps": json_dumps}
+    # The verification ships with each run (see verify/main.py); it runs in
+    # this process so verifying costs no extra remote command.
+    namespace = {"__name__": "csdeploy_verify"}
     try:
-        exec(verifier_code(op["source"]), namespace)
+        exec(compile(op["source"], "csdeploy-verify.py", "exec"), namespace)
         checks = namespace["run"](json_loads(op["args"]))
     except Exception as err:  # a crash must still come back as a result
         return {"ok": False, "msg": "verification crashed: %s: %s" % (type(err).__name__, err)}
@@ -502,8 +419,13 @@ def apply(data):
                 fsync_dir(directory)
             except OSError:
                 pass
-        if replaced:
-            record_push(replaced)
+        unrecorded = record_push(replaced) if replaced else None
+    if unrecorded and out:
+        # The files are in place; a push whose backups rollback cannot find
+        # is not what `--backup` asked for, so the host fails, saying so.
+        out[-1] = encode({"ok": False, "msg": "the changes are made and backed up, but the record "
+                          "`csdeploy rollback` needs could not be written (%s): free space and push "
+                          "again with --backup" % unrecorded})
     return b"".join(out)
 
 

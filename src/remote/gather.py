@@ -3,7 +3,7 @@ r"""csdeploy's remote gather step: the state of every path a host's plan touches
 It is the one command every push runs (a push with nothing to change runs
 nothing else), so it is kept to what starts fastest: no json (importing it,
 with re, costs more than all of gather's own work), no signal handling (it
-changes nothing), the builtin sha256 rather than OpenSSL's hashlib.
+changes nothing).
 
 stdin:  per path `WANT\0PATH\0`. WANT is empty (stat only), `hash` (and the
         sha256), or the sha256 the file should have (and, when it differs,
@@ -21,13 +21,7 @@ import os
 import stat
 import sys
 
-try:
-    from _sha2 import sha256  # Python 3.12+
-except ImportError:
-    try:
-        from _sha256 import sha256  # Python 3.8-3.11
-    except ImportError:
-        from hashlib import sha256
+from hashlib import sha256
 
 MAX_DIFF_BYTES = 1 << 20
 

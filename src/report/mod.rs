@@ -20,6 +20,36 @@ pub enum Format {
     Junit,
 }
 
+/// `--color`: whether the human text is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// When stdout is a terminal, unless NO_COLOR is set (or CLICOLOR_FORCE forces it).
+    Auto,
+    Always,
+    Never,
+}
+
+/// The environment variables that speak about colour (no-color.org,
+/// bixense.com/clicolors), as the CLI layer read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColorEnv {
+    /// `NO_COLOR` is set and not empty.
+    pub no_color: bool,
+    /// `CLICOLOR_FORCE` is set and not `0`.
+    pub force: bool,
+}
+
+/// Whether the human text is coloured: the flag first, then NO_COLOR, then
+/// CLICOLOR_FORCE, then whether stdout (where the text goes) is a terminal.
+pub fn use_color(choice: ColorChoice, env: ColorEnv, stdout_is_terminal: bool) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto if env.no_color => false,
+        ColorChoice::Auto => env.force || stdout_is_terminal,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Display {
     /// indicatif bars on stderr, result lines on stdout.
@@ -36,6 +66,8 @@ pub struct Outputs {
     /// A document (json, junit, or the text transcript) and where it goes:
     /// `None` is stdout.
     pub document: Option<(Format, Option<PathBuf>)>,
+    /// Whether the human text on stdout is coloured (a file never is).
+    pub color: bool,
 }
 
 pub fn outputs(
@@ -43,6 +75,7 @@ pub fn outputs(
     output: Option<&Path>,
     stderr_is_terminal: bool,
     ci: bool,
+    color: bool,
 ) -> Outputs {
     let display = if stderr_is_terminal && !ci {
         Display::Progress
@@ -53,16 +86,28 @@ pub fn outputs(
         (Format::Text, None) => Outputs {
             human: Some(display),
             document: None,
+            color,
         },
         // A document on stdout is all stdout holds.
         (format, None) => Outputs {
             human: None,
             document: Some((format, None)),
+            color: false,
         },
         (format, Some(file)) => Outputs {
             human: Some(display),
             document: Some((format, Some(file.to_path_buf()))),
+            color,
         },
+    }
+}
+
+/// `n` and the word, in the singular for one: "1 host", "2 hosts".
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
     }
 }
 
@@ -107,7 +152,8 @@ impl Collected {
 pub fn reporters(outputs: &Outputs, command: &str, diff: bool) -> Vec<Box<dyn Reporter>> {
     let mut list: Vec<Box<dyn Reporter>> = Vec::new();
     if let Some(display) = outputs.human {
-        list.push(Box::new(human::HumanReporter::new(display, diff, None)));
+        let reporter = human::HumanReporter::new(display, diff, None).colored(outputs.color);
+        list.push(Box::new(reporter));
     }
     if let Some((format, target)) = &outputs.document {
         let target = target.clone();
@@ -207,15 +253,48 @@ mod tests {
     }
 
     #[test]
+    fn counts_are_singular_for_one() {
+        assert_eq!(plural(1, "host"), "1 host");
+        assert_eq!(plural(0, "host"), "0 hosts");
+        assert_eq!(plural(2, "remote command"), "2 remote commands");
+    }
+
+    #[test]
+    fn color_follows_the_flag_then_no_color_then_clicolor_force_then_the_terminal() {
+        let none = ColorEnv::default();
+        let no_color = ColorEnv {
+            no_color: true,
+            force: false,
+        };
+        let force = ColorEnv {
+            no_color: false,
+            force: true,
+        };
+        let both = ColorEnv {
+            no_color: true,
+            force: true,
+        };
+        assert!(use_color(ColorChoice::Auto, none, true));
+        assert!(!use_color(ColorChoice::Auto, none, false));
+        assert!(!use_color(ColorChoice::Auto, no_color, true));
+        assert!(use_color(ColorChoice::Auto, force, false));
+        assert!(!use_color(ColorChoice::Auto, both, true), "NO_COLOR wins");
+        assert!(use_color(ColorChoice::Always, both, false), "the flag wins");
+        assert!(!use_color(ColorChoice::Never, force, true), "the flag wins");
+    }
+
+    #[test]
     fn outputs_follow_format_terminal_ci_and_output() {
-        let text = |tty, ci| outputs(Format::Text, None, tty, ci).human;
+        let text = |tty, ci| outputs(Format::Text, None, tty, ci, false).human;
         assert_eq!(text(true, false), Some(Display::Progress));
         assert_eq!(text(true, true), Some(Display::Plain));
         assert_eq!(text(false, false), Some(Display::Plain));
-        let json = outputs(Format::Json, None, true, false);
+        let json = outputs(Format::Json, None, true, false, true);
+        assert!(!json.color, "a document is never coloured");
         assert_eq!(json.human, None, "stdout holds the document alone");
         assert_eq!(json.document, Some((Format::Json, None)));
-        let file = outputs(Format::Junit, Some(Path::new("r.xml")), false, true);
+        let file = outputs(Format::Junit, Some(Path::new("r.xml")), false, true, true);
+        assert!(file.color, "the text beside a report file keeps its colour");
         assert_eq!(file.human, Some(Display::Plain));
         assert_eq!(
             file.document,

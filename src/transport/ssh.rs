@@ -172,6 +172,49 @@ pub fn end_masters(control_dir: &std::path::Path) {
     }
 }
 
+/// The name a run's control directory starts with: `csd<pid>-`, so that a
+/// later run can tell whether the run that made it still lives.
+pub fn control_dir_prefix() -> String {
+    format!("csd{}-", std::process::id())
+}
+
+/// Ends the masters, and removes the control directories, of runs killed
+/// (`kill -9`, the OOM killer) before they could: a `csd<pid>-…` directory
+/// of ours under `parent` whose pid no longer runs. Such a master keeps its
+/// authenticated connection, and any remote step still on it, until
+/// ControlPersist runs out; such a directory would stay forever.
+pub fn sweep_stale_control_dirs(parent: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((pid, _)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("csd"))
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        if pid.is_empty()
+            || !pid.bytes().all(|b| b.is_ascii_digit())
+            || std::path::Path::new("/proc").join(pid).exists()
+        {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.is_dir() && Some(md.uid()) == me => {
+                end_masters(&path);
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -210,5 +253,35 @@ fn explain(target: &SshTarget, err: &openssh::Error) -> String {
         )
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_directories_of_runs_that_are_gone_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        // A pid above any pid_max: that run is gone.
+        let gone = parent.path().join("csd999999999-abc123");
+        let ours = parent
+            .path()
+            .join(format!("{}abc123", control_dir_prefix()));
+        // Not ours to judge: another naming, a file, no pid.
+        let others = ["csdAbC123", "csd-abc", "csd12x-abc", "other999999999-x"];
+        std::fs::create_dir(&gone).unwrap();
+        std::fs::write(gone.join("master"), "").unwrap();
+        std::fs::create_dir(&ours).unwrap();
+        for name in others {
+            std::fs::create_dir(parent.path().join(name)).unwrap();
+        }
+        std::fs::write(parent.path().join("csd999999998-file"), "").unwrap();
+        sweep_stale_control_dirs(parent.path());
+        assert!(!gone.exists(), "a dead run's directory stays");
+        assert!(ours.exists(), "a live run's directory went");
+        for name in others.iter().chain(&["csd999999998-file"]) {
+            assert!(parent.path().join(name).exists(), "{name} went");
+        }
     }
 }

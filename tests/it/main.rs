@@ -1,7 +1,10 @@
 mod day2;
+mod faults;
+mod fuzz;
 mod gather;
 mod harness;
 mod inventory;
+mod output;
 mod push;
 mod shard;
 mod verify;

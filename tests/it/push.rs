@@ -2107,8 +2107,15 @@ fn host_whose_remote_step_cannot_run_counts_as_failed_in_every_report() {
         "the recap counts the host's failure\n{out}"
     );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("<testcase name=\"host\""), "{xml}");
-    assert!(xml.contains("/nonexistent/python3"), "{xml}");
+    // A real parser reads it; every testcase has a time (checked there).
+    let suites = crate::verify::parse_junit(&xml);
+    let case = suites[0]
+        .cases
+        .iter()
+        .find(|c| c.attrs["name"] == "host")
+        .unwrap_or_else(|| panic!("no host testcase\n{xml}"));
+    assert!(case.has("error") && !case.has("failure"), "{xml}");
+    assert!(case.outcomes[0].2.contains("/nonexistent/python3"), "{xml}");
     let out = lab.csdeploy(&["push", "--format", "json"]);
     out.assert_exit(1);
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -2126,4 +2133,44 @@ fn limit_matching_nothing_is_rejected() {
         "stderr should name the pattern\n{out}"
     );
     assert_empty_dir(&lab.home("local"));
+}
+
+#[test]
+fn push_junit_times_every_task_and_reports_unreachable_as_error() {
+    let lab = local_lab();
+    let inv = format!(
+        "{}    gone:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n",
+        local_inventory_with(&lab, "")
+    );
+    lab.write_inventory(&inv);
+    let junit = lab.root.join("report.xml");
+    let out = lab.csdeploy(&[
+        "push",
+        "--format",
+        "junit",
+        "--output",
+        junit.to_str().unwrap(),
+    ]);
+    out.assert_exit(3);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let suites = crate::verify::parse_junit(&xml);
+    let named = |name: &str| {
+        suites
+            .iter()
+            .find(|s| s.attrs["name"] == name)
+            .unwrap_or_else(|| panic!("no suite {name}\n{xml}"))
+    };
+    let local = named("local");
+    assert!(local.cases.len() > 1, "{xml}");
+    assert!(
+        local.cases.iter().all(|c| c.attrs.contains_key("time")),
+        "{xml}"
+    );
+    let gone = &named("gone").cases;
+    assert_eq!(gone.len(), 1, "{xml}");
+    assert!(gone[0].has("error") && !gone[0].has("failure"), "{xml}");
+    assert!(
+        out.stdout.contains("gone  : unreachable: "),
+        "the recap's reason\n{out}"
+    );
 }

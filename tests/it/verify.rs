@@ -288,103 +288,75 @@ fn assert_text_all_pass(out: &Out, name: &str) {
     }
 }
 
-// ------------------------------------------------------- a tiny JUnit reader
+// ------------------------------------------------------------ JUnit reading
 
 #[derive(Debug, Default)]
-struct Suite {
-    attrs: BTreeMap<String, String>,
-    cases: Vec<Case>,
+pub(crate) struct Suite {
+    pub(crate) attrs: BTreeMap<String, String>,
+    pub(crate) cases: Vec<Case>,
 }
 
 #[derive(Debug, Default)]
-struct Case {
-    attrs: BTreeMap<String, String>,
+pub(crate) struct Case {
+    pub(crate) attrs: BTreeMap<String, String>,
     /// `failure`, `error` or `skipped` children with their attributes and body.
-    outcomes: Vec<(String, BTreeMap<String, String>, String)>,
+    pub(crate) outcomes: Vec<(String, BTreeMap<String, String>, String)>,
 }
 
 impl Case {
-    fn has(&self, kind: &str) -> bool {
+    pub(crate) fn has(&self, kind: &str) -> bool {
         self.outcomes.iter().any(|(k, _, _)| k == kind)
     }
 }
 
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#10;", "\n")
-        .replace("&amp;", "&")
+fn attrs(node: roxmltree::Node) -> BTreeMap<String, String> {
+    node.attributes()
+        .map(|a| (a.name().to_string(), a.value().to_string()))
+        .collect()
 }
 
-fn xml_attrs(tag: &str) -> BTreeMap<String, String> {
-    let mut attrs = BTreeMap::new();
-    let mut rest = tag;
-    while let Some(eq) = rest.find("=\"") {
-        let key = rest[..eq]
-            .rsplit(|c: char| c.is_whitespace())
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let after = &rest[eq + 2..];
-        let end = after.find('"').expect("unterminated attribute");
-        attrs.insert(key, xml_unescape(&after[..end]));
-        rest = &after[end + 1..];
-    }
-    attrs
-}
-
-/// Just enough XML to read a JUnit report: testsuite > testcase > failure|error|skipped.
-fn parse_junit(xml: &str) -> Vec<Suite> {
-    let mut suites: Vec<Suite> = Vec::new();
-    let mut rest = xml;
-    let mut body_start: Option<usize> = None;
-    let mut pos = 0;
-    while let Some(open) = rest.find('<') {
-        let close = rest[open..].find('>').expect("unterminated tag") + open;
-        let tag = &rest[open + 1..close];
-        let abs_open = pos + open;
-        let self_closing = tag.ends_with('/');
-        let tag = tag.trim_end_matches('/');
-        let name = tag.split_whitespace().next().unwrap_or("");
-        match name {
-            "testsuite" => suites.push(Suite {
-                attrs: xml_attrs(tag),
-                ..Suite::default()
-            }),
-            "testcase" => suites
-                .last_mut()
-                .expect("testcase outside testsuite")
-                .cases
-                .push(Case {
-                    attrs: xml_attrs(tag),
-                    ..Case::default()
-                }),
-            "failure" | "error" | "skipped" => {
-                let case = suites
-                    .last_mut()
-                    .and_then(|s| s.cases.last_mut())
-                    .expect("outcome outside testcase");
-                case.outcomes
-                    .push((name.to_string(), xml_attrs(tag), String::new()));
-                if !self_closing {
-                    body_start = Some(pos + close + 1);
-                }
-            }
-            "/failure" | "/error" | "/skipped" => {
-                if let Some(start) = body_start.take() {
-                    let body = xml_unescape(&xml[start..abs_open]);
-                    let case = suites.last_mut().unwrap().cases.last_mut().unwrap();
-                    case.outcomes.last_mut().unwrap().2 = body;
-                }
-            }
-            _ => {}
-        }
-        pos += close + 1;
-        rest = &rest[close + 1..];
-    }
-    suites
+/// A JUnit report as a real XML parser reads it (a malformed document
+/// fails the test): testsuite > testcase > failure|error|skipped.
+pub(crate) fn parse_junit(xml: &str) -> Vec<Suite> {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("bad XML: {e}\n{xml}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites", "{xml}");
+    assert_eq!(
+        root.attribute("skipped"),
+        None,
+        "junit-10.xsd has no skipped on <testsuites>\n{xml}"
+    );
+    root.children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .map(|suite| Suite {
+            attrs: attrs(suite),
+            cases: suite
+                .children()
+                .filter(|n| n.has_tag_name("testcase"))
+                .map(|case| {
+                    assert!(
+                        case.attribute("time").is_some(),
+                        "a testcase without time\n{xml}"
+                    );
+                    Case {
+                        attrs: attrs(case),
+                        outcomes: case
+                            .children()
+                            .filter(|n| {
+                                n.has_tag_name("failure")
+                                    || n.has_tag_name("error")
+                                    || n.has_tag_name("skipped")
+                            })
+                            .map(|n| {
+                                let body = n.text().unwrap_or_default().to_string();
+                                (n.tag_name().name().to_string(), attrs(n), body)
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[track_caller]
@@ -915,6 +887,35 @@ fn correct_launcher_passes_twenty_runs_in_a_row() {
     for name in ["host1", "host2"] {
         assert_no_test_sessions(&lab, name, &BTreeSet::new());
     }
+}
+
+#[test]
+fn concurrent_verifies_on_one_host_do_not_fail_each_other() {
+    let lab = Lab::new().hosts(1).build();
+    push(&lab);
+    let lab = std::sync::Arc::new(lab);
+    // The second starts while the first one's sessions exist (and ends
+    // after the first has removed them): staggered by a few delays.
+    for (round, stagger_ms) in [300, 600, 1000, 1500].into_iter().enumerate() {
+        let runs: Vec<_> = (0..2)
+            .map(|i| {
+                let lab = lab.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(i * stagger_ms));
+                    lab.csdeploy(&["verify", "--format", "json", "--wait", "5"])
+                })
+            })
+            .collect();
+        for run in runs {
+            let out = run.join().unwrap();
+            assert_eq!(
+                out.code, 0,
+                "round {round}: a verify failed beside another\n{out}"
+            );
+            assert_all_pass(&out.json(), "host1", &out);
+        }
+    }
+    assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 }
 
 #[test]
@@ -1570,53 +1571,25 @@ fn junit_failure_carries_message_and_details() {
     );
 }
 
-/// The verifier's bytecode is cached in the host user's ~/.cache/csdeploy
-/// (one entry, replaced when the verifier changes); a damaged entry is
-/// compiled afresh, never trusted.
+/// The verifier is compiled in the apply step at each run: it leaves no
+/// bytecode (nor anything else) in the host user's ~/.cache/csdeploy, and a
+/// stale entry an older csdeploy left there is not read.
 #[test]
-fn verifier_bytecode_cache_is_used_and_a_damaged_entry_recompiled() {
+fn verifier_writes_no_bytecode_cache() {
     let lab = Lab::new().hosts(1).build();
     push(&lab);
     let cache = lab.home("host1").join(".cache/csdeploy");
-    let entries = || -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
-            .map(|dir| dir.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        found.sort();
-        found
-    };
     let out = lab.csdeploy(&["verify", "--format", "json"]);
     out.assert_exit(0);
-    let first = entries();
-    assert_eq!(first.len(), 1, "{first:?}");
-    let name = first[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        name.starts_with("verify-") && name.ends_with(".bin"),
-        "{name}"
-    );
-    assert_eq!(mode_of(&first[0]), 0o600);
-    let good = std::fs::read(&first[0]).unwrap();
+    assert!(!cache.exists(), "{cache:?}");
 
-    // Not marshal data at all, and marshal data that is not code (None).
-    for damage in [&b"not bytecode"[..], b"N"] {
-        std::fs::write(&first[0], damage).unwrap();
-        let out = lab.csdeploy(&["verify", "--format", "json"]);
-        out.assert_exit(0);
-        assert_all_pass(&out.json(), "host1", &out);
-        assert_eq!(entries(), first);
-        assert_eq!(
-            std::fs::read(&first[0]).unwrap(),
-            good,
-            "rewritten from a fresh compile"
-        );
-    }
-
-    // A stale entry (another verifier version) is removed when a new one is written.
+    std::fs::create_dir_all(&cache).unwrap();
     let stale = cache.join("verify-0123456789abcdef0123456789abcdef.bin");
-    std::fs::write(&stale, b"old").unwrap();
-    std::fs::remove_file(&first[0]).unwrap();
-    lab.csdeploy(&["verify"]).assert_exit(0);
-    assert_eq!(entries(), first);
+    std::fs::write(&stale, b"not bytecode").unwrap();
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    out.assert_exit(0);
+    assert_all_pass(&out.json(), "host1", &out);
+    assert_eq!(std::fs::read(&stale).unwrap(), b"not bytecode");
 }
 
 /// A launcher nobody can run (mode 0644 here; a home mounted noexec looks the
@@ -2075,4 +2048,24 @@ fn probe_lines_are_taken_out_of_a_history_they_should_not_reach() {
         "{out}"
     );
     assert!(uuid_dirs(&lab, name).is_superset(&before), "{out}");
+}
+
+#[test]
+fn verify_before_push_says_not_deployed_and_how_to_push() {
+    let lab = Lab::new().hosts(1).build();
+    let out = lab.csdeploy(&["verify", "--wait", "2"]);
+    out.assert_exit(1);
+    assert!(
+        out.stdout
+            .contains("host1: ❌ FAIL not deployed: run `csdeploy push --host host1`"),
+        "{out}"
+    );
+    assert!(
+        !out.stdout.contains("No such file") && !out.stdout.contains("SKIP"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("(inventory: "),
+        "the header names the inventory\n{out}"
+    );
 }

@@ -297,12 +297,25 @@ def env(tmp_path):
     e.cleanup()
 
 
+def verifier_parts():
+    """The files of src/remote/verify/ in the order src/builtin.rs joins them
+    into the one source the agent runs (read from builtin.rs: one list)."""
+    with open(os.path.join(REPO, "src", "builtin.rs")) as f:
+        text = f.read()
+    parts = [line.split('"')[1] for line in text.splitlines()
+             if line.strip().startswith('include_str!("remote/verify/')]
+    assert parts and parts[0] == "remote/verify/main.py", parts
+    return [os.path.join(REPO, "src", part) for part in parts]
+
+
 @pytest.fixture(scope="module")
 def verify():
-    """csdeploy's verifier (src/remote/verify.py), loaded as the agent loads
-    it, for tests of its functions on fake trees."""
-    path = os.path.join(REPO, "src", "remote", "verify.py")
+    """csdeploy's verifier (src/remote/verify/, joined as src/builtin.rs joins
+    it), loaded as the agent loads it, for tests of its functions on fake trees."""
+    source = ""
+    for path in verifier_parts():
+        with open(path) as f:
+            source += f.read()
     namespace = {"__name__": "csdeploy_verify"}
-    with open(path) as f:
-        exec(compile(f.read(), path, "exec"), namespace)
+    exec(compile(source, "csdeploy-verify.py", "exec"), namespace)
     return namespace

@@ -188,7 +188,8 @@ CODEC_CHECK = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import session_registry as sr
-assert sr._scan is not None and sr._encode is not None, "no _json fast path"
+opts = sr.parse_options(["--pid=3", "--force", "--name", "a b"], sr.COMMANDS["session"][1])
+assert (opts["--pid"], opts["--force"], opts["--name"]) == (3, True, "a b"), opts
 data = json.loads(sys.argv[2])
 assert sr.json_loads(sr.registry_text(data)) == data == json.loads(sr.registry_text(data))
 for bad in ["", "{", "[1] x", "NaN", "[" * 100000, sr.registry_text(data)[:-3]]:
@@ -201,7 +202,7 @@ print("ok")
 """
 
 
-def test_json_codec_under_python_3_8():
+def test_json_codec_and_options_under_python_3_8():
     from test_static import _python38
 
     exe = _python38()

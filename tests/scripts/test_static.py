@@ -27,7 +27,8 @@ BASH = [p for p in _files() if "bash" in _shebang(p) or _shebang(p).rstrip().end
 PYTHON = [p for p in _files() if p.endswith(".py") or "python" in _shebang(p)]
 TEST_PYTHON = sorted(glob.glob(os.path.join(HERE, "*.py")))
 # csdeploy's own remote steps run on the same hosts, under the same Python.
-REMOTE = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "*.py")))
+REMOTE = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "*.py"))
+                + glob.glob(os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "verify", "*.py")))
 
 
 def test_every_deployed_script_is_checked():
@@ -122,8 +123,8 @@ def test_shellcheck_clean_remote_sh(name):
 
 
 def test_remote_steps_are_found():
-    assert sorted(map(os.path.basename, REMOTE)) == ["apply.py", "doctor.py", "gather.py", "tools.py",
-                                                     "verify.py"]
+    assert sorted(map(os.path.basename, REMOTE)) == ["apply.py", "checks.py", "cleanup.py", "client.py", "doctor.py",
+                                                     "gather.py", "launch.py", "main.py", "probe.py", "tools.py"]
 
 
 @pytest.mark.parametrize("path", PYTHON + REMOTE + TEST_PYTHON, ids=os.path.basename)

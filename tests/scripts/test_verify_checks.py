@@ -4,15 +4,6 @@ real-client run changed outside sessions/."""
 import json
 import os
 
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def agent_json(verify):
-    """What the agent (apply.py) gives the verifier."""
-    verify.setdefault("json_dumps", json.dumps)
-    verify.setdefault("json_loads", json.loads)
-
 
 def test_a_shell_wrapper_setting_the_config_dir_is_named(verify, tmp_path):
     wrapper = tmp_path / "claude"
