@@ -46,6 +46,26 @@ const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
 /// How the built-in inventory's name starts, in messages.
 const BUILT_IN: &str = "(built-in)";
 
+/// The inventory, having said which terms of `--limit` match nothing: as
+/// Ansible does, csdeploy warns and goes on with the rest (a selection
+/// left empty is still an error).
+fn load_selected(settings: &Settings) -> Result<Inventory> {
+    let inventory = load_inventory(settings.inventory.as_deref())?;
+    for warning in inventory.typo_warnings() {
+        let _ = writeln!(std::io::stderr(), "csdeploy: warning: {warning}");
+    }
+    if let Some(limit) = &settings.selection.limit {
+        for term in crate::select::unmatched(&inventory, limit) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "csdeploy: warning: --limit: `{term}` matches no host or group in {}; ignoring it, as Ansible does",
+                inventory.file
+            );
+        }
+    }
+    Ok(inventory)
+}
+
 fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
     let path = match path {
         Some(path) => path,
@@ -58,11 +78,33 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
             );
         }
     };
+    if path.is_dir() {
+        return Err(Error::Invalid {
+            file: path.display().to_string(),
+            key: "(inventory)".into(),
+            message: "csdeploy does not read a directory of inventory files yet, as Ansible \
+                      would: pass one file with -i (its group_vars/ and host_vars/ are read)"
+                .into(),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    Inventory::parse(&path.display().to_string(), &text)
+    // As Ansible's plugins choose: `.yml`, `.yaml` and `.json` are YAML,
+    // `.ini` and no extension INI (csdeploy also reads any other as YAML).
+    let ini = match path.extension().and_then(|e| e.to_str()) {
+        None => true,
+        Some(ext) => ext == "ini",
+    };
+    let file = path.display().to_string();
+    let mut inventory = if ini {
+        Inventory::parse_ini(&file, &text)?
+    } else {
+        Inventory::parse(&file, &text)?
+    };
+    inventory.read_adjacent_vars(path.parent().unwrap_or(Path::new(".")))?;
+    Ok(inventory)
 }
 
 pub fn push(
@@ -158,7 +200,7 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
 }
 
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
     run_plans(command, settings, &inventory, plans)
 }
@@ -177,7 +219,7 @@ fn day_two(
     settings: &Settings,
     action: impl Fn(&Host) -> Result<Action>,
 ) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
     run_plans(command, settings, &inventory, plans)
 }
@@ -225,7 +267,7 @@ pub fn doctor(settings: &Settings) -> Result<ExitCode> {
 /// `csdeploy remove`: what the built-in playbook installs on each host,
 /// taken away again.
 pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let push = Playbook::parse(
         "(built-in) playbooks/push.yml",
         builtin::PUSH_PLAYBOOK,
@@ -360,7 +402,7 @@ fn run_plans(
 }
 
 pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let inventory = load_selected(settings)?;
     let selected = settings.selection.resolve(&inventory)?;
     let mut hosts = serde_json::Map::new();
     let mut var_bytes = 0;

@@ -218,8 +218,10 @@ struct HostSelection {
     /// Run on this host (or group); repeatable.
     #[arg(long = "host", value_name = "NAME")]
     hosts: Vec<String>,
-    /// Host pattern: names, groups, `*` globs, `a:b` union, `!x` exclusion, `&x` intersection.
-    #[arg(short, long, value_name = "PATTERN")]
+    /// Host pattern, as Ansible's: names, groups, `*` globs, `~regex`, `g[0]`/`g[1:]`
+    /// subscripts, `a:b` or `a,b` union, `!x` exclusion, `&x` intersection; `@FILE`: one
+    /// pattern a line.
+    #[arg(short, long, value_name = "PATTERN", value_parser = limit_pattern)]
     limit: Option<String>,
     /// Only part K of N of the selected hosts (split by host name, stable), for N CI jobs at once.
     #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
@@ -272,6 +274,37 @@ struct RunOptions {
 enum Mux {
     Native,
     Process,
+}
+
+/// `--limit`, with each `@FILE` term replaced by the file's lines, each one
+/// pattern (Ansible's `InventoryManager.subset`), joined by `,`: the lines
+/// are read here, with the other settings, before anything runs.
+fn limit_pattern(arg: &str) -> Result<String, String> {
+    let terms = crate::select::split(arg);
+    if !terms.iter().any(|t| t.starts_with('@')) {
+        return Ok(arg.to_string());
+    }
+    let mut patterns = Vec::new();
+    for term in terms {
+        let Some(file) = term.strip_prefix('@') else {
+            patterns.push(term);
+            continue;
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| format!("cannot read the limit file {file}: {err}"))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    if patterns.is_empty() {
+        return Err(format!(
+            "`{arg}` names no host pattern (an empty limit file?)"
+        ));
+    }
+    Ok(patterns.join(","))
 }
 
 /// The most hosts in flight a file-descriptor limit allows: each running

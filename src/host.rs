@@ -82,12 +82,15 @@ impl Host {
                     .into(),
             });
         }
+        check.unsupported()?;
         let connection = match check.string("ansible_connection")?.as_deref() {
             None | Some("ssh") => Connection::Ssh(SshTarget {
                 host: check.destination(name)?,
                 port: check.port()?,
-                user: check.string("ansible_user")?,
-                key_file: check.string("ansible_ssh_private_key_file")?,
+                user: check.string(check.set_one(&["ansible_ssh_user", "ansible_user"]))?,
+                key_file: check.string(
+                    check.set_one(&["ansible_ssh_private_key_file", "ansible_private_key_file"]),
+                )?,
             }),
             Some("local") => Connection::Local,
             Some(other) => {
@@ -127,6 +130,200 @@ impl Host {
     }
 }
 
+/// The variables csdeploy reads to connect (see [`Host::resolve`]).
+const CONNECTION_VARS: &[&str] = &[
+    "ansible_connection",
+    "ansible_host",
+    "ansible_ssh_host",
+    "ansible_port",
+    "ansible_ssh_port",
+    "ansible_user",
+    "ansible_ssh_user",
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_python_interpreter",
+];
+
+/// The variables csdeploy writes into the host's `session.conf`.
+const SESSION_VARS: &[&str] = &[
+    "claude_home",
+    "max_sessions",
+    "inherit_copy",
+    "inherit_link",
+];
+
+/// Why csdeploy refuses the Ansible variable `key` when it is set (true, or
+/// not empty), if it does: Ansible would act on it and csdeploy cannot.
+/// The ssh options matter only to an ssh connection.
+fn unsupported_var(key: &str, local: bool) -> Option<String> {
+    const PASSWORDS: &[&str] = &[
+        "ansible_password",
+        "ansible_ssh_pass",
+        "ansible_ssh_password",
+    ];
+    const SSH_OPTIONS: &[&str] = &[
+        "ansible_ssh_common_args",
+        "ansible_ssh_extra_args",
+        "ansible_ssh_args",
+        "ansible_ssh_executable",
+    ];
+    if PASSWORDS.contains(&key) {
+        return Some(format!(
+            "csdeploy never types an ssh password (Ansible would send {key}): \
+             log in with a key (ansible_ssh_private_key_file, or ssh-agent) and remove {key}"
+        ));
+    }
+    let become_ = ["ansible_become", "ansible_sudo", "ansible_su"];
+    if become_
+        .iter()
+        .any(|b| key == *b || key.starts_with(&format!("{b}_")))
+    {
+        return Some(format!(
+            "csdeploy does not escalate privileges (Ansible would, by {key}): it deploys as \
+             the login user, so set ansible_user to the user who runs the sessions and remove {key}"
+        ));
+    }
+    if SSH_OPTIONS.contains(&key) && !local {
+        return Some(format!(
+            "csdeploy does not pass {key} to ssh (Ansible would): put these options in a \
+             `Host` block of your ssh config (~/.ssh/config, or --ssh-config FILE) and remove {key}"
+        ));
+    }
+    None
+}
+
+/// The `ansible_*` variables Ansible itself reads from an inventory (its
+/// behavioral parameters, their legacy names, the settings of the ssh,
+/// local and other core connections, interpreters) or sets (magic
+/// variables): any other `ansible_*` name is most likely a typo.
+const ANSIBLE_VARS: &[&str] = &[
+    "ansible_connection",
+    "ansible_host",
+    "ansible_port",
+    "ansible_user",
+    "ansible_password",
+    "ansible_ssh_host",
+    "ansible_ssh_port",
+    "ansible_ssh_user",
+    "ansible_ssh_pass",
+    "ansible_ssh_password",
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
+    "ansible_sftp_extra_args",
+    "ansible_scp_extra_args",
+    "ansible_ssh_args",
+    "ansible_ssh_pipelining",
+    "ansible_pipelining",
+    "ansible_ssh_executable",
+    "ansible_ssh_retries",
+    "ansible_ssh_timeout",
+    "ansible_timeout",
+    "ansible_ssh_transfer_method",
+    "ansible_scp_if_ssh",
+    "ansible_sftp_batch_mode",
+    "ansible_ssh_use_tty",
+    "ansible_host_key_checking",
+    "ansible_ssh_host_key_checking",
+    "ansible_ssh_control_path",
+    "ansible_control_path",
+    "ansible_control_path_dir",
+    "ansible_ssh_control_path_dir",
+    "ansible_ssh_verbosity",
+    "ansible_ssh_password_mechanism",
+    "ansible_ssh_private_key",
+    "ansible_ssh_private_key_passphrase",
+    "ansible_become",
+    "ansible_become_method",
+    "ansible_become_user",
+    "ansible_become_password",
+    "ansible_become_pass",
+    "ansible_become_exe",
+    "ansible_become_flags",
+    "ansible_sudo",
+    "ansible_sudo_user",
+    "ansible_sudo_pass",
+    "ansible_sudo_password",
+    "ansible_sudo_exe",
+    "ansible_sudo_flags",
+    "ansible_su",
+    "ansible_su_user",
+    "ansible_su_pass",
+    "ansible_su_password",
+    "ansible_su_exe",
+    "ansible_su_flags",
+    "ansible_shell_type",
+    "ansible_shell_executable",
+    "ansible_python_interpreter",
+    "ansible_interpreter_python_fallback",
+    "ansible_network_os",
+    "ansible_group_priority",
+    "ansible_remote_tmp",
+    "ansible_async_dir",
+    "ansible_keep_remote_files",
+    "ansible_module_compression",
+    "ansible_facts",
+    "ansible_check_mode",
+    "ansible_diff_mode",
+    "ansible_forks",
+    "ansible_inventory_sources",
+    "ansible_limit",
+    "ansible_play_batch",
+    "ansible_play_hosts",
+    "ansible_play_hosts_all",
+    "ansible_playbook_python",
+    "ansible_run_tags",
+    "ansible_skip_tags",
+    "ansible_verbosity",
+    "ansible_version",
+    "ansible_local",
+    "ansible_system_warnings",
+    "ansible_deprecation_warnings",
+];
+
+/// Families of `ansible_*` variables other connection and become plugins
+/// read, each under its own prefix: not checked name by name.
+const ANSIBLE_VAR_FAMILIES: &[&str] = &[
+    "ansible_winrm_",
+    "ansible_psrp_",
+    "ansible_httpapi_",
+    "ansible_netconf_",
+    "ansible_paramiko_",
+    "ansible_libssh_",
+    "ansible_docker_",
+    "ansible_podman_",
+    "ansible_kubectl_",
+    "ansible_lxd_",
+    "ansible_aws_ssm_",
+    "ansible_network_",
+    "ansible_persistent_",
+    "ansible_terminal_",
+    "ansible_cli_",
+    "ansible_jail_",
+    "ansible_chroot_",
+    "ansible_zone_",
+    "ansible_buildah_",
+    "ansible_machinectl_",
+];
+
+/// For an `ansible_*` variable Ansible does not know, the known name
+/// closest to it (a typo's likely intent); `None` for a known one or a
+/// name outside `ansible_*`.
+pub fn misspelled_ansible_var(key: &str) -> Option<&'static str> {
+    if !key.starts_with("ansible_")
+        || ANSIBLE_VARS.contains(&key)
+        || ANSIBLE_VAR_FAMILIES.iter().any(|f| key.starts_with(f))
+        || key.ends_with("_interpreter")
+    {
+        return None;
+    }
+    ANSIBLE_VARS
+        .iter()
+        .copied()
+        .min_by_key(|known| strsim::damerau_levenshtein(key, known))
+}
+
 /// Everything Python's `str.splitlines()` breaks a line at: `session.conf`
 /// is one `key=value` per line, and no value written into it may start
 /// another line, whichever way the reader splits.
@@ -141,9 +338,56 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&self, key: &str, message: String) -> Error {
-        self.inventory
-            .locations
-            .error(&self.scoped.origin(key), message)
+        self.inventory.error(&self.scoped.origin(key), message)
+    }
+
+    /// Refuses what Ansible would act on and csdeploy does not, so that an
+    /// inventory is never read differently in silence: a password to type,
+    /// privilege escalation, ssh options, Jinja in a connection setting.
+    fn unsupported(&self) -> Result<()> {
+        let local = matches!(self.scoped.values.get("ansible_connection"), Some(Value::String(c)) if c == "local");
+        for (key, value) in &self.scoped.values {
+            let set = match value {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if let Some(why) = unsupported_var(key, local).filter(|_| set) {
+                return Err(self.error(key, why));
+            }
+            let jinja = |v: &Value| {
+                v.as_str()
+                    .is_some_and(|s| s.contains("{{") || s.contains("{%"))
+            };
+            let read_here =
+                CONNECTION_VARS.contains(&key.as_str()) || SESSION_VARS.contains(&key.as_str());
+            let templated = match value {
+                Value::Object(map) if key == "environment" => map.values().any(jinja),
+                value => read_here && jinja(value),
+            };
+            if templated {
+                return Err(self.error(
+                    key,
+                    "csdeploy does not evaluate Jinja in the inventory variables it reads itself \
+                     (connection settings, environment, session settings; Ansible would): \
+                     write the value itself"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Of the names Ansible reads one setting from, the one it uses: the
+    /// first that is set (not null) at any level. The ssh-specific legacy
+    /// names come first, as in Ansible's ssh connection, where
+    /// `ansible_ssh_host` on `all` wins over `ansible_host` on the host.
+    fn set_one<'k>(&self, keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|k| !matches!(self.scoped.values.get(*k), None | Some(Value::Null)))
+            .unwrap_or(keys[keys.len() - 1])
     }
 
     fn string(&self, key: &str) -> Result<Option<String>> {
@@ -164,8 +408,9 @@ impl Checker<'_> {
     /// refused here; so are blanks and control characters, which no host
     /// name or ssh config alias holds.
     fn destination(&self, name: &str) -> Result<String> {
-        let (value, key) = match self.string("ansible_host")? {
-            Some(host) => (host, "ansible_host"),
+        let host_key = self.set_one(&["ansible_ssh_host", "ansible_host"]);
+        let (value, key) = match self.string(host_key)? {
+            Some(host) => (host, host_key),
             None => (name.to_string(), "inventory_hostname"),
         };
         let bad = if value.starts_with('-') {
@@ -179,7 +424,7 @@ impl Checker<'_> {
         };
         match bad {
             None => Ok(value),
-            Some(why) if key == "ansible_host" => Err(self.error(
+            Some(why) if key != "inventory_hostname" => Err(self.error(
                 key,
                 format!(
                     "`{}` {why}: give a host name, an address or an ssh config alias",
@@ -195,7 +440,8 @@ impl Checker<'_> {
     }
 
     fn port(&self) -> Result<Option<u16>> {
-        match self.scoped.values.get("ansible_port") {
+        let key = self.set_one(&["ansible_ssh_port", "ansible_port"]);
+        match self.scoped.values.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(value) => value
                 .as_u64()
@@ -205,7 +451,7 @@ impl Checker<'_> {
                 .map(Some)
                 .ok_or_else(|| {
                     self.error(
-                        "ansible_port",
+                        key,
                         format!("expected a port number 1-65535, found {value}"),
                     )
                 }),
@@ -315,6 +561,52 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn legacy_ssh_names_win_as_in_ansibles_ssh_connection() {
+        let text = concat!(
+            "all:\n  vars:\n    ansible_ssh_host: via-all\n    ansible_ssh_user: ops\n",
+            "  hosts:\n    a:\n      ansible_host: ignored\n      ansible_user: ignored\n",
+            "      ansible_ssh_port: 2201\n      ansible_private_key_file: /k\n",
+        );
+        let Connection::Ssh(target) = host(text, "a").unwrap().connection else {
+            panic!("not ssh");
+        };
+        let expected = SshTarget {
+            host: "via-all".into(),
+            port: Some(2201),
+            user: Some("ops".into()),
+            key_file: Some("/k".into()),
+        };
+        assert_eq!(target, expected);
+        let err = host("all:\n  hosts:\n    a:\n      ansible_ssh_port: x\n", "a").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("h.yml:4:7: all.hosts.a.ansible_ssh_port: expected a port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_misspelled_ansible_var_names_the_closest_known_one() {
+        assert_eq!(
+            misspelled_ansible_var("ansible_conection"),
+            Some("ansible_connection")
+        );
+        assert_eq!(
+            misspelled_ansible_var("ansible_ssh_uesr"),
+            Some("ansible_ssh_user")
+        );
+        assert_eq!(misspelled_ansible_var("ansible_hots"), Some("ansible_host"));
+        for fine in [
+            "ansible_user",
+            "ansible_winrm_transport",
+            "ansible_ruby_interpreter",
+            "color",
+        ] {
+            assert_eq!(misspelled_ansible_var(fine), None, "{fine}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod facts;
 mod host;
+mod ini;
 mod inventory;
 mod modules;
 mod plan;

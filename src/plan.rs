@@ -63,15 +63,18 @@ impl Selection {
     /// The selected hosts, in inventory order. Never empty, unless a shard
     /// of a non-empty selection happens to hold none of its hosts.
     pub fn resolve(&self, inventory: &Inventory) -> Result<Vec<String>> {
-        let mut chosen = if self.hosts.is_empty() {
-            inventory.hosts.clone()
-        } else {
-            select::named(inventory, &self.hosts)?
+        let mut chosen = match (&self.limit, self.hosts.is_empty()) {
+            (Some(limit), true) => select::matching(inventory, limit)?,
+            (None, true) => inventory.hosts.clone(),
+            (limit, false) => {
+                let mut named = select::named(inventory, &self.hosts)?;
+                if let Some(limit) = limit {
+                    let limited = select::matching(inventory, limit)?;
+                    named.retain(|h| limited.contains(h));
+                }
+                named
+            }
         };
-        if let Some(limit) = &self.limit {
-            let limited = select::matching(inventory, limit)?;
-            chosen.retain(|h| limited.contains(h));
-        }
         if chosen.is_empty() {
             let mut asked = Vec::new();
             if !self.hosts.is_empty() {

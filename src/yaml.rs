@@ -38,6 +38,19 @@ pub struct Locations {
 }
 
 impl Locations {
+    /// Positions of a file csdeploy reads without this module (an INI
+    /// inventory), filled in by [`Locations::insert`].
+    pub fn new(file: &str) -> Locations {
+        Locations {
+            file: file.to_string(),
+            positions: HashMap::new(),
+        }
+    }
+
+    pub fn insert(&mut self, path: String, line: usize, column: usize) {
+        self.positions.insert(path, (line, column));
+    }
+
     /// The position of `path`, or of its nearest ancestor that has one.
     pub fn find(&self, path: &str) -> Location {
         let mut probe = path;

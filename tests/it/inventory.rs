@@ -76,7 +76,7 @@ fn inventory_prints_hosts_groups_and_resolved_vars() {
 fn inventory_hides_secret_values() {
     let lab = Lab::new().build();
     lab.write_inventory(
-        "all:\n  vars:\n    api_token: tok-4711\n  hosts:\n    a:\n      ansible_password: hunter2\n      ansible_become_password: s3cret\n      color: blue\n",
+        "all:\n  vars:\n    api_token: tok-4711\n  hosts:\n    a:\n      db_password: hunter2\n      vault_become_pass: s3cret\n      color: blue\n",
     );
     for format in ["text", "json"] {
         let out = lab.csdeploy(&["inventory", "--format", format]);
@@ -230,6 +230,235 @@ fn inventory_shows_the_inherit_defaults_and_the_policy_push_would_refuse() {
         out.stderr.contains(
             "inventory.yml:7:9: all.children.sharing.vars.inherit_link: inherit_link names `todos`, which is per-session state"
         ),
+        "{out}"
+    );
+}
+
+#[test]
+fn inventory_reads_group_vars_and_host_vars_beside_it() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  vars:\n    color: file\n  children:\n    web:\n      hosts:\n        w1:\n        w2:\n",
+    );
+    lab.write_file("group_vars/all.yml", "color: all-file\nmax_sessions: 2\n");
+    lab.write_file("group_vars/web/10-users.yml", "ansible_user: deploy\n");
+    lab.write_file("host_vars/w2", "ansible_port: 2222\n");
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    assert_eq!(hosts["w1"]["vars"]["color"], "all-file");
+    assert_eq!(hosts["w1"]["connection"]["user"], "deploy");
+    assert_eq!(hosts["w2"]["connection"]["port"], 2222);
+    assert_eq!(hosts["w1"]["connection"]["port"], serde_json::Value::Null);
+
+    // A bad value is reported in the file that set it, at its line.
+    lab.write_file("host_vars/w2", "# port\nansible_port: lots\n");
+    let out = lab.csdeploy(&["inventory"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("host_vars/w2:2:1: ansible_port: expected a port number"),
+        "{out}"
+    );
+}
+
+#[test]
+fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
+    let lab = Lab::new().build();
+    for (vars, key, says) in [
+        (
+            "ansible_password: pw",
+            "ansible_password",
+            "never types an ssh password",
+        ),
+        (
+            "ansible_ssh_pass: pw",
+            "ansible_ssh_pass",
+            "never types an ssh password",
+        ),
+        (
+            "ansible_become: true",
+            "ansible_become",
+            "does not escalate privileges",
+        ),
+        (
+            "ansible_become_user: claude",
+            "ansible_become_user",
+            "set ansible_user",
+        ),
+        (
+            "ansible_ssh_common_args: '-o ProxyJump=bastion'",
+            "ansible_ssh_common_args",
+            "`Host` block of your ssh config",
+        ),
+        (
+            "ansible_host: \"{{ inventory_hostname }}.example.com\"",
+            "ansible_host",
+            "does not evaluate Jinja",
+        ),
+        (
+            "ansible_user: \"{{ lookup('env', 'USER') }}\"",
+            "ansible_user",
+            "Jinja",
+        ),
+        (
+            "claude_home: \"{{ home }}/.claude\"",
+            "claude_home",
+            "Jinja",
+        ),
+        ("environment: {HOME: \"{{ h }}\"}", "environment", "Jinja"),
+    ] {
+        lab.write_inventory(&format!("all:\n  hosts:\n    a:\n      {vars}\n"));
+        let out = lab.csdeploy(&["inventory"]);
+        out.assert_exit(2);
+        let at = format!("inventory.yml:4:7: all.hosts.a.{key}: ");
+        assert!(
+            out.stderr.contains(&at) && out.stderr.contains(says),
+            "{vars}\n{out}"
+        );
+    }
+    // Set to nothing, or false, they change nothing, and neither do ssh
+    // options for a local connection.
+    lab.write_inventory(
+        "all:\n  hosts:\n    a:\n      ansible_become: false\n      ansible_password: ~\n      ansible_ssh_extra_args: ''\n    b:\n      ansible_connection: local\n      ansible_ssh_common_args: -o X=y\n",
+    );
+    lab.csdeploy(&["inventory"]).assert_exit(0);
+}
+
+#[test]
+fn an_ini_inventory_is_read_as_ansibles_ini_plugin_reads_it() {
+    let lab = Lab::new().build();
+    let path = lab.write_file(
+        "inv/hosts",
+        "lone ansible_connection=local\n[web]\nw[1:2] ansible_port=2222 tag=0755\n[web:vars]\nmax_sessions=2\nansible_user = deploy\n",
+    );
+    lab.write_file("inv/group_vars/web.yml", "color: blue\n");
+    let inventory = path.to_str().unwrap();
+    let out = lab.csdeploy_raw(&["inventory", "-i", inventory, "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    assert_eq!(hosts["lone"]["connection"]["type"], "local");
+    assert_eq!(
+        hosts["lone"]["groups"],
+        serde_json::json!(["all", "ungrouped"])
+    );
+    assert_eq!(hosts["w2"]["connection"]["port"], 2222);
+    assert_eq!(hosts["w2"]["connection"]["user"], "deploy");
+    assert_eq!(hosts["w1"]["vars"]["max_sessions"], 2);
+    assert_eq!(hosts["w1"]["vars"]["tag"], "0755");
+    assert_eq!(hosts["w1"]["vars"]["color"], "blue");
+
+    // A value is placed at its line and column; one csdeploy cannot be sure
+    // how Ansible would read is refused, with how to write it.
+    lab.write_file(
+        "inv/hosts",
+        "[web]\nw1 ansible_port=x2\n[web:vars]\nports=80,443\n",
+    );
+    let out = lab.csdeploy_raw(&["inventory", "-i", inventory]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains(
+            "inv/hosts:4:1: (INI inventory): ports: csdeploy cannot tell how Ansible reads `80,443`"
+        ),
+        "{out}"
+    );
+    lab.write_file("inv/hosts", "[web]\nw1 ansible_port=x2\n");
+    let out = lab.csdeploy_raw(&["inventory", "-i", inventory]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("inv/hosts:2:4: web.hosts.w1.ansible_port: expected a port number"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_limit_term_that_matches_nothing_warns_and_the_rest_goes_on() {
+    let lab = Lab::new().build();
+    lab.write_inventory(NESTED);
+    let out = lab.csdeploy(&["inventory", "--format", "json", "--limit", "lxc[0],nosuch"]);
+    out.assert_exit(0);
+    let names: Vec<String> = out.json()["hosts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(names, ["lxc122"]);
+    assert!(
+        out.stderr
+            .contains("warning: --limit: `nosuch` matches no host or group"),
+        "{out}"
+    );
+    let out = lab.csdeploy(&["inventory", "--limit", "nosuch:!lxc"]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("matches no host"), "{out}");
+}
+
+#[test]
+fn a_misspelled_ansible_variable_is_a_warning_naming_the_right_one() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  hosts:\n    a:\n      ansible_conection: local\n      ansible_user: me\n",
+    );
+    lab.write_file("group_vars/all.yml", "ansible_ssh_uesr: ops\n");
+    let out = lab.csdeploy(&["inventory"]);
+    out.assert_exit(0);
+    assert!(
+        out.stderr.contains(
+            "inventory.yml:4:7: all.hosts.a.ansible_conection: `ansible_conection` is not a variable Ansible knows (did you mean `ansible_connection`?)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("group_vars/all.yml:1:1: ansible_ssh_uesr: `ansible_ssh_uesr`")
+            && out.stderr.contains("`ansible_ssh_user`?"),
+        "{out}"
+    );
+    assert_eq!(out.stderr.matches("warning").count(), 2, "{out}");
+}
+
+#[test]
+fn a_limit_file_holds_one_pattern_a_line() {
+    let lab = Lab::new().build();
+    lab.write_inventory(NESTED);
+    let file = lab.write_file("retry.txt", "lxc122\n\n  local  \ndeep:!lxc123\n");
+    let limit = format!("@{}", file.display());
+    let out = lab.csdeploy(&["inventory", "--format", "json", "--limit", &limit]);
+    out.assert_exit(0);
+    let names: Vec<String> = out.json()["hosts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    // A line is one pattern, as in Ansible: `deep:!lxc123` names nothing.
+    assert_eq!(names, ["local", "lxc122"]);
+    assert!(
+        out.stderr.contains("`deep:!lxc123` matches no host"),
+        "{out}"
+    );
+    let out = lab.csdeploy(&["inventory", "--limit", "@/nonexistent/retry"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("cannot read the limit file /nonexistent/retry"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_directory_of_inventory_files_is_refused_with_what_to_do() {
+    let lab = Lab::new().build();
+    let dir = lab.write_file("inv/hosts.yml", "all:\n  hosts:\n    a:\n");
+    let dir = dir.parent().unwrap().to_str().unwrap().to_string();
+    let out = lab.csdeploy_raw(&["inventory", "-i", &dir]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("does not read a directory of inventory files yet")
+            && out.stderr.contains("inv"),
         "{out}"
     );
 }

@@ -1,0 +1,223 @@
+"""ansible-core as the oracle for what csdeploy reads from an inventory.
+
+Every inventory under tests/ansible-corpus/ is resolved twice, by
+`ansible-inventory -i FILE --list` and by `csdeploy inventory -i FILE --format
+json`, and the two must agree on the hosts, the groups (members and children),
+every host's variables and its connection settings (as Ansible's ssh
+connection would build its command line, see ansible_connections). Host patterns written in
+the inventory as `# pattern: PATTERN` comments are selected by both
+`ansible PATTERN --list-hosts` and `csdeploy inventory --limit PATTERN`.
+
+An inventory csdeploy refuses on purpose says so with `# refused: TEXT`: then
+csdeploy must exit 2 with TEXT and the file's name in its message.
+
+ansible-core comes from target/ansible-venv (scripts/test installs it), or
+$ANSIBLE_BIN_DIR. Without it the test skips, except under CI, where it fails.
+"""
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from conftest import REPO, csdeploy_binary
+
+CORPUS = os.path.join(REPO, "tests", "ansible-corpus")
+BIN_DIR = os.environ.get("ANSIBLE_BIN_DIR") or os.path.join(REPO, "target", "ansible-venv", "bin")
+# csdeploy's own defaults, which every host gets unless the inventory sets them.
+DEFAULT_KEYS = {"claude_home", "max_sessions", "inherit_copy", "inherit_link"}
+MASK = "********"
+
+
+def cases():
+    found = []
+    for path in sorted(glob.glob(os.path.join(CORPUS, "*"))):
+        if os.path.isdir(path):
+            for name in ("hosts.yml", "hosts.yaml", "hosts.ini", "hosts"):
+                if os.path.isfile(os.path.join(path, name)):
+                    found.append(os.path.join(path, name))
+                    break
+        elif path.endswith((".yml", ".yaml", ".ini")):
+            found.append(path)
+    return found
+
+
+def case_id(path):
+    return os.path.relpath(path, CORPUS)
+
+
+def ansible(tool):
+    path = os.path.join(BIN_DIR, tool)
+    if not os.access(path, os.X_OK):
+        message = "no %s at %s: scripts/test installs ansible-core there" % (tool, path)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run(argv, tmp_path):
+    # No ansible.cfg of the user's or the repository's, no ~/.ansible: the
+    # oracle reads the inventory with Ansible's defaults, and a file it cannot
+    # parse is an error, not a warning and an empty inventory.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "CSDEPLOY_"))}
+    config = tmp_path / "ansible.cfg"
+    config.write_text("")
+    env.update(ANSIBLE_CONFIG=str(config), ANSIBLE_HOME=str(tmp_path / "ansible-home"),
+               ANSIBLE_REMOTE_TMP=str(tmp_path / "ansible-tmp"),
+               ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_LOCALHOST_WARNING="False",
+               PYTHONWARNINGS="ignore", NO_COLOR="1")
+    return subprocess.run(argv, cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+
+
+def directives(path, word):
+    with open(path) as f:
+        return [m.group(1).strip() for m in re.finditer(r"^# %s: (.+)$" % word, f.read(), re.M)]
+
+
+def ansible_groups(listing):
+    """Every group: its direct hosts and its children."""
+    groups = {}
+    for name, body in listing.items():
+        if name == "_meta":
+            continue
+        groups.setdefault(name, {"hosts": [], "children": []})
+        groups[name]["hosts"] = list(body.get("hosts", []))
+        groups[name]["children"] = list(body.get("children", []))
+        for child in body.get("children", []):
+            groups.setdefault(child, {"hosts": [], "children": []})
+    return groups
+
+
+def members(groups, name, seen=()):
+    if name in seen:
+        return set()
+    found = set(groups[name]["hosts"])
+    for child in groups[name]["children"]:
+        found |= members(groups, child, seen + (name,))
+    return found
+
+
+def same(ours, theirs):
+    """Equal, where csdeploy's masked secrets stand for any value."""
+    if ours == MASK:
+        return True
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return ours.keys() == theirs.keys() and all(same(ours[k], theirs[k]) for k in ours)
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return len(ours) == len(theirs) and all(same(a, b) for a, b in zip(ours, theirs))
+    if isinstance(ours, str) and MASK in ours and isinstance(theirs, str):
+        return re.fullmatch(re.escape(ours).replace(re.escape(MASK), ".*"), theirs) is not None
+    return ours == theirs and type(ours) is type(theirs)
+
+
+def ansible_connections(inventory, tmp_path, hosts):
+    """Where, as whom and with which key Ansible's own ssh connection would
+    connect to each host: `ansible all -m ping -vvv` with /bin/false as the
+    ssh binary logs the ssh command it would run, then fails the host, so
+    nothing connects anywhere. A `local` host runs the ping module here.
+    A host whose log lines the batch run could not tell apart (on a busy
+    machine a result may be printed before the lines of its command) is
+    asked for alone."""
+    connections = logged_connections(inventory, tmp_path, "all")
+    for host in sorted(set(hosts) - set(connections)):
+        connections.update(logged_connections(inventory, tmp_path, host))
+    return connections
+
+
+def logged_connections(inventory, tmp_path, pattern):
+    proc = run([ansible("ansible"), pattern, "-i", inventory, "-m", "ping", "-vvv", "-f", "1",
+                "-e", "ansible_ssh_executable=/bin/false"], tmp_path)
+    connections = {}
+    current = None
+    for line in proc.stdout.splitlines():
+        if " SSH: EXEC /bin/false " in line:
+            argv = shlex.split(line.split(" SSH: EXEC ", 1)[1])
+            options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+            unquote = lambda v: v[1:-1] if v and v[0] == v[-1] == '"' else v
+            current = {
+                "type": "ssh",
+                "host": argv[-2],
+                "port": int(options["Port"]) if "Port" in options else None,
+                "user": unquote(options["User"]) if "User" in options else None,
+                "key_file": unquote(options["IdentityFile"]) if "IdentityFile" in options else None,
+            }
+        elif " ESTABLISH LOCAL CONNECTION " in line:
+            current = {"type": "local"}
+        else:
+            m = re.match(r"^(\S+) \| (UNREACHABLE|FAILED|SUCCESS)", line)
+            if m and current is not None:
+                connections[m.group(1)] = current
+                current = None
+    return connections
+
+
+@pytest.mark.parametrize("inventory", cases(), ids=case_id)
+def test_inventory_resolves_as_ansible_does(inventory, tmp_path):
+    ansible_inventory = ansible("ansible-inventory")
+    refused = directives(inventory, "refused")
+    ours = run([csdeploy_binary(), "inventory", "-i", inventory, "--format", "json"], tmp_path)
+    if refused:
+        assert ours.returncode == 2, ours.stdout + ours.stderr
+        for text in refused:
+            assert text in ours.stderr, ours.stderr
+        assert os.path.basename(inventory) in ours.stderr, ours.stderr
+        return
+    assert ours.returncode == 0, ours.stderr
+    theirs = run([ansible_inventory, "-i", inventory, "--list"], tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    listing = json.loads(theirs.stdout)
+    document = json.loads(ours.stdout)
+    groups = ansible_groups(listing)
+    hostvars = listing["_meta"]["hostvars"]
+    all_hosts = members(groups, "all")
+    connections = ansible_connections(inventory, tmp_path, all_hosts)
+    assert set(connections) == all_hosts, theirs.stdout
+
+    assert set(document["hosts"]) == all_hosts
+    assert set(document["groups"]) == set(groups)
+    for name, group in groups.items():
+        assert set(document["groups"][name]["hosts"]) == members(groups, name), name
+        assert set(document["groups"][name]["children"]) == set(group["children"]), name
+    for name in sorted(all_hosts):
+        host = document["hosts"][name]
+        expected = hostvars.get(name, {})
+        variables = dict(host["vars"])
+        assert variables.pop("inventory_hostname") == name
+        for key in DEFAULT_KEYS - set(expected):
+            variables.pop(key, None)
+        assert same(variables, expected), "%s: csdeploy %s\nansible %s" % (name, variables, expected)
+        in_groups = {g for g in groups if name in members(groups, g)}
+        assert set(host["groups"]) == in_groups, name
+        connection = host["connection"]
+        if connection["type"] == "local":
+            connection = {"type": "local"}
+        if connection.get("key_file"):
+            connection["key_file"] = os.path.expanduser(connection["key_file"])
+        assert connection == connections[name], name
+
+
+def pattern_cases():
+    return [(path, pattern) for path in cases() for pattern in directives(path, "pattern")]
+
+
+@pytest.mark.parametrize("inventory,pattern", pattern_cases(),
+                         ids=["%s %s" % (case_id(p), q) for p, q in pattern_cases()])
+def test_pattern_selects_what_ansible_selects(inventory, pattern, tmp_path):
+    theirs = run([ansible("ansible"), pattern, "-i", inventory, "--list-hosts"], tmp_path)
+    assert theirs.returncode == 0, theirs.stderr
+    lines = theirs.stdout.splitlines()
+    assert lines and re.match(r"\s*hosts \(\d+\):$", lines[0]), theirs.stdout
+    expected = [line.strip() for line in lines[1:]]
+    ours = run([csdeploy_binary(), "inventory", "-i", inventory, "--format", "json",
+                "--limit", pattern], tmp_path)
+    if not expected:
+        # Ansible warns and does nothing; csdeploy refuses an empty selection.
+        assert ours.returncode == 2, ours.stdout + ours.stderr
+        return
+    assert ours.returncode == 0, ours.stderr
+    assert sorted(json.loads(ours.stdout)["hosts"]) == sorted(expected)
