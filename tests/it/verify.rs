@@ -902,7 +902,7 @@ fn concurrent_verifies_on_one_host_do_not_fail_each_other() {
                 let lab = lab.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(std::time::Duration::from_millis(i * stagger_ms));
-                    lab.csdeploy(&["verify", "--format", "json", "--wait", "5"])
+                    lab.csdeploy(&["verify", "--format", "json"])
                 })
             })
             .collect();
