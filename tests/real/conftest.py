@@ -9,7 +9,6 @@ machine, the real ~/.claude and ~/.claude.json are never read or written.
 Launcher tests deploy with the real `csdeploy push` over the local connection,
 as tests/scripts/conftest.py does ($CSDEPLOY_BIN or target/debug/csdeploy).
 """
-import json
 import os
 import shutil
 import subprocess
@@ -66,25 +65,20 @@ def ca(tmp_path_factory, claude_bin):
     return oauthproxy.TestCA(str(tmp_path_factory.mktemp("ca")))
 
 
-def csdeploy_binary():
-    binary = os.environ.get("CSDEPLOY_BIN") or os.path.join(REPO, "target", "debug", "csdeploy")
-    if not os.access(binary, os.X_OK):
-        pytest.exit("no csdeploy binary at %s: run `cargo build` (scripts/test does)" % binary, returncode=2)
-    return binary
+def _session_tool_fixtures():
+    """tests/scripts/conftest.py, loaded under its own name: the one `deploy`
+    (a real `csdeploy push` to a local host with its own HOME, checking that
+    every script landed as shipped)."""
+    import importlib.util
+
+    path = os.path.join(REPO, "tests", "scripts", "conftest.py")
+    spec = importlib.util.spec_from_file_location("session_tool_fixtures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def deploy(tmp, home):
-    """`csdeploy push` to a local host whose HOME is `home` (as tests/scripts does)."""
-    inventory = os.path.join(tmp, "inventory.yml")
-    with open(inventory, "w") as f:
-        f.write("all:\n  hosts:\n    local:\n      ansible_connection: local\n"
-                "      environment:\n        HOME: %s\n" % json.dumps(home))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE", "CSDEPLOY_"))}
-    proc = subprocess.run([csdeploy_binary(), "push", "-i", inventory, "--format", "json"],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
-    report = json.loads(proc.stdout)
-    assert report["hosts"][0]["status"] == "changed", report
+deploy = _session_tool_fixtures().deploy
 
 
 class Lab(object):
