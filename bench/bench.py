@@ -145,7 +145,7 @@ class Lab:
             if self.made_user:
                 shutil.chown(home, self.user, self.user)
             lines += ["    host%d:" % i, "      ansible_host: 127.0.0.1", "      ansible_port: %d" % self.port(i),
-                      "      ansible_user: %s" % self.user, "      ansible_ssh_common_args: -F %s" % self.ssh_config,
+                      "      ansible_user: %s" % self.user,
                       "      environment:", "        HOME: %s" % home]
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -24,7 +24,7 @@ def test_bench_prints_every_command_with_its_ratio_to_the_floor():
     # 1 is "a target missed", which a debug build on a loaded machine may.
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert "| hosts | %s |" % " | ".join(COMMANDS) in lines, proc.stdout
+    assert "| hosts | %s |" % " | ".join(COMMANDS) in lines, proc.stdout + proc.stderr
     row = [line for line in lines if line.startswith("| 1 |")]
     assert len(row) == 1, proc.stdout
     cells = [cell.strip() for cell in row[0].strip("|").split("|")][1:]
