@@ -212,7 +212,7 @@ enum InventoryFormat {
 #[derive(Debug, Args)]
 struct HostSelection {
     /// Inventory file, in Ansible's YAML format [default: inventory/hosts.yml if it exists,
-    /// else the built-in one: `local` and `lxc122`].
+    /// else the built-in one: `local`, with LXC 122 as an example to enable].
     #[arg(short, long, env = "CSDEPLOY_INVENTORY")]
     inventory: Option<PathBuf>,
     /// Run on this host (or group); repeatable.

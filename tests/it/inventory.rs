@@ -123,7 +123,8 @@ fn without_an_inventory_file_the_built_in_one_is_used() {
     out.assert_exit(0);
     let doc = out.json();
     assert_eq!(doc["hosts"]["local"]["connection"]["type"], "local");
-    assert_eq!(doc["hosts"]["lxc122"]["vars"]["max_sessions"], 3);
+    // A template that works on any machine: LXC 122 is an example to enable.
+    assert_eq!(doc["hosts"].as_object().unwrap().len(), 1, "{doc:#}");
     // An inventory named on the command line must exist.
     let missing = lab.csdeploy_raw(&["inventory", "-i", "nope.yml"]);
     missing.assert_exit(2);
