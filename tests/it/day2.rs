@@ -438,29 +438,6 @@ fn inventory_with(lab: &Lab, target: &str, env: &[(&str, &str)], vars: &[(&str, 
     s
 }
 
-/// A directory of links to every command of /usr/local/bin, /usr/bin and
-/// /bin but python*: a PATH on which no python3 can be found.
-fn path_without_python(lab: &Lab) -> PathBuf {
-    let farm = lab.root.join("path-without-python");
-    std::fs::create_dir_all(&farm).unwrap();
-    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with("python") {
-                continue;
-            }
-            let link = farm.join(&name);
-            if !link.exists() {
-                let _ = std::os::unix::fs::symlink(e.path(), &link);
-            }
-        }
-    }
-    farm
-}
-
 #[test]
 fn doctor_reports_each_host_and_fails_the_one_without_python3() {
     let lab = Lab::new().hosts(2).local(true).build();
@@ -480,7 +457,7 @@ fn doctor_reports_each_host_and_fails_the_one_without_python3() {
     .unwrap();
     // host2 has no python3: its configured interpreter is not there, and
     // its PATH holds every command of the machine but python.
-    let farm = path_without_python(&lab);
+    let farm = lab.path_without("python", |name| name.starts_with("python"));
     lab.write_inventory(&inventory_with(
         &lab,
         "host2",

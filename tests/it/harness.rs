@@ -544,6 +544,30 @@ impl Lab {
         full
     }
 
+    /// A directory of links to every command of /usr/local/bin, /usr/bin and
+    /// /bin except those `excluded` names: a PATH on which they cannot be
+    /// found, whatever the machine has installed.
+    pub fn path_without(&self, what: &str, excluded: impl Fn(&str) -> bool) -> PathBuf {
+        let farm = self.root.join(format!("path-without-{what}"));
+        std::fs::create_dir_all(&farm).unwrap();
+        for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                if excluded(&name.to_string_lossy()) {
+                    continue;
+                }
+                let link = farm.join(&name);
+                if !link.exists() {
+                    let _ = std::os::unix::fs::symlink(e.path(), &link);
+                }
+            }
+        }
+        farm
+    }
+
     /// Run csdeploy with `args`, then `-i <inventory>` and (for the commands
     /// that connect) `--ssh-config <ssh_config>`.
     pub fn csdeploy(&self, args: &[&str]) -> Out {

@@ -452,30 +452,6 @@ fn inventory_with_env(lab: &Lab, extra: &[(&str, &str, &str)]) -> String {
     s
 }
 
-/// A directory with a symlink to every command of /usr/local/bin, /usr/bin
-/// and /bin except `claude`: a PATH on which Claude Code cannot be found
-/// whatever the machine has installed.
-fn path_without_claude(lab: &Lab) -> PathBuf {
-    let farm = lab.root.join("path-without-claude");
-    std::fs::create_dir_all(&farm).unwrap();
-    for dir in ["/usr/local/bin", "/usr/bin", "/bin"] {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            if name == "claude" {
-                continue;
-            }
-            let link = farm.join(&name);
-            if !link.exists() {
-                let _ = std::os::unix::fs::symlink(e.path(), &link);
-            }
-        }
-    }
-    farm
-}
-
 /// Write an executable script.
 fn write_script(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -1053,7 +1029,7 @@ fn push_verify_costs_two_remote_commands_and_verify_alone_one() {
 /// One host whose PATH has no `claude`, pushed.
 fn pushed_lab_without_claude() -> Lab {
     let lab = Lab::new().hosts(1).build();
-    let farm = path_without_claude(&lab);
+    let farm = lab.path_without("claude", |name| name == "claude");
     lab.write_inventory(&inventory_with_env(
         &lab,
         &[("host1", "PATH", &farm.display().to_string())],
@@ -1147,7 +1123,10 @@ fn client_lab(claude: Option<&Path>) -> Lab {
     if let Some(claude) = claude {
         std::os::unix::fs::symlink(claude, bin.join("claude")).unwrap();
     }
-    let farm = path_without_claude(&lab).display().to_string();
+    let farm = lab
+        .path_without("claude", |name| name == "claude")
+        .display()
+        .to_string();
     let path = format!("{}:{farm}", bin.display());
     lab.write_inventory(&inventory_with_env(&lab, &[("host1", "PATH", &path)]));
     push(&lab);
