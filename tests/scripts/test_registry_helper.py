@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import python_shim, python_starts, registry_helper_of, snapshot, wait_for
+from test_static import PYTHONS
 
 import session_registry as sr
 
@@ -202,12 +203,9 @@ print("ok")
 """
 
 
-def test_json_codec_and_options_under_python_3_8():
-    from test_static import _python38
-
-    exe = _python38()
-    if exe is None:
-        pytest.skip("no Python 3.8 interpreter here")
+@pytest.mark.parametrize("version", list(PYTHONS))
+def test_json_codec_and_options_under_every_python(version):
+    exe = PYTHONS[version]
     files = os.path.dirname(sr.__file__)
     r = subprocess.run([exe, "-I", "-S", "-B", "-c", CODEC_CHECK, files, json.dumps(REGISTRY_SHAPES[1])],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
