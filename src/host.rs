@@ -481,6 +481,9 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// `environment`, exported for every command csdeploy runs on the host
+    /// and for the sessions its verification starts; refused where a name
+    /// would make a shell, the dynamic loader or Python run something.
     fn environment(&self) -> Result<Vec<(String, String)>> {
         let map = match self.scoped.values.get("environment") {
             None | Some(Value::Null) => return Ok(Vec::new()),
@@ -503,6 +506,16 @@ impl Checker<'_> {
                     format!("`{key}` is not a valid environment variable name"),
                 ));
             }
+            if let Some(why) = runs_code(key) {
+                return Err(self.error(
+                    "environment",
+                    format!(
+                        "`{key}` {why}: a value that would become code in every command csdeploy \
+                         and the session tools run there. Remove it from environment (a setting \
+                         for Claude Code itself belongs in its settings.json `env`)"
+                    ),
+                ));
+            }
             let text = match value {
                 Value::String(s) => s.clone(),
                 Value::Number(_) | Value::Bool(_) => value.to_string(),
@@ -521,6 +534,22 @@ impl Checker<'_> {
             env.push((key.clone(), text));
         }
         Ok(env)
+    }
+}
+
+/// Why an `environment` variable named `key` is refused, if it is: it makes
+/// what csdeploy starts on the host run a file or code it names.
+fn runs_code(key: &str) -> Option<&'static str> {
+    match key {
+        "BASH_ENV" | "ENV" => Some("makes every shell run the file it names at its start"),
+        "SHELLOPTS" | "BASHOPTS" | "PS4" | "PROMPT_COMMAND" => {
+            Some("changes what bash runs (options, traces, prompts)")
+        }
+        "PYTHONPATH" | "PYTHONHOME" | "PYTHONSTARTUP" | "PYTHONUSERBASE" => {
+            Some("makes python3 import or run files it names")
+        }
+        _ if key.starts_with("LD_") => Some("makes every program load the libraries it names"),
+        _ => None,
     }
 }
 
@@ -561,6 +590,24 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn environment_that_would_run_files_is_refused_with_its_location() {
+        for name in ["BASH_ENV", "ENV", "LD_PRELOAD", "PYTHONPATH", "PS4"] {
+            let text = format!(
+                "all:\n  hosts:\n    a:\n      ansible_connection: local\n      environment:\n        {name}: /tmp/x\n"
+            );
+            let err = host(&text, "a").unwrap_err().to_string();
+            assert!(
+                err.contains("h.yml:5:")
+                    && err.contains(&format!("`{name}`"))
+                    && err.contains("Remove it"),
+                "{err}"
+            );
+        }
+        let fine = "all:\n  hosts:\n    a:\n      ansible_connection: local\n      environment: {PATH: /usr/bin, NODE_EXTRA_CA_CERTS: /ca.pem, LANG: C.UTF-8}\n";
+        assert_eq!(host(fine, "a").unwrap().environment.len(), 3);
     }
 
     #[test]

@@ -74,7 +74,9 @@ impl SshTransport {
         } else {
             builder.connect(&target.host).await
         };
-        let session = connected.map_err(|err| TransportError::Connect(explain(target, &err)))?;
+        let session = connected.map_err(|err| {
+            TransportError::Connect(explain(target, options.config_file.as_deref(), &err))
+        })?;
         Ok(SshTransport {
             session,
             channels: Semaphore::new(MAX_CHANNELS),
@@ -230,8 +232,13 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// The connection error, with what to do about it when ssh's own words don't say.
-fn explain(target: &SshTarget, err: &openssh::Error) -> String {
-    let text = chain(err);
+fn explain(target: &SshTarget, config: Option<&std::path::Path>, err: &openssh::Error) -> String {
+    let mut text = chain(err);
+    if text.ends_with("(os error 2)") {
+        // ssh gave up before it opened its log (`-E`), so the error is the
+        // missing log's; ssh's own reason is what `ssh -G` says.
+        text = ssh_refusal(target, config).unwrap_or(text);
+    }
     let host = &target.host;
     if text.contains("HOST IDENTIFICATION HAS CHANGED")
         || text.contains("has changed and you have requested strict checking")
@@ -256,9 +263,50 @@ fn explain(target: &SshTarget, err: &openssh::Error) -> String {
     }
 }
 
+/// What ssh itself says of `target`'s settings (an invalid user name, a
+/// bad config line), asked with `ssh -G`, which connects nowhere.
+fn ssh_refusal(target: &SshTarget, config: Option<&std::path::Path>) -> Option<String> {
+    let mut ssh = std::process::Command::new("ssh");
+    ssh.arg("-G");
+    if let Some(config) = config {
+        ssh.arg("-F").arg(config);
+    }
+    if let Some(port) = target.port {
+        ssh.arg("-p").arg(port.to_string());
+    }
+    if let Some(user) = &target.user {
+        ssh.arg("-l").arg(user);
+    }
+    let out = ssh
+        .arg("--")
+        .arg(&target.host)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    (!out.status.success() && !said.is_empty()).then(|| format!("ssh refused the settings: {said}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_says_why_it_refused_before_it_opened_its_log() {
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            port: Some(1),
+            user: Some("a'b;c".into()),
+            key_file: None,
+        };
+        let said = ssh_refusal(&target, None).expect("ssh refuses that user name");
+        assert!(said.contains("invalid characters"), "{said}");
+        let fine = SshTarget {
+            user: Some("someone".into()),
+            ..target
+        };
+        assert_eq!(ssh_refusal(&fine, None), None);
+    }
 
     #[test]
     fn only_directories_of_runs_that_are_gone_are_swept() {
