@@ -28,12 +28,7 @@ pub struct CommandArgs {
     pub creates: Option<String>,
 }
 
-/// What runs: a program with its arguments, or shell text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Program {
-    Argv(Vec<String>),
-    Shell(String),
-}
+pub use crate::protocol::Program;
 
 #[derive(Debug, Clone)]
 pub struct CommandAction {
@@ -158,24 +153,14 @@ impl CommandAction {
         }
         Decision {
             changes: true,
-            op: Some(Op::command(self)),
+            op: Some(Op::Command {
+                program: self.program.clone(),
+                env: self.env.iter().cloned().collect(),
+                creates: self.creates.clone(),
+            }),
             msg: Some(format!("would run: {}", self.shown)),
             ..Decision::default()
         }
-    }
-
-    /// The program and its environment as apply.py reads them.
-    pub fn wire(&self) -> String {
-        let env: serde_json::Map<String, Value> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-            .collect();
-        let program = match &self.program {
-            Program::Argv(argv) => serde_json::json!({"argv": argv, "env": env}),
-            Program::Shell(text) => serde_json::json!({"sh": text, "env": env}),
-        };
-        program.to_string()
     }
 }
 
@@ -240,7 +225,8 @@ mod tests {
                 ("N".into(), "3".into())
             ]
         );
-        let wire: Value = serde_json::from_str(&a.wire()).unwrap();
+        let op = a.decide(&mut Facts::empty()).op.unwrap();
+        let wire = serde_json::to_value(&op).unwrap();
         assert_eq!(wire["sh"], "mkdir -p \"$DIR\"");
         assert_eq!(wire["env"]["DIR"], "my dir $(touch /tmp/never)");
     }

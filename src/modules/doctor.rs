@@ -70,10 +70,10 @@ mod tests {
             max_sessions: 4,
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_500);
-        let op = action.decide(at).op.unwrap();
-        let args: serde_json::Value = serde_json::from_str(&op.arg).unwrap();
+        let Some(Op::Program { args, .. }) = action.decide(at).op else {
+            panic!("the doctor is a program");
+        };
         assert_eq!(args["controller_time"], 1.5);
         assert_eq!(args["max_sessions"], 4);
-        assert_eq!(op.kind, "program");
     }
 }

@@ -215,7 +215,8 @@ impl FileAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::{GatherReply, PathState};
+    use crate::facts::PathState;
+    use crate::protocol::GatherReply;
 
     const LINK: &str = "~/.local/bin/claude-session";
     const SRC: &str = "~/.claude/bin/claude-session";
@@ -255,10 +256,12 @@ mod tests {
         let mut missing = facts(Kind::Missing, None, Kind::Dir, Kind::File);
         let created = link().decide(&mut missing, true);
         assert!(created.changes && created.failure.is_none(), "{created:?}");
-        let op = created.op.unwrap();
-        assert_eq!((op.kind, op.path.as_str()), ("link", LINK));
+        let Some(Op::Link { path, target }) = created.op else {
+            panic!("a link: {created:?}");
+        };
+        assert_eq!(path, LINK);
         assert_eq!(
-            op.arg, "/h/.claude/bin/claude-session",
+            target, "/h/.claude/bin/claude-session",
             "the expanded target"
         );
         assert_eq!(
@@ -393,29 +396,18 @@ mod tests {
             mode: Some(0o755),
             ..dir
         };
-        let op = with_mode.decide(&mut facts, false).op.expect("a chmod");
-        assert_eq!((op.kind, op.mode), ("chmod", Some(0o755)));
+        let op = with_mode.decide(&mut facts, false).op;
+        assert!(matches!(op, Some(Op::Chmod { mode: 0o755, .. })), "{op:?}");
     }
 
-    /// apply.py's reply fields for `ops`, run here.
-    fn apply(ops: &[Op]) -> Vec<String> {
-        use std::io::Write as _;
-        let mut stdin = format!("{}\0", ops.len()).into_bytes();
-        ops.iter().for_each(|op| op.encode(&mut stdin));
-        let mut python = std::process::Command::new("python3")
-            .args(["-I", "-S", "-c", crate::builtin::APPLY])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        python.stdin.take().unwrap().write_all(&stdin).unwrap();
-        let out = python.wait_with_output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split('\0')
-            .map(String::from)
-            .collect()
+    /// The agent's results for `ops`, run here.
+    fn apply(ops: &[Op]) -> Vec<crate::protocol::OpResult> {
+        let (out, err, code) =
+            crate::protocol::tests::run_agent(&crate::protocol::apply_request(ops));
+        assert_eq!(code, Some(0), "{err}");
+        let reply: crate::protocol::ApplyReply =
+            crate::protocol::reply(out.trim_ascii_end()).unwrap();
+        reply.results
     }
 
     #[test]
@@ -425,18 +417,19 @@ mod tests {
         let link = link.to_str().unwrap();
         let target = "/x/.claude/bin/claude-session";
         let reply = apply(&[Op::link(link, target)]);
-        assert_eq!(reply[0], "1", "{reply:?}");
+        assert!(reply[0].ok, "{reply:?}");
         assert_eq!(std::fs::read_link(link).unwrap().to_str(), Some(target));
         // Applied again (a rerun racing another): already right, fine.
-        assert_eq!(apply(&[Op::link(link, target)])[0], "1");
+        assert!(apply(&[Op::link(link, target)])[0].ok);
         // Anything else there is kept, and the op fails saying why.
         std::fs::remove_file(link).unwrap();
         std::fs::write(link, b"mine").unwrap();
         let reply = apply(&[Op::link(link, target)]);
-        assert_eq!(reply[0], "", "{reply:?}");
+        assert!(!reply[0].ok, "{reply:?}");
+        let msg = reply[0].msg.as_deref().unwrap_or("");
         assert!(
-            reply[2].contains("never replaces a file it did not create"),
-            "{reply:?}"
+            msg.contains("never replaces a file it did not create"),
+            "{msg}"
         );
         assert_eq!(std::fs::read(link).unwrap(), b"mine");
     }

@@ -15,6 +15,7 @@ pub mod verify;
 use serde::{Deserialize, Deserializer};
 
 pub use crate::facts::Facts;
+pub use crate::protocol::Op;
 
 /// A file mode, read as Ansible reads one: a string's digits are octal
 /// (`"0755"`, `"755"`), a number is the mode itself (YAML 1.1 reads an
@@ -211,119 +212,6 @@ impl Decision {
                 octal(to)
             )),
             ..Decision::default()
-        }
-    }
-}
-
-/// One step of the agent's apply command (see `src/remote/apply.py`).
-#[derive(Debug, Clone, Default)]
-pub struct Op {
-    pub kind: &'static str,
-    pub path: String,
-    pub mode: Option<u32>,
-    pub backup: bool,
-    /// A link's target; `creates` of a command; the JSON arguments of a verification.
-    pub arg: String,
-    /// A command's program and environment (JSON); the verifier's source.
-    pub text: String,
-    /// A file's new content, streamed after the op list.
-    pub data: Option<std::sync::Arc<Vec<u8>>>,
-    /// The op honours check mode itself (changes nothing, reports what it
-    /// would), so it is sent in check mode too.
-    pub check_mode: bool,
-}
-
-impl Op {
-    pub fn mkdir(path: &str, mode: Option<u32>) -> Op {
-        Op {
-            kind: "mkdir",
-            path: path.into(),
-            mode,
-            ..Op::default()
-        }
-    }
-
-    pub fn chmod(path: &str, mode: u32) -> Op {
-        Op {
-            kind: "chmod",
-            path: path.into(),
-            mode: Some(mode),
-            ..Op::default()
-        }
-    }
-
-    pub fn remove(path: &str) -> Op {
-        Op {
-            kind: "remove",
-            path: path.into(),
-            ..Op::default()
-        }
-    }
-
-    /// A symlink at `path` to `target`, never replacing anything.
-    pub fn link(path: &str, target: &str) -> Op {
-        Op {
-            kind: "link",
-            path: path.into(),
-            arg: target.into(),
-            ..Op::default()
-        }
-    }
-
-    pub fn write(path: &str, mode: Option<u32>, backup: bool, data: std::sync::Arc<Vec<u8>>) -> Op {
-        Op {
-            kind: "write",
-            path: path.into(),
-            mode,
-            backup,
-            data: Some(data),
-            ..Op::default()
-        }
-    }
-
-    pub fn command(action: &command::CommandAction) -> Op {
-        Op {
-            kind: "command",
-            arg: action.creates.clone().unwrap_or_default(),
-            text: action.wire(),
-            ..Op::default()
-        }
-    }
-
-    pub fn verify(args: &serde_json::Value, source: &str) -> Op {
-        Op {
-            kind: "verify",
-            arg: args.to_string(),
-            text: source.into(),
-            ..Op::default()
-        }
-    }
-
-    /// A day-two program (`run(args)` in `source`, see apply.py).
-    pub fn program(args: &serde_json::Value, source: &str, check_mode: bool) -> Op {
-        Op {
-            kind: "program",
-            arg: args.to_string(),
-            text: source.into(),
-            check_mode,
-            ..Op::default()
-        }
-    }
-
-    /// `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`, as apply.py reads it.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let size = self
-            .data
-            .as_ref()
-            .map(|d| d.len().to_string())
-            .unwrap_or_default();
-        let mode = self.mode.map(|m| format!("{m:o}")).unwrap_or_default();
-        let backup = if self.backup { "1" } else { "" };
-        for field in [
-            self.kind, &self.path, &mode, &size, backup, &self.arg, &self.text,
-        ] {
-            out.extend_from_slice(field.as_bytes());
-            out.push(0);
         }
     }
 }

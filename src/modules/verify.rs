@@ -171,8 +171,8 @@ impl VerifyAction {
             Client::Claude => "claude",
         };
         Decision {
-            op: Some(Op::verify(
-                &json!({
+            op: Some(Op::Verify {
+                args: json!({
                         "claude_home": self.claude_home,
                         "sessions": self.args.sessions,
                         "client": client,
@@ -182,8 +182,8 @@ impl VerifyAction {
                         "per_session_state": crate::vars::PER_SESSION_STATE,
                         "expected": expected,
                 }),
-                builtin::VERIFIER,
-            )),
+                source: builtin::VERIFIER,
+            }),
             ..Decision::default()
         }
     }

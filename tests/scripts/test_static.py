@@ -123,8 +123,8 @@ def test_shellcheck_clean_remote_sh(name):
 
 
 def test_remote_steps_are_found():
-    assert sorted(map(os.path.basename, REMOTE)) == ["apply.py", "checks.py", "cleanup.py", "client.py", "doctor.py",
-                                                     "gather.py", "launch.py", "main.py", "probe.py", "tools.py"]
+    assert sorted(map(os.path.basename, REMOTE)) == ["agent.py", "checks.py", "cleanup.py", "client.py", "doctor.py",
+                                                     "launch.py", "main.py", "probe.py", "tools.py"]
 
 
 @pytest.mark.parametrize("path", PYTHON + REMOTE + TEST_PYTHON, ids=os.path.basename)
@@ -190,7 +190,7 @@ def test_tools_run_under_python_3_8(tmp_path):
 
 
 def test_csdeploy_remote_steps_run_under_python_3_8(tmp_path):
-    """gather, apply and verify run on hosts whose python3 may be 3.8."""
+    """The agent and the verifier run on hosts whose python3 may be 3.8."""
     exe = _python38()
     if exe is None:
         pytest.skip("no Python 3.8 interpreter here; the AST checks above still apply")
