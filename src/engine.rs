@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc::UnboundedSender, watch};
 use crate::builtin;
 use crate::events::{Event, HostReport, Phases, TaskResult, TaskStatus};
 use crate::facts::{Facts, GatherReply, Probe};
-use crate::modules::{Action, Decision};
+use crate::modules::{Decision, Run};
 use crate::plan::{HostPlan, PlannedTask};
 use crate::protocol::{self, ApplyReply, Op};
 use crate::transport::{Exchange, RemoteCommand, SshOptions, Transport, TransportError};
@@ -183,7 +183,7 @@ fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskRe
     TaskResult {
         name: task.name.clone(),
         play: task.play.clone(),
-        module: task.action.module(),
+        module: task.action.kind(),
         status,
         path: task.action.path().map(str::to_string),
         backup: None,
@@ -432,16 +432,9 @@ async fn deploy(
     phases: &mut Phases,
     events: &Events,
 ) -> Result<Vec<TaskResult>, StepError> {
-    // A verification waits for its sessions on top of its own work; the
-    // bound holds for the whole command.
-    let waiting: Duration = plan
-        .tasks
-        .iter()
-        .filter_map(|t| match &t.action {
-            Action::Verify(v) => Some(v.waiting()),
-            _ => None,
-        })
-        .sum();
+    // A task may take longer than an ordinary step (a verification waits
+    // for its sessions); the bound holds for the whole command.
+    let waiting: Duration = plan.tasks.iter().map(|t| t.action.extra_time()).sum();
     let limit = options.timeout + waiting;
     let mut step = "gather";
     let run = exchange(transport, plan, options, phases, events, &mut step);
@@ -475,7 +468,11 @@ async fn exchange(
     let mut decided = Vec::new();
     let mut ops = Vec::new();
     for task in &plan.tasks {
-        let decision = task.action.decide(&mut facts, options.diff, options.check);
+        let run = Run {
+            diff: options.diff,
+            check: options.check,
+        };
+        let decision = task.action.decide(&mut facts, run);
         if let Some(failure) = &decision.failure {
             let mut failed = result(task, TaskStatus::Failed, &decision);
             failed.msg = Some(failure.clone());
@@ -537,7 +534,7 @@ async fn exchange(
         task.stderr = outcome.stderr.clone();
         task.checks = outcome.checks.clone();
         task.data = outcome.data.clone();
-        if matches!(planned.action, Action::Command(_)) {
+        if planned.action.reply_is_the_message() {
             task.msg = outcome.msg.clone();
         } else if let (Some(said), true) = (&outcome.msg, outcome.ok) {
             // What the host did beside the change itself (stale temp files swept).
@@ -556,7 +553,7 @@ async fn exchange(
         planned.action.judge(&mut task);
         let failed = task.status == TaskStatus::Failed;
         applied.push(task);
-        if failed && !matches!(planned.action, Action::Verify(_)) {
+        if failed && planned.action.failure_stops_the_host() {
             break;
         }
     }

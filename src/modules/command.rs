@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Action, Decision, Facts, Op, RenderError, render};
+use super::{Decision, Facts, Module, ModuleKind, Op, Probe, RenderError, Run, render};
 use crate::facts::Kind;
 use crate::template::{Escape, has_placeholder};
 use crate::vars::Vars;
@@ -44,7 +44,7 @@ const USE_ARGV_OR_ENV: &str = "pass values as `argv:` (a list run without a shel
     one argument per element) or as `env: {NAME: \"{{ var }}\"}` and write \"$NAME\" in `cmd`";
 
 impl CommandArgs {
-    pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
+    pub fn render(&self, vars: &Vars) -> Result<CommandAction, RenderError> {
         let (program, shown) = match (&self.argv, &self.cmd) {
             (Some(argv), None) => (self.render_argv(argv, vars)?, shell_words(argv)),
             (None, Some(cmd)) if has_placeholder(cmd) => {
@@ -78,7 +78,7 @@ impl CommandArgs {
                 });
             }
         };
-        Ok(Action::Command(CommandAction {
+        Ok(CommandAction {
             program,
             env: self.render_env(vars)?,
             creates: self
@@ -87,7 +87,7 @@ impl CommandArgs {
                 .map(|c| render("creates", c, vars, Escape::Path))
                 .transpose()?,
             shown,
-        }))
+        })
     }
 
     fn render_argv(&self, argv: &[String], vars: &Vars) -> Result<Program, RenderError> {
@@ -140,8 +140,25 @@ fn shell_words(argv: &[String]) -> String {
     crate::quote::join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
 }
 
-impl CommandAction {
-    pub fn decide(&self, facts: &mut Facts) -> Decision {
+impl Module for CommandAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Command
+    }
+
+    fn path(&self) -> Option<&str> {
+        self.creates.as_deref()
+    }
+
+    fn probes(&self, _want_diff: bool) -> Vec<Probe> {
+        self.creates.iter().map(|c| Probe::stat(c)).collect()
+    }
+
+    /// The reply says how the command ended (its exit code).
+    fn reply_is_the_message(&self) -> bool {
+        true
+    }
+
+    fn decide(&self, facts: &mut Facts, _run: Run) -> Decision {
         if let Some(creates) = &self.creates {
             let state = facts.get(creates);
             if state.kind != Kind::Missing {
@@ -180,10 +197,7 @@ mod tests {
     }
 
     fn action(yaml: &str) -> CommandAction {
-        match args(yaml).render(&vars()) {
-            Ok(Action::Command(a)) => a,
-            other => panic!("{other:?}"),
-        }
+        args(yaml).render(&vars()).unwrap()
     }
 
     #[test]
@@ -225,7 +239,7 @@ mod tests {
                 ("N".into(), "3".into())
             ]
         );
-        let op = a.decide(&mut Facts::empty()).op.unwrap();
+        let op = a.decide(&mut Facts::empty(), Run::PLAIN).op.unwrap();
         let wire = serde_json::to_value(&op).unwrap();
         assert_eq!(wire["sh"], "mkdir -p \"$DIR\"");
         assert_eq!(wire["env"]["DIR"], "my dir $(touch /tmp/never)");
@@ -234,7 +248,7 @@ mod tests {
     #[test]
     fn reports_show_the_template_not_the_rendered_value() {
         let a = action("argv: [login, '{{ secret }}']");
-        let decision = a.decide(&mut Facts::empty());
+        let decision = a.decide(&mut Facts::empty(), Run::PLAIN);
         let msg = decision.msg.unwrap();
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(msg.contains("{{ secret }}"), "{msg}");
