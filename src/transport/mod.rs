@@ -223,8 +223,8 @@ async fn fill(
     buffer: &mut Vec<u8>,
     read: &mut usize,
 ) -> Result<bool, TransportError> {
-    let mut chunk = vec![0; 64 << 10];
-    let n = stdout.read(&mut chunk).await.unwrap_or(0);
+    buffer.reserve(64 << 10);
+    let n = stdout.read_buf(buffer).await.unwrap_or(0);
     *read += n;
     if *read > STDOUT_LIMIT {
         return Err(TransportError::Exec(format!(
@@ -232,7 +232,6 @@ async fn fill(
             STDOUT_LIMIT >> 20
         )));
     }
-    buffer.extend_from_slice(&chunk[..n]);
     Ok(n > 0)
 }
 
