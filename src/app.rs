@@ -227,7 +227,7 @@ fn day_two(
 /// `csdeploy sessions`: what the deployed list tool reports on each host.
 pub fn sessions(settings: &Settings, active: bool) -> Result<ExitCode> {
     day_two("sessions", settings, |host| {
-        Ok(Action::Sessions(SessionsAction {
+        Ok(Arc::new(SessionsAction {
             host: host.name.clone(),
             claude_home: plan::var_text(host, "claude_home")?,
             active,
@@ -238,7 +238,7 @@ pub fn sessions(settings: &Settings, active: bool) -> Result<ExitCode> {
 /// `csdeploy cleanup`: the deployed cleaner on each host.
 pub fn cleanup(settings: &Settings, options: &CleanupOptions) -> Result<ExitCode> {
     day_two("cleanup", settings, |host| {
-        Ok(Action::Cleanup(CleanupAction {
+        Ok(Arc::new(CleanupAction {
             host: host.name.clone(),
             claude_home: plan::var_text(host, "claude_home")?,
             dry_run: options.dry_run,
@@ -252,7 +252,7 @@ pub fn cleanup(settings: &Settings, options: &CleanupOptions) -> Result<ExitCode
 pub fn doctor(settings: &Settings) -> Result<ExitCode> {
     day_two("doctor", settings, |host| {
         let max_sessions = plan::var_text(host, "max_sessions")?;
-        Ok(Action::Doctor(DoctorAction {
+        Ok(Arc::new(DoctorAction {
             claude_home: plan::var_text(host, "claude_home")?,
             max_sessions: max_sessions.trim().parse().map_err(|_| {
                 Error::Selection(format!(
@@ -283,7 +283,7 @@ pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
                 tasks: vec![PlannedTask {
                     name: "remove".into(),
                     play: "remove".into(),
-                    action: Action::Remove(action),
+                    action: Arc::new(action),
                 }],
                 host: plan.host,
             })
@@ -295,7 +295,7 @@ pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
 /// `csdeploy rollback`: what the last `push --backup` replaced, put back.
 pub fn rollback(settings: &Settings, force: bool) -> Result<ExitCode> {
     day_two("rollback", settings, |host| {
-        Ok(Action::Rollback(RollbackAction {
+        Ok(Arc::new(RollbackAction {
             host: host.name.clone(),
             force,
         }))

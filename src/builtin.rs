@@ -4,10 +4,9 @@
 pub const PUSH_PLAYBOOK: &str = include_str!("../playbooks/push.yml");
 /// The default inventory (`local` and `lxc122`), for a csdeploy run outside this repository.
 pub const INVENTORY: &str = include_str!("../inventory/hosts.yml");
-/// The remote steps of a host's run (see `engine`).
-pub const GATHER: &str = include_str!("remote/gather.py");
+/// A host's one remote command and its agent (see `protocol`).
 pub const GATHER_SH: &str = include_str!("remote/gather.sh");
-pub const APPLY: &str = include_str!("remote/apply.py");
+pub const AGENT: &str = include_str!("remote/agent.py");
 /// The verifier: one source on the wire, kept as files by concern (see
 /// `remote/verify/main.py`), joined in this order. Each file ends with a
 /// newline, so joining never merges two lines.

@@ -1,8 +1,9 @@
-//! Runs host plans: hosts in parallel (at most `forks` at once), each in at
-//! most two remote commands: one `gather` for the state of everything its
-//! tasks touch, one `apply` for every change, file contents on stdin. Nothing
-//! to change, or check mode: one command. A failed or unreachable host never
-//! stops the others; it only shows in its report.
+//! Runs host plans: hosts in parallel (at most `forks` at once), each in one
+//! remote command (see `protocol`): the shell gathers the state of everything
+//! the tasks touch, the controller decides, and only when something must
+//! change does the same command start the agent, which applies every change,
+//! file contents streamed to it. A failed or unreachable host never stops the
+//! others; it only shows in its report.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,11 +11,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc::UnboundedSender, watch};
 
 use crate::builtin;
-use crate::events::{CheckResult, Event, HostReport, Phases, TaskResult, TaskStatus};
+use crate::events::{Event, HostReport, Phases, TaskResult, TaskStatus};
 use crate::facts::{Facts, GatherReply, Probe};
-use crate::modules::{Action, Decision};
+use crate::modules::{Decision, Run};
 use crate::plan::{HostPlan, PlannedTask};
-use crate::transport::{RemoteCommand, SshOptions, Transport, TransportError};
+use crate::protocol::{self, ApplyReply, Op};
+use crate::transport::{Exchange, RemoteCommand, SshOptions, Transport, TransportError};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -146,65 +148,6 @@ async fn run_host(plan: &HostPlan, options: &Options, events: &Events) -> HostRe
     report
 }
 
-/// Interpreter discovery, as Ansible does it, inside the one command: the
-/// platform python first (a PATH lookup can land on a slow shim such as
-/// pyenv's, ~100 ms a start), then whatever `python3` PATH has. The agent's
-/// source travels as `$1` of the sh script, so nothing is interpolated; `$0`
-/// names the step in the shell's own messages (a python3 that cannot run).
-const DISCOVER_PYTHON: &str = r#"for p in /usr/bin/python3 /usr/local/bin/python3 python3; do
-  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$1"; fi
-done
-echo "csdeploy: no python3 on this host (set ansible_python_interpreter)" >&2
-exit 127"#;
-
-/// The variable that carries a Python step's source to the host.
-const AGENT_SOURCE: &str = "CSDEPLOY_AGENT";
-
-/// The `python3 -c` program, one line that `ps` shows starting with the
-/// step's name (`'csdeploy-apply'; import os; ...`) instead of the whole
-/// source, which comes from the environment (and leaves it, so that what
-/// the step starts does not inherit it).
-fn agent_boot(verb: &str) -> String {
-    format!("'csdeploy-{verb}'; import os; exec(os.environ.pop('{AGENT_SOURCE}'))")
-}
-
-fn agent_argv(python: Option<&str>, verb: &str) -> Vec<String> {
-    let boot = agent_boot(verb);
-    match python {
-        Some(python) => [python, "-I", "-S", "-c", &boot].map(String::from).to_vec(),
-        None => ["/bin/sh", "-c", DISCOVER_PYTHON, "csdeploy-agent", &boot]
-            .map(String::from)
-            .to_vec(),
-    }
-}
-
-/// [`DISCOVER_PYTHON`] for a step that must answer without python3: the
-/// configured interpreter (`$2`, if any) or the discovered one runs the
-/// agent (`$1`); where there is none, stdin is drained and the POSIX sh
-/// script `$3` answers in the agent's place.
-const DISCOVER_PYTHON_OR_FALLBACK: &str = r#"if [ -n "$2" ]; then set -- "$1" "$3" "$2"
-else set -- "$1" "$3" /usr/bin/python3 /usr/local/bin/python3 python3; fi
-agent=$1 fallback=$2; shift 2
-for p in "$@"; do
-  if command -v "$p" >/dev/null 2>&1; then exec "$p" -I -S -c "$agent"; fi
-done
-cat >/dev/null 2>&1
-CSDEPLOY_PYTHONS="$*" exec /bin/sh -c "$fallback" csdeploy-fallback"#;
-
-fn fallback_argv(python: Option<&str>, boot: &str, fallback: &str) -> Vec<String> {
-    [
-        "/bin/sh",
-        "-c",
-        DISCOVER_PYTHON_OR_FALLBACK,
-        "csdeploy-agent",
-        boot,
-        python.unwrap_or(""),
-        fallback,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 const INTERRUPTED: &str =
     "interrupted: csdeploy was stopped (SIGINT or SIGTERM) before this host finished";
 const NOT_STARTED: &str = "not started: csdeploy was stopped (SIGINT or SIGTERM) first";
@@ -236,145 +179,11 @@ impl From<String> for StepError {
     }
 }
 
-/// Runs one of csdeploy's remote steps (`verb`, for messages) with `stdin`,
-/// for at most `limit`.
-async fn remote(
-    transport: &Transport,
-    plan: &HostPlan,
-    verb: &str,
-    (argv, extra_env): (Vec<String>, Option<(String, String)>),
-    stdin: Vec<u8>,
-    limit: Duration,
-) -> Result<Vec<u8>, StepError> {
-    let mut env = plan.host.environment.clone();
-    env.extend(extra_env);
-    let command = RemoteCommand { env, argv };
-    let output = tokio::time::timeout(limit, transport.exec(&command, stdin))
-        .await
-        .map_err(|_| {
-            StepError::TimedOut(format!(
-                "the csdeploy {verb} step did not finish within {} s (--timeout)",
-                limit.as_secs()
-            ))
-        })?
-        .map_err(|err| match err {
-            TransportError::Lost(why) => StepError::Lost(format!(
-                "the connection to the host was lost during the csdeploy {verb} step ({why}); what the step \
-                 had done by then stays done, each file replaced whole or not at all"
-            )),
-            other => StepError::Failed(other.to_string()),
-        })?;
-    if output.code != Some(0) {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let stderr = stderr.trim();
-        let stderr = match stderr.char_indices().nth(STDERR_LIMIT) {
-            Some((cut, _)) => format!("{} [... cut]", &stderr[..cut]),
-            None => stderr.to_string(),
-        };
-        let status = output
-            .code
-            .map_or("was killed".to_string(), |c| format!("exited with {c}"));
-        return Err(StepError::Failed(format!(
-            "the csdeploy {verb} step {status}: {stderr}"
-        )));
-    }
-    Ok(output.stdout)
-}
-
-/// Runs one of the Python steps (gather.py, apply.py).
-async fn agent(
-    transport: &Transport,
-    plan: &HostPlan,
-    verb: &str,
-    source: &str,
-    stdin: Vec<u8>,
-    limit: Duration,
-) -> Result<Vec<u8>, StepError> {
-    remote(
-        transport,
-        plan,
-        verb,
-        (
-            agent_argv(plan.host.python.as_deref(), verb),
-            Some((AGENT_SOURCE.to_string(), source.to_string())),
-        ),
-        stdin,
-        limit,
-    )
-    .await
-}
-
-/// What apply.py reports for one op.
-#[derive(Debug, Default)]
-struct ApplyResult {
-    ok: bool,
-    skipped: bool,
-    msg: Option<String>,
-    backup: Option<String>,
-    rc: Option<i32>,
-    stdout: Option<String>,
-    stderr: Option<String>,
-    checks: Vec<CheckResult>,
-    data: Option<serde_json::Value>,
-}
-
-const APPLY_FIELDS: usize = 9;
-
-impl ApplyResult {
-    /// Parses apply.py's reply: nine fields per op that ran,
-    /// `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`.
-    fn parse_all(reply: &[u8]) -> Result<Vec<ApplyResult>, String> {
-        let bad = |what: &str| format!("the csdeploy agent answered apply with {what}");
-        if reply.is_empty() {
-            return Ok(Vec::new());
-        }
-        let text = reply
-            .strip_suffix(b"\0")
-            .ok_or_else(|| bad("an unterminated reply"))?;
-        let fields: Vec<String> = text
-            .split(|&b| b == 0)
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect();
-        if !fields.len().is_multiple_of(APPLY_FIELDS) {
-            return Err(bad("a truncated reply"));
-        }
-        let optional = |f: &String| (!f.is_empty()).then(|| f.clone());
-        fields
-            .chunks(APPLY_FIELDS)
-            .map(|f| {
-                let checks = match f[7].as_str() {
-                    "" => Vec::new(),
-                    json => {
-                        serde_json::from_str(json).map_err(|e| bad(&format!("bad checks: {e}")))?
-                    }
-                };
-                let data = match f[8].as_str() {
-                    "" => None,
-                    json => Some(
-                        serde_json::from_str(json).map_err(|e| bad(&format!("bad data: {e}")))?,
-                    ),
-                };
-                Ok(ApplyResult {
-                    ok: f[0] == "1",
-                    skipped: f[1] == "1",
-                    msg: optional(&f[2]),
-                    backup: optional(&f[3]),
-                    rc: f[4].parse().ok(),
-                    stdout: optional(&f[5]),
-                    stderr: optional(&f[6]),
-                    checks,
-                    data,
-                })
-            })
-            .collect()
-    }
-}
-
 fn result(task: &PlannedTask, status: TaskStatus, decision: &Decision) -> TaskResult {
     TaskResult {
         name: task.name.clone(),
         play: task.play.clone(),
-        module: task.action.module(),
+        module: task.action.kind(),
         status,
         path: task.action.path().map(str::to_string),
         backup: None,
@@ -397,59 +206,223 @@ fn apply_label(tasks: &[&str]) -> String {
     }
 }
 
-/// The host's state, as far as the plan's tasks care; no round trip when
-/// they care about none (a verification alone).
 fn millis(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-async fn gather(
-    transport: &Transport,
+/// A host's one remote command, started when first needed; `step` names
+/// what it is doing, for messages.
+struct Session<'a> {
+    exchange: Exchange<'a>,
+    step: &'static str,
+    agent: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Starts gather.sh: with `gather` (a marker and the probes), it gathers
+    /// first; either way it then waits for the word to start the agent.
+    async fn start(
+        transport: &'a Transport,
+        plan: &HostPlan,
+        gather: Option<(&str, &[Probe])>,
+    ) -> Result<Session<'a>, StepError> {
+        let (marker, wants, paths) = match gather {
+            Some((marker, probes)) => (
+                marker.to_string(),
+                probes
+                    .iter()
+                    .map(|p| if p.want.is_some() { 'h' } else { 's' })
+                    .collect(),
+                probes.iter().map(|p| p.path.clone()).collect(),
+            ),
+            None => (String::new(), String::new(), Vec::new()),
+        };
+        // A step that must report even where python3 is missing (doctor)
+        // brings its own shell fallback.
+        let fallback = plan
+            .tasks
+            .iter()
+            .find_map(|t| t.action.without_python())
+            .unwrap_or("");
+        let mut argv: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            builtin::GATHER_SH,
+            "csdeploy-gather",
+            plan.host.python.as_deref().unwrap_or(""),
+            fallback,
+            &marker,
+            &wants,
+        ]
+        .map(String::from)
+        .to_vec();
+        argv.extend(paths);
+        let command = RemoteCommand {
+            env: plan.host.environment.clone(),
+            argv,
+        };
+        let step = if gather.is_some() { "gather" } else { "apply" };
+        let exchange = transport
+            .spawn(&command)
+            .await
+            .map_err(|err| lost(err, step))?;
+        Ok(Session {
+            exchange,
+            step,
+            agent: false,
+        })
+    }
+
+    /// The command's exit, as the error it is when a reply was due.
+    async fn failed(self) -> StepError {
+        let step = self.step;
+        let output = match self.exchange.finish().await {
+            Ok(output) => output,
+            Err(err) => return lost(err, step),
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.trim();
+        let stderr = match stderr.char_indices().nth(STDERR_LIMIT) {
+            Some((cut, _)) => format!("{} [... cut]", &stderr[..cut]),
+            None => stderr.to_string(),
+        };
+        let status = match output.code {
+            Some(0) => "ended without answering".to_string(),
+            Some(c) => format!("exited with {c}"),
+            None => "was killed".to_string(),
+        };
+        StepError::Failed(format!("the csdeploy {step} step {status}: {stderr}"))
+    }
+
+    async fn line(&mut self) -> Result<Option<Vec<u8>>, StepError> {
+        let step = self.step;
+        self.exchange
+            .read_until(b"\n")
+            .await
+            .map_err(|err| lost(err, step))
+    }
+
+    /// Sends `bytes` to the command.
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        let step = self.step;
+        self.exchange.send(bytes).await.map_err(|e| lost(e, step))
+    }
+
+    /// Starts the agent, if it is not yet running.
+    async fn agent(&mut self) -> Result<(), StepError> {
+        if !self.agent {
+            let mut start = protocol::START_AGENT.to_vec();
+            start.extend(protocol::agent_frame(builtin::AGENT));
+            self.send(&start).await?;
+            self.agent = true;
+        }
+        Ok(())
+    }
+
+    /// The agent's gather, with old contents for --diff.
+    async fn agent_gather(mut self, probes: &[Probe]) -> Result<(Self, GatherReply), StepError> {
+        self.step = "gather";
+        self.agent().await?;
+        self.send(&protocol::gather_request(probes)).await?;
+        let Some(line) = self.line().await? else {
+            return Err(self.failed().await);
+        };
+        let mut reply: GatherReply = protocol::reply(&line)?;
+        for path in &mut reply.paths {
+            if let Some(size) = path.content_size {
+                let step = self.step;
+                let content = self
+                    .exchange
+                    .read_exact(size)
+                    .await
+                    .map_err(|e| lost(e, step))?;
+                match content {
+                    Some(content) => path.content = Some(content),
+                    None => return Err(self.failed().await),
+                }
+            }
+        }
+        Ok((self, reply))
+    }
+
+    /// The agent applies `ops`; this is the command's last request.
+    async fn apply(mut self, ops: &[Op]) -> Result<ApplyReply, StepError> {
+        self.step = "apply";
+        self.agent().await?;
+        self.send(&protocol::apply_request(ops)).await?;
+        self.exchange.close().await;
+        let Some(line) = self.line().await? else {
+            return Err(self.failed().await);
+        };
+        let reply = protocol::reply(&line)?;
+        self.end().await?;
+        Ok(reply)
+    }
+
+    /// Ends the command: nothing more to ask.
+    async fn end(self) -> Result<(), StepError> {
+        let step = self.step;
+        let output = self.exchange.finish().await.map_err(|e| lost(e, step))?;
+        match output.code {
+            Some(0) => Ok(()),
+            code => Err(StepError::Failed(format!(
+                "the csdeploy {step} step {}: {}",
+                code.map_or("was killed".to_string(), |c| format!("exited with {c}")),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))),
+        }
+    }
+}
+
+fn lost(err: TransportError, step: &str) -> StepError {
+    match err {
+        TransportError::Lost(why) => StepError::Lost(format!(
+            "the connection to the host was lost during the csdeploy {step} step ({why}); what the step \
+             had done by then stays done, each file replaced whole or not at all"
+        )),
+        other => StepError::Failed(other.to_string()),
+    }
+}
+
+/// The host's state, as far as the plan's tasks care; no command when they
+/// care about none (a verification alone).
+async fn gather<'a>(
+    transport: &'a Transport,
     plan: &HostPlan,
     want_diff: bool,
-    limit: Duration,
-) -> Result<Facts, StepError> {
+) -> Result<(Option<Session<'a>>, Facts), StepError> {
     let probes: Vec<Probe> = plan
         .tasks
         .iter()
         .flat_map(|t| t.action.probes(want_diff))
         .collect();
     if probes.is_empty() {
-        return Ok(Facts::empty());
+        return Ok((None, Facts::empty()));
     }
-    if !want_diff {
-        // The shell gather: no interpreter to start, which is most of a rerun's cost.
-        let wants: String = probes
-            .iter()
-            .map(|p| if p.want.is_some() { 'h' } else { 's' })
-            .collect();
-        let mut argv: Vec<String> = [
-            "/bin/sh",
-            "-c",
-            builtin::GATHER_SH,
-            "csdeploy-gather",
-            &wants,
-        ]
-        .map(String::from)
-        .to_vec();
-        argv.extend(probes.iter().map(|p| p.path.clone()));
-        match remote(transport, plan, "gather", (argv, None), Vec::new(), limit).await {
-            Err(err @ (StepError::TimedOut(_) | StepError::Lost(_))) => return Err(err),
-            Ok(reply) => {
-                if let Ok(reply) = GatherReply::parse_sh(&reply, &probes) {
-                    return Ok(Facts::new(&probes, reply));
-                }
-            }
-            Err(StepError::Failed(_)) => {}
-        }
-        // Otherwise (a host without GNU coreutils) the Python gather, which needs nothing more.
+    if want_diff {
+        let session = Session::start(transport, plan, None).await?;
+        let (session, reply) = session.agent_gather(&probes).await?;
+        return Ok((Some(session), Facts::new(&probes, reply)));
     }
-    let mut request = Vec::new();
-    for probe in &probes {
-        probe.encode(&mut request);
+    // The shell gather: no interpreter to start, which is most of a rerun's
+    // cost. Its marker is new each run, so no path can hold it.
+    let marker = format!("csdeploy-gathered-{}", uuid::Uuid::new_v4().simple());
+    let mut session = Session::start(transport, plan, Some((&marker, &probes))).await?;
+    let end = format!("\0{marker}\n");
+    let records = session
+        .exchange
+        .read_until(end.as_bytes())
+        .await
+        .map_err(|e| lost(e, "gather"))?;
+    let Some(records) = records else {
+        return Err(session.failed().await);
+    };
+    if let Ok(reply) = protocol::parse_sh_gather(&records, &probes) {
+        return Ok((Some(session), Facts::new(&probes, reply)));
     }
-    let reply = agent(transport, plan, "gather", builtin::GATHER, request, limit).await?;
-    Ok(Facts::new(&probes, GatherReply::parse(&reply)?))
+    // A host without GNU coreutils: the agent gathers, in the same command.
+    let (session, reply) = session.agent_gather(&probes).await?;
+    Ok((Some(session), Facts::new(&probes, reply)))
 }
 
 async fn deploy(
@@ -459,20 +432,47 @@ async fn deploy(
     phases: &mut Phases,
     events: &Events,
 ) -> Result<Vec<TaskResult>, StepError> {
+    // A task may take longer than an ordinary step (a verification waits
+    // for its sessions); the bound holds for the whole command.
+    let waiting: Duration = plan.tasks.iter().map(|t| t.action.extra_time()).sum();
+    let limit = options.timeout + waiting;
+    let mut step = "gather";
+    let run = exchange(transport, plan, options, phases, events, &mut step);
+    match tokio::time::timeout(limit, run).await {
+        Ok(done) => done,
+        Err(_) => Err(StepError::TimedOut(format!(
+            "the csdeploy {step} step did not finish within {} s (--timeout)",
+            limit.as_secs()
+        ))),
+    }
+}
+
+async fn exchange(
+    transport: &Transport,
+    plan: &HostPlan,
+    options: &Options,
+    phases: &mut Phases,
+    events: &Events,
+    step: &mut &'static str,
+) -> Result<Vec<TaskResult>, StepError> {
     let started = |task: String| {
         let host = plan.host.name.clone();
         let _ = events.send(Event::TaskStarted { host, task });
     };
     started("gathering facts".into());
     let gathering = Instant::now();
-    let mut facts = gather(transport, plan, options.diff, options.timeout).await?;
+    let (session, mut facts) = gather(transport, plan, options.diff).await?;
     phases.gather_ms = millis(gathering);
 
     // Decide every task against the host's state as earlier tasks will leave it.
     let mut decided = Vec::new();
     let mut ops = Vec::new();
     for task in &plan.tasks {
-        let decision = task.action.decide(&mut facts, options.diff, options.check);
+        let run = Run {
+            diff: options.diff,
+            check: options.check,
+        };
+        let decision = task.action.decide(&mut facts, run);
         if let Some(failure) = &decision.failure {
             let mut failed = result(task, TaskStatus::Failed, &decision);
             failed.msg = Some(failure.clone());
@@ -488,7 +488,7 @@ async fn deploy(
         let op = decision
             .op
             .as_ref()
-            .filter(|op| !options.check || op.check_mode);
+            .filter(|op| !options.check || op.honours_check_mode());
         let op_index = op.map(|_| ops.len());
         if let Some(op) = op {
             ops.push(op.clone());
@@ -496,45 +496,27 @@ async fn deploy(
         decided.push((result(task, status, &decision), op_index));
     }
     if ops.is_empty() {
+        // Nothing to change: the shell ends, no interpreter started.
+        if let Some(session) = session {
+            session.end().await?;
+        }
         return Ok(decided.into_iter().map(|(r, _)| r).collect());
     }
-    let mut stdin = format!("{}\0", ops.len()).into_bytes();
-    for op in &ops {
-        op.encode(&mut stdin);
-    }
-    for data in ops.iter().filter_map(|op| op.data.as_ref()) {
-        stdin.extend_from_slice(data);
-    }
-    // One apply command carries out every change; it is named by its tasks.
+    // The agent carries out every change; the step is named by its tasks.
     let applied: Vec<&str> = decided
         .iter()
         .filter(|(_, op)| op.is_some())
         .map(|(r, _)| r.name.as_str())
         .collect();
     started(apply_label(&applied));
+    *step = "apply";
     let applying = Instant::now();
-    // A verification waits for its sessions on top of its own work.
-    let waiting: Duration = plan
-        .tasks
-        .iter()
-        .filter_map(|t| match &t.action {
-            Action::Verify(v) => Some(v.waiting()),
-            _ => None,
-        })
-        .sum();
-    let limit = options.timeout + waiting;
-    // A step that must report even where python3 is missing (doctor)
-    // brings its own shell fallback.
-    let reply = match plan.tasks.iter().find_map(|t| t.action.without_python()) {
-        None => agent(transport, plan, "apply", builtin::APPLY, stdin, limit).await?,
-        Some(fallback) => {
-            let argv = fallback_argv(plan.host.python.as_deref(), &agent_boot("apply"), fallback);
-            let source = (AGENT_SOURCE.to_string(), builtin::APPLY.to_string());
-            remote(transport, plan, "apply", (argv, Some(source)), stdin, limit).await?
-        }
+    let session = match session {
+        Some(session) => session,
+        None => Session::start(transport, plan, None).await?,
     };
+    let results = session.apply(&ops).await?.results;
     phases.apply_ms = millis(applying);
-    let results = ApplyResult::parse_all(&reply)?;
 
     let mut applied = Vec::new();
     for ((mut task, op_index), planned) in decided.into_iter().zip(&plan.tasks) {
@@ -552,7 +534,7 @@ async fn deploy(
         task.stderr = outcome.stderr.clone();
         task.checks = outcome.checks.clone();
         task.data = outcome.data.clone();
-        if matches!(planned.action, Action::Command(_)) {
+        if planned.action.reply_is_the_message() {
             task.msg = outcome.msg.clone();
         } else if let (Some(said), true) = (&outcome.msg, outcome.ok) {
             // What the host did beside the change itself (stale temp files swept).
@@ -571,7 +553,7 @@ async fn deploy(
         planned.action.judge(&mut task);
         let failed = task.status == TaskStatus::Failed;
         applied.push(task);
-        if failed && !matches!(planned.action, Action::Verify(_)) {
+        if failed && planned.action.failure_stops_the_host() {
             break;
         }
     }
@@ -590,46 +572,38 @@ mod tests {
     }
 
     #[test]
-    fn a_program_reply_carries_its_data() {
-        let reply = b"1\0\0\0\0\0\0\0[]\0{\"sessions\": []}\0";
-        let results = ApplyResult::parse_all(reply).unwrap();
-        assert_eq!(results.len(), 1);
-        assert!(results[0].ok && results[0].checks.is_empty());
-        assert_eq!(results[0].data, Some(serde_json::json!({"sessions": []})));
-        // Eight fields (a reply of an older agent) are a truncated reply.
-        assert!(ApplyResult::parse_all(b"1\0\0\0\0\0\0\0\0").is_err());
-    }
-
-    #[test]
     fn without_python_the_fallback_answers_and_stdin_is_drained() {
-        let run = |python: Option<&str>| {
-            let argv = fallback_argv(
-                python,
-                "import sys; sys.stdin.buffer.read(); sys.stdout.write('agent')",
-                "echo \"fallback $CSDEPLOY_PYTHONS\"",
-            );
-            let mut child = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
+        let run = |python: &str| {
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", builtin::GATHER_SH, "csdeploy-gather", python])
+                .arg("echo \"fallback $CSDEPLOY_PYTHONS\"")
+                .args(["", ""])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
             use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(&[b'x'; 200_000])
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(protocol::START_AGENT).unwrap();
+            stdin
+                .write_all(&protocol::agent_frame(builtin::AGENT))
                 .unwrap();
+            let _ = stdin.write_all(&[b'x'; 200_000]);
+            drop(stdin);
             let out = child.wait_with_output().unwrap();
-            assert!(out.status.success());
             String::from_utf8(out.stdout).unwrap()
         };
         assert_eq!(
-            run(Some("/nonexistent/python3")),
+            run("/nonexistent/python3"),
             "fallback /nonexistent/python3\n"
         );
-        assert_eq!(run(None), "agent");
+        // With python3, the agent answers: here, that the bytes are no frame.
+        assert!(run("").contains("malformed frame"));
+    }
+
+    #[test]
+    fn the_shell_boots_the_agent_as_the_protocol_documents() {
+        assert!(builtin::GATHER_SH.contains(&format!("-c \"{}\"", protocol::BOOT)));
     }
 
     #[test]

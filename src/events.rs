@@ -16,7 +16,7 @@ pub enum TaskStatus {
 pub struct TaskResult {
     pub name: String,
     pub play: String,
-    pub module: &'static str,
+    pub module: crate::modules::ModuleKind,
     pub status: TaskStatus,
     pub path: Option<String>,
     pub backup: Option<String>,

@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
+pub use crate::protocol::GatherReply;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     Missing,
     File,
@@ -40,28 +41,26 @@ impl Probe {
             want: Some(diff_against.unwrap_or("hash").to_string()),
         }
     }
-
-    /// This probe in the agent's gather request: `WANT\0PATH\0`.
-    pub fn encode(&self, request: &mut Vec<u8>) {
-        request.extend_from_slice(self.want.as_deref().unwrap_or("").as_bytes());
-        request.push(0);
-        request.extend_from_slice(self.path.as_bytes());
-        request.push(0);
-    }
 }
 
-#[derive(Debug, Clone)]
+/// One path's state, as a gather reply names it (see `protocol`).
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct PathState {
     pub path: String,
     pub kind: Kind,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub sha256: Option<String>,
-    /// Base64 of the old content, when it differs from what the task wants.
-    pub content: Option<String>,
+    /// The old content, when it differs from what the task wants (--diff).
+    #[serde(skip)]
+    pub content: Option<Vec<u8>>,
+    /// How many bytes of old content follow the reply for this path.
+    #[serde(default)]
+    pub content_size: Option<usize>,
     /// A symlink's target, as it is written (not resolved).
     pub target: Option<String>,
     /// A symlink that leads to a directory (a user's `~/.local/bin` may be one).
+    #[serde(default)]
     pub link_to_dir: bool,
 }
 
@@ -74,173 +73,15 @@ impl PathState {
             uid: None,
             sha256: None,
             content: None,
+            content_size: None,
             target: None,
             link_to_dir: false,
         }
     }
 
     pub fn old_content(&self) -> Option<Vec<u8>> {
-        let text = self.content.as_ref()?;
-        base64::engine::general_purpose::STANDARD.decode(text).ok()
+        self.content.clone()
     }
-}
-
-/// What a reply that does not start with the uid most likely means.
-const NO_UID: &str = "something else before the uid: does the login shell print (from \
-    ~/.bashrc, say) even when it only runs a command? Every csdeploy step needs a quiet one";
-
-#[derive(Debug, Clone)]
-pub struct GatherReply {
-    pub uid: u32,
-    pub paths: Vec<PathState>,
-}
-
-impl GatherReply {
-    /// Parses gather.sh's answer for `probes` (see that script).
-    pub fn parse_sh(reply: &[u8], probes: &[Probe]) -> Result<GatherReply, String> {
-        let bad = |what: &str| format!("the csdeploy gather script answered with {what}");
-        let mut rest = reply;
-        let mut field = || -> Result<String, String> {
-            let end = rest
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or_else(|| bad("a truncated reply"))?;
-            let value = String::from_utf8_lossy(&rest[..end]).into_owned();
-            rest = &rest[end + 1..];
-            Ok(value)
-        };
-        let uid = field()?.parse().map_err(|_| bad(NO_UID))?;
-        let expanded = probes
-            .iter()
-            .map(|_| field())
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut found: HashMap<String, [String; 4]> = HashMap::new();
-        loop {
-            let name = field()?;
-            if name.is_empty() {
-                break;
-            }
-            found.insert(name, [field()?, field()?, field()?, field()?]);
-        }
-        if !found.contains_key("/") {
-            return Err(bad("no record for `/`: is stat GNU stat?"));
-        }
-        let mut to_dirs = std::collections::HashSet::new();
-        loop {
-            let path = field()?;
-            if path.is_empty() {
-                break;
-            }
-            to_dirs.insert(path);
-        }
-        let hashes = sha256sum_lines(&String::from_utf8_lossy(rest));
-        let paths = expanded
-            .into_iter()
-            .map(|path| {
-                let Some([kind, mode, owner, quoted]) = found.get(&path) else {
-                    return Ok(PathState::missing(&path));
-                };
-                let kind = match kind.as_str() {
-                    "regular file" | "regular empty file" => Kind::File,
-                    "directory" => Kind::Dir,
-                    "symbolic link" => Kind::Link,
-                    _ => Kind::Other,
-                };
-                let target = match kind {
-                    // `PATH -> TARGET`, unquoted; anything else is a stat
-                    // that quotes (older than coreutils 8.26): gather.py then.
-                    Kind::Link => Some(
-                        quoted
-                            .strip_prefix(&format!("{path} -> "))
-                            .ok_or_else(|| bad("a symlink's target in a form it cannot read"))?
-                            .to_string(),
-                    ),
-                    _ => None,
-                };
-                Ok(PathState {
-                    sha256: (kind == Kind::File)
-                        .then(|| hashes.get(&path).cloned())
-                        .flatten(),
-                    kind,
-                    mode: u32::from_str_radix(mode, 8).ok(),
-                    uid: owner.parse().ok(),
-                    content: None,
-                    target,
-                    link_to_dir: kind == Kind::Link && to_dirs.contains(&path),
-                    path,
-                })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(GatherReply { uid, paths })
-    }
-
-    /// Parses the agent's answer: `UID\0` then eight fields per path (see gather.py).
-    pub fn parse(reply: &[u8]) -> Result<GatherReply, String> {
-        let bad = |what: &str| format!("the csdeploy agent answered gather with {what}");
-        let text = reply
-            .strip_suffix(b"\0")
-            .ok_or_else(|| bad("an unterminated reply"))?;
-        let mut fields = text
-            .split(|&b| b == 0)
-            .map(|f| String::from_utf8_lossy(f).into_owned());
-        let uid = fields
-            .next()
-            .and_then(|u| u.parse().ok())
-            .ok_or_else(|| bad(NO_UID))?;
-        let fields: Vec<String> = fields.collect();
-        if !fields.len().is_multiple_of(8) {
-            return Err(bad("a truncated reply"));
-        }
-        let optional = |f: &String| (!f.is_empty()).then(|| f.clone());
-        let paths = fields
-            .chunks(8)
-            .map(|f| {
-                let kind = match f[1].as_str() {
-                    "missing" => Kind::Missing,
-                    "file" => Kind::File,
-                    "dir" => Kind::Dir,
-                    "link" => Kind::Link,
-                    "other" => Kind::Other,
-                    other => return Err(bad(&format!("an unknown type `{other}`"))),
-                };
-                Ok(PathState {
-                    path: f[0].clone(),
-                    kind,
-                    mode: optional(&f[2]).and_then(|m| u32::from_str_radix(&m, 8).ok()),
-                    uid: optional(&f[3]).and_then(|u| u.parse().ok()),
-                    sha256: optional(&f[4]),
-                    content: optional(&f[5]),
-                    target: optional(&f[6]),
-                    link_to_dir: f[7] == "1",
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(GatherReply { uid, paths })
-    }
-}
-
-/// `sha256sum` output, path → hash. A line for a name holding a newline or
-/// a backslash starts with `\\` and escapes them as `\\n` and `\\\\`.
-fn sha256sum_lines(text: &str) -> HashMap<String, String> {
-    let mut hashes = HashMap::new();
-    for line in text.lines() {
-        let (escaped, line) = match line.strip_prefix('\\') {
-            Some(rest) => (true, rest),
-            None => (false, line),
-        };
-        let Some((hash, name)) = line.split_once("  ").or_else(|| line.split_once(" *")) else {
-            continue;
-        };
-        let name = if escaped {
-            name.replace("\\\\", "\u{0}")
-                .replace("\\n", "\n")
-                .replace('\u{0}', "\\")
-        } else {
-            name.to_string()
-        };
-        hashes.insert(name, hash.to_string());
-    }
-    hashes
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +145,7 @@ impl Facts {
                 uid,
                 sha256,
                 content: None,
+                content_size: None,
                 target: None,
                 link_to_dir: false,
             },
@@ -331,30 +173,8 @@ impl Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_gather_replies() {
-        let fields = [
-            "0", "/h/a", "file", "755", "0", "abc", "aGk=", "", "", "/h/b", "missing", "", "", "",
-            "", "", "", "/h/c", "link", "777", "0", "", "", "../a", "1",
-        ];
-        let reply: Vec<u8> = fields.iter().flat_map(|f| f.bytes().chain([0])).collect();
-        let parsed = GatherReply::parse(&reply).unwrap();
-        assert_eq!(parsed.uid, 0);
-        assert_eq!(parsed.paths[0].kind, Kind::File);
-        assert_eq!(parsed.paths[0].mode, Some(0o755));
-        assert_eq!(parsed.paths[0].old_content().unwrap(), b"hi");
-        assert_eq!(parsed.paths[1].kind, Kind::Missing);
-        assert_eq!(parsed.paths[1].mode, None);
-        assert_eq!(parsed.paths[2].kind, Kind::Link);
-        assert_eq!(parsed.paths[2].target.as_deref(), Some("../a"));
-        assert!(parsed.paths[2].link_to_dir && !parsed.paths[0].link_to_dir);
-        assert_eq!(parsed.paths[0].target, None);
-        assert!(GatherReply::parse(b"0\0/h/a\0file\0").is_err());
-        let chatty = GatherReply::parse(b"Welcome!\n0\0").unwrap_err();
-        assert!(chatty.contains("login shell print"), "{chatty}");
-        assert!(GatherReply::parse(b"0\0/h/a\0fifo\0\0\0\0\0\0\0").is_err());
-    }
+    use crate::protocol::parse_sh_gather as parse_sh;
+    use crate::protocol::tests::{read_gather, run_agent};
 
     #[test]
     fn parses_the_shell_gather_against_the_real_tools() {
@@ -376,15 +196,9 @@ mod tests {
         .iter()
         .map(|p| Probe::file(p, None))
         .collect();
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(crate::builtin::GATHER_SH)
-            .arg("gather")
-            .arg("hhhhh")
-            .args(probes.iter().map(|p| &p.path))
-            .output()
-            .unwrap();
-        let reply = GatherReply::parse_sh(&out.stdout, &probes).unwrap();
+        let mut args = vec!["hhhhh"];
+        args.extend(probes.iter().map(|p| p.path.as_str()));
+        let reply = parse_sh(&gather_sh(&args, &[]), &probes).unwrap();
         let kinds: Vec<Kind> = reply.paths.iter().map(|p| p.kind).collect();
         assert_eq!(
             kinds,
@@ -409,13 +223,17 @@ mod tests {
             .iter()
             .flat_map(|f| f.bytes().chain([0]))
             .collect();
-        assert!(GatherReply::parse_sh(&blind, &probes[2..3]).is_err());
+        assert!(parse_sh(&blind, &probes[2..3]).is_err());
     }
 
-    /// gather.sh with `args`, under `timeout` (a FIFO must not block it), and `env`.
+    const MARKER: &str = "csdeploy-gathered-test";
+
+    /// gather.sh's records for `args` (wants, then paths), under `timeout` (a
+    /// FIFO must not block it), with `env`; its marker checked and cut off.
     fn gather_sh(args: &[&str], env: &[(&str, Option<&str>)]) -> Vec<u8> {
         let mut cmd = std::process::Command::new("timeout");
         cmd.args(["10", "/bin/sh", "-c", crate::builtin::GATHER_SH, "gather"])
+            .args(["", "", MARKER])
             .args(args)
             .stdin(std::process::Stdio::null());
         for (key, value) in env {
@@ -426,7 +244,11 @@ mod tests {
         }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{out:?}");
+        let end = format!("\0{MARKER}\n");
         out.stdout
+            .strip_suffix(end.as_bytes())
+            .expect("the marker ends the records")
+            .to_vec()
     }
 
     #[test]
@@ -445,19 +267,9 @@ mod tests {
         ];
         let probes: Vec<Probe> = paths.iter().map(|p| Probe::stat(p)).collect();
         let sh = gather_sh(&["sss", &paths[0], &paths[1], &paths[2]], &[]);
-        let sh = GatherReply::parse_sh(&sh, &probes).unwrap();
-        let mut request = Vec::new();
-        probes.iter().for_each(|p| p.encode(&mut request));
-        let mut python = std::process::Command::new("python3")
-            .args(["-I", "-S", "-c", crate::builtin::GATHER])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        python.stdin.take().unwrap().write_all(&request).unwrap();
-        let py = python.wait_with_output().unwrap();
-        let py = GatherReply::parse(&py.stdout).unwrap();
+        let sh = parse_sh(&sh, &probes).unwrap();
+        let (py, _, _) = run_agent(&crate::protocol::gather_request(&probes));
+        let (py, _) = read_gather(&py);
         for reply in [&sh, &py] {
             assert_eq!(reply.paths[0].kind, Kind::Link);
             assert_eq!(reply.paths[0].target.as_deref(), Some(odd_target));
@@ -477,14 +289,13 @@ mod tests {
                 .flat_map(|f| f.bytes().chain([0]))
                 .collect()
         };
-        let literal =
-            GatherReply::parse_sh(&reply(&format!("{} -> /abs/gone", paths[1])), &probes[1..2]);
+        let literal = parse_sh(&reply(&format!("{} -> /abs/gone", paths[1])), &probes[1..2]);
         assert_eq!(
             literal.unwrap().paths[0].target.as_deref(),
             Some("/abs/gone")
         );
         let quoted = reply(&format!("'{}' -> '/abs/gone'", paths[1]));
-        assert!(GatherReply::parse_sh(&quoted, &probes[1..2]).is_err());
+        assert!(parse_sh(&quoted, &probes[1..2]).is_err());
     }
 
     #[test]
@@ -498,7 +309,7 @@ mod tests {
         assert!(made.success());
         let probes = [Probe::file(fifo.to_str().unwrap(), None)];
         let out = gather_sh(&["h", fifo.to_str().unwrap()], &[]);
-        let reply = GatherReply::parse_sh(&out, &probes).unwrap();
+        let reply = parse_sh(&out, &probes).unwrap();
         assert_eq!(reply.paths[0].kind, Kind::Other);
         assert_eq!(reply.paths[0].sha256, None);
     }
@@ -511,7 +322,7 @@ mod tests {
         std::fs::write(&b, b"hi").unwrap();
         let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
         let probes = [Probe::stat(a), Probe::file(b, None)];
-        let reply = GatherReply::parse_sh(&gather_sh(&["sh", a, b], &[]), &probes).unwrap();
+        let reply = parse_sh(&gather_sh(&["sh", a, b], &[]), &probes).unwrap();
         assert_eq!(reply.paths[0].kind, Kind::File);
         assert_eq!(reply.paths[0].sha256, None, "stat only: not read");
         assert!(reply.paths[1].sha256.is_some());
@@ -523,12 +334,12 @@ mod tests {
         let home = dir.path().to_str().unwrap();
         let probes = [Probe::stat("rel/x"), Probe::stat("~/y")];
         let out = gather_sh(&["ss", "rel/x", "~/y"], &[("HOME", Some(home))]);
-        let reply = GatherReply::parse_sh(&out, &probes).unwrap();
+        let reply = parse_sh(&out, &probes).unwrap();
         assert_eq!(reply.paths[0].path, format!("{home}/rel/x"));
         assert_eq!(reply.paths[1].path, format!("{home}/y"));
         // Without HOME: the password database's home, as Python's expanduser.
         let out = gather_sh(&["s", "~/y"], &[("HOME", None)]);
-        let reply = GatherReply::parse_sh(&out, &probes[1..]).unwrap();
+        let reply = parse_sh(&out, &probes[1..]).unwrap();
         let python = std::process::Command::new("python3")
             .args(["-c", "import os; print(os.path.expanduser('~/y'), end='')"])
             .env_remove("HOME")

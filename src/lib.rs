@@ -14,6 +14,7 @@ mod inventory;
 mod modules;
 mod plan;
 mod playbook;
+mod protocol;
 mod quote;
 mod report;
 mod secrets;

@@ -4,13 +4,13 @@
 //!
 //! Plays are flattened per host: each host runs the tasks of every play that
 //! targets it, in order, independently of other hosts (Ansible's `free`
-//! strategy). That is what lets a host's whole run cost two round trips.
+//! strategy). That is what lets a host's whole run cost one remote command.
 
 use crate::error::{Error, Result};
 use crate::host::{self, Host};
 use crate::inventory::Inventory;
 use crate::modules::Action;
-use crate::playbook::{ModuleArgs, Playbook};
+use crate::playbook::Playbook;
 use crate::select;
 
 /// Which hosts the command line asked for.
@@ -134,10 +134,7 @@ pub fn build(
             }
             // A play that deploys must not share per-session state; a
             // verification alone runs with such a policy, and fails it.
-            let deploys = play
-                .tasks
-                .iter()
-                .any(|t| !matches!(t.args, ModuleArgs::Verify(_)));
+            let deploys = play.tasks.iter().any(|t| t.args.deploys());
             if deploys && !policy_checked {
                 Host::check_inherit_policy(inventory, name)?;
                 policy_checked = true;
@@ -158,13 +155,7 @@ pub fn build(
             let mut vars = host.vars.clone();
             vars.extend(play.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
             for task in &play.tasks {
-                let rendered = match &task.args {
-                    ModuleArgs::File(args) => args.render(&vars),
-                    ModuleArgs::Copy(args) => args.render(&vars, &playbook.files),
-                    ModuleArgs::Command(args) => args.render(&vars),
-                    ModuleArgs::Verify(args) => args.render(&vars),
-                };
-                let action = rendered.map_err(|err| {
+                let action = task.args.render(&vars, &playbook.files).map_err(|err| {
                     playbook.locations.error(
                         &format!("{}.{}.{}", task.at, task.args.name(), err.field),
                         format!("{} (host {name})", err.message),

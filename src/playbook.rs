@@ -10,10 +10,13 @@ use serde_json::Value;
 
 use crate::builtin;
 use crate::error::Result;
+use std::sync::Arc;
+
 use crate::modules::command::CommandArgs;
 use crate::modules::copy::{CopyArgs, SourceFiles};
 use crate::modules::file::FileArgs;
 use crate::modules::verify::VerifyArgs;
+use crate::modules::{Action, RenderError};
 use crate::yaml::{self, Locations};
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +49,26 @@ pub enum ModuleArgs {
 }
 
 impl ModuleArgs {
+    /// The task's module for one host, its templates rendered with `vars`.
+    pub fn render(
+        &self,
+        vars: &crate::vars::Vars,
+        files: &Files,
+    ) -> std::result::Result<Action, RenderError> {
+        Ok(match self {
+            ModuleArgs::File(args) => Arc::new(args.render(vars)?),
+            ModuleArgs::Copy(args) => Arc::new(args.render(vars, files)?),
+            ModuleArgs::Command(args) => Arc::new(args.render(vars)?),
+            ModuleArgs::Verify(args) => Arc::new(args.render(vars)?),
+        })
+    }
+
+    /// Whether the task changes the host (a verification does not).
+    pub fn deploys(&self) -> bool {
+        !matches!(self, ModuleArgs::Verify(_))
+    }
+
+    /// The module's key in a playbook.
     pub fn name(&self) -> &'static str {
         match self {
             ModuleArgs::File(_) => "file",

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::{Decision, Op};
+use super::{Decision, Facts, Module, ModuleKind, Op, Run};
 use crate::builtin;
 use crate::events::{TaskResult, TaskStatus};
 
@@ -19,8 +19,20 @@ pub struct CleanupAction {
     pub sessions: Vec<String>,
 }
 
-impl CleanupAction {
-    pub fn decide(&self) -> Decision {
+impl Module for CleanupAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Cleanup
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.claude_home)
+    }
+
+    fn judge(&self, task: &mut TaskResult) {
+        judge(task);
+    }
+
+    fn decide(&self, _facts: &mut Facts, _run: Run) -> Decision {
         Decision {
             op: Some(Op::program(
                 &json!({
@@ -92,5 +104,25 @@ mod tests {
             summary(&data),
             "would remove 1, kept 1\n  would remove a (empty)\n  kept b (has-history)"
         );
+    }
+
+    #[test]
+    fn decide_names_the_sessions_and_is_never_sent_in_check_mode() {
+        let action = CleanupAction {
+            host: "h".into(),
+            claude_home: "~/.claude".into(),
+            dry_run: true,
+            days: Some(3),
+            sessions: vec!["a".into()],
+        };
+        let Some(Op::Program {
+            args, check_mode, ..
+        }) = action.decide(&mut Facts::empty(), Run::PLAIN).op
+        else {
+            panic!("a program op");
+        };
+        assert!(!check_mode, "--dry-run is cleanup's own check mode");
+        assert_eq!(args["action"], "cleanup");
+        assert_eq!(args["sessions"], json!(["a"]));
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Action, Decision, Facts, Op, RenderError, render};
+use super::{Decision, Facts, Module, ModuleKind, Op, Probe, RenderError, Run, render};
 use crate::facts::Kind;
 use crate::template::{Escape, has_placeholder};
 use crate::vars::Vars;
@@ -28,12 +28,7 @@ pub struct CommandArgs {
     pub creates: Option<String>,
 }
 
-/// What runs: a program with its arguments, or shell text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Program {
-    Argv(Vec<String>),
-    Shell(String),
-}
+pub use crate::protocol::Program;
 
 #[derive(Debug, Clone)]
 pub struct CommandAction {
@@ -49,7 +44,7 @@ const USE_ARGV_OR_ENV: &str = "pass values as `argv:` (a list run without a shel
     one argument per element) or as `env: {NAME: \"{{ var }}\"}` and write \"$NAME\" in `cmd`";
 
 impl CommandArgs {
-    pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
+    pub fn render(&self, vars: &Vars) -> Result<CommandAction, RenderError> {
         let (program, shown) = match (&self.argv, &self.cmd) {
             (Some(argv), None) => (self.render_argv(argv, vars)?, shell_words(argv)),
             (None, Some(cmd)) if has_placeholder(cmd) => {
@@ -83,7 +78,7 @@ impl CommandArgs {
                 });
             }
         };
-        Ok(Action::Command(CommandAction {
+        Ok(CommandAction {
             program,
             env: self.render_env(vars)?,
             creates: self
@@ -92,7 +87,7 @@ impl CommandArgs {
                 .map(|c| render("creates", c, vars, Escape::Path))
                 .transpose()?,
             shown,
-        }))
+        })
     }
 
     fn render_argv(&self, argv: &[String], vars: &Vars) -> Result<Program, RenderError> {
@@ -145,8 +140,25 @@ fn shell_words(argv: &[String]) -> String {
     crate::quote::join(argv.iter().map(String::as_str)).unwrap_or_else(|_| argv.join(" "))
 }
 
-impl CommandAction {
-    pub fn decide(&self, facts: &mut Facts) -> Decision {
+impl Module for CommandAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Command
+    }
+
+    fn path(&self) -> Option<&str> {
+        self.creates.as_deref()
+    }
+
+    fn probes(&self, _want_diff: bool) -> Vec<Probe> {
+        self.creates.iter().map(|c| Probe::stat(c)).collect()
+    }
+
+    /// The reply says how the command ended (its exit code).
+    fn reply_is_the_message(&self) -> bool {
+        true
+    }
+
+    fn decide(&self, facts: &mut Facts, _run: Run) -> Decision {
         if let Some(creates) = &self.creates {
             let state = facts.get(creates);
             if state.kind != Kind::Missing {
@@ -158,24 +170,14 @@ impl CommandAction {
         }
         Decision {
             changes: true,
-            op: Some(Op::command(self)),
+            op: Some(Op::Command {
+                program: self.program.clone(),
+                env: self.env.iter().cloned().collect(),
+                creates: self.creates.clone(),
+            }),
             msg: Some(format!("would run: {}", self.shown)),
             ..Decision::default()
         }
-    }
-
-    /// The program and its environment as apply.py reads them.
-    pub fn wire(&self) -> String {
-        let env: serde_json::Map<String, Value> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-            .collect();
-        let program = match &self.program {
-            Program::Argv(argv) => serde_json::json!({"argv": argv, "env": env}),
-            Program::Shell(text) => serde_json::json!({"sh": text, "env": env}),
-        };
-        program.to_string()
     }
 }
 
@@ -195,10 +197,7 @@ mod tests {
     }
 
     fn action(yaml: &str) -> CommandAction {
-        match args(yaml).render(&vars()) {
-            Ok(Action::Command(a)) => a,
-            other => panic!("{other:?}"),
-        }
+        args(yaml).render(&vars()).unwrap()
     }
 
     #[test]
@@ -240,7 +239,8 @@ mod tests {
                 ("N".into(), "3".into())
             ]
         );
-        let wire: Value = serde_json::from_str(&a.wire()).unwrap();
+        let op = a.decide(&mut Facts::empty(), Run::PLAIN).op.unwrap();
+        let wire = serde_json::to_value(&op).unwrap();
         assert_eq!(wire["sh"], "mkdir -p \"$DIR\"");
         assert_eq!(wire["env"]["DIR"], "my dir $(touch /tmp/never)");
     }
@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn reports_show_the_template_not_the_rendered_value() {
         let a = action("argv: [login, '{{ secret }}']");
-        let decision = a.decide(&mut Facts::empty());
+        let decision = a.decide(&mut Facts::empty(), Run::PLAIN);
         let msg = decision.msg.unwrap();
         assert!(!msg.contains("hunter2"), "{msg}");
         assert!(msg.contains("{{ secret }}"), "{msg}");

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{Action, Decision, Facts, Mode, Op, RenderError, render};
+use super::{
+    Decision, Facts, Installed, Mode, Module, ModuleKind, Op, Probe, RenderError, Run, render,
+};
 use crate::facts::Kind;
 use crate::template::Escape;
 use crate::vars::Vars;
@@ -37,7 +39,7 @@ pub trait SourceFiles {
 }
 
 impl CopyArgs {
-    pub fn render(&self, vars: &Vars, files: &dyn SourceFiles) -> Result<Action, RenderError> {
+    pub fn render(&self, vars: &Vars, files: &dyn SourceFiles) -> Result<CopyAction, RenderError> {
         let content = match (&self.src, &self.content) {
             (Some(src), None) => {
                 let src = render("src", src, vars, Escape::Path)?;
@@ -54,18 +56,38 @@ impl CopyArgs {
                 });
             }
         };
-        Ok(Action::Copy(CopyAction {
+        Ok(CopyAction {
             dest: render("dest", &self.dest, vars, Escape::Path)?,
             sha256: hex::encode(Sha256::digest(&content)),
             content: Arc::new(content),
             mode: self.mode.map(|m| m.0),
             backup: self.backup,
-        }))
+        })
     }
 }
 
-impl CopyAction {
-    pub fn decide(&self, facts: &mut Facts, want_diff: bool) -> Decision {
+impl Module for CopyAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Copy
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.dest)
+    }
+
+    fn installs(&self) -> Option<Installed> {
+        Some(Installed::File(self.dest.clone()))
+    }
+
+    fn probes(&self, want_diff: bool) -> Vec<Probe> {
+        vec![Probe::file(
+            &self.dest,
+            want_diff.then_some(self.sha256.as_str()),
+        )]
+    }
+
+    fn decide(&self, facts: &mut Facts, run: Run) -> Decision {
+        let want_diff = run.diff;
         let state = facts.get(&self.dest);
         if !matches!(state.kind, Kind::File | Kind::Missing) {
             return Decision {
@@ -174,14 +196,14 @@ mod tests {
                 },
             )
         };
-        let decision = action.decide(&mut facts(None), false);
+        let decision = action.decide(&mut facts(None), Run::PLAIN);
         let failure = decision.failure.expect("a failure");
         assert!(
             failure.contains("cannot be read") && failure.contains("0200"),
             "{failure}"
         );
         assert!(decision.op.is_none());
-        let same = action.decide(&mut facts(Some(action.sha256.as_str())), false);
+        let same = action.decide(&mut facts(Some(action.sha256.as_str())), Run::PLAIN);
         assert!(
             same.failure.is_none() && same.op.is_none(),
             "readable and equal: ok"
@@ -215,7 +237,10 @@ mod tests {
                     paths: vec![state],
                 },
             );
-            let failure = action.decide(&mut facts, false).failure.expect("a failure");
+            let failure = action
+                .decide(&mut facts, Run::PLAIN)
+                .failure
+                .expect("a failure");
             assert!(
                 failure.contains(named) && !failure.contains("Dir)"),
                 "{failure}"

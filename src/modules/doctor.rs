@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::{Decision, Op};
+use super::{Decision, Facts, Module, ModuleKind, Op, Run};
 use crate::builtin;
 use crate::events::{CheckStatus, TaskResult, TaskStatus};
 
@@ -17,10 +17,32 @@ pub struct DoctorAction {
     pub max_sessions: u64,
 }
 
+impl Module for DoctorAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Doctor
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.claude_home)
+    }
+
+    fn judge(&self, task: &mut TaskResult) {
+        judge(task);
+    }
+
+    fn without_python(&self) -> Option<&'static str> {
+        Some(builtin::DOCTOR_SH)
+    }
+
+    fn decide(&self, _facts: &mut Facts, _run: Run) -> Decision {
+        self.decide_at(SystemTime::now())
+    }
+}
+
 impl DoctorAction {
     /// `now`: the controller's clock as the command leaves, which the host
     /// compares its own with.
-    pub fn decide(&self, now: SystemTime) -> Decision {
+    pub fn decide_at(&self, now: SystemTime) -> Decision {
         let controller_time = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -70,10 +92,10 @@ mod tests {
             max_sessions: 4,
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_500);
-        let op = action.decide(at).op.unwrap();
-        let args: serde_json::Value = serde_json::from_str(&op.arg).unwrap();
+        let Some(Op::Program { args, .. }) = action.decide_at(at).op else {
+            panic!("the doctor is a program");
+        };
         assert_eq!(args["controller_time"], 1.5);
         assert_eq!(args["max_sessions"], 4);
-        assert_eq!(op.kind, "program");
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::{Action, Decision, Facts, Mode, Op, RenderError, render};
+use super::{Decision, Facts, Installed, Mode, Module, ModuleKind, Op, RenderError, Run, render};
 use crate::facts::{Kind, Probe};
 use crate::template::Escape;
 use crate::vars::Vars;
@@ -39,7 +39,7 @@ pub struct FileAction {
 }
 
 impl FileArgs {
-    pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
+    pub fn render(&self, vars: &Vars) -> Result<FileAction, RenderError> {
         let refuse = |field, message: &str| {
             Err(RenderError {
                 field,
@@ -63,12 +63,12 @@ impl FileArgs {
                 "a symlink has no mode of its own: drop `mode` (set it on what the link points to)",
             );
         }
-        Ok(Action::File(FileAction {
+        Ok(FileAction {
             path: render("path", &self.path, vars, Escape::Path)?,
             state: self.state,
             mode: self.mode.map(|m| m.0),
             src,
-        }))
+        })
     }
 }
 
@@ -93,10 +93,23 @@ fn describe(kind: Kind) -> &'static str {
     }
 }
 
-impl FileAction {
+impl Module for FileAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::File
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    fn installs(&self) -> Option<Installed> {
+        let src = self.src.as_ref()?;
+        Some(Installed::Link(self.path.clone(), src.clone()))
+    }
+
     /// The paths a decision reads: the path; for a link, also its directory
     /// and what it points to (whose expanded path is the link's target).
-    pub fn probes(&self) -> Vec<Probe> {
+    fn probes(&self, _want_diff: bool) -> Vec<Probe> {
         let mut probes = vec![Probe::stat(&self.path)];
         if let Some(src) = &self.src {
             probes.push(Probe::stat(&parent(&self.path)));
@@ -105,7 +118,7 @@ impl FileAction {
         probes
     }
 
-    pub fn decide(&self, facts: &mut Facts, want_diff: bool) -> Decision {
+    fn decide(&self, facts: &mut Facts, run: Run) -> Decision {
         let state = facts.get(&self.path);
         match self.state {
             State::Absent if state.kind == Kind::Missing => Decision::default(),
@@ -153,10 +166,12 @@ impl FileAction {
                     ..Decision::default()
                 },
             },
-            State::Link => self.decide_link(facts, want_diff),
+            State::Link => self.decide_link(facts, run.diff),
         }
     }
+}
 
+impl FileAction {
     fn decide_link(&self, facts: &mut Facts, want_diff: bool) -> Decision {
         let state = facts.get(&self.path);
         let src = facts.get(self.src.as_deref().unwrap_or_default());
@@ -215,7 +230,8 @@ impl FileAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::{GatherReply, PathState};
+    use crate::facts::PathState;
+    use crate::protocol::GatherReply;
 
     const LINK: &str = "~/.local/bin/claude-session";
     const SRC: &str = "~/.claude/bin/claude-session";
@@ -247,18 +263,20 @@ mod tests {
             state("/h/.local/bin", dir),
             state("/h/.claude/bin/claude-session", src),
         ];
-        Facts::new(&action.probes(), GatherReply { uid: 1000, paths })
+        Facts::new(&action.probes(false), GatherReply { uid: 1000, paths })
     }
 
     #[test]
     fn a_link_is_created_where_nothing_is_and_kept_where_it_points_right() {
         let mut missing = facts(Kind::Missing, None, Kind::Dir, Kind::File);
-        let created = link().decide(&mut missing, true);
+        let created = link().decide(&mut missing, Run::DIFF);
         assert!(created.changes && created.failure.is_none(), "{created:?}");
-        let op = created.op.unwrap();
-        assert_eq!((op.kind, op.path.as_str()), ("link", LINK));
+        let Some(Op::Link { path, target }) = created.op else {
+            panic!("a link: {created:?}");
+        };
+        assert_eq!(path, LINK);
         assert_eq!(
-            op.arg, "/h/.claude/bin/claude-session",
+            target, "/h/.claude/bin/claude-session",
             "the expanded target"
         );
         assert_eq!(
@@ -272,11 +290,14 @@ mod tests {
                 .contains("+symlink -> /h/.claude/bin/claude-session")
         );
         // The next task sees the planned link: deciding again changes nothing.
-        let again = link().decide(&mut missing, false);
+        let again = link().decide(&mut missing, Run::PLAIN);
         assert!(!again.changes && again.op.is_none() && again.failure.is_none());
 
         let right = Some("/h/.claude/bin/claude-session");
-        let kept = link().decide(&mut facts(Kind::Link, right, Kind::Dir, Kind::File), false);
+        let kept = link().decide(
+            &mut facts(Kind::Link, right, Kind::Dir, Kind::File),
+            Run::PLAIN,
+        );
         assert!(
             !kept.changes && kept.op.is_none() && kept.failure.is_none(),
             "{kept:?}"
@@ -301,7 +322,8 @@ mod tests {
                 "is a symlink to ../../",
             ),
         ] {
-            let decision = link().decide(&mut facts(kind, target, Kind::Dir, Kind::File), false);
+            let decision =
+                link().decide(&mut facts(kind, target, Kind::Dir, Kind::File), Run::PLAIN);
             assert!(decision.op.is_none() && !decision.changes, "{kind:?}");
             let failure = decision.failure.expect("a failure");
             assert!(
@@ -320,7 +342,7 @@ mod tests {
     fn a_link_needs_its_directory_and_its_source() {
         let no_dir = link().decide(
             &mut facts(Kind::Missing, None, Kind::Missing, Kind::File),
-            false,
+            Run::PLAIN,
         );
         let failure = no_dir.failure.expect("a failure");
         assert!(
@@ -329,7 +351,7 @@ mod tests {
         );
         let no_src = link().decide(
             &mut facts(Kind::Missing, None, Kind::Dir, Kind::Missing),
-            false,
+            Run::PLAIN,
         );
         let failure = no_src.failure.expect("a failure");
         assert!(
@@ -357,7 +379,7 @@ mod tests {
                     ..PathState::missing("/h/.local/bin")
                 }],
             };
-            dir.decide(&mut Facts::new(&dir.probes(), reply), false)
+            dir.decide(&mut Facts::new(&dir.probes(false), reply), Run::PLAIN)
         };
         let ok = decide(true, None);
         assert!(
@@ -386,36 +408,25 @@ mod tests {
                 ..PathState::missing("/h/d")
             }],
         };
-        let mut facts = Facts::new(&dir.probes(), reply);
-        let decision = dir.decide(&mut facts, false);
+        let mut facts = Facts::new(&dir.probes(false), reply);
+        let decision = dir.decide(&mut facts, Run::PLAIN);
         assert!(!decision.changes && decision.op.is_none(), "{decision:?}");
         let with_mode = FileAction {
             mode: Some(0o755),
             ..dir
         };
-        let op = with_mode.decide(&mut facts, false).op.expect("a chmod");
-        assert_eq!((op.kind, op.mode), ("chmod", Some(0o755)));
+        let op = with_mode.decide(&mut facts, Run::PLAIN).op;
+        assert!(matches!(op, Some(Op::Chmod { mode: 0o755, .. })), "{op:?}");
     }
 
-    /// apply.py's reply fields for `ops`, run here.
-    fn apply(ops: &[Op]) -> Vec<String> {
-        use std::io::Write as _;
-        let mut stdin = format!("{}\0", ops.len()).into_bytes();
-        ops.iter().for_each(|op| op.encode(&mut stdin));
-        let mut python = std::process::Command::new("python3")
-            .args(["-I", "-S", "-c", crate::builtin::APPLY])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        python.stdin.take().unwrap().write_all(&stdin).unwrap();
-        let out = python.wait_with_output().unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split('\0')
-            .map(String::from)
-            .collect()
+    /// The agent's results for `ops`, run here.
+    fn apply(ops: &[Op]) -> Vec<crate::protocol::OpResult> {
+        let (out, err, code) =
+            crate::protocol::tests::run_agent(&crate::protocol::apply_request(ops));
+        assert_eq!(code, Some(0), "{err}");
+        let reply: crate::protocol::ApplyReply =
+            crate::protocol::reply(out.trim_ascii_end()).unwrap();
+        reply.results
     }
 
     #[test]
@@ -425,18 +436,19 @@ mod tests {
         let link = link.to_str().unwrap();
         let target = "/x/.claude/bin/claude-session";
         let reply = apply(&[Op::link(link, target)]);
-        assert_eq!(reply[0], "1", "{reply:?}");
+        assert!(reply[0].ok, "{reply:?}");
         assert_eq!(std::fs::read_link(link).unwrap().to_str(), Some(target));
         // Applied again (a rerun racing another): already right, fine.
-        assert_eq!(apply(&[Op::link(link, target)])[0], "1");
+        assert!(apply(&[Op::link(link, target)])[0].ok);
         // Anything else there is kept, and the op fails saying why.
         std::fs::remove_file(link).unwrap();
         std::fs::write(link, b"mine").unwrap();
         let reply = apply(&[Op::link(link, target)]);
-        assert_eq!(reply[0], "", "{reply:?}");
+        assert!(!reply[0].ok, "{reply:?}");
+        let msg = reply[0].msg.as_deref().unwrap_or("");
         assert!(
-            reply[2].contains("never replaces a file it did not create"),
-            "{reply:?}"
+            msg.contains("never replaces a file it did not create"),
+            "{msg}"
         );
         assert_eq!(std::fs::read(link).unwrap(), b"mine");
     }

@@ -1,6 +1,8 @@
-//! Task modules. Each one owns its arguments (as written in a playbook), how
-//! they are rendered for one host, and how it decides, from the gathered
-//! state of the host, whether anything must change and how.
+//! Task modules, one file each, behind one trait ([`Module`]): each owns its
+//! arguments (as written in a playbook), how they are rendered for one host,
+//! what it reads of the host, how it decides from that whether anything must
+//! change (a typed [`Op`] for the agent), and how it judges the reply. The
+//! engine knows only the trait.
 
 pub mod cleanup;
 pub mod command;
@@ -14,7 +16,9 @@ pub mod verify;
 
 use serde::{Deserialize, Deserializer};
 
-pub use crate::facts::Facts;
+pub use crate::events::TaskResult;
+pub use crate::facts::{Facts, Probe};
+pub use crate::protocol::Op;
 
 /// A file mode, read as Ansible reads one: a string's digits are octal
 /// (`"0755"`, `"755"`), a number is the mode itself (YAML 1.1 reads an
@@ -80,109 +84,105 @@ impl<'de> Deserialize<'de> for Mode {
     }
 }
 
-/// What a task does on one host, with every template rendered.
-#[derive(Debug, Clone)]
-pub enum Action {
-    File(file::FileAction),
-    Copy(copy::CopyAction),
-    Command(command::CommandAction),
-    Verify(verify::VerifyAction),
-    Sessions(sessions::SessionsAction),
-    Cleanup(cleanup::CleanupAction),
-    Doctor(doctor::DoctorAction),
-    Remove(remove::RemoveAction),
-    Rollback(rollback::RollbackAction),
+/// Which module a task is, for reports (compared as a type, named once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModuleKind {
+    File,
+    Copy,
+    Command,
+    Verify,
+    Sessions,
+    Cleanup,
+    Doctor,
+    Remove,
+    Rollback,
 }
 
-impl Action {
-    pub fn module(&self) -> &'static str {
-        match self {
-            Action::File(_) => "file",
-            Action::Copy(_) => "copy",
-            Action::Command(_) => "command",
-            Action::Verify(_) => "verify",
-            Action::Sessions(_) => "sessions",
-            Action::Cleanup(_) => "cleanup",
-            Action::Doctor(_) => "doctor",
-            Action::Remove(_) => "remove",
-            Action::Rollback(_) => "rollback",
-        }
-    }
+/// How the run asks a module to decide: `--diff`, `--check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Run {
+    pub diff: bool,
+    pub check: bool,
+}
+
+#[cfg(test)]
+impl Run {
+    pub const PLAIN: Run = Run {
+        diff: false,
+        check: false,
+    };
+    pub const DIFF: Run = Run {
+        diff: true,
+        check: false,
+    };
+    pub const CHECK: Run = Run {
+        diff: false,
+        check: true,
+    };
+}
+
+/// What a `push` task installs, for `remove` to take away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    File(String),
+    /// A link and where it points.
+    Link(String, String),
+}
+
+/// A task module on one host, every template rendered: what it reads of the
+/// host, how it decides, how its reply is judged. Each lives in one file;
+/// the engine knows only this.
+pub trait Module: std::fmt::Debug + Send + Sync {
+    fn kind(&self) -> ModuleKind;
 
     /// The main path the task is about, for reports.
-    pub fn path(&self) -> Option<&str> {
-        match self {
-            Action::File(a) => Some(&a.path),
-            Action::Copy(a) => Some(&a.dest),
-            Action::Command(a) => a.creates.as_deref(),
-            Action::Verify(a) => Some(&a.claude_home),
-            Action::Sessions(a) => Some(&a.claude_home),
-            Action::Cleanup(a) => Some(&a.claude_home),
-            Action::Doctor(a) => Some(&a.claude_home),
-            Action::Remove(a) => Some(&a.claude_home),
-            Action::Rollback(_) => None,
-        }
+    fn path(&self) -> Option<&str> {
+        None
     }
 
     /// The paths whose state the task needs to know about.
-    pub fn probes(&self, want_diff: bool) -> Vec<crate::facts::Probe> {
-        match self {
-            Action::File(a) => a.probes(),
-            Action::Copy(a) => vec![crate::facts::Probe::file(
-                &a.dest,
-                want_diff.then_some(a.sha256.as_str()),
-            )],
-            Action::Command(a) => a
-                .creates
-                .iter()
-                .map(|c| crate::facts::Probe::stat(c))
-                .collect(),
-            // Each day-two module reads what it needs inside its one step.
-            Action::Verify(_)
-            | Action::Sessions(_)
-            | Action::Cleanup(_)
-            | Action::Doctor(_)
-            | Action::Remove(_)
-            | Action::Rollback(_) => Vec::new(),
-        }
+    fn probes(&self, _want_diff: bool) -> Vec<Probe> {
+        Vec::new()
     }
 
-    pub fn decide(&self, facts: &mut Facts, want_diff: bool, check_mode: bool) -> Decision {
-        match self {
-            Action::File(a) => a.decide(facts, want_diff),
-            Action::Copy(a) => a.decide(facts, want_diff),
-            Action::Command(a) => a.decide(facts),
-            Action::Verify(a) => a.decide(check_mode),
-            Action::Sessions(a) => a.decide(),
-            Action::Cleanup(a) => a.decide(),
-            Action::Doctor(a) => a.decide(std::time::SystemTime::now()),
-            Action::Remove(a) => a.decide(check_mode),
-            Action::Rollback(a) => a.decide(check_mode, want_diff),
-        }
+    /// Whether anything must change, and the op that changes it.
+    fn decide(&self, facts: &mut Facts, run: Run) -> Decision;
+
+    /// Sets a task's status and message from what its op reported.
+    fn judge(&self, _task: &mut TaskResult) {}
+
+    /// How long its op may take beyond an ordinary step's `--timeout`.
+    fn extra_time(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
     }
 
-    /// Sets a task's status and message from what its step reported.
-    pub fn judge(&self, task: &mut crate::events::TaskResult) {
-        match self {
-            Action::Verify(a) => a.judge(task),
-            Action::Sessions(_) => sessions::judge(task),
-            Action::Cleanup(_) => cleanup::judge(task),
-            Action::Doctor(_) => doctor::judge(task),
-            Action::Remove(_) => remove::judge(task),
-            Action::Rollback(_) => rollback::judge(task),
-            Action::File(_) | Action::Copy(_) | Action::Command(_) => {}
-        }
+    /// A POSIX sh script that answers for the task's op where the host has
+    /// no python3, so that the host is reported rather than broken.
+    fn without_python(&self) -> Option<&'static str> {
+        None
     }
 
-    /// A POSIX sh script that answers for the task's step where the host
-    /// has no python3, so that the host is reported rather than broken.
-    pub fn without_python(&self) -> Option<&'static str> {
-        match self {
-            Action::Doctor(_) => Some(crate::builtin::DOCTOR_SH),
-            _ => None,
-        }
+    /// Whether the reply's message is the task's (a command's exit code),
+    /// rather than an addition to the decision's.
+    fn reply_is_the_message(&self) -> bool {
+        false
+    }
+
+    /// Whether the host stops at this task when it fails, as Ansible does
+    /// (a verification reports every check instead).
+    fn failure_stops_the_host(&self) -> bool {
+        true
+    }
+
+    /// What the task installs, for `remove`.
+    fn installs(&self) -> Option<Installed> {
+        None
     }
 }
+
+/// A task's module, shared by the plans that hold it.
+pub type Action = std::sync::Arc<dyn Module>;
 
 /// The controller's verdict for one task, before anything is applied.
 #[derive(Debug, Clone, Default)]
@@ -211,119 +211,6 @@ impl Decision {
                 octal(to)
             )),
             ..Decision::default()
-        }
-    }
-}
-
-/// One step of the agent's apply command (see `src/remote/apply.py`).
-#[derive(Debug, Clone, Default)]
-pub struct Op {
-    pub kind: &'static str,
-    pub path: String,
-    pub mode: Option<u32>,
-    pub backup: bool,
-    /// A link's target; `creates` of a command; the JSON arguments of a verification.
-    pub arg: String,
-    /// A command's program and environment (JSON); the verifier's source.
-    pub text: String,
-    /// A file's new content, streamed after the op list.
-    pub data: Option<std::sync::Arc<Vec<u8>>>,
-    /// The op honours check mode itself (changes nothing, reports what it
-    /// would), so it is sent in check mode too.
-    pub check_mode: bool,
-}
-
-impl Op {
-    pub fn mkdir(path: &str, mode: Option<u32>) -> Op {
-        Op {
-            kind: "mkdir",
-            path: path.into(),
-            mode,
-            ..Op::default()
-        }
-    }
-
-    pub fn chmod(path: &str, mode: u32) -> Op {
-        Op {
-            kind: "chmod",
-            path: path.into(),
-            mode: Some(mode),
-            ..Op::default()
-        }
-    }
-
-    pub fn remove(path: &str) -> Op {
-        Op {
-            kind: "remove",
-            path: path.into(),
-            ..Op::default()
-        }
-    }
-
-    /// A symlink at `path` to `target`, never replacing anything.
-    pub fn link(path: &str, target: &str) -> Op {
-        Op {
-            kind: "link",
-            path: path.into(),
-            arg: target.into(),
-            ..Op::default()
-        }
-    }
-
-    pub fn write(path: &str, mode: Option<u32>, backup: bool, data: std::sync::Arc<Vec<u8>>) -> Op {
-        Op {
-            kind: "write",
-            path: path.into(),
-            mode,
-            backup,
-            data: Some(data),
-            ..Op::default()
-        }
-    }
-
-    pub fn command(action: &command::CommandAction) -> Op {
-        Op {
-            kind: "command",
-            arg: action.creates.clone().unwrap_or_default(),
-            text: action.wire(),
-            ..Op::default()
-        }
-    }
-
-    pub fn verify(args: &serde_json::Value, source: &str) -> Op {
-        Op {
-            kind: "verify",
-            arg: args.to_string(),
-            text: source.into(),
-            ..Op::default()
-        }
-    }
-
-    /// A day-two program (`run(args)` in `source`, see apply.py).
-    pub fn program(args: &serde_json::Value, source: &str, check_mode: bool) -> Op {
-        Op {
-            kind: "program",
-            arg: args.to_string(),
-            text: source.into(),
-            check_mode,
-            ..Op::default()
-        }
-    }
-
-    /// `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`, as apply.py reads it.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let size = self
-            .data
-            .as_ref()
-            .map(|d| d.len().to_string())
-            .unwrap_or_default();
-        let mode = self.mode.map(|m| format!("{m:o}")).unwrap_or_default();
-        let backup = if self.backup { "1" } else { "" };
-        for field in [
-            self.kind, &self.path, &mode, &size, backup, &self.arg, &self.text,
-        ] {
-            out.extend_from_slice(field.as_bytes());
-            out.push(0);
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use super::{Action, Decision, Op};
+use super::{Action, Decision, Facts, Installed, Module, ModuleKind, Op, Run};
 use crate::builtin;
 use crate::events::{TaskResult, TaskStatus};
 
@@ -27,15 +27,10 @@ impl RemoveAction {
     pub fn from_push(host: &str, claude_home: &str, push: &[Action], purge: bool) -> RemoveAction {
         let mut files = Vec::new();
         let mut link = None;
-        for action in push {
-            match action {
-                Action::Copy(copy) => files.push(copy.dest.clone()),
-                Action::File(file) => {
-                    if let Some(src) = &file.src {
-                        link = Some((file.path.clone(), src.clone()));
-                    }
-                }
-                _ => {}
+        for installed in push.iter().filter_map(|action| action.installs()) {
+            match installed {
+                Installed::File(dest) => files.push(dest),
+                Installed::Link(path, target) => link = Some((path, target)),
             }
         }
         RemoveAction {
@@ -46,8 +41,23 @@ impl RemoveAction {
             purge,
         }
     }
+}
 
-    pub fn decide(&self, check_mode: bool) -> Decision {
+impl Module for RemoveAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Remove
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.claude_home)
+    }
+
+    fn judge(&self, task: &mut TaskResult) {
+        judge(task);
+    }
+
+    fn decide(&self, _facts: &mut Facts, run: Run) -> Decision {
+        let check_mode = run.check;
         let link = self
             .link
             .as_ref()
@@ -95,4 +105,45 @@ pub fn judge(task: &mut TaskResult) {
         task.status = TaskStatus::Changed;
     }
     task.msg = Some(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The program op's arguments, and whether it is sent in check mode.
+    fn program(decision: Decision) -> (serde_json::Value, bool) {
+        match decision.op {
+            Some(Op::Program {
+                args, check_mode, ..
+            }) => (args, check_mode),
+            other => panic!("a program op: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decide_sends_what_push_installs_and_honours_check_mode() {
+        let file = crate::modules::file::FileAction {
+            path: "~/.local/bin/claude-session".into(),
+            state: crate::modules::file::State::Link,
+            mode: None,
+            src: Some("/h/.claude/bin/claude-session".into()),
+        };
+        let copy = crate::modules::copy::CopyAction {
+            dest: "~/.claude/bin/claude-session".into(),
+            content: std::sync::Arc::new(Vec::new()),
+            sha256: String::new(),
+            mode: None,
+            backup: false,
+        };
+        let push: Vec<Action> = vec![std::sync::Arc::new(copy), std::sync::Arc::new(file)];
+        let action = RemoveAction::from_push("h", "~/.claude", &push, false);
+        assert_eq!(action.files, ["~/.claude/bin/claude-session"]);
+        let (args, honours) = program(action.decide(&mut Facts::empty(), Run::CHECK));
+        assert!(honours, "remove is sent in check mode, changing nothing");
+        assert_eq!(args["check"], true);
+        assert_eq!(args["link"]["target"], "/h/.claude/bin/claude-session");
+        let (args, _) = program(action.decide(&mut Facts::empty(), Run::PLAIN));
+        assert_eq!(args["check"], false);
+    }
 }

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Decision, Op};
+use super::{Decision, Facts, Module, ModuleKind, Op, Run};
 use crate::builtin;
 use crate::events::{TaskResult, TaskStatus};
 
@@ -15,8 +15,17 @@ pub struct RollbackAction {
     pub force: bool,
 }
 
-impl RollbackAction {
-    pub fn decide(&self, check_mode: bool, want_diff: bool) -> Decision {
+impl Module for RollbackAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Rollback
+    }
+
+    fn judge(&self, task: &mut TaskResult) {
+        judge(task);
+    }
+
+    fn decide(&self, _facts: &mut Facts, run: Run) -> Decision {
+        let (check_mode, want_diff) = (run.check, run.diff);
         Decision {
             op: Some(Op::program(
                 &json!({
@@ -80,5 +89,40 @@ pub fn judge(task: &mut TaskResult) {
     task.msg = Some(format!("{verb} {files}{text}"));
     if !diffs.is_empty() {
         task.diff = Some(diffs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The program op's arguments, and whether it is sent in check mode.
+    fn program(decision: Decision) -> (serde_json::Value, bool) {
+        match decision.op {
+            Some(Op::Program {
+                args, check_mode, ..
+            }) => (args, check_mode),
+            other => panic!("a program op: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decide_passes_check_diff_and_force_on() {
+        let action = RollbackAction {
+            host: "h".into(),
+            force: true,
+        };
+        let (args, honours) = program(action.decide(&mut Facts::empty(), Run::CHECK));
+        assert!(honours);
+        assert_eq!(
+            (args["check"].clone(), args["diff"].clone()),
+            (true.into(), false.into())
+        );
+        assert_eq!(args["force"], true);
+        let (args, _) = program(action.decide(&mut Facts::empty(), Run::DIFF));
+        assert_eq!(
+            (args["check"].clone(), args["diff"].clone()),
+            (false.into(), true.into())
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{Decision, Op};
+use super::{Decision, Facts, Module, ModuleKind, Op, Run};
 use crate::builtin;
 use crate::events::{TaskResult, TaskStatus};
 
@@ -16,8 +16,20 @@ pub struct SessionsAction {
     pub active: bool,
 }
 
-impl SessionsAction {
-    pub fn decide(&self) -> Decision {
+impl Module for SessionsAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Sessions
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.claude_home)
+    }
+
+    fn judge(&self, task: &mut TaskResult) {
+        judge(task);
+    }
+
+    fn decide(&self, _facts: &mut Facts, _run: Run) -> Decision {
         Decision {
             op: Some(Op::program(
                 &json!({
@@ -67,7 +79,7 @@ mod tests {
         let mut task = TaskResult {
             name: "sessions".into(),
             play: String::new(),
-            module: "sessions",
+            module: ModuleKind::Sessions,
             status: TaskStatus::Ok,
             path: None,
             backup: None,
@@ -86,5 +98,20 @@ mod tests {
             task.msg.as_deref(),
             Some("3 sessions: 2 active, 1 ended, 0 orphaned")
         );
+    }
+
+    #[test]
+    fn decide_lists_only_the_active_when_asked() {
+        let action = SessionsAction {
+            host: "h".into(),
+            claude_home: "~/.claude".into(),
+            active: true,
+        };
+        let Some(Op::Program { args, .. }) = action.decide(&mut Facts::empty(), Run::PLAIN).op
+        else {
+            panic!("a program op");
+        };
+        assert_eq!(args["action"], "sessions");
+        assert_eq!(args["active"], true);
     }
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Action, Decision, Op, RenderError};
+use super::{Decision, Facts, Module, ModuleKind, Op, RenderError, Run};
 use crate::builtin;
 use crate::events::{CheckResult, CheckStatus, TaskResult, TaskStatus};
 use crate::template::{TemplateError, value_text};
@@ -94,7 +94,7 @@ const MAX_SESSIONS_AT_ONCE: u32 = 64;
 pub const MAX_WAIT: u32 = 3600;
 
 impl VerifyArgs {
-    pub fn render(&self, vars: &Vars) -> Result<Action, RenderError> {
+    pub fn render(&self, vars: &Vars) -> Result<VerifyAction, RenderError> {
         if !(1..=MAX_SESSIONS_AT_ONCE).contains(&self.sessions) {
             return Err(RenderError {
                 field: "sessions",
@@ -122,12 +122,12 @@ impl VerifyArgs {
             field: "sessions",
             message: format!("max_sessions must be a whole number, not `{max_sessions}`"),
         })?;
-        Ok(Action::Verify(VerifyAction {
+        Ok(VerifyAction {
             args: self.clone(),
             claude_home: text("claude_home")?,
             inherit_link: text("inherit_link")?,
             max_sessions,
-        }))
+        })
     }
 }
 
@@ -147,9 +147,28 @@ impl VerifyAction {
         };
         std::time::Duration::from_secs(2 * u64::from(self.wait()) + 60 + client)
     }
+}
 
-    pub fn decide(&self, check_mode: bool) -> Decision {
-        if check_mode {
+impl Module for VerifyAction {
+    fn kind(&self) -> ModuleKind {
+        ModuleKind::Verify
+    }
+
+    fn path(&self) -> Option<&str> {
+        Some(&self.claude_home)
+    }
+
+    fn extra_time(&self) -> std::time::Duration {
+        self.waiting()
+    }
+
+    /// A failed check fails the task; the host's other tasks still report.
+    fn failure_stops_the_host(&self) -> bool {
+        false
+    }
+
+    fn decide(&self, _facts: &mut Facts, run: Run) -> Decision {
+        if run.check {
             return Decision {
                 skipped: true,
                 msg: Some("verification does not run in check mode".into()),
@@ -171,8 +190,8 @@ impl VerifyAction {
             Client::Claude => "claude",
         };
         Decision {
-            op: Some(Op::verify(
-                &json!({
+            op: Some(Op::Verify {
+                args: json!({
                         "claude_home": self.claude_home,
                         "sessions": self.args.sessions,
                         "client": client,
@@ -182,14 +201,14 @@ impl VerifyAction {
                         "per_session_state": crate::vars::PER_SESSION_STATE,
                         "expected": expected,
                 }),
-                builtin::VERIFIER,
-            )),
+                source: builtin::VERIFIER,
+            }),
             ..Decision::default()
         }
     }
 
     /// Sets the task's status from its checks.
-    pub fn judge(&self, task: &mut TaskResult) {
+    fn judge(&self, task: &mut TaskResult) {
         let failing: Vec<&CheckResult> = task
             .checks
             .iter()
@@ -217,5 +236,46 @@ impl VerifyAction {
                 Integrity::Fine => format!("failed: {}", ids.join(", ")),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action() -> VerifyAction {
+        VerifyAction {
+            args: VerifyArgs {
+                sessions: 3,
+                client: Client::Probe,
+                strict: false,
+                wait: Some(5),
+            },
+            claude_home: "~/.claude".into(),
+            inherit_link: String::new(),
+            max_sessions: 8,
+        }
+    }
+
+    #[test]
+    fn decide_skips_in_check_mode_and_otherwise_sends_the_expected_hashes() {
+        let skipped = action().decide(&mut Facts::empty(), Run::CHECK);
+        assert!(skipped.skipped && skipped.op.is_none(), "{skipped:?}");
+        let Some(Op::Verify { args, source }) = action().decide(&mut Facts::empty(), Run::PLAIN).op
+        else {
+            panic!("a verify op");
+        };
+        assert_eq!(source, builtin::VERIFIER);
+        assert_eq!(
+            (args["sessions"].clone(), args["wait"].clone()),
+            (3.into(), 5.into())
+        );
+        let expected = args["expected"].as_object().unwrap();
+        assert_eq!(expected.len(), builtin::FILES.len());
+        assert_eq!(
+            action().extra_time(),
+            std::time::Duration::from_secs(2 * 5 + 60)
+        );
+        assert!(!action().failure_stops_the_host());
     }
 }

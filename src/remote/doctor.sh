@@ -1,12 +1,11 @@
 # shellcheck shell=sh
 # csdeploy doctor's answer where no python3 can run (POSIX sh).
 #
-# The agent's wrapper (engine.rs, DISCOVER_PYTHON_OR_FALLBACK) runs this when
-# neither the configured interpreter nor a discovered python3 exists, with
-# CSDEPLOY_PYTHONS naming what it tried. It answers as apply.py would for the
-# doctor's one op: `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`,
-# CHECKS being the items a shell can judge: python3 (a fail), bash, GNU
-# coreutils and flock.
+# gather.sh runs this when neither the configured interpreter nor a
+# discovered python3 exists, with CSDEPLOY_PYTHONS naming what it tried. It
+# answers as the agent would the doctor's apply request (src/protocol.rs):
+# `{"results": [{"ok": true, "checks": [...]}]}`, the checks being the items a
+# shell can judge: python3 (a fail), bash, GNU coreutils and flock.
 
 json_string() {
   # A JSON string of $1, backslashes and quotes escaped, in the shell alone:
@@ -63,4 +62,4 @@ else
     "scripts that serialise on the session lock need it: install util-linux")
 fi
 
-printf '1\000\000\000\000\000\000\000[%s, %s, %s, %s]\000\000' "$python" "$bash" "$coreutils" "$flock"
+printf '{"results": [{"ok": true, "checks": [%s, %s, %s, %s]}]}\n' "$python" "$bash" "$coreutils" "$flock"

@@ -16,6 +16,7 @@ use super::{Collected, Display, Reporter, plural};
 use crate::events::{
     CheckResult, CheckStatus, Event, HostReport, HostStatus, TaskResult, TaskStatus,
 };
+use crate::modules::ModuleKind;
 use crate::modules::verify::{DRIFT_HINT, Integrity, integrity};
 use crate::playbook::VERIFICATION;
 
@@ -253,7 +254,9 @@ impl HumanReporter {
             text.push_str(&format!(" ({path})"));
         }
         if let Some(msg) = task.msg.as_ref().filter(|_| {
-            task.status != TaskStatus::Ok || task.module == "command" || task.data.is_some()
+            task.status != TaskStatus::Ok
+                || task.module == ModuleKind::Command
+                || task.data.is_some()
         }) {
             text.push_str(&format!(": {msg}"));
         }
@@ -638,7 +641,7 @@ mod tests {
         TaskResult {
             name: name.into(),
             play: "push".into(),
-            module: "copy",
+            module: ModuleKind::Copy,
             status,
             path: Some(format!("/home/u/.local/bin/{}", name.replace(' ', "-"))),
             backup: None,
@@ -870,7 +873,7 @@ mod tests {
     #[test]
     fn in_colour_what_a_host_sends_still_cannot_escape() {
         let mut bad = task("evil", TaskStatus::Failed, Some("\u{1b}[2Jgone"));
-        bad.module = "command";
+        bad.module = ModuleKind::Command;
         let events = vec![
             Event::TaskDone {
                 host: "h".into(),

@@ -174,7 +174,7 @@ mod tests {
         TaskResult {
             name: name.into(),
             play: "p".into(),
-            module: "copy",
+            module: crate::modules::ModuleKind::Copy,
             status,
             path: None,
             backup: None,

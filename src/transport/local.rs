@@ -2,7 +2,7 @@
 
 use std::process::Stdio;
 
-use super::{Counter, Output, RemoteCommand, TransportError};
+use super::{Child, Counter, Exchange, RemoteCommand, TransportError};
 
 #[derive(Default)]
 pub struct LocalTransport {
@@ -10,11 +10,7 @@ pub struct LocalTransport {
 }
 
 impl LocalTransport {
-    pub async fn exec(
-        &self,
-        command: &RemoteCommand,
-        stdin: Vec<u8>,
-    ) -> Result<Output, TransportError> {
+    pub fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
         self.counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (program, args) = command
@@ -30,20 +26,11 @@ impl LocalTransport {
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| TransportError::Exec(format!("cannot run {program}: {err}")))?;
-        let (pipe_in, pipe_out, pipe_err) = (
+        let (stdin, stdout, stderr) = (
             child.stdin.take().expect("stdin is piped"),
             child.stdout.take().expect("stdout is piped"),
             child.stderr.take().expect("stderr is piped"),
         );
-        let (stdout, stderr) = super::exchange(pipe_in, stdin, pipe_out, pipe_err).await?;
-        let status = child
-            .wait()
-            .await
-            .map_err(|err| TransportError::Exec(format!("{program}: {err}")))?;
-        Ok(Output {
-            code: status.code(),
-            stdout,
-            stderr,
-        })
+        Ok(Exchange::new(stdin, stdout, stderr, Child::Local(child)))
     }
 }

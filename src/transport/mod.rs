@@ -33,61 +33,212 @@ impl RemoteCommand {
     }
 }
 
-/// The most of a step's stdout csdeploy reads: gather's old contents under
-/// --diff (up to 1 MiB a file), apply's replies (64 KiB of output a command)
-/// and a verification's checks fit many times over. More is a host gone
-/// wrong, and reading all of it from many hosts could exhaust the controller.
+/// The most of a command's stdout csdeploy reads: gather's old contents
+/// under --diff (up to 1 MiB a file), apply's replies (64 KiB of output a
+/// command) and a verification's checks fit many times over. More is a host
+/// gone wrong, and reading all of it from many hosts could exhaust the
+/// controller.
 pub const STDOUT_LIMIT: usize = 64 << 20;
-/// The most of a step's stderr kept; the rest is read and dropped.
+/// The most of a command's stderr kept; the rest is read and dropped.
 pub const STDERR_LIMIT: usize = 1 << 20;
 
-/// Reads a command's stdin feed, stdout and stderr together. Stdout past
-/// [`STDOUT_LIMIT`] is an error; stderr past [`STDERR_LIMIT`] is cut. A pipe
-/// that fails just ends: waiting for the process then says why.
-pub async fn exchange(
-    mut stdin: impl AsyncWrite + Unpin,
-    input: Vec<u8>,
-    stdout: impl AsyncRead + Unpin,
-    stderr: impl AsyncRead + Unpin,
-) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-    let feed = async move {
-        // A command that exits early closes its stdin; what it said matters more.
-        let _ = stdin.write_all(&input).await;
-        let _ = stdin.shutdown().await;
-    };
-    let read_out = async move {
-        let mut out = Vec::new();
-        let _ = stdout
-            .take(STDOUT_LIMIT as u64 + 1)
-            .read_to_end(&mut out)
-            .await;
-        out
-    };
-    let read_err = async move {
-        let mut stderr = stderr;
-        let mut kept = Vec::new();
-        let _ = (&mut stderr)
-            .take(STDERR_LIMIT as u64)
-            .read_to_end(&mut kept)
-            .await;
-        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-        kept
-    };
-    let ((), out, err) = tokio::join!(feed, read_out, read_err);
-    if out.len() > STDOUT_LIMIT {
+type Writer<'a> = std::pin::Pin<Box<dyn AsyncWrite + Send + 'a>>;
+type Reader<'a> = std::pin::Pin<Box<dyn AsyncRead + Send + 'a>>;
+
+/// A running command, spoken with over its stdin and stdout while its
+/// stderr is collected aside. One exchange is one remote command.
+pub struct Exchange<'a> {
+    stdin: Option<Writer<'a>>,
+    stdout: Reader<'a>,
+    /// Read from stdout, not yet taken.
+    buffer: Vec<u8>,
+    read: usize,
+    eof: bool,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+    child: Child<'a>,
+}
+
+pub(crate) enum Child<'a> {
+    Local(tokio::process::Child),
+    Ssh {
+        child: openssh::Child<&'a openssh::Session>,
+        session: &'a openssh::Session,
+        _channel: tokio::sync::SemaphorePermit<'a>,
+    },
+}
+
+impl<'a> Exchange<'a> {
+    pub(crate) fn new(
+        stdin: impl AsyncWrite + Send + 'a,
+        stdout: impl AsyncRead + Send + 'a,
+        mut stderr: impl AsyncRead + Unpin + Send + 'static,
+        child: Child<'a>,
+    ) -> Exchange<'a> {
+        let stderr = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let _ = (&mut stderr)
+                .take(STDERR_LIMIT as u64)
+                .read_to_end(&mut kept)
+                .await;
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+            kept
+        });
+        Exchange {
+            stdin: Some(Box::pin(stdin)),
+            stdout: Box::pin(stdout),
+            buffer: Vec::new(),
+            read: 0,
+            eof: false,
+            stderr,
+            child,
+        }
+    }
+
+    /// Writes to the command's stdin, reading its stdout meanwhile (a
+    /// command may answer before it reads all, or never read). A command
+    /// that exited early closed its stdin; what it said (read next) matters
+    /// more than the broken pipe.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        let Some(stdin) = &mut self.stdin else {
+            return Ok(());
+        };
+        let mut written = 0;
+        while written < bytes.len() {
+            tokio::select! {
+                n = stdin.write(&bytes[written..]) => match n {
+                    Ok(n) if n > 0 => written += n,
+                    _ => {
+                        self.stdin = None;
+                        return Ok(());
+                    }
+                },
+                more = fill(&mut self.stdout, &mut self.buffer, &mut self.read), if !self.eof => {
+                    self.eof = !more?;
+                }
+            }
+        }
+        if stdin.flush().await.is_err() {
+            self.stdin = None;
+        }
+        Ok(())
+    }
+
+    /// Closes the command's stdin: EOF ends it.
+    pub async fn close(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+    }
+
+    /// Reads more of stdout; false at its end.
+    async fn fill(&mut self) -> Result<bool, TransportError> {
+        if self.eof {
+            return Ok(false);
+        }
+        let more = fill(&mut self.stdout, &mut self.buffer, &mut self.read).await?;
+        self.eof = !more;
+        Ok(more)
+    }
+
+    /// Stdout up to `delimiter` (which is consumed, not returned); None if
+    /// stdout ends first.
+    pub async fn read_until(
+        &mut self,
+        delimiter: &[u8],
+    ) -> Result<Option<Vec<u8>>, TransportError> {
+        let mut searched = 0;
+        loop {
+            if let Some(at) = self.buffer[searched..]
+                .windows(delimiter.len())
+                .position(|w| w == delimiter)
+            {
+                let at = searched + at;
+                let rest = self.buffer.split_off(at + delimiter.len());
+                let mut taken = std::mem::replace(&mut self.buffer, rest);
+                taken.truncate(at);
+                return Ok(Some(taken));
+            }
+            searched = self.buffer.len().saturating_sub(delimiter.len());
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next `size` bytes of stdout; None if it ends first.
+    pub async fn read_exact(&mut self, size: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        while self.buffer.len() < size {
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+        let rest = self.buffer.split_off(size);
+        Ok(Some(std::mem::replace(&mut self.buffer, rest)))
+    }
+
+    /// Ends the exchange: closes stdin, reads (and drops) what stdout still
+    /// holds, and waits for the command's exit.
+    pub async fn finish(mut self) -> Result<Output, TransportError> {
+        self.close().await;
+        while self.fill().await? {
+            self.buffer.clear();
+        }
+        let stderr = std::mem::replace(&mut self.stderr, tokio::spawn(async { Vec::new() }));
+        let code = match self.child {
+            Child::Local(mut child) => child
+                .wait()
+                .await
+                .map_err(|err| TransportError::Exec(err.to_string()))?
+                .code(),
+            Child::Ssh { child, session, .. } => match child.wait().await {
+                Ok(status) => status.code(),
+                // The mux protocol cannot tell a dropped connection from a
+                // killed remote process; the master can.
+                Err(
+                    err @ (openssh::Error::RemoteProcessTerminated | openssh::Error::Disconnected),
+                ) => {
+                    return Err(match session.check().await {
+                        Err(lost) => TransportError::Lost(ssh::chain(&lost)),
+                        Ok(()) => TransportError::Exec(format!(
+                            "{}: killed by a signal?",
+                            ssh::chain(&err)
+                        )),
+                    });
+                }
+                Err(err) => return Err(TransportError::Exec(ssh::chain(&err))),
+            },
+        };
+        Ok(Output {
+            code,
+            stderr: stderr.await.unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads more of `stdout` into `buffer`, `read` counting it against
+/// [`STDOUT_LIMIT`]; false at its end. A pipe that fails just ends: the
+/// command's exit then says why.
+async fn fill(
+    stdout: &mut Reader<'_>,
+    buffer: &mut Vec<u8>,
+    read: &mut usize,
+) -> Result<bool, TransportError> {
+    buffer.reserve(64 << 10);
+    let n = stdout.read_buf(buffer).await.unwrap_or(0);
+    *read += n;
+    if *read > STDOUT_LIMIT {
         return Err(TransportError::Exec(format!(
             "the host sent more than {} MiB on stdout; a csdeploy step never does",
             STDOUT_LIMIT >> 20
         )));
     }
-    Ok((out, err))
+    Ok(n > 0)
 }
 
 #[derive(Debug, Clone)]
 pub struct Output {
     /// None when the process was killed by a signal.
     pub code: Option<i32>,
-    pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
 
@@ -137,14 +288,11 @@ impl Transport {
         }
     }
 
-    pub async fn exec(
-        &self,
-        command: &RemoteCommand,
-        stdin: Vec<u8>,
-    ) -> Result<Output, TransportError> {
+    /// Starts `command`, to be spoken with; one spawn is one remote command.
+    pub async fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
         match self {
-            Transport::Ssh(t) => t.exec(command, stdin).await,
-            Transport::Local(t) => t.exec(command, stdin).await,
+            Transport::Ssh(t) => t.spawn(command).await,
+            Transport::Local(t) => t.spawn(command),
         }
     }
 

@@ -11,7 +11,7 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use std::num::NonZeroUsize;
 use tokio::sync::Semaphore;
 
-use super::{Counter, HostKeyChecking, Output, RemoteCommand, SshOptions, TransportError};
+use super::{Child, Counter, Exchange, HostKeyChecking, RemoteCommand, SshOptions, TransportError};
 use crate::host::SshTarget;
 
 /// sshd's MaxSessions defaults to 10; stay under it.
@@ -84,15 +84,11 @@ impl SshTransport {
         })
     }
 
-    pub async fn exec(
-        &self,
-        command: &RemoteCommand,
-        stdin: Vec<u8>,
-    ) -> Result<Output, TransportError> {
+    pub async fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
         let line = command
             .shell_line()
             .map_err(|err| TransportError::Exec(err.to_string()))?;
-        let _permit = self
+        let channel = self
             .channels
             .acquire()
             .await
@@ -108,29 +104,17 @@ impl SshTransport {
             .spawn()
             .await
             .map_err(|err| TransportError::Exec(chain(&err)))?;
-        let (pipe_in, pipe_out, pipe_err) = (
+        let (stdin, stdout, stderr) = (
             child.stdin().take().expect("stdin is piped"),
             child.stdout().take().expect("stdout is piped"),
             child.stderr().take().expect("stderr is piped"),
         );
-        let (stdout, stderr) = super::exchange(pipe_in, stdin, pipe_out, pipe_err).await?;
-        let status = match child.wait().await {
-            Ok(status) => status,
-            // The mux protocol cannot tell a dropped connection from a killed
-            // remote process; the master can.
-            Err(err @ (openssh::Error::RemoteProcessTerminated | openssh::Error::Disconnected)) => {
-                return Err(match self.session.check().await {
-                    Err(lost) => TransportError::Lost(chain(&lost)),
-                    Ok(()) => TransportError::Exec(format!("{}: killed by a signal?", chain(&err))),
-                });
-            }
-            Err(err) => return Err(TransportError::Exec(chain(&err))),
+        let child = Child::Ssh {
+            child,
+            session: &self.session,
+            _channel: channel,
         };
-        Ok(Output {
-            code: status.code(),
-            stdout,
-            stderr,
-        })
+        Ok(Exchange::new(stdin, stdout, stderr, child))
     }
 
     pub async fn close(self) -> Result<(), TransportError> {
@@ -217,7 +201,7 @@ pub fn sweep_stale_control_dirs(parent: &std::path::Path) {
     }
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

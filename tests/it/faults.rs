@@ -23,9 +23,6 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 const PYTHON: &str = "/usr/bin/python3";
-/// A wrapper's wait at its point: until its stdout's reader is gone (as the
-/// agent itself watches it: sshd sends no SIGHUP without a terminal).
-const HOLD: &str = "PY -c 'import select; p = select.poll(); p.register(1, 0); p.poll()'";
 /// The files push installs into `<claude_home>/bin`.
 const FILES: [&str; 5] = [
     "claude-session",
@@ -202,11 +199,6 @@ fn inventory_with(lab: &Lab, extra: &str) -> String {
 /// A point of a push where csdeploy is stopped, and what the host then holds.
 struct Point {
     name: &'static str,
-    /// The step whose agent the wrapper replaces (`gather` or `apply`).
-    step: &'static str,
-    /// Shell run in the agent's place, `$@` being the agent's argv; it
-    /// touches "$RV" at the point and holds.
-    script: &'static str,
     /// The state the point leaves: "old" or "new".
     leaves: &'static str,
 }
@@ -214,39 +206,71 @@ struct Point {
 const POINTS: [Point; 4] = [
     Point {
         name: "after connect",
-        step: "gather",
-        script: r#": > "$RV"; HOLD"#,
         leaves: "old",
     },
     Point {
         name: "during gather",
-        step: "gather",
-        script: r#"PY "$@" > "$RV.out"; : > "$RV"; HOLD; cat "$RV.out""#,
         leaves: "old",
     },
     Point {
-        // The agent gets the first 300 bytes of its stdin, then EOF: the
-        // connection dropped while contents streamed.
+        // The agent gets the first 300 bytes of the apply request, then
+        // EOF: the connection dropped while contents streamed.
         name: "during apply's stdin",
-        step: "apply",
-        script: r#"head -c 300 | PY "$@" > "$RV.out" 2>&1; : > "$RV"; HOLD"#,
         leaves: "old",
     },
     Point {
         name: "after apply",
-        step: "apply",
-        script: r#"PY "$@" > "$RV.out"; : > "$RV"; HOLD; cat "$RV.out""#,
         leaves: "new",
     },
 ];
 
-/// The interpreter wrapper for one point: other steps run the real agent.
+/// The interpreter wrapper for one point: it runs the real agent between
+/// the controller and itself, relaying the protocol's frames (see
+/// src/protocol.rs), and at the point touches RV and holds until its
+/// reader is gone.
 fn wrapper(point: &Point, rv: &Path) -> String {
     format!(
-        "#!/bin/sh\nRV='{rv}'\ncase \"$4\" in\n  *csdeploy-{step}*) {script} ;;\n  *) exec {PYTHON} \"$@\" ;;\nesac\n",
-        rv = rv.display(),
-        step = point.step,
-        script = point.script.replace("HOLD", HOLD).replace("PY", PYTHON),
+        r#"#!{PYTHON}
+import json, os, select, subprocess, sys
+RV, POINT = {rv:?}, {point:?}
+if "csdeploy-agent" not in sys.argv[4]:
+    os.execv("{PYTHON}", ["{PYTHON}"] + sys.argv[1:])
+def hold():
+    open(RV, "w").close()
+    poller = select.poll()
+    poller.register(1, 0)
+    poller.poll()
+if POINT == "after connect":
+    hold()
+    sys.exit(0)
+i, o = sys.stdin.buffer, sys.stdout.buffer
+agent = subprocess.Popen(["{PYTHON}"] + sys.argv[1:], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+line = i.readline()
+agent.stdin.write(line + i.read(json.loads(line)["agent"]) + i.readline())
+agent.stdin.flush()
+reply = agent.stdout.readline()
+reply += agent.stdout.read(sum(p["content_size"] or 0 for p in json.loads(reply)["paths"]))
+if POINT == "during gather":
+    hold()
+o.write(reply)
+o.flush()
+line = i.readline()
+frame = line + i.read(sum(op.get("size", 0) for op in json.loads(line)["ops"]))
+if POINT == "during apply's stdin":
+    agent.stdin.write(frame[:300])
+    agent.stdin.close()
+    agent.wait()
+    hold()
+    sys.exit(1)
+agent.stdin.write(frame)
+agent.stdin.close()
+out = agent.stdout.read()
+agent.wait()
+hold()
+o.write(out)
+"#,
+        rv = rv.display().to_string(),
+        point = point.name,
     )
 }
 
@@ -258,7 +282,7 @@ struct Trial {
     state: &'static str,
 }
 
-/// Stops a `--diff` push (its gather is the Python agent's) with `signal` at
+/// Stops a `--diff` push (the agent gathers, then applies) with `signal` at
 /// each point; checks the host after the fault and after the next push.
 fn signal_at_every_point(signal: &'static str, expect_code: i32) -> Vec<Trial> {
     let lab = Lab::new().hosts(1).build();
@@ -376,7 +400,7 @@ fn agent_killer(moment: &str, bin: &Path) -> String {
         )
     };
     format!(
-        "#!/bin/sh\ncase \"$4\" in\n  *csdeploy-apply*)\n    exec 3<&0\n    {PYTHON} \"$@\" <&3 & pid=$!\n    {wait}\n    kill -9 $pid 2>/dev/null; wait $pid ;;\n  *) exec {PYTHON} \"$@\" ;;\nesac\n"
+        "#!/bin/sh\ncase \"$4\" in\n  *csdeploy-agent*)\n    exec 3<&0\n    {PYTHON} \"$@\" <&3 & pid=$!\n    {wait}\n    kill -9 $pid 2>/dev/null; wait $pid ;;\n  *) exec {PYTHON} \"$@\" ;;\nesac\n"
     )
 }
 

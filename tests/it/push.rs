@@ -203,17 +203,43 @@ fn first_push_installs_layout_on_two_ssh_servers_and_local() {
 }
 
 #[test]
-fn first_push_costs_at_most_two_remote_commands() {
-    let lab = Lab::new().hosts(2).build();
-    let out = lab.csdeploy(&["push", "--format", "json"]);
-    out.assert_exit(0);
-    let j = out.json();
-    for h in ["host1", "host2"] {
-        let rc = num(host(&j, h), "remote_commands");
-        assert!(
-            (1..=2).contains(&rc),
-            "{h}: remote_commands = {rc}, want 1..=2\n{j:#}"
-        );
+fn every_kind_of_push_costs_one_remote_command() {
+    let lab = Lab::new().hosts(1).local(true).build();
+    // First push, rerun, check mode, diff, both, then a change to diff.
+    for args in [
+        &["push"][..],
+        &["push"],
+        &["push", "--check"],
+        &["push", "--diff"],
+        &["push", "--check", "--diff"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--format", "json"]);
+        let out = lab.csdeploy(&args);
+        out.assert_exit(0);
+        let j = out.json();
+        for h in ["host1", "local"] {
+            assert_eq!(
+                num(host(&j, h), "remote_commands"),
+                1,
+                "{args:?} {h}\n{j:#}"
+            );
+        }
+    }
+    std::fs::write(lab.claude_home("host1").join("bin/session.conf"), "x\n").unwrap();
+    for args in [
+        ["push", "--check", "--diff"],
+        ["push", "--diff", "--backup"],
+    ] {
+        let out = lab.csdeploy(&[args[0], args[1], args[2], "--format", "json"]);
+        out.assert_exit(0);
+        let hj = host(&out.json(), "host1").clone();
+        assert_eq!(num(&hj, "changed"), 1, "{args:?}\n{hj:#}");
+        assert_eq!(num(&hj, "remote_commands"), 1, "{args:?}\n{hj:#}");
+        let diff = tasks(&hj)
+            .iter()
+            .find_map(|t| t["diff"].as_str().map(String::from));
+        assert!(diff.is_some_and(|d| d.contains("-x")), "{args:?}\n{hj:#}");
     }
 }
 
@@ -287,7 +313,7 @@ fn push_repairs_drift_and_check_mode_only_reports_it() {
     let j = out.json();
     let hj = host(&j, "host1");
     assert_eq!(hj["status"], "changed", "{hj:#}");
-    assert!(num(hj, "remote_commands") <= 2, "{hj:#}");
+    assert_eq!(num(hj, "remote_commands"), 1, "{hj:#}");
     let changed: Vec<_> = tasks(hj)
         .iter()
         .filter(|t| t["status"] == "changed")
@@ -772,10 +798,7 @@ fn host_processes_show_a_short_name_not_the_agents_source() {
             "a whole source on the command line: {} bytes",
             line.len()
         );
-        assert!(
-            line.contains("-c 'csdeploy-apply';") || line.contains("-c 'csdeploy-gather';"),
-            "{line}"
-        );
+        assert!(line.contains("-c 'csdeploy-agent';"), "{line}");
     }
 }
 

@@ -123,8 +123,8 @@ def test_shellcheck_clean_remote_sh(name):
 
 
 def test_remote_steps_are_found():
-    assert sorted(map(os.path.basename, REMOTE)) == ["apply.py", "checks.py", "cleanup.py", "client.py", "doctor.py",
-                                                     "gather.py", "launch.py", "main.py", "probe.py", "tools.py"]
+    assert sorted(map(os.path.basename, REMOTE)) == ["agent.py", "checks.py", "cleanup.py", "client.py", "doctor.py",
+                                                     "launch.py", "main.py", "probe.py", "tools.py"]
 
 
 @pytest.mark.parametrize("path", PYTHON + REMOTE + TEST_PYTHON, ids=os.path.basename)
@@ -220,7 +220,7 @@ def test_tools_run_under_every_python(tmp_path, version):
 
 @pytest.mark.parametrize("version", list(PYTHONS))
 def test_csdeploy_remote_steps_run_under_every_python(tmp_path, version):
-    """gather, apply, verify and the day-two programs run on hosts whose
+    """The agent, the verifier and the day-two programs run on hosts whose
     python3 may be any from 3.8 to the newest."""
     exe = PYTHONS[version]
     from conftest import csdeploy_binary

@@ -1,34 +1,32 @@
-r"""csdeploy's remote apply step: makes every change a host's plan needs.
+r"""csdeploy's agent: the Python side of a host's one remote command.
 
-The controller runs it as `python3 -I -S -c <this source>` (its `environment`
-assignments quoted), after `gather.py` has reported the host's state, and sends:
+The controller starts it through gather.sh (after the shell's own gather,
+or at once) and speaks the protocol that src/protocol.rs documents: each
+request is one JSON line, a header with named fields, the contents of files
+following it as raw bytes whose sizes it names; each reply is one JSON line
+(a gather's old contents follow it the same way). EOF ends the agent.
 
-stdin:  `COUNT\0`, then per op `OP\0PATH\0MODE\0SIZE\0BACKUP\0ARG\0TEXT\0`,
-        then the bytes of every `write` op, back to back, SIZE bytes each.
-        OP is mkdir|chmod|remove|write|link|command|verify|program; MODE
-        octal; BACKUP 1 or empty; ARG is a link's target, a command's
-        `creates` or a verification's or program's JSON arguments; TEXT a
-        command's JSON {"argv": [...] or "sh": TEXT, "env": {...}} or the
-        verifier's or program's source.
-stdout: per op that ran, `OK\0SKIPPED\0MSG\0BACKUP\0RC\0STDOUT\0STDERR\0CHECKS\0DATA\0`
-        (CHECKS: a verification's or program's checks as JSON; DATA: a
-        program's result as JSON). It stops at the first failure, as Ansible
-        stops a host at its first failed task.
+  gather  the state of every path a plan touches, and for --diff the old
+          content of a file that differs from what the task wants.
+  apply   every change of the host's plan, in order: mkdir, chmod, remove,
+          link, write (atomic: temp file in the destination directory,
+          fsync, rename; each directory is fsynced once at the end),
+          command, verify and program (the verifier and the day-two
+          programs, src/remote/*.py, run in this process). All of the
+          request is read before any op runs, so a connection that drops
+          while contents stream changes nothing. It stops at the first
+          failure, as Ansible stops a host at its first failed task.
 
-NUL-separated, like gather, because importing json (with re) would double
-this step's start-up; a verification, which needs JSON, imports it.
-Every byte of stdin is read before any op runs, so a connection that drops
-while contents are streaming changes nothing. Files are replaced atomically
-(temp file in the destination directory, fsync, rename; each directory is
-fsynced once at the end): a reader sees the old file or the new one, never a
-partial one. Python 3.8+ standard library only.
+A frame it cannot read is answered {"error": ...} and ends it (exit 2).
+Python 3.8+ standard library only.
 """
+import hashlib
+import json
 import os
+import signal
 import stat
 import sys
 import time
-
-import signal
 
 
 OUTPUT_LIMIT = 64 * 1024
@@ -57,8 +55,6 @@ def fsync_dir(path):
 
 
 def backup_name(dest):
-    import time
-
     base = "%s.%s" % (dest, time.strftime("%Y%m%dT%H%M%S"))
     name, n = base + ".bak", 1
     while os.path.lexists(name):
@@ -80,8 +76,6 @@ def manifest_path():
 
 
 def sha256_hex(data):
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -89,14 +83,12 @@ def record_push(replaced):
     """Writes the manifest of this push's replaced files and prunes old
     backups. Returns why the manifest could not be written (the push has
     happened, but rollback would not know it), else None."""
-    import time
-
     path = manifest_path()
     tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
     try:
         os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(json_dumps({"version": 1, "time": time.time(), "files": replaced}))
+            f.write(json.dumps({"version": 1, "time": time.time(), "files": replaced}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -256,15 +248,12 @@ def command(op):
     creates = op.get("creates")
     if creates and os.path.lexists(expand(creates)):
         return {"ok": True, "skipped": True, "msg": "%s exists" % expand(creates)}
-    import json
-
-    spec = json.loads(op["cmd"])
     # argv: no shell, one argument per element (a leading ~ is the home
     # directory, as in every path); sh: the playbook's literal shell text.
-    argv = [expand(a) if a == "~" or a.startswith("~/") else a for a in spec["argv"]] \
-        if "argv" in spec else ["sh", "-c", spec["sh"]]
+    argv = [expand(a) if a == "~" or a.startswith("~/") else a for a in op["argv"]] \
+        if "argv" in op else ["sh", "-c", op["sh"]]
     env = dict(os.environ)
-    env.update(spec["env"])
+    env.update(op["env"])
     try:
         # Its own process group, so that an interrupt ends all it started.
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env,
@@ -287,31 +276,17 @@ def command(op):
             "msg": None if proc.returncode == 0 else "exit code %d" % proc.returncode}
 
 
-# ---------------------------------------------------------------- verification
-# JSON is imported only by the ops that carry it (a verification, a day-two
-# program, a push's backup record): a plain push does without its cost.
-def json_loads(text):
-    import json
-
-    return json.loads(text)
-
-
-def json_dumps(value):
-    import json
-
-    return json.dumps(value)
-
-
+# ---------------------------------------------------------------- programs
 def verify(op):
     # The verification ships with each run (see verify/main.py); it runs in
     # this process so verifying costs no extra remote command.
     namespace = {"__name__": "csdeploy_verify"}
     try:
         exec(compile(op["source"], "csdeploy-verify.py", "exec"), namespace)
-        checks = namespace["run"](json_loads(op["args"]))
+        checks = namespace["run"](op["args"])
     except Exception as err:  # a crash must still come back as a result
         return {"ok": False, "msg": "verification crashed: %s: %s" % (type(err).__name__, err)}
-    return {"ok": True, "checks": json_dumps(checks)}
+    return {"ok": True, "checks": checks}
 
 
 def program(op):
@@ -322,76 +297,115 @@ def program(op):
     namespace = {"__name__": "csdeploy_program"}
     try:
         exec(compile(op["source"], "csdeploy-program.py", "exec"), namespace)
-        result = namespace["run"](json_loads(op["args"]))
+        result = namespace["run"](op["args"])
     except Interrupted:
         raise
     except Exception as err:  # a crash must still come back as a result
         return {"ok": False, "msg": "the csdeploy program crashed: %s: %s" % (type(err).__name__, err)}
-    checks, data = result.get("checks"), result.get("data")
     return {"ok": bool(result.get("ok")), "msg": result.get("msg"), "rc": result.get("rc"),
-            "checks": None if checks is None else json_dumps(checks),
-            "data": None if data is None else json_dumps(data)}
+            "checks": result.get("checks"), "data": result.get("data")}
 
 
-FIELDS = ("op", "path", "mode", "size", "backup", "arg", "text")
-REPLY = ("ok", "skipped", "msg", "backup", "rc", "stdout", "stderr", "checks", "data")
+
+# ---------------------------------------------------------------- gather
+MAX_DIFF_BYTES = 1 << 20
 
 
-def parse(data):
-    """The ops and the content blobs from everything read on stdin."""
-    pos = 0
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    def field():
-        nonlocal pos
-        end = data.index(b"\0", pos)
-        value, pos = data[pos:end], end + 1
-        return value
 
-    ops = []
-    for _ in range(int(field())):
-        raw = dict(zip(FIELDS, (field() for _ in FIELDS)))
-        ops.append({
-            "op": raw["op"].decode("ascii"),
-            "path": os.fsdecode(raw["path"]),
-            "mode": int(raw["mode"], 8) if raw["mode"] else None,
-            "size": int(raw["size"]) if raw["size"] else 0,
-            "backup": raw["backup"] == b"1",
-            "creates": os.fsdecode(raw["arg"]) or None,
-            "target": os.fsdecode(raw["arg"]),
-            "args": raw["arg"].decode("utf-8"),
-            "cmd": raw["text"].decode("utf-8", "surrogateescape"),
-            "source": raw["text"].decode("utf-8", "surrogateescape"),
-        })
+def text(name):
+    """A file system name as JSON can carry it: undecodable bytes replaced."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def describe(want, path):
+    """One path's state, and its old content (bytes) when --diff wants it."""
+    path = expand(path)
+    state = {"path": text(path), "kind": "missing", "mode": None, "uid": None, "sha256": None,
+             "target": None, "link_to_dir": False, "content_size": None}
+    try:
+        st = os.lstat(path)
+    except OSError:
+        # Missing, or behind a directory we may not search: what stat in
+        # gather.sh reports as nothing. Applying to it then says why.
+        return state, None
+    state["mode"] = stat.S_IMODE(st.st_mode)
+    state["uid"] = st.st_uid
+    content = None
+    if stat.S_ISLNK(st.st_mode):
+        state["kind"] = "link"
+        try:
+            state["target"] = text(os.readlink(path))
+        except OSError:
+            pass  # replaced since lstat: no target, so no link task calls it its own
+        state["link_to_dir"] = os.path.isdir(path)
+    elif stat.S_ISDIR(st.st_mode):
+        state["kind"] = "dir"
+    elif stat.S_ISREG(st.st_mode):
+        state["kind"] = "file"
+        if want:
+            try:
+                state["sha256"] = sha256_file(path)
+                if want not in ("hash", state["sha256"]) and st.st_size <= MAX_DIFF_BYTES:
+                    with open(path, "rb") as f:
+                        content = f.read()
+                    state["content_size"] = len(content)
+            except OSError:
+                pass  # unreadable: no hash, as sha256sum in gather.sh gives none
+    else:
+        state["kind"] = "other"
+    return state, content
+
+
+def gather(probes):
+    paths, contents = [], []
+    for probe in probes:
+        state, content = describe(probe.get("want"), probe["path"])
+        paths.append(state)
+        if content is not None:
+            contents.append(content)
+    return {"uid": os.getuid(), "paths": paths}, contents
+
+
+# ---------------------------------------------------------------- frames
+class Malformed(Exception):
+    pass
+
+
+HANDLERS = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "link": link,
+            "command": command, "verify": verify, "program": program}
+LONG_RUNNING = ("command", "verify", "program")
+
+
+def read_exact(stream, size):
+    data = stream.read(size)
+    if len(data) != size:
+        raise Malformed("input ended after %d of %d bytes" % (len(data), size))
+    return data
+
+
+def read_apply(header, stream):
+    """The ops of an apply request and the contents of its writes: all of it
+    is read before anything changes."""
+    ops = header["ops"]
     blobs = []
     for op in ops:
-        if op["op"] == "write":
-            blob = data[pos:pos + op["size"]]
-            if len(blob) != op["size"]:
-                raise Interrupted("input ended after %d of %d bytes" % (len(blob), op["size"]))
-            blobs.append(blob)
-            pos += op["size"]
-        else:
+        if op.get("op") == "write":
+            blobs.append(read_exact(stream, op["size"]))
+        elif op.get("op") in HANDLERS:
             blobs.append(None)
+        else:
+            raise Malformed("unknown op %r" % op.get("op"))
     return ops, blobs
 
 
-def encode(result):
-    def text(value):
-        if value is None or value is False:
-            return b""
-        if value is True:
-            return b"1"
-        if isinstance(value, int):
-            return b"%d" % value
-        return os.fsencode(value).replace(b"\0", b"\\0") if isinstance(value, str) else value
-    return b"".join(text(result.get(key)) + b"\0" for key in REPLY)
-
-
-def apply(data):
-    # Everything is read first: a dropped connection must change nothing.
-    ops, blobs = parse(data)
-    handlers = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "link": link,
-                "command": command, "verify": verify, "program": program}
+def apply(ops, blobs):
     out = []
     dirty = set()
     replaced = []
@@ -401,14 +415,16 @@ def apply(data):
                 if op["op"] == "write":
                     result = write_atomic(op, blob)
                 else:
-                    result = handlers[op["op"]](op)
+                    result = HANDLERS[op["op"]](op)
                 if result.get("dirty"):
                     dirty.add(result["dirty"])
                 if result.get("replaced"):
                     replaced.append(result["replaced"])
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, KeyError, TypeError) as err:
                 result = {"ok": False, "msg": "%s: %s" % (type(err).__name__, err)}
-            out.append(encode(result))
+            for internal in ("dirty", "replaced"):
+                result.pop(internal, None)
+            out.append(result)
             if not result["ok"]:
                 break
     finally:
@@ -423,10 +439,10 @@ def apply(data):
     if unrecorded and out:
         # The files are in place; a push whose backups rollback cannot find
         # is not what `--backup` asked for, so the host fails, saying so.
-        out[-1] = encode({"ok": False, "msg": "the changes are made and backed up, but the record "
-                          "`csdeploy rollback` needs could not be written (%s): free space and push "
-                          "again with --backup" % unrecorded})
-    return b"".join(out)
+        out[-1] = {"ok": False, "msg": "the changes are made and backed up, but the record "
+                   "`csdeploy rollback` needs could not be written (%s): free space and push "
+                   "again with --backup" % unrecorded}
+    return {"results": out}
 
 
 def stop_when_the_caller_is_gone():
@@ -451,18 +467,52 @@ def stop_when_the_caller_is_gone():
     threading.Thread(target=watch, daemon=True).start()
 
 
+def send(reply, contents=()):
+    # Any text a host produced (paths, output) is valid UTF-8 on the wire.
+    sys.stdout.buffer.write(json.dumps(reply, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
+    for content in contents:
+        sys.stdout.buffer.write(content)
+    sys.stdout.flush()
+
+
+def serve(stream):
+    watching = False
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        try:
+            try:
+                header = json.loads(line)
+                request = header["request"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise Malformed("malformed frame: %s" % err)
+            if request == "gather":
+                send(*gather(header["probes"]))
+            elif request == "apply":
+                try:
+                    ops, blobs = read_apply(header, stream)
+                except (KeyError, TypeError) as err:
+                    raise Malformed("malformed frame: %s" % err)
+                if not watching and any(op["op"] in LONG_RUNNING for op in ops):
+                    stop_when_the_caller_is_gone()
+                    watching = True
+                send(apply(ops, blobs))
+            else:
+                raise Malformed("unknown request %r" % request)
+        except Malformed as err:
+            send({"error": "%s" % err})
+            sys.exit(2)
+
+
 def main():
     for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(signum, _interrupted)
-    data = sys.stdin.buffer.read()
-    if b"\0command\0" in data or b"\0verify\0" in data or b"\0program\0" in data:
-        stop_when_the_caller_is_gone()
     try:
-        sys.stdout.buffer.write(apply(data))
-        sys.stdout.flush()
+        serve(sys.stdin.buffer)
     except Interrupted as stop:
         # A stop asked for, not a crash: one line, no traceback.
-        sys.stderr.write("csdeploy-apply: %s: stopped where it was\n" % stop)
+        sys.stderr.write("csdeploy-agent: %s: stopped where it was\n" % stop)
         sys.exit(128 + signal.SIGTERM)
 
 
