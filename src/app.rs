@@ -414,7 +414,21 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
             Connection::Ssh(t) => serde_json::json!({
                 "type": "ssh", "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
             }),
+            Connection::Lxc { container } => {
+                serde_json::json!({"type": "lxc", "container": container})
+            }
+            Connection::Pct { node: t, vmid } => serde_json::json!({
+                "type": "pct", "vmid": vmid, "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
+            }),
         };
+        let mut connection = connection;
+        if let Some(b) = &host.become_ {
+            let method = match b.method {
+                crate::host::BecomeMethod::Sudo => "sudo",
+                crate::host::BecomeMethod::Su => "su",
+            };
+            connection["become"] = serde_json::json!({"method": method, "user": b.user});
+        }
         let groups: Vec<&str> = inventory
             .groups_of(name)
             .iter()

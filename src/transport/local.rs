@@ -1,4 +1,5 @@
-//! The `local` connection: the same commands, as child processes, no SSH.
+//! The `local` connection: the same commands, as child processes, no SSH;
+//! and, behind `lxc-attach`, the `lxc` connection (see `wrap`).
 
 use std::process::Stdio;
 
@@ -7,6 +8,8 @@ use super::{Counter, Output, RemoteCommand, TransportError};
 #[derive(Default)]
 pub struct LocalTransport {
     pub counter: Counter,
+    /// Put before every command (see `wrap`): `lxc-attach -n NAME --`, sudo.
+    pub wrap: Vec<String>,
 }
 
 impl LocalTransport {
@@ -15,6 +18,7 @@ impl LocalTransport {
         command: &RemoteCommand,
         stdin: Vec<u8>,
     ) -> Result<Output, TransportError> {
+        let command = command.wrapped(&self.wrap);
         self.counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (program, args) = command
