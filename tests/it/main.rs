@@ -1,9 +1,11 @@
+mod container;
 mod day2;
 mod faults;
 mod fuzz;
 mod gather;
 mod harness;
 mod inventory;
+mod lxc;
 mod output;
 mod push;
 mod shard;

@@ -1,0 +1,196 @@
+//! `ansible_connection: lxc` and the Proxmox `pct` connection, against a
+//! real running LXC container (see `container.rs`): the tooling is pushed
+//! into it and verified there, as the container's session user, through
+//! `lxc-attach` on this machine and through `pct exec` on a node reached
+//! over ssh, at the cost a push has over ssh.
+
+use std::os::unix::fs::MetadataExt;
+
+use crate::container::{Container, Node};
+use crate::harness::{Lab, host, num, tasks, yq};
+
+/// An inventory entry for a container host entered with `lxc-attach`, as
+/// `user`.
+fn lxc_host(name: &str, container: &str, user: &str) -> String {
+    format!(
+        "    {name}:\n      ansible_connection: lxc\n      ansible_lxc_host: {}\n      ansible_become: true\n      ansible_become_method: su\n      ansible_become_user: {user}\n",
+        yq(container)
+    )
+}
+
+/// An inventory entry for a container host on a Proxmox node, as `user`.
+fn pct_host(name: &str, node: &Node, vmid: &str, user: &str) -> String {
+    format!(
+        "    {name}:\n      ansible_connection: community.proxmox.proxmox_pct_remote\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      ansible_user: root\n      proxmox_vmid: {vmid}\n      ansible_become: true\n      ansible_become_method: su\n      ansible_become_user: {user}\n",
+        node.port
+    )
+}
+
+fn owner(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .uid()
+}
+
+/// Every verification check of a host's report passed (and there were some).
+#[track_caller]
+fn verified(report: &serde_json::Value, name: &str) {
+    let checks: Vec<&serde_json::Value> = tasks(host(report, name))
+        .iter()
+        .filter_map(|t| t["checks"].as_array())
+        .flatten()
+        .collect();
+    assert!(checks.len() > 3, "{name}: no verification\n{report:#}");
+    for c in checks {
+        assert_eq!(c["status"], "pass", "{name}: {c}");
+    }
+}
+
+#[test]
+fn push_verify_into_a_real_container_through_lxc_and_pct_as_its_users() {
+    let Some(ct) = Container::start(&["claude", "anna", "bert"]) else {
+        return;
+    };
+    let lab = Lab::new().hosts(1).build();
+    let node = Node::start(&lab, true);
+    let mut inventory = String::from("all:\n  hosts:\n");
+    inventory.push_str(&lab.host_entry_yaml(lab.host_info("host1"), 4));
+    inventory.push_str(&lxc_host("viaLxc", &ct.name, "claude"));
+    // Two containers' worth of hosts on one node: one master between them.
+    inventory.push_str(&pct_host("viaPct", &node, &ct.name, "anna"));
+    inventory.push_str(&pct_host("viaPct2", &node, &ct.name, "bert"));
+    lab.write_inventory(&inventory);
+
+    let out = lab.csdeploy(&["push", "--verify", "--format", "json"]);
+    out.assert_exit(0);
+    let report = out.json();
+    let over_ssh = num(host(&report, "host1"), "remote_commands");
+    assert_eq!(over_ssh, 2, "{out}");
+    for (name, user) in [
+        ("viaLxc", "claude"),
+        ("viaPct", "anna"),
+        ("viaPct2", "bert"),
+    ] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "changed", "{name}\n{out}");
+        assert_eq!(num(h, "remote_commands"), over_ssh, "{name}\n{out}");
+        verified(&report, name);
+        // Deployed in the user's own home in the container, owned by them.
+        let home = ct.home(user);
+        let launcher = home.join(".claude/bin/claude-session");
+        assert!(
+            launcher.is_file(),
+            "{name}: no launcher in {}",
+            home.display()
+        );
+        for path in [
+            launcher.as_path(),
+            &home.join(".claude"),
+            &home.join(".claude/bin"),
+        ] {
+            assert_eq!(owner(path), ct.uid(user), "{name}: {}", path.display());
+        }
+    }
+    // Nothing landed in root's home in the container.
+    assert!(!ct.rootfs().join("root/.claude").exists());
+    // The pct path ran pct's own argument form; one ssh login for both
+    // containers of the node.
+    let calls = node.pct_calls();
+    assert!(
+        !calls.is_empty() && calls.iter().all(|c| *c == format!("exec {} --", ct.name)),
+        "{calls:?} {}",
+        ct.name
+    );
+    assert_eq!(
+        node.logins(),
+        1,
+        "{}",
+        std::fs::read_to_string(&node.sshd_log).unwrap()
+    );
+
+    // Nothing to change: one command each, as over ssh.
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    let report = out.json();
+    for name in ["host1", "viaLxc", "viaPct", "viaPct2"] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "ok", "{name}\n{out}");
+        assert_eq!(num(h, "remote_commands"), 1, "{name}\n{out}");
+    }
+}
+
+#[test]
+fn a_node_without_pct_is_entered_with_lxc_attach() {
+    let Some(ct) = Container::start(&["claude"]) else {
+        return;
+    };
+    let lab = Lab::new().hosts(1).build();
+    let node = Node::start(&lab, false);
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n{}",
+        pct_host("ct", &node, &ct.name, "claude")
+    ));
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    assert_eq!(host(&out.json(), "ct")["status"], "changed", "{out}");
+    assert!(node.pct_calls().is_empty());
+    let launcher = ct.home("claude").join(".claude/bin/claude-session");
+    assert_eq!(owner(&launcher), ct.uid("claude"));
+}
+
+#[test]
+fn a_stopped_or_unknown_container_is_unreachable_while_the_others_succeed() {
+    let Some(running) = Container::start(&["claude"]) else {
+        return;
+    };
+    let stopped = Container::create(&["claude"]).unwrap();
+    let lab = Lab::new().hosts(1).local(true).build();
+    let node = Node::start(&lab, true);
+    let mut inventory = String::from("all:\n  hosts:\n");
+    inventory.push_str(&lab.host_entry_yaml(lab.host_info("local"), 4));
+    inventory.push_str(&lxc_host("up", &running.name, "claude"));
+    inventory.push_str(&lxc_host("down", &stopped.name, "claude"));
+    inventory.push_str(&lxc_host("nosuch", "csdeploy-no-such-container", "claude"));
+    inventory.push_str(&pct_host("pctDown", &node, &stopped.name, "claude"));
+    // A running container, but no such user in it: su says so.
+    inventory.push_str(&lxc_host("noUser", &running.name, "nobody-here"));
+    lab.write_inventory(&inventory);
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let report = out.json();
+    for name in ["local", "up"] {
+        assert_eq!(host(&report, name)["status"], "changed", "{name}\n{out}");
+    }
+    for (name, says) in [
+        ("down", format!("lxc-start -n {}", stopped.name)),
+        (
+            "nosuch",
+            "cannot enter the LXC container `csdeploy-no-such-container`".into(),
+        ),
+        ("pctDown", format!("pct start {}", stopped.name)),
+        ("noUser", "cannot become `nobody-here` with su".into()),
+    ] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "unreachable", "{name}\n{out}");
+        let error = h["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&says), "{name}: {error}");
+        assert_eq!(num(h, "remote_commands"), 0, "{name}");
+    }
+
+    // No lxc-attach on this machine: the lxc hosts say so, the others go on.
+    let path = lab.path_without("lxc", |n| n.starts_with("lxc-"));
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n{}{}",
+        lab.host_entry_yaml(lab.host_info("local"), 4),
+        lxc_host("up", &running.name, "claude")
+    ));
+    let out = lab.csdeploy_meanwhile(&["push", "--format", "json"], &[("PATH", &path)], |_| {});
+    out.assert_exit(3);
+    let report = out.json();
+    assert_eq!(host(&report, "local")["status"], "ok", "{out}");
+    let error = host(&report, "up")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("lxc-attach is not installed"), "{error}");
+}
