@@ -5,11 +5,13 @@
 //! |---|---|
 //! | `lxc` | `lxc-attach -n NAME --clear-env --` (on this machine, as community.general.lxc, which clears the environment too) |
 //! | `pct` | over ssh to the node: `pct exec VMID --`, or `lxc-attach -n VMID --` where the node has no `pct`; `sudo -n` first when `ansible_user` is set and is not root (as the Ansible plugin runs `sudo pct`) |
-//! | `become` sudo | `sudo -n -H -u USER --` |
-//! | `become` su | `su -s /bin/sh -c 'exec "$0" "$@"' -- USER` |
+//! | `become` sudo | `sudo -n -H -u USER -- /bin/sh -c SCRIPT` |
+//! | `become` su | `su -s /bin/sh -c SCRIPT -- USER` |
 //!
-//! Every value is an argv word of its own: su's `-c` script is a constant
-//! that runs its arguments (`"$0" "$@"`), never text built from them.
+//! Every value is an argv word of its own: SCRIPT is a constant that goes
+//! to the user's home, as an ssh login starts there (the login user's
+//! directory, often root's 0700 one, is no place for them), and runs its
+//! arguments as they are (`"$0" "$@"`), never text built from them.
 //!
 //! Before the first real command, [`settle`] proves each layer with `true`
 //! (the container can be entered, the user can be become), so that a
@@ -23,8 +25,9 @@ use std::time::Duration;
 use super::{RemoteCommand, SshOptions, Transport, TransportError};
 use crate::host::{Become, BecomeMethod, Connection, Host, SshTarget};
 
-/// su's command: runs its arguments as they are (`$0` is the program).
-pub const SU_SCRIPT: &str = r#"exec "$0" "$@""#;
+/// What runs as the user: in their home, its arguments as they are (`$0`
+/// is the program).
+pub const BECOME_SCRIPT: &str = r#"cd "$HOME" 2>/dev/null || cd /; exec "$0" "$@""#;
 
 /// Finds how the node enters containers: the first of these it has.
 const FIND_TOOL: &str = r#"for t in pct /usr/sbin/pct lxc-attach /usr/bin/lxc-attach; do
@@ -36,8 +39,17 @@ exit 127"#;
 pub fn become_prefix(become_: &Become) -> Vec<String> {
     let user = become_.user.clone();
     match become_.method {
-        BecomeMethod::Sudo => words(&["sudo", "-n", "-H", "-u"], [user, "--".into()]),
-        BecomeMethod::Su => words(&["su", "-s", "/bin/sh", "-c", SU_SCRIPT, "--"], [user]),
+        BecomeMethod::Sudo => words(
+            &["sudo", "-n", "-H", "-u"],
+            [
+                user,
+                "--".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                BECOME_SCRIPT.into(),
+            ],
+        ),
+        BecomeMethod::Su => words(&["su", "-s", "/bin/sh", "-c", BECOME_SCRIPT, "--"], [user]),
     }
 }
 
@@ -288,7 +300,17 @@ mod tests {
         };
         assert_eq!(
             become_prefix(&sudo),
-            ["sudo", "-n", "-H", "-u", "claude", "--"]
+            [
+                "sudo",
+                "-n",
+                "-H",
+                "-u",
+                "claude",
+                "--",
+                "/bin/sh",
+                "-c",
+                BECOME_SCRIPT
+            ]
         );
         let su = Become {
             method: BecomeMethod::Su,
@@ -296,7 +318,7 @@ mod tests {
         };
         assert_eq!(
             become_prefix(&su),
-            ["su", "-s", "/bin/sh", "-c", SU_SCRIPT, "--", "claude"]
+            ["su", "-s", "/bin/sh", "-c", BECOME_SCRIPT, "--", "claude"]
         );
     }
 
@@ -332,19 +354,34 @@ mod tests {
         assert_eq!(command.wrapped(&[]).env, command.env);
     }
 
-    /// su runs its constant script with the arguments as they are: a value
-    /// holding quotes, `$()` or a leading `-` reaches the program unchanged.
+    /// The constant script runs its arguments as they are, in HOME: a
+    /// value holding quotes, `$()` or a leading `-` reaches the program
+    /// unchanged; without a home, it runs in `/`.
     #[test]
-    fn su_script_passes_arguments_through_unchanged() {
+    fn become_script_runs_the_arguments_unchanged_in_home() {
+        let home = tempfile::tempdir().unwrap();
         let tricky = ["-I", "it's $(touch /tmp/x) \"q\"", "", "a\nb"];
-        let out = std::process::Command::new("sh")
-            .args(["-c", SU_SCRIPT, "printf"])
-            .arg("[%s]")
-            .args(tricky)
-            .output()
-            .unwrap();
-        let expected: String = tricky.iter().map(|a| format!("[{a}]")).collect();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+        let run = |home: &std::path::Path| {
+            let out = std::process::Command::new("/bin/sh")
+                .args([
+                    "-c",
+                    BECOME_SCRIPT,
+                    "sh",
+                    "-c",
+                    r#"printf '[%s]' "$PWD" "$@""#,
+                    "x",
+                ])
+                .args(tricky)
+                .env("HOME", home)
+                .current_dir("/tmp")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let args: String = tricky.iter().map(|a| format!("[{a}]")).collect();
+        let real = home.path().canonicalize().unwrap();
+        assert_eq!(run(home.path()), format!("[{}]{args}", real.display()));
+        assert_eq!(run(&home.path().join("gone")), format!("[/]{args}"));
     }
 
     #[test]

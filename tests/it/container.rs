@@ -72,13 +72,17 @@ fn unable() -> Option<String> {
     None
 }
 
-/// Skips the calling test (prints why, returns `None`) where containers
-/// cannot run, unless they are required.
-pub fn skip_or_fail(why: String) -> Option<Container> {
+/// Says why the calling test skips (it then returns), unless these tests
+/// are required here (`CSDEPLOY_IT_CONTAINERS=required`): then it fails.
+pub fn skip(why: &str) {
     if std::env::var("CSDEPLOY_IT_CONTAINERS").as_deref() == Ok("required") {
-        panic!("containers are required here (CSDEPLOY_IT_CONTAINERS=required), but: {why}");
+        panic!("required here (CSDEPLOY_IT_CONTAINERS=required), but: {why}");
     }
-    eprintln!("skipped: this machine cannot run LXC containers: {why}");
+    eprintln!("skipped: {why}");
+}
+
+fn skip_or_fail(why: String) -> Option<Container> {
+    skip(&format!("this machine cannot run LXC containers: {why}"));
     None
 }
 
@@ -204,6 +208,8 @@ impl Container {
         for d in ["tmp", "var/tmp"] {
             std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o1777))?;
         }
+        // As on any system: the session users may not enter root's home.
+        std::fs::set_permissions(root.join("root"), std::fs::Permissions::from_mode(0o700))?;
         for (link, target) in [
             ("bin", "usr/bin"),
             ("sbin", "usr/sbin"),

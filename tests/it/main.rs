@@ -1,3 +1,5 @@
+#[path = "become.rs"]
+mod become_; // `become` is a reserved word in Rust
 mod container;
 mod day2;
 mod faults;

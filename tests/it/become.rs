@@ -1,0 +1,125 @@
+//! `ansible_become` over plain ssh, on a real sshd: root logs in and
+//! deploys for the user who runs the sessions (sudo and su), and a login
+//! that would need a password to become someone is unreachable, saying
+//! what to do, while the others succeed.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{Lab, current_uid, host, num, tasks};
+
+/// A user of this machine, created for one test and removed after it.
+struct LocalUser {
+    name: String,
+    home: PathBuf,
+    uid: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalUser {
+    /// `None` (and why, printed) where users cannot be created.
+    fn create(tag: &str) -> Option<LocalUser> {
+        if current_uid() != 0 {
+            crate::container::skip("creating users and becoming them needs root");
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("csdt{tag}{}x{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix("csdeploy-user-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join(&name);
+        let out = Command::new("useradd")
+            // `*`: no password, but not locked (sshd refuses a locked
+            // account's key logins).
+            .args(["-m", "-p", "*", "-s", "/bin/sh", "-d"])
+            .arg(&home)
+            .arg(&name)
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let uid = std::fs::metadata(&home).unwrap().uid();
+        Some(LocalUser {
+            name,
+            home,
+            uid,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for LocalUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
+}
+
+fn entry(name: &str, port: u16, login: &str, become_: &str, method: &str) -> String {
+    format!(
+        "    {name}:\n      ansible_host: 127.0.0.1\n      ansible_port: {port}\n      ansible_user: {login}\n      ansible_become: true\n      ansible_become_user: {become_}\n      ansible_become_method: {method}\n"
+    )
+}
+
+#[test]
+fn become_deploys_for_another_user_on_a_real_sshd_host() {
+    if Command::new("sudo").arg("--version").output().is_err() {
+        crate::container::skip("sudo is not installed");
+        return;
+    }
+    let (Some(anna), Some(bert)) = (LocalUser::create("a"), LocalUser::create("b")) else {
+        return;
+    };
+    let lab = Lab::new().hosts(1).build();
+    // sshd reads authorized_keys as the user logging in: anna must reach it.
+    std::fs::set_permissions(&lab.root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let port = lab.port("host1");
+    let root = crate::harness::current_user();
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n{}{}{}",
+        entry("bySudo", port, &root, &anna.name, "sudo"),
+        entry("bySu", port, &root, &bert.name, "su"),
+        // anna may not run anything as bert: sudo would ask her password.
+        entry("noRights", port, &anna.name, &bert.name, "sudo"),
+    ));
+    let out = lab.csdeploy(&["push", "--verify", "--format", "json"]);
+    out.assert_exit(3);
+    let report = out.json();
+    for (name, user) in [("bySudo", &anna), ("bySu", &bert)] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "changed", "{name}\n{out}");
+        assert_eq!(num(h, "remote_commands"), 2, "{name}\n{out}");
+        let checks: Vec<&serde_json::Value> = tasks(h)
+            .iter()
+            .filter_map(|t| t["checks"].as_array())
+            .flatten()
+            .collect();
+        assert!(checks.len() > 3, "{name}: no verification\n{out}");
+        for c in checks {
+            assert_eq!(c["status"], "pass", "{name}: {c}");
+        }
+        // In the user's own home (HOME is theirs), owned by them.
+        for rel in [".claude", ".claude/bin", ".claude/bin/claude-session"] {
+            let path = user.home.join(rel);
+            let md = std::fs::symlink_metadata(&path)
+                .unwrap_or_else(|e| panic!("{name}: {}: {e}\n{out}", path.display()));
+            assert_eq!(md.uid(), user.uid, "{name}: {}", path.display());
+        }
+    }
+    let h = host(&report, "noRights");
+    assert_eq!(h["status"], "unreachable", "{out}");
+    assert_eq!(num(h, "remote_commands"), 0);
+    let error = h["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("cannot become `{}` with sudo", bert.name))
+            && error.contains("NOPASSWD"),
+        "{error}"
+    );
+}
