@@ -194,3 +194,147 @@ fn a_stopped_or_unknown_container_is_unreachable_while_the_others_succeed() {
         .to_string();
     assert!(error.contains("lxc-attach is not installed"), "{error}");
 }
+
+/// What runs on this machine whose command line mentions `needle`: a
+/// container's processes are among them, seen from outside.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != me.as_str())
+        .filter_map(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some(String::from_utf8_lossy(&c).replace('\0', " "))
+        })
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+fn left_running(needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(needle);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ctrl_c_ends_what_runs_in_the_containers_too() {
+    let Some(ct) = Container::start(&["claude", "anna"]) else {
+        return;
+    };
+    let lab = Lab::new().hosts(1).build();
+    let node = Node::start(&lab, true);
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n{}{}",
+        lxc_host("viaLxc", &ct.name, "claude"),
+        pct_host("viaPct", &node, &ct.name, "anna")
+    ));
+    let marker = crate::harness::unique("csdt-wait");
+    let play = lab.write_file(
+        "wait.yml",
+        &format!(
+            "- hosts: all\n  tasks:\n    - name: wait\n      command: {{argv: [sh, -c, 'sleep 300; :', {marker}]}}\n"
+        ),
+    );
+    let needle = marker.clone();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let saw = seen.clone();
+    let out = lab.csdeploy_meanwhile(
+        &["run", play.to_str().unwrap(), "--format", "json"],
+        &[],
+        move |pid| {
+            // Both hosts' commands run in the container: interrupt then.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while processes_mentioning(&needle).len() < 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            saw.store(
+                processes_mentioning(&needle).len() >= 2,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        },
+    );
+    out.assert_exit(130);
+    assert!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        "the commands never ran in the container\n{out}"
+    );
+    assert!(out.elapsed < std::time::Duration::from_secs(60), "{out}");
+    assert_eq!(left_running(&marker), Vec::<String>::new(), "{out}");
+    // Nor anything that entered the container for them.
+    let entering = format!("-n {} --", ct.name);
+    let entering_pct = format!("exec {} --", ct.name);
+    let left: Vec<String> = processes_mentioning(&ct.name)
+        .into_iter()
+        .filter(|c| c.contains(&entering) || c.contains(&entering_pct))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "{out}");
+}
+
+#[test]
+fn check_diff_and_the_day_two_commands_work_through_containers() {
+    let Some(ct) = Container::start(&["claude", "anna"]) else {
+        return;
+    };
+    let lab = Lab::new().hosts(1).build();
+    let node = Node::start(&lab, true);
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n{}{}{}",
+        lab.host_entry_yaml(lab.host_info("host1"), 4),
+        lxc_host("viaLxc", &ct.name, "claude"),
+        pct_host("viaPct", &node, &ct.name, "anna")
+    ));
+    lab.csdeploy(&["push"]).assert_exit(0);
+    // A change in each home: --check --diff shows it and changes nothing.
+    let conf = |home: &std::path::Path| home.join(".claude/bin/session.conf");
+    for home in [ct.home("claude"), ct.home("anna"), lab.home("host1")] {
+        std::fs::write(conf(&home), "max_sessions=99\n").unwrap();
+    }
+    let out = lab.csdeploy(&["push", "--check", "--diff", "--format", "json"]);
+    out.assert_exit(0);
+    let report = out.json();
+    for (name, home) in [
+        ("host1", lab.home("host1")),
+        ("viaLxc", ct.home("claude")),
+        ("viaPct", ct.home("anna")),
+    ] {
+        let h = host(&report, name);
+        assert_eq!(h["status"], "changed", "{name}\n{out}");
+        assert_eq!(num(h, "remote_commands"), 1, "{name}\n{out}");
+        assert!(
+            h.to_string().contains("max_sessions=99"),
+            "{name}: no diff\n{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(conf(&home)).unwrap(),
+            "max_sessions=99\n"
+        );
+    }
+    // The day-two commands cost what they cost over ssh.
+    for command in ["doctor", "sessions"] {
+        let out = lab.csdeploy(&[command, "--format", "json"]);
+        let report = out.json();
+        let over_ssh = num(host(&report, "host1"), "remote_commands");
+        for name in ["viaLxc", "viaPct"] {
+            let h = host(&report, name);
+            assert_eq!(
+                h["status"],
+                host(&report, "host1")["status"],
+                "{command} {name}\n{out}"
+            );
+            assert_eq!(
+                num(h, "remote_commands"),
+                over_ssh,
+                "{command} {name}\n{out}"
+            );
+        }
+    }
+}
