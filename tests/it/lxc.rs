@@ -338,3 +338,58 @@ fn check_diff_and_the_day_two_commands_work_through_containers() {
         }
     }
 }
+
+#[test]
+fn a_node_that_cannot_be_reached_fails_each_of_its_containers_with_its_error() {
+    let lab = Lab::new().local(true).build();
+    let port = crate::harness::closed_port();
+    let entry = |name: &str, vmid: u32| {
+        format!(
+            "    {name}:\n      ansible_connection: pct\n      ansible_host: 127.0.0.1\n      ansible_port: {port}\n      proxmox_vmid: {vmid}\n"
+        )
+    };
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n{}{}{}",
+        lab.host_entry_yaml(lab.host_info("local"), 4),
+        entry("ct122", 122),
+        entry("ct123", 123)
+    ));
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let report = out.json();
+    assert_eq!(host(&report, "local")["status"], "changed", "{out}");
+    let errors: Vec<&str> = ["ct122", "ct123"]
+        .iter()
+        .map(|name| {
+            let h = host(&report, name);
+            assert_eq!(h["status"], "unreachable", "{name}\n{out}");
+            h["error"].as_str().unwrap()
+        })
+        .collect();
+    assert!(errors[0].contains("Connection refused"), "{out}");
+    assert_eq!(errors[0], errors[1], "one node, one connection, one error");
+}
+
+#[test]
+fn the_inventory_shows_how_each_container_is_entered_and_as_whom() {
+    let lab = Lab::new().build();
+    lab.write_inventory(
+        "all:\n  hosts:\n    web: {ansible_connection: lxc, ansible_become: true, ansible_become_user: claude, ansible_become_method: su}\n    lxc122: {ansible_connection: community.proxmox.proxmox_pct_remote, ansible_host: pve1, ansible_user: root, proxmox_vmid: '122'}\n",
+    );
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    assert_eq!(
+        hosts["web"]["connection"],
+        serde_json::json!({"type": "lxc", "container": "web"})
+    );
+    assert_eq!(
+        hosts["web"]["become"],
+        serde_json::json!({"method": "su", "user": "claude"})
+    );
+    assert_eq!(
+        hosts["lxc122"]["connection"],
+        serde_json::json!({"type": "pct", "vmid": 122, "host": "pve1", "port": null, "user": "root", "key_file": null})
+    );
+    assert_eq!(hosts["lxc122"]["become"], serde_json::Value::Null);
+}
