@@ -1,7 +1,7 @@
 //! `ansible_become` over plain ssh, on a real sshd: root logs in and
-//! deploys for the user who runs the sessions (sudo and su), and a login
-//! that would need a password to become someone is unreachable, saying
-//! what to do, while the others succeed.
+//! deploys for the user who runs the sessions (sudo and su; and on this
+//! machine, `local`), and a login that would need a password to become
+//! someone is unreachable, saying what to do, while the others succeed.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -74,7 +74,11 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
         crate::container::skip("sudo is not installed");
         return;
     }
-    let (Some(anna), Some(bert)) = (LocalUser::create("a"), LocalUser::create("b")) else {
+    let (Some(anna), Some(bert), Some(carl)) = (
+        LocalUser::create("a"),
+        LocalUser::create("b"),
+        LocalUser::create("c"),
+    ) else {
         return;
     };
     let lab = Lab::new().hosts(1).build();
@@ -83,16 +87,17 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
     let port = lab.port("host1");
     let root = crate::harness::current_user();
     lab.write_inventory(&format!(
-        "all:\n  hosts:\n{}{}{}",
+        "all:\n  hosts:\n{}{}{}    onThisMachine:\n      ansible_connection: local\n      ansible_become: true\n      ansible_become_user: {}\n",
         entry("bySudo", port, &root, &anna.name, "sudo"),
         entry("bySu", port, &root, &bert.name, "su"),
         // anna may not run anything as bert: sudo would ask her password.
         entry("noRights", port, &anna.name, &bert.name, "sudo"),
+        carl.name,
     ));
     let out = lab.csdeploy(&["push", "--verify", "--format", "json"]);
     out.assert_exit(3);
     let report = out.json();
-    for (name, user) in [("bySudo", &anna), ("bySu", &bert)] {
+    for (name, user) in [("bySudo", &anna), ("bySu", &bert), ("onThisMachine", &carl)] {
         let h = host(&report, name);
         assert_eq!(h["status"], "changed", "{name}\n{out}");
         assert_eq!(num(h, "remote_commands"), 2, "{name}\n{out}");
