@@ -64,10 +64,11 @@ pub struct Become {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BecomeMethod {
-    /// `sudo -n -H -u USER -- ARGV`: never prompts.
+    /// `sudo -n -H -u USER -- /bin/sh -c SCRIPT ARGV`: never prompts
+    /// (SCRIPT: `transport::wrap::BECOME_SCRIPT`).
     Sudo,
-    /// `su -s /bin/sh -c 'exec "$0" "$@"' -- USER ARGV`: for a root login,
-    /// where su asks for no password (a container without sudo).
+    /// `su -s /bin/sh -c SCRIPT -- USER ARGV`: for a root login, where su
+    /// asks for no password (a container without sudo).
     Su,
 }
 
