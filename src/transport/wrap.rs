@@ -25,6 +25,12 @@ use std::time::Duration;
 use super::{RemoteCommand, SshOptions, Transport, TransportError};
 use crate::host::{Become, BecomeMethod, Connection, Host, SshTarget};
 
+/// The longest the probes of one host may take: what `true` needs through
+/// lxc-attach, pct and su on a machine loaded many times over (measured:
+/// over 30 s at a load of 160 on 2 cores), short of waiting forever on a
+/// container that never answers.
+const PROBE_LIMIT: Duration = Duration::from_secs(120);
+
 /// What runs as the user: in their home, its arguments as they are (`$0`
 /// is the program).
 pub const BECOME_SCRIPT: &str = r#"cd "$HOME" 2>/dev/null || cd /; exec "$0" "$@""#;
@@ -93,7 +99,7 @@ pub async fn settle(
     if matches!(host.connection, Connection::Local | Connection::Ssh(_)) && host.become_.is_none() {
         return Ok(transport);
     }
-    let limit = options.connect_timeout.max(Duration::from_secs(30));
+    let limit = options.connect_timeout.max(PROBE_LIMIT);
     match tokio::time::timeout(limit, prefix_for(&transport, host)).await {
         Ok(Ok(prefix)) => {
             match &mut transport {

@@ -280,7 +280,7 @@ fn ctrl_c_ends_what_runs_in_the_containers_too() {
 }
 
 #[test]
-fn check_diff_and_the_day_two_commands_work_through_containers() {
+fn check_diff_backups_and_the_day_two_commands_work_through_containers() {
     let Some(ct) = Container::start(&["claude", "anna"]) else {
         return;
     };
@@ -317,6 +317,23 @@ fn check_diff_and_the_day_two_commands_work_through_containers() {
             std::fs::read_to_string(conf(&home)).unwrap(),
             "max_sessions=99\n"
         );
+    }
+    // A push with backups, then rollback: the change comes back, in the
+    // container as over ssh.
+    lab.csdeploy(&["push", "--backup"]).assert_exit(0);
+    for home in [ct.home("claude"), ct.home("anna"), lab.home("host1")] {
+        assert_ne!(
+            std::fs::read_to_string(conf(&home)).unwrap(),
+            "max_sessions=99\n"
+        );
+    }
+    lab.csdeploy(&["rollback"]).assert_exit(0);
+    for home in [ct.home("claude"), ct.home("anna"), lab.home("host1")] {
+        assert_eq!(
+            std::fs::read_to_string(conf(&home)).unwrap(),
+            "max_sessions=99\n"
+        );
+        assert_eq!(owner(&conf(&home)), owner(&home), "{}", home.display());
     }
     // The day-two commands cost what they cost over ssh.
     for command in ["doctor", "sessions"] {
