@@ -35,9 +35,12 @@ const PROBE_LIMIT: Duration = Duration::from_secs(120);
 /// is the program).
 pub const BECOME_SCRIPT: &str = r#"cd "$HOME" 2>/dev/null || cd /; exec "$0" "$@""#;
 
-/// Finds how the node enters containers: the first of these it has.
+/// Finds how the node enters containers: the path of the first of these it
+/// has (a path, as the Ansible plugin runs `/usr/sbin/pct`: what a sudoers
+/// rule for a login other than root names, and what sudo's secure_path
+/// need not hold).
 const FIND_TOOL: &str = r#"for t in pct /usr/sbin/pct lxc-attach /usr/bin/lxc-attach; do
-  if command -v "$t" >/dev/null 2>&1; then printf '%s\n' "$t"; exit 0; fi
+  if p=$(command -v "$t" 2>/dev/null); then printf '%s\n' "$p"; exit 0; fi
 done
 exit 127"#;
 
@@ -388,6 +391,36 @@ mod tests {
         let real = home.path().canonicalize().unwrap();
         assert_eq!(run(home.path()), format!("[{}]{args}", real.display()));
         assert_eq!(run(&home.path().join("gone")), format!("[/]{args}"));
+    }
+
+    #[test]
+    fn the_node_tool_is_found_by_its_path_pct_first() {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = tempfile::tempdir().unwrap();
+        let pct = bin.path().join("pct");
+        std::fs::write(&pct, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&pct, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let find = |path: &std::path::Path| {
+            let out = std::process::Command::new("/bin/sh")
+                .args(["-c", FIND_TOOL])
+                .env("PATH", path)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            )
+        };
+        assert_eq!(find(bin.path()), (Some(0), pct.display().to_string()));
+        // Without pct on PATH: Proxmox's own path, else lxc-attach's.
+        let empty = tempfile::tempdir().unwrap();
+        let expected = ["/usr/sbin/pct", "/usr/bin/lxc-attach"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        match expected {
+            Some(path) => assert_eq!(find(empty.path()), (Some(0), path.to_string())),
+            None => assert_eq!(find(empty.path()), (Some(127), String::new())),
+        }
     }
 
     #[test]

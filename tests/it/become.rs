@@ -128,3 +128,66 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
         "{error}"
     );
 }
+
+/// A sudoers rule for one test, removed after it.
+struct SudoRule(PathBuf);
+
+impl SudoRule {
+    fn add(user: &str, command: &std::path::Path) -> SudoRule {
+        let path = PathBuf::from("/etc/sudoers.d").join(user);
+        std::fs::write(
+            &path,
+            format!("{user} ALL=(root) NOPASSWD: {}\n", command.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        SudoRule(path)
+    }
+}
+
+impl Drop for SudoRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A Proxmox node where the login is not root: pct runs as `sudo -n
+/// /path/to/pct exec ...`, as the Ansible plugin runs it, which needs a
+/// NOPASSWD rule for pct; without one the host is unreachable, saying so.
+#[test]
+fn a_node_login_other_than_root_runs_pct_with_sudo() {
+    let Some(dana) = LocalUser::create("d") else {
+        return;
+    };
+    let Some(ct) = crate::container::Container::start(&["claude"]) else {
+        return;
+    };
+    let lab = Lab::new().hosts(1).build();
+    std::fs::set_permissions(&lab.root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let node = crate::container::Node::start(&lab, true);
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n    ct:\n      ansible_connection: pct\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      ansible_user: {}\n      proxmox_vmid: {}\n      ansible_become: true\n      ansible_become_method: su\n      ansible_become_user: claude\n",
+        node.port, dana.name, ct.name
+    ));
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(3);
+    let error = host(&out.json(), "ct")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("wants a password") && error.contains("NOPASSWD"),
+        "{error}"
+    );
+
+    let _rule = SudoRule::add(&dana.name, &node.shim());
+    let out = lab.csdeploy(&["push", "--format", "json"]);
+    out.assert_exit(0);
+    assert_eq!(host(&out.json(), "ct")["status"], "changed", "{out}");
+    let launcher = ct.home("claude").join(".claude/bin/claude-session");
+    assert_eq!(
+        std::fs::metadata(&launcher).unwrap().uid(),
+        ct.uid("claude")
+    );
+    assert!(!node.pct_calls().is_empty());
+}

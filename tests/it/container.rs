@@ -424,6 +424,11 @@ impl Node {
             .count()
     }
 
+    /// The `pct` shim's path (the node's sessions find it on PATH).
+    pub fn shim(&self) -> PathBuf {
+        self.pct_log.with_file_name("pct")
+    }
+
     pub fn pct_calls(&self) -> Vec<String> {
         std::fs::read_to_string(&self.pct_log)
             .unwrap_or_default()
