@@ -4,7 +4,7 @@
 //! | connection | prefix (then `become`, then `env K=V`, then the command) |
 //! |---|---|
 //! | `lxc` | `lxc-attach -n NAME --clear-env --` (on this machine, as community.general.lxc, which clears the environment too) |
-//! | `pct` | over ssh to the node: `pct exec VMID --`, or `lxc-attach -n VMID --` where the node has no `pct`; `sudo -n` first when `ansible_user` is set and is not root (as the Ansible plugin runs `sudo pct`) |
+//! | `pct` | over ssh to the node: `/usr/sbin/pct exec VMID --` (the path the node's `command -v` gives), or `lxc-attach -n VMID --` where the node has no `pct`; `sudo -n` first when `ansible_user` is set and is not root (as the Ansible plugin runs `sudo /usr/sbin/pct`) |
 //! | `become` sudo | `sudo -n -H -u USER -- /bin/sh -c SCRIPT` |
 //! | `become` su | `su -s /bin/sh -c SCRIPT -- USER` |
 //!
