@@ -10,7 +10,6 @@ pub mod ssh;
 pub mod wrap;
 
 use std::borrow::Cow;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
