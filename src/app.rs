@@ -414,7 +414,20 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
             Connection::Ssh(t) => serde_json::json!({
                 "type": "ssh", "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
             }),
+            Connection::Lxc { container } => {
+                serde_json::json!({"type": "lxc", "container": container})
+            }
+            Connection::Pct { node: t, vmid } => serde_json::json!({
+                "type": "pct", "vmid": vmid, "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
+            }),
         };
+        let become_ = host.become_.as_ref().map(|b| {
+            let method = match b.method {
+                crate::host::BecomeMethod::Sudo => "sudo",
+                crate::host::BecomeMethod::Su => "su",
+            };
+            serde_json::json!({"method": method, "user": b.user})
+        });
         let groups: Vec<&str> = inventory
             .groups_of(name)
             .iter()
@@ -422,7 +435,7 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
             .collect();
         hosts.insert(
             name.clone(),
-            serde_json::json!({"connection": connection, "groups": groups, "vars": crate::secrets::masked(&serde_json::Value::Object(host.vars.clone().into_iter().collect()))}),
+            serde_json::json!({"connection": connection, "become": become_, "groups": groups, "vars": crate::secrets::masked(&serde_json::Value::Object(host.vars.clone().into_iter().collect()))}),
         );
     }
     let groups: serde_json::Map<String, serde_json::Value> = inventory

@@ -40,9 +40,39 @@ pub fn inherit_refusal(key: &str, value: &Value) -> Option<String> {
 pub enum Connection {
     Local,
     Ssh(SshTarget),
+    /// An LXC container on this machine, entered with `lxc-attach -n NAME`
+    /// (`ansible_connection: lxc`, as community.general.lxc).
+    Lxc {
+        container: String,
+    },
+    /// A Proxmox VE container, entered with `pct exec VMID --` on the node
+    /// reached by ssh (community.proxmox.proxmox_pct_remote).
+    Pct {
+        node: SshTarget,
+        vmid: u64,
+    },
 }
 
+/// Who csdeploy runs as on the host when it is not the login (or attach)
+/// user: `ansible_become: true` with `ansible_become_user` (default root)
+/// and `ansible_become_method` (default sudo).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Become {
+    pub method: BecomeMethod,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BecomeMethod {
+    /// `sudo -n -H -u USER -- /bin/sh -c SCRIPT ARGV`: never prompts
+    /// (SCRIPT: `transport::wrap::BECOME_SCRIPT`).
+    Sudo,
+    /// `su -s /bin/sh -c SCRIPT -- USER ARGV`: for a root login, where su
+    /// asks for no password (a container without sudo).
+    Su,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SshTarget {
     /// What ssh connects to; the user's ~/.ssh/config may resolve it further.
     pub host: String,
@@ -55,6 +85,8 @@ pub struct SshTarget {
 pub struct Host {
     pub name: String,
     pub connection: Connection,
+    /// Run every command as another user (`ansible_become`).
+    pub become_: Option<Become>,
     /// Exported for every command csdeploy runs there (Ansible's `environment`).
     pub environment: Vec<(String, String)>,
     /// The interpreter that runs csdeploy's agent (`ansible_python_interpreter`);
@@ -83,27 +115,51 @@ impl Host {
             });
         }
         check.unsupported()?;
-        let connection = match check.string("ansible_connection")?.as_deref() {
-            None | Some("ssh") => Connection::Ssh(SshTarget {
+        let ssh_target = || -> Result<SshTarget> {
+            Ok(SshTarget {
                 host: check.destination(name)?,
                 port: check.port()?,
                 user: check.string(check.set_one(&["ansible_ssh_user", "ansible_user"]))?,
                 key_file: check.string(
                     check.set_one(&["ansible_ssh_private_key_file", "ansible_private_key_file"]),
                 )?,
-            }),
+            })
+        };
+        let connection = match check.string("ansible_connection")?.as_deref() {
+            None | Some("ssh") => Connection::Ssh(ssh_target()?),
             Some("local") => Connection::Local,
+            Some("lxc" | "community.general.lxc") => Connection::Lxc {
+                container: check.container(name)?,
+            },
+            Some(
+                "pct"
+                | "proxmox_pct_remote"
+                | "community.proxmox.proxmox_pct_remote"
+                | "community.general.proxmox_pct_remote",
+            ) => {
+                let node = ssh_target()?;
+                check.node_become_method()?;
+                Connection::Pct {
+                    vmid: check.vmid()?,
+                    node,
+                }
+            }
             Some(other) => {
                 return Err(check.error(
                     "ansible_connection",
-                    format!("unsupported connection `{other}` (expected ssh or local)"),
+                    format!(
+                        "unsupported connection `{other}` (expected ssh, local, lxc \
+                         (community.general.lxc) or pct (community.proxmox.proxmox_pct_remote))"
+                    ),
                 ));
             }
         };
+        let become_ = check.become_()?;
         check.session_settings()?;
         Ok(Host {
             name: name.to_string(),
             connection,
+            become_,
             environment: check.environment()?,
             python: check
                 .string("ansible_python_interpreter")?
@@ -142,6 +198,12 @@ const CONNECTION_VARS: &[&str] = &[
     "ansible_ssh_private_key_file",
     "ansible_private_key_file",
     "ansible_python_interpreter",
+    "ansible_lxc_host",
+    "proxmox_vmid",
+    "proxmox_become_method",
+    "ansible_become",
+    "ansible_become_user",
+    "ansible_become_method",
 ];
 
 /// The variables csdeploy writes into the host's `session.conf`.
@@ -173,14 +235,36 @@ fn unsupported_var(key: &str, local: bool) -> Option<String> {
              log in with a key (ansible_ssh_private_key_file, or ssh-agent) and remove {key}"
         ));
     }
-    let become_ = ["ansible_become", "ansible_sudo", "ansible_su"];
-    if become_
+    const BECOME_PASSWORDS: &[&str] = &[
+        "ansible_become_password",
+        "ansible_become_pass",
+        "ansible_sudo_pass",
+        "ansible_sudo_password",
+        "ansible_su_pass",
+        "ansible_su_password",
+    ];
+    if BECOME_PASSWORDS.contains(&key) {
+        return Some(format!(
+            "csdeploy never types a password for sudo or su (Ansible would send {key}): \
+             let the login user become the other one without a password (a NOPASSWD rule in \
+             sudoers, or log in as root), and remove {key}"
+        ));
+    }
+    if ["ansible_become_exe", "ansible_become_flags"].contains(&key) {
+        return Some(format!(
+            "csdeploy runs `sudo -n -H -u USER --` or `su -s /bin/sh -c ... USER` itself and \
+             cannot honour {key} (Ansible would): remove {key}"
+        ));
+    }
+    let legacy = ["ansible_sudo", "ansible_su"];
+    if legacy
         .iter()
         .any(|b| key == *b || key.starts_with(&format!("{b}_")))
     {
         return Some(format!(
-            "csdeploy does not escalate privileges (Ansible would, by {key}): it deploys as \
-             the login user, so set ansible_user to the user who runs the sessions and remove {key}"
+            "{key} is Ansible's old name for privilege escalation, which csdeploy does not read: \
+             write ansible_become: true, ansible_become_user and ansible_become_method (sudo or su) \
+             instead, and remove {key}"
         ));
     }
     if SSH_OPTIONS.contains(&key) && !local {
@@ -301,6 +385,7 @@ const ANSIBLE_VAR_FAMILIES: &[&str] = &[
     "ansible_terminal_",
     "ansible_cli_",
     "ansible_jail_",
+    "ansible_lxc_",
     "ansible_chroot_",
     "ansible_zone_",
     "ansible_buildah_",
@@ -343,7 +428,8 @@ impl Checker<'_> {
 
     /// Refuses what Ansible would act on and csdeploy does not, so that an
     /// inventory is never read differently in silence: a password to type,
-    /// privilege escalation, ssh options, Jinja in a connection setting.
+    /// become settings it cannot honour, ssh options, Jinja in a connection
+    /// setting.
     fn unsupported(&self) -> Result<()> {
         let local = matches!(self.scoped.values.get("ansible_connection"), Some(Value::String(c)) if c == "local");
         for (key, value) in &self.scoped.values {
@@ -437,6 +523,132 @@ impl Checker<'_> {
                 message: format!("host name {why}: set `ansible_host` to where ssh should connect"),
             }),
         }
+    }
+
+    /// The LXC container `lxc-attach -n` enters: `ansible_lxc_host`, else
+    /// `ansible_host`, else the host's name, as community.general.lxc reads
+    /// it. lxc-attach would read a name starting with `-` as an option.
+    fn container(&self, name: &str) -> Result<String> {
+        let key = self.set_one(&["ansible_lxc_host", "ansible_host"]);
+        let (value, key) = match self.string(key)? {
+            Some(value) => (value, key),
+            None => (name.to_string(), "inventory_hostname"),
+        };
+        let bad = value.is_empty()
+            || value.starts_with('-')
+            || value.contains('/')
+            || value.chars().any(|c| c.is_whitespace() || c.is_control());
+        match (bad, key) {
+            (false, _) => Ok(value),
+            (true, "inventory_hostname") => Err(Error::Invalid {
+                file: self.inventory.file.clone(),
+                key: value.escape_debug().to_string(),
+                message: "host name is not an LXC container name: set `ansible_lxc_host` to \
+                          the container's name (lxc-ls lists them)"
+                    .into(),
+            }),
+            (true, key) => Err(self.error(
+                key,
+                format!(
+                    "`{}` is not an LXC container name (no blanks, `/`, or leading `-`): \
+                     give the name lxc-ls lists",
+                    value.escape_debug()
+                ),
+            )),
+        }
+    }
+
+    /// The Proxmox container id `pct exec` takes (`proxmox_vmid`), in the
+    /// range Proxmox VE allows.
+    fn vmid(&self) -> Result<u64> {
+        let key = "proxmox_vmid";
+        let value = self.scoped.values.get(key);
+        let id = value.and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        });
+        match (value, id) {
+            (_, Some(id)) if (100..=999_999_999).contains(&id) => Ok(id),
+            (None | Some(Value::Null), _) => Err(Error::Invalid {
+                file: self.inventory.file.clone(),
+                key: key.into(),
+                message: "a pct (community.proxmox.proxmox_pct_remote) host needs the container's \
+                          id: set proxmox_vmid (e.g. 122), and ansible_host to its Proxmox node"
+                    .into(),
+            }),
+            (Some(value), _) => Err(self.error(
+                key,
+                format!("expected a Proxmox container id 100-999999999, found {value}"),
+            )),
+        }
+    }
+
+    /// How a non-root login runs `pct` on the node: only `sudo` (the
+    /// plugin's default, `sudo -n` here) is supported.
+    fn node_become_method(&self) -> Result<()> {
+        match self.string("proxmox_become_method")?.as_deref() {
+            None | Some("sudo") => Ok(()),
+            Some(other) => Err(self.error(
+                "proxmox_become_method",
+                format!(
+                    "csdeploy runs pct on the node with `sudo -n` when ansible_user is not root, \
+                     not with `{other}`: use sudo (with a NOPASSWD rule for pct) or log in as root"
+                ),
+            )),
+        }
+    }
+
+    /// `ansible_become` (a boolean as Ansible reads one) with its user
+    /// (default root, as in Ansible) and method (sudo or su).
+    fn become_(&self) -> Result<Option<Become>> {
+        let key = "ansible_become";
+        let on = match self.scoped.values.get(key) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => true,
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => false,
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "y" | "yes" | "on" | "1" | "true" | "t" => true,
+                "n" | "no" | "off" | "0" | "false" | "f" | "" => false,
+                _ => return Err(self.error(key, format!("expected true or false, found `{s}`"))),
+            },
+            Some(other) => {
+                return Err(self.error(key, format!("expected true or false, found {other}")));
+            }
+        };
+        if !on {
+            return Ok(None);
+        }
+        let method = match self.string("ansible_become_method")?.as_deref() {
+            None | Some("sudo") => BecomeMethod::Sudo,
+            Some("su") => BecomeMethod::Su,
+            Some(other) => {
+                return Err(self.error(
+                    "ansible_become_method",
+                    format!(
+                        "csdeploy becomes another user with sudo or su, not `{other}`: \
+                         set ansible_become_method to sudo or su"
+                    ),
+                ));
+            }
+        };
+        let user_key = "ansible_become_user";
+        let user = self.string(user_key)?.unwrap_or_else(|| "root".into());
+        if user.is_empty()
+            || user.starts_with('-')
+            || user
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ':' || c == '/')
+        {
+            return Err(self.error(
+                user_key,
+                format!(
+                    "`{}` is not a user name: give the name of the user who runs the sessions",
+                    user.escape_debug()
+                ),
+            ));
+        }
+        Ok(Some(Become { method, user }))
     }
 
     fn port(&self) -> Result<Option<u16>> {
@@ -817,6 +1029,118 @@ mod tests {
                 .starts_with("h.yml:3:5: all.vars.inherit_link:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lxc_and_pct_connections_as_ansible_users_write_them() {
+        let h = host(
+            "all:\n  hosts:\n    web: {ansible_connection: lxc}\n    db: {ansible_connection: community.general.lxc, ansible_host: h, ansible_lxc_host: c2}\n",
+            "web",
+        )
+        .unwrap();
+        assert_eq!(
+            h.connection,
+            Connection::Lxc {
+                container: "web".into()
+            }
+        );
+        let text = "all:\n  hosts:\n    db: {ansible_connection: community.general.lxc, ansible_host: h, ansible_lxc_host: c2}\n";
+        assert_eq!(
+            host(text, "db").unwrap().connection,
+            Connection::Lxc {
+                container: "c2".into()
+            }
+        );
+        for connection in ["community.proxmox.proxmox_pct_remote", "pct"] {
+            let text = format!(
+                "all:\n  hosts:\n    lxc122:\n      ansible_connection: {connection}\n      ansible_host: pve1\n      ansible_user: root\n      proxmox_vmid: 122\n"
+            );
+            let h = host(&text, "lxc122").unwrap();
+            let Connection::Pct { node, vmid } = h.connection else {
+                panic!("not pct: {:?}", h.connection);
+            };
+            assert_eq!(
+                (node.host.as_str(), node.user.as_deref(), vmid),
+                ("pve1", Some("root"), 122)
+            );
+        }
+        let err = host("all:\n  hosts:\n    a: {ansible_connection: pct}\n", "a").unwrap_err();
+        assert!(err.to_string().contains("set proxmox_vmid"), "{err}");
+        let err = host(
+            "all:\n  hosts:\n    a: {ansible_connection: pct, proxmox_vmid: 12}\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("h.yml:3:") && err.to_string().contains("100-999999999"),
+            "{err}"
+        );
+        let err = host(
+            "all:\n  hosts:\n    a: {ansible_connection: lxc, ansible_lxc_host: \"-n x\"}\n",
+            "a",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ansible_lxc_host"), "{err}");
+        let err = host("all:\n  hosts:\n    a: {ansible_connection: docker}\n", "a").unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported connection `docker`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn become_is_read_as_ansible_reads_it_and_passwords_are_refused() {
+        let become_of = |vars: &str| {
+            host(&format!("all:\n  hosts:\n    a: {{{vars}}}\n"), "a").map(|h| h.become_)
+        };
+        assert_eq!(become_of("ansible_become_user: x").unwrap(), None);
+        assert_eq!(
+            become_of("ansible_become: true").unwrap(),
+            Some(Become {
+                method: BecomeMethod::Sudo,
+                user: "root".into()
+            })
+        );
+        assert_eq!(
+            become_of(
+                "ansible_become: 'yes', ansible_become_user: claude, ansible_become_method: su"
+            )
+            .unwrap(),
+            Some(Become {
+                method: BecomeMethod::Su,
+                user: "claude".into()
+            })
+        );
+        assert_eq!(become_of("ansible_become: 'off'").unwrap(), None);
+        for (vars, expected) in [
+            ("ansible_become: maybe", "expected true or false"),
+            (
+                "ansible_become: true, ansible_become_method: doas",
+                "sudo or su, not `doas`",
+            ),
+            (
+                "ansible_become: true, ansible_become_user: '-x'",
+                "is not a user name",
+            ),
+            (
+                "ansible_become: true, ansible_become_password: s3cret",
+                "never types a password",
+            ),
+            ("ansible_become_pass: s3cret", "never types a password"),
+            (
+                "ansible_become_flags: '-i'",
+                "cannot honour ansible_become_flags",
+            ),
+            ("ansible_sudo: true", "old name"),
+            ("ansible_su_user: x", "old name"),
+        ] {
+            let err = become_of(vars).unwrap_err().to_string();
+            assert!(
+                err.starts_with("h.yml:3:") && err.contains(expected),
+                "{vars}: {err}"
+            );
+            assert!(!err.contains("s3cret"), "{err}");
+        }
     }
 
     #[test]

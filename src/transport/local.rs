@@ -1,4 +1,5 @@
-//! The `local` connection: the same commands, as child processes, no SSH.
+//! The `local` connection: the same commands, as child processes, no SSH;
+//! and, behind `lxc-attach`, the `lxc` connection (see `wrap`).
 
 use std::process::Stdio;
 
@@ -7,10 +8,13 @@ use super::{Child, Counter, Exchange, RemoteCommand, TransportError};
 #[derive(Default)]
 pub struct LocalTransport {
     pub counter: Counter,
+    /// Put before every command (see `wrap`): `lxc-attach -n NAME --`, sudo.
+    pub wrap: Vec<String>,
 }
 
 impl LocalTransport {
     pub fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
+        let command = command.wrapped(&self.wrap);
         self.counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (program, args) = command

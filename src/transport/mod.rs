@@ -1,10 +1,15 @@
 //! How commands reach a host: over one multiplexed SSH connection, or as
 //! local processes for `ansible_connection: local`. Both take the same
 //! [`RemoteCommand`], so the engine never knows which it is talking to.
+//! A container (`lxc`, `pct`) or another user (`become`) is a prefix put
+//! before every command's argv by either transport (`wrap`).
 
 pub mod local;
+pub mod pool;
 pub mod ssh;
+pub mod wrap;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -30,6 +35,25 @@ impl RemoteCommand {
         }
         words.extend(self.argv.iter().map(String::as_str));
         crate::quote::join(words)
+    }
+
+    /// This command behind `prefix` (`lxc-attach -n NAME --`, `sudo -n -H
+    /// -u USER --`, ...): the environment then travels as `env K=V` words
+    /// after the prefix, since the programs of a prefix do not pass theirs on.
+    pub fn wrapped(&self, prefix: &[String]) -> Cow<'_, RemoteCommand> {
+        if prefix.is_empty() {
+            return Cow::Borrowed(self);
+        }
+        let mut argv = prefix.to_vec();
+        if !self.env.is_empty() {
+            argv.push("env".into());
+            argv.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        argv.extend(self.argv.iter().cloned());
+        Cow::Owned(RemoteCommand {
+            env: Vec::new(),
+            argv,
+        })
     }
 }
 
@@ -165,6 +189,12 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    /// The rest of stdout, to its end.
+    pub async fn read_to_end(&mut self) -> Result<Vec<u8>, TransportError> {
+        while self.fill().await? {}
+        Ok(std::mem::take(&mut self.buffer))
+    }
+
     /// The next `size` bytes of stdout; None if it ends first.
     pub async fn read_exact(&mut self, size: usize) -> Result<Option<Vec<u8>>, TransportError> {
         while self.buffer.len() < size {
@@ -280,12 +310,16 @@ pub enum Transport {
 
 impl Transport {
     pub async fn connect(host: &Host, options: &SshOptions) -> Result<Transport, TransportError> {
-        match &host.connection {
-            Connection::Local => Ok(Transport::Local(local::LocalTransport::default())),
-            Connection::Ssh(target) => Ok(Transport::Ssh(
-                ssh::SshTransport::connect(target, options).await?,
-            )),
-        }
+        let transport = match &host.connection {
+            Connection::Local | Connection::Lxc { .. } => {
+                Transport::Local(local::LocalTransport::default())
+            }
+            Connection::Ssh(target) => {
+                Transport::Ssh(ssh::SshTransport::connect(target, options).await?)
+            }
+            Connection::Pct { node, .. } => Transport::Ssh(pool::connect(node, options).await?),
+        };
+        wrap::settle(transport, host, options).await
     }
 
     /// Starts `command`, to be spoken with; one spawn is one remote command.

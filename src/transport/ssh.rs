@@ -9,6 +9,7 @@
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{Child, Counter, Exchange, HostKeyChecking, RemoteCommand, SshOptions, TransportError};
@@ -20,9 +21,13 @@ pub const MAX_CHANNELS: usize = 8;
 const PERSIST_SECONDS: usize = 60;
 
 pub struct SshTransport {
-    session: Session,
-    channels: Semaphore,
+    /// Shared with the other containers of a Proxmox node (`pool`).
+    session: Arc<Session>,
+    channels: Arc<Semaphore>,
     pub counter: Counter,
+    /// Put before every command (see `wrap`): `pct exec VMID --`, sudo.
+    pub wrap: Vec<String>,
+    lease: Option<super::pool::Lease>,
 }
 
 impl SshTransport {
@@ -30,6 +35,32 @@ impl SshTransport {
         target: &SshTarget,
         options: &SshOptions,
     ) -> Result<SshTransport, TransportError> {
+        Ok(SshTransport {
+            session: Arc::new(Self::open_session(target, options).await?),
+            channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
+            counter: Counter::default(),
+            wrap: Vec::new(),
+            lease: None,
+        })
+    }
+
+    /// A transport over a node's master that other hosts share.
+    pub fn pooled(shared: super::pool::Shared, lease: super::pool::Lease) -> SshTransport {
+        SshTransport {
+            session: shared.session,
+            channels: shared.channels,
+            counter: Counter::default(),
+            wrap: Vec::new(),
+            lease: Some(lease),
+        }
+    }
+
+    /// Connects a master to `target`: the user's ssh config, agent and
+    /// keys, host keys checked as `options` say.
+    pub async fn open_session(
+        target: &SshTarget,
+        options: &SshOptions,
+    ) -> Result<Session, TransportError> {
         let mut builder = SessionBuilder::default();
         builder
             .known_hosts_check(match options.host_key_checking {
@@ -74,18 +105,14 @@ impl SshTransport {
         } else {
             builder.connect(&target.host).await
         };
-        let session = connected.map_err(|err| {
+        connected.map_err(|err| {
             TransportError::Connect(explain(target, options.config_file.as_deref(), &err))
-        })?;
-        Ok(SshTransport {
-            session,
-            channels: Semaphore::new(MAX_CHANNELS),
-            counter: Counter::default(),
         })
     }
 
     pub async fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
         let line = command
+            .wrapped(&self.wrap)
             .shell_line()
             .map_err(|err| TransportError::Exec(err.to_string()))?;
         let channel = self
@@ -118,11 +145,26 @@ impl SshTransport {
     }
 
     pub async fn close(self) -> Result<(), TransportError> {
-        self.session
-            .close()
-            .await
-            .map_err(|err| TransportError::Exec(chain(&err)))
+        let shared = super::pool::Shared {
+            session: self.session,
+            channels: self.channels,
+        };
+        match self.lease {
+            Some(lease) => lease.release(shared).await,
+            None => match Arc::try_unwrap(shared.session) {
+                Ok(session) => close_session(session).await,
+                Err(_) => Ok(()),
+            },
+        }
     }
+}
+
+/// Ends a master csdeploy started.
+pub async fn close_session(session: Session) -> Result<(), TransportError> {
+    session
+        .close()
+        .await
+        .map_err(|err| TransportError::Exec(chain(&err)))
 }
 
 /// Ends every ssh master csdeploy started under `control_dir`: one whose

@@ -278,14 +278,14 @@ fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
             "never types an ssh password",
         ),
         (
-            "ansible_become: true",
-            "ansible_become",
-            "does not escalate privileges",
+            "ansible_become_password: pw",
+            "ansible_become_password",
+            "never types a password for sudo or su",
         ),
         (
-            "ansible_become_user: claude",
-            "ansible_become_user",
-            "set ansible_user",
+            "ansible_become_method: doas\n      ansible_become: true",
+            "ansible_become_method",
+            "sudo or su, not `doas`",
         ),
         (
             "ansible_ssh_common_args: '-o ProxyJump=bastion'",
