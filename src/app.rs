@@ -413,6 +413,7 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
             Connection::Local => serde_json::json!({"type": "local"}),
             Connection::Ssh(t) => serde_json::json!({
                 "type": "ssh", "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
+                "ssh_options": t.ssh_options,
             }),
         };
         let groups: Vec<&str> = inventory

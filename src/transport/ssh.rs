@@ -66,7 +66,19 @@ impl SshTransport {
             }
             builder.keyfile(key);
         }
-        if let Some(config) = &options.config_file {
+        // Dropped once connected: the master has read it.
+        let mut host_config = None;
+        if !target.ssh_options.is_empty() {
+            let file = crate::ssh_args::write_host_config(
+                &target.host,
+                &target.ssh_options,
+                options.config_file.as_deref(),
+                &options.control_dir,
+            )
+            .map_err(TransportError::Connect)?;
+            builder.config_file(file.path());
+            host_config = Some(file);
+        } else if let Some(config) = &options.config_file {
             builder.config_file(config);
         }
         let connected = if options.native_mux {
@@ -75,6 +87,7 @@ impl SshTransport {
             builder.connect(&target.host).await
         };
         let session = connected.map_err(|err| TransportError::Connect(explain(target, &err)))?;
+        drop(host_config);
         Ok(SshTransport {
             session,
             channels: Semaphore::new(MAX_CHANNELS),

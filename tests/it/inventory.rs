@@ -1,6 +1,6 @@
 //! `csdeploy inventory`: hosts, groups and resolved variables, as Ansible resolves them.
 
-use crate::harness::Lab;
+use crate::harness::{Lab, closed_port, current_user, host, yq};
 
 const NESTED: &str = r#"
 all:
@@ -288,9 +288,9 @@ fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
             "set ansible_user",
         ),
         (
-            "ansible_ssh_common_args: '-o ProxyJump=bastion'",
+            "ansible_ssh_common_args: '-o ProxyJump=bastion -f'",
             "ansible_ssh_common_args",
-            "`Host` block of your ssh config",
+            "-f makes no sense",
         ),
         (
             "ansible_host: \"{{ inventory_hostname }}.example.com\"",
@@ -462,4 +462,97 @@ fn a_directory_of_inventory_files_is_refused_with_what_to_do() {
             && out.stderr.contains("inv"),
         "{out}"
     );
+}
+
+/// One host entry reached only through `ansible_ssh_common_args`.
+fn via_ssh_args(lab: &Lab, name: &str, host_vars: &str, args: &str) -> String {
+    format!(
+        "    {name}:\n      ansible_host: 127.0.0.1\n{host_vars}      ansible_ssh_common_args: {}\n      environment:\n        HOME: {}\n",
+        yq(args),
+        yq(&lab.home(name).display().to_string())
+    )
+}
+
+#[test]
+fn ssh_args_from_the_inventory_reach_ssh_as_ansible_passes_them() {
+    let lab = Lab::new().hosts(2).servers(2).build();
+    let (port1, port2) = (lab.port("host1"), lab.port("host2"));
+    // The jump host is named `localhost`, so that ssh can tell it from the
+    // target (127.0.0.1): record its key under that name too.
+    let known = std::fs::read_to_string(&lab.known_hosts).unwrap();
+    let key = known.lines().next().unwrap().split_once(' ').unwrap().1;
+    std::fs::write(
+        &lab.known_hosts,
+        format!("{known}[localhost]:{port1} {key}\n"),
+    )
+    .unwrap();
+    let user = format!("      ansible_user: {}\n", yq(&current_user()));
+    let push = |host1_args: &str, host2_vars: &str, host2_args: &str| {
+        lab.write_inventory(&format!(
+            "all:\n  hosts:\n{}{}",
+            via_ssh_args(&lab, "host1", &user, host1_args),
+            via_ssh_args(&lab, "host2", host2_vars, host2_args),
+        ));
+        let out = lab.csdeploy(&["push", "--format", "json"]);
+        let doc = out.json();
+        let status = |h: &str| host(&doc, h)["status"].as_str().unwrap().to_string();
+        (status("host1"), status("host2"), out)
+    };
+    // host1: its port only in `-o Port=N`; host2: its user only in `-o
+    // User=...`, reached through a jump over host1's sshd.
+    let (one, two, out) = push(
+        &format!("-o Port={port1}"),
+        &format!("      ansible_port: {port2}\n"),
+        &format!("-o User={} -J localhost:{port1}", current_user()),
+    );
+    assert_eq!(
+        (one.as_str(), two.as_str()),
+        ("changed", "changed"),
+        "{out}"
+    );
+    // Each option really decides: a wrong port, a jump that is closed, a
+    // user that does not exist, and the host is not reached.
+    let (one, two, out) = push(
+        &format!("-o Port={}", closed_port()),
+        &format!("      ansible_port: {port2}\n"),
+        &format!("-o User={} -J localhost:{}", current_user(), closed_port()),
+    );
+    assert_eq!(
+        (one.as_str(), two.as_str()),
+        ("unreachable", "unreachable"),
+        "{out}"
+    );
+    let (_, two, out) = push(
+        &format!("-o Port={port1}"),
+        &format!("      ansible_port: {port2}\n"),
+        "-o User=nosuchuser-csd",
+    );
+    assert_eq!(two, "unreachable", "{out}");
+    assert!(out.stdout.contains("Permission denied"), "{out}");
+}
+
+#[test]
+fn ssh_args_that_make_no_sense_for_csdeploy_are_refused_where_they_are_set() {
+    let lab = Lab::new().build();
+    for (args, says) in [
+        (
+            "-o StrictHostKeyChecking=no",
+            "--host-key-checking accept-new",
+        ),
+        ("-L 8080:localhost:80", "-L makes no sense"),
+        ("-o ProxyJump=a bastion", "`bastion` is not an ssh option"),
+    ] {
+        lab.write_inventory(&format!(
+            "all:\n  children:\n    web:\n      vars:\n        ansible_ssh_extra_args: {}\n      hosts:\n        w1:\n",
+            yq(args)
+        ));
+        let out = lab.csdeploy(&["inventory"]);
+        out.assert_exit(2);
+        assert!(
+            out.stderr.contains(
+                "inventory.yml:5:9: all.children.web.vars.ansible_ssh_extra_args: host w1: "
+            ) && out.stderr.contains(says),
+            "{args}\n{out}"
+        );
+    }
 }

@@ -115,6 +115,37 @@ def same(ours, theirs):
     return ours == theirs and type(ours) is type(theirs)
 
 
+ANSIBLE_SSH_ARGS = ["-C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s"]
+FLAG_KEYWORDS = {"-J": "ProxyJump", "-p": "Port", "-l": "User", "-i": "IdentityFile"}
+FIXED_FLAGS = {"-C": "Compression yes", "-4": "AddressFamily inet", "-6": "AddressFamily inet6",
+               "-A": "ForwardAgent yes"}
+
+
+def ssh_config_lines(words):
+    """The ssh_config lines of ssh options as Ansible put them on ssh's
+    command line: the options of the corpus (`-o`, `-J`, `-p`, `-l`, `-i`,
+    `-C`, `-4`, `-6`, `-A`), where csdeploy's own master replaces the
+    control-socket ones. Ansible's default ssh_args stand for none set."""
+    if words == ANSIBLE_SSH_ARGS:
+        return []
+    lines = []
+    words = iter(words)
+    for word in words:
+        if word in FIXED_FLAGS:
+            lines.append(FIXED_FLAGS[word])
+        elif word in FLAG_KEYWORDS or word == "-o":
+            value = next(words)
+            if word != "-o":
+                lines.append("%s %s" % (FLAG_KEYWORDS[word], value))
+            elif not value.startswith(("ControlMaster=", "ControlPersist=")):
+                lines.append(value)
+        elif word.startswith("-o"):
+            lines.append(word[2:])
+        else:
+            raise AssertionError("an ssh option the oracle does not know: %r" % word)
+    return lines
+
+
 def ansible_connections(inventory, tmp_path, hosts):
     """Where, as whom and with which key Ansible's own ssh connection would
     connect to each host: `ansible all -m ping -vvv` with /bin/false as the
@@ -137,7 +168,18 @@ def logged_connections(inventory, tmp_path, pattern):
     for line in proc.stdout.splitlines():
         if " SSH: EXEC /bin/false " in line:
             argv = shlex.split(line.split(" SSH: EXEC ", 1)[1])
-            options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+            # Ansible's command line: ssh_args, its own options (up to
+            # ConnectTimeout), ssh_common_args, ssh_extra_args, ControlPath.
+            own = next(i for i, a in enumerate(argv)
+                       if a == "-o" and argv[i + 1].startswith("KbdInteractiveAuthentication="))
+            while argv[own - 2] == "-o" and argv[own - 1].startswith(
+                    ("Port=", "IdentityFile=", "StrictHostKeyChecking=")):
+                own -= 2
+            timeout = next(i for i, a in enumerate(argv)
+                           if a == "-o" and argv[i + 1].startswith("ConnectTimeout="))
+            control = max(i for i, a in enumerate(argv)
+                          if a == "-o" and argv[i + 1].startswith("ControlPath="))
+            options = dict(argv[i + 1].split("=", 1) for i in range(own, timeout) if argv[i] == "-o")
             unquote = lambda v: v[1:-1] if v and v[0] == v[-1] == '"' else v
             current = {
                 "type": "ssh",
@@ -145,6 +187,8 @@ def logged_connections(inventory, tmp_path, pattern):
                 "port": int(options["Port"]) if "Port" in options else None,
                 "user": unquote(options["User"]) if "User" in options else None,
                 "key_file": unquote(options["IdentityFile"]) if "IdentityFile" in options else None,
+                "ssh_options": ssh_config_lines(argv[1:own]) + ssh_config_lines(
+                    argv[timeout + 2:control]),
             }
         elif " ESTABLISH LOCAL CONNECTION " in line:
             current = {"type": "local"}
