@@ -369,12 +369,14 @@ impl Checker<'_> {
                 value => read_here && jinja(value),
             };
             if templated {
+                let why = self.scoped.unresolved.get(key).map_or("", String::as_str);
                 return Err(self.error(
                     key,
-                    "csdeploy does not evaluate Jinja in the inventory variables it reads itself \
-                     (connection settings, environment, session settings; Ansible would): \
-                     write the value itself"
-                        .into(),
+                    format!(
+                        "{why}. csdeploy needs this value itself (a connection setting, the \
+                         environment, a session setting) before it connects: write the value, \
+                         or `{{{{ name }}}}` of a variable that holds it"
+                    ),
                 ));
             }
         }

@@ -528,7 +528,43 @@ impl Inventory {
         scoped
             .values
             .insert("inventory_hostname".into(), Value::from(host));
+        let values = std::mem::take(&mut scoped.values);
+        let (values, unresolved) =
+            crate::template::resolve_vars(values, &self.magic_vars(host, &groups));
+        scoped.values = values;
+        scoped.unresolved = unresolved
+            .into_iter()
+            .map(|(key, why)| (key, format!("host {host}: {why}")))
+            .collect();
         scoped
+    }
+
+    /// The magic variables Ansible gives a host's templates that csdeploy
+    /// gives too (besides `inventory_hostname`, one of its variables).
+    fn magic_vars(&self, host: &str, groups: &[&Group]) -> vars::Vars {
+        let mut group_names: Vec<&str> = groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|g| !["all", "ungrouped"].contains(g))
+            .collect();
+        group_names.sort_unstable();
+        let file = std::path::absolute(&self.file).unwrap_or_else(|_| PathBuf::from(&self.file));
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut magic = vars::Vars::new();
+        magic.insert(
+            "inventory_hostname_short".into(),
+            Value::from(host.split('.').next().unwrap_or(host)),
+        );
+        magic.insert("group_names".into(), Value::from(group_names));
+        magic.insert(
+            "inventory_file".into(),
+            Value::from(file.display().to_string()),
+        );
+        magic.insert(
+            "inventory_dir".into(),
+            Value::from(dir.display().to_string()),
+        );
+        magic
     }
 }
 

@@ -293,21 +293,25 @@ fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
             "-f makes no sense",
         ),
         (
-            "ansible_host: \"{{ inventory_hostname }}.example.com\"",
+            "ansible_host: \"{{ inventory_hostname | upper }}.example.com\"",
             "ansible_host",
-            "does not evaluate Jinja",
+            "host a: `{{ inventory_hostname | upper }}`: csdeploy evaluates only `{{ name }}`, no filters",
         ),
         (
             "ansible_user: \"{{ lookup('env', 'USER') }}\"",
             "ansible_user",
-            "Jinja",
+            "no filters, lookups or expressions",
         ),
         (
             "claude_home: \"{{ home }}/.claude\"",
             "claude_home",
-            "Jinja",
+            "host a: `home` is undefined. csdeploy needs this value itself",
         ),
-        ("environment: {HOME: \"{{ h }}\"}", "environment", "Jinja"),
+        (
+            "environment: {HOME: \"{% if x %}/h{% endif %}\"}",
+            "environment",
+            "`{% ... %}`",
+        ),
     ] {
         lab.write_inventory(&format!("all:\n  hosts:\n    a:\n      {vars}\n"));
         let out = lab.csdeploy(&["inventory"]);
@@ -555,4 +559,41 @@ fn ssh_args_that_make_no_sense_for_csdeploy_are_refused_where_they_are_set() {
             "{args}\n{out}"
         );
     }
+}
+
+#[test]
+fn inventory_templates_resolve_from_the_hosts_own_vars_before_any_connection() {
+    let lab = Lab::new().build();
+    lab.write_inventory(concat!(
+        "all:\n  vars:\n    domain: example.com\n    n: 3\n",
+        "    ansible_host: \"{{ inventory_hostname }}.{{ domain }}\"\n",
+        "  children:\n    web:\n      vars:\n        domain: web.example.com\n",
+        "        ansible_port: \"{{ n }}\"\n        label: \"{{ group_names }}\"\n",
+        "        later: \"{{ nope | default('x') }}\"\n",
+        "      hosts:\n        w1:\n        w2:\n          n: 2222\n",
+    ));
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    // The group's `domain` wins over `all`'s, as the host's `n` over the
+    // group's: a template sees the host's merged variables.
+    assert_eq!(hosts["w1"]["connection"]["host"], "w1.web.example.com");
+    assert_eq!(hosts["w1"]["connection"]["port"], 3);
+    assert_eq!(hosts["w2"]["connection"]["port"], 2222);
+    assert_eq!(hosts["w2"]["vars"]["ansible_port"], 2222);
+    assert_eq!(hosts["w1"]["vars"]["label"], serde_json::json!(["web"]));
+    // What csdeploy cannot evaluate stays as written until it is used.
+    assert_eq!(hosts["w1"]["vars"]["later"], "{{ nope | default('x') }}");
+    let play = lab.write_file(
+        "uses-later.yml",
+        "- hosts: all\n  tasks:\n    - name: t\n      command:\n        argv: [echo, \"{{ later }}\"]\n",
+    );
+    let out = lab.csdeploy(&["run", play.to_str().unwrap(), "--limit", "w1"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("variable `later` holds Jinja csdeploy cannot evaluate")
+            && out.stderr.contains("uses-later.yml"),
+        "{out}"
+    );
 }
