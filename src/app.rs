@@ -11,7 +11,7 @@ use crate::engine;
 use crate::error::{Error, ExitCode, Result};
 use crate::events::{Event, Summary};
 use crate::host::{Connection, Host};
-use crate::inventory::Inventory;
+use crate::inventory::{CommandLine, Inventory};
 use crate::modules::Action;
 use crate::modules::cleanup::CleanupAction;
 use crate::modules::doctor::DoctorAction;
@@ -29,6 +29,8 @@ use crate::transport::{HostKeyChecking, SshOptions};
 pub struct Settings {
     /// `-i`; None: inventory/hosts.yml if it exists, else the built-in one.
     pub inventory: Option<PathBuf>,
+    /// `-e`, `-u`, `--private-key`.
+    pub command_line: CommandLine,
     pub selection: Selection,
     pub forks: usize,
     pub check: bool,
@@ -40,6 +42,12 @@ pub struct Settings {
     pub control_parent: PathBuf,
     /// `--timeout`: the longest one remote step may take on a host.
     pub timeout: std::time::Duration,
+    /// `--list-hosts`: print the hosts each play (or the command) would run
+    /// on, as Ansible does, and touch none.
+    pub list_hosts: bool,
+    /// `--syntax-check`: read the playbook and the inventory, plan every
+    /// host, and touch none.
+    pub syntax_check: bool,
 }
 
 const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
@@ -50,7 +58,8 @@ const BUILT_IN: &str = "(built-in)";
 /// Ansible does, csdeploy warns and goes on with the rest (a selection
 /// left empty is still an error).
 fn load_selected(settings: &Settings) -> Result<Inventory> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let mut inventory = load_inventory(settings.inventory.as_deref())?;
+    inventory.add_command_line(&settings.command_line)?;
     for warning in inventory.typo_warnings() {
         let _ = writeln!(std::io::stderr(), "csdeploy: warning: {warning}");
     }
@@ -201,8 +210,83 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
 
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
+    if settings.list_hosts {
+        let selected = settings.selection.resolve(&inventory)?;
+        let mut out = format!("\nplaybook: {}\n", playbook.file);
+        for (n, play) in playbook.plays.iter().enumerate() {
+            let hosts: Vec<String> = crate::select::matching(&inventory, &play.hosts)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| selected.contains(h))
+                .collect();
+            out.push_str(&format!(
+                "\n  play #{} ({}): {}\tTAGS: []\n    pattern: [{}]\n{}",
+                n + 1,
+                play.hosts,
+                play.name,
+                python_str(&play.hosts),
+                host_list(&hosts, 4)
+            ));
+        }
+        return print_listing(&out);
+    }
+    if settings.syntax_check {
+        // Every selected host planned, its variables and templates checked;
+        // which hosts the plays pick is not syntax (Ansible does not mind).
+        match plan::build(&inventory, playbook, &settings.selection) {
+            Ok(_) | Err(Error::Selection(_)) => {}
+            Err(err) => return Err(err),
+        }
+        return print_listing(&format!("\nplaybook: {}\n", playbook.file));
+    }
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
     run_plans(command, settings, &inventory, plans)
+}
+
+/// `  hosts (N):` and one host a line, as Ansible's `--list-hosts` prints them.
+fn host_list(hosts: &[String], indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = format!("{pad}hosts ({}):\n", hosts.len());
+    for host in hosts {
+        out.push_str(&format!("{pad}  {host}\n"));
+    }
+    out
+}
+
+/// `text` as Python's `repr` writes a string (Ansible prints a play's pattern so).
+fn python_str(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::from(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+fn print_listing(text: &str) -> Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Write {
+            path: "(stdout)".into(),
+            source: err,
+        }),
+        _ => Ok(ExitCode::Success),
+    }
 }
 
 /// The options of `csdeploy cleanup`.
@@ -220,6 +304,9 @@ fn day_two(
     action: impl Fn(&Host) -> Result<Action>,
 ) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
+    if settings.list_hosts {
+        return print_listing(&host_list(&settings.selection.resolve(&inventory)?, 2));
+    }
     let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
     run_plans(command, settings, &inventory, plans)
 }
@@ -268,6 +355,9 @@ pub fn doctor(settings: &Settings) -> Result<ExitCode> {
 /// taken away again.
 pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
+    if settings.list_hosts {
+        return print_listing(&host_list(&settings.selection.resolve(&inventory)?, 2));
+    }
     let push = Playbook::parse(
         "(built-in) playbooks/push.yml",
         builtin::PUSH_PLAYBOOK,

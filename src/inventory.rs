@@ -58,7 +58,32 @@ pub struct Inventory {
     host_var_files: IndexMap<String, Vec<usize>>,
     /// Every file of `group_vars/` and `host_vars/` read, with its variables.
     var_files: Vec<(RawVars, Locations)>,
+    /// `-u` and `--private-key`: below every inventory variable, as in Ansible.
+    cli_defaults: RawVars,
+    /// `-e`, in order: above every other variable, play vars included.
+    extra_vars: Vec<ExtraVars>,
 }
+
+/// The variables given on the command line (see [`Inventory::add_command_line`]).
+#[derive(Debug, Clone, Default)]
+pub struct CommandLine {
+    /// `-e`/`--extra-vars`, each as given: `k=v ...`, JSON/YAML, or `@FILE`.
+    pub extra_vars: Vec<String>,
+    /// `-u`/`--user`.
+    pub user: Option<String>,
+    /// `--private-key`.
+    pub private_key: Option<String>,
+}
+
+/// One `-e`: variables written on the command line, or a file's.
+#[derive(Debug)]
+enum ExtraVars {
+    Inline(RawVars),
+    File(usize),
+}
+
+/// Where a variable from the command line was set, in an origin.
+const COMMAND_LINE: &str = "(command line)";
 
 impl Inventory {
     pub fn parse(file: &str, text: &str) -> Result<Inventory> {
@@ -73,6 +98,8 @@ impl Inventory {
             group_var_files: IndexMap::new(),
             host_var_files: IndexMap::new(),
             var_files: Vec::new(),
+            cli_defaults: RawVars::new(),
+            extra_vars: Vec::new(),
         };
         inventory.groups.insert(
             "all".into(),
@@ -207,6 +234,8 @@ impl Inventory {
             group_var_files: IndexMap::new(),
             host_var_files: IndexMap::new(),
             var_files: Vec::new(),
+            cli_defaults: RawVars::new(),
+            extra_vars: Vec::new(),
         };
         for name in ["all".to_string()].iter().chain(groups.keys()) {
             let at = name.clone();
@@ -437,6 +466,16 @@ impl Inventory {
     /// An input error about the variable set at `origin` (see [`Scoped`]),
     /// placed in whichever file set it.
     pub fn error(&self, origin: &str, message: impl Into<String>) -> Error {
+        if let Some(key) = origin
+            .strip_prefix(COMMAND_LINE)
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            return Error::Invalid {
+                file: COMMAND_LINE.into(),
+                key: key.to_string(),
+                message: message.into(),
+            };
+        }
         if let Some((index, key)) = origin
             .strip_prefix(VAR_FILE_MARK)
             .and_then(|rest| rest.split_once(VAR_FILE_MARK))
@@ -448,6 +487,74 @@ impl Inventory {
             return locations.error(key.trim_start_matches('.'), message);
         }
         self.locations.error(origin, message)
+    }
+
+    /// Adds the variables of the command line, as Ansible reads them: `-u`
+    /// and `--private-key` as the lowest `ansible_user` and
+    /// `ansible_private_key_file` (any inventory value wins); every `-e`
+    /// above everything else, a later one over an earlier one. An `-e` is
+    /// `@FILE` (YAML or JSON), a JSON or YAML map when it starts with `{`
+    /// or `[`, else `key=value` pairs split as a shell splits words, each
+    /// value a string.
+    pub fn add_command_line(&mut self, cli: &CommandLine) -> Result<()> {
+        if let Some(user) = &cli.user {
+            self.cli_defaults
+                .insert("ansible_user".into(), Value::from(user.clone()));
+        }
+        if let Some(key) = &cli.private_key {
+            self.cli_defaults
+                .insert("ansible_private_key_file".into(), Value::from(key.clone()));
+        }
+        let usage = |arg: &str, why: String| Error::Invalid {
+            file: COMMAND_LINE.into(),
+            key: format!("-e {}", arg.escape_debug()),
+            message: why,
+        };
+        for arg in &cli.extra_vars {
+            if let Some(path) = arg.strip_prefix('@') {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                    path: PathBuf::from(path),
+                    source,
+                })?;
+                let (vars, locations) = yaml::load::<Option<RawVars>>(path, &text)?;
+                self.extra_vars.push(ExtraVars::File(self.var_files.len()));
+                self.var_files.push((vars.unwrap_or_default(), locations));
+            } else if arg.trim_start().starts_with(['{', '[']) {
+                let (vars, _) = yaml::load::<RawVars>(COMMAND_LINE, arg)
+                    .map_err(|err| usage(arg, format!("expected a JSON or YAML map: {err}")))?;
+                self.extra_vars.push(ExtraVars::Inline(vars));
+            } else {
+                let words =
+                    shlex::split(arg).ok_or_else(|| usage(arg, "an unclosed quote".into()))?;
+                let mut vars = RawVars::new();
+                for word in words {
+                    let Some((key, value)) = word.split_once('=').filter(|(k, _)| !k.is_empty())
+                    else {
+                        return Err(usage(
+                            arg,
+                            format!(
+                                "`{}` is not key=value: give key=value pairs, a JSON map, or @FILE",
+                                word.escape_debug()
+                            ),
+                        ));
+                    };
+                    vars.insert(key.to_string(), Value::from(value));
+                }
+                self.extra_vars.push(ExtraVars::Inline(vars));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names `-e` sets: they win over a play's vars too.
+    pub fn extra_var_names(&self) -> Vec<&String> {
+        self.extra_vars
+            .iter()
+            .flat_map(|extra| match extra {
+                ExtraVars::Inline(vars) => vars.keys().collect::<Vec<_>>(),
+                ExtraVars::File(index) => self.var_files[*index].0.keys().collect(),
+            })
+            .collect()
     }
 
     fn overlay_files(&self, scoped: &mut Scoped, files: Option<&Vec<usize>>) {
@@ -510,6 +617,7 @@ impl Inventory {
     pub fn vars_for(&self, host: &str) -> Scoped {
         let mut scoped = Scoped::default();
         scoped.overlay(&vars::builtin_defaults(), "(default)");
+        scoped.overlay(&self.cli_defaults, COMMAND_LINE);
         let groups = self.groups_of(host);
         for group in &groups {
             scoped.overlay(&group.vars, &format!("{}.vars", group.at));
@@ -525,6 +633,12 @@ impl Inventory {
             scoped.overlay(vars, at);
         }
         self.overlay_files(&mut scoped, self.host_var_files.get(host));
+        for extra in &self.extra_vars {
+            match extra {
+                ExtraVars::Inline(vars) => scoped.overlay(vars, COMMAND_LINE),
+                ExtraVars::File(index) => self.overlay_files(&mut scoped, Some(&vec![*index])),
+            }
+        }
         scoped
             .values
             .insert("inventory_hostname".into(), Value::from(host));

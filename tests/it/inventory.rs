@@ -597,3 +597,107 @@ fn inventory_templates_resolve_from_the_hosts_own_vars_before_any_connection() {
         "{out}"
     );
 }
+
+#[test]
+fn extra_vars_win_over_play_vars_and_the_inventory_as_in_ansible() {
+    let lab = Lab::new().local(true).build();
+    let home = lab.home("local");
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n    local:\n      ansible_connection: local\n      marker: inventory\n      environment:\n        HOME: {}\n",
+        yq(&home.display().to_string())
+    ));
+    let play = lab.write_file(
+        "touch.yml",
+        &format!(
+            "- hosts: all\n  vars:\n    marker: play\n  tasks:\n    - name: touch\n      command:\n        argv: [touch, \"{}/{{{{ marker }}}}\"]\n",
+            home.display()
+        ),
+    );
+    let play = play.to_str().unwrap();
+    let vars_file = lab.write_file("extra.yml", "marker: from-file\n");
+    let at_file = format!("@{}", vars_file.display());
+    lab.csdeploy(&["run", play]).assert_exit(0);
+    assert!(
+        home.join("play").exists(),
+        "play vars win over the inventory"
+    );
+    // `-e` wins over both; a later `-e` over an earlier one.
+    lab.csdeploy(&["run", play, "-e", "marker=extra"])
+        .assert_exit(0);
+    assert!(home.join("extra").exists());
+    lab.csdeploy(&["run", play, "-e", "marker=extra", "-e", &at_file])
+        .assert_exit(0);
+    assert!(home.join("from-file").exists());
+    lab.csdeploy(&["run", play, "-e", r#"{"marker": "json"}"#])
+        .assert_exit(0);
+    assert!(home.join("json").exists());
+    let out = lab.csdeploy(&["run", play, "-e", "marker"]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("`marker` is not key=value"), "{out}");
+}
+
+#[test]
+fn list_hosts_and_syntax_check_touch_no_host() {
+    let lab = Lab::new().local(true).unreachable("dead").build();
+    let out = lab.csdeploy(&["push", "--list-hosts", "--limit", "all:!nosuch"]);
+    out.assert_exit(0);
+    assert_eq!(
+        out.stdout,
+        "\nplaybook: (built-in) playbooks/push.yml\n\n  play #1 (all): Deploy the Claude Code parallel-session tooling\tTAGS: []\n    pattern: ['all']\n    hosts (2):\n      dead\n      local\n",
+        "{out}"
+    );
+    let out = lab.csdeploy(&["doctor", "--list-hosts", "--limit", "local"]);
+    out.assert_exit(0);
+    assert_eq!(out.stdout, "  hosts (1):\n    local\n", "{out}");
+    let out = lab.csdeploy(&["push", "--syntax-check"]);
+    out.assert_exit(0);
+    assert_eq!(out.stdout, "\nplaybook: (built-in) playbooks/push.yml\n");
+    assert!(
+        !lab.claude_home("local").exists(),
+        "a listing or a syntax check deployed"
+    );
+    // A syntax check reads every selected host's settings, as a run would.
+    let out = lab.csdeploy(&["push", "--syntax-check", "-e", "ansible_port=x"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("(command line): ansible_port: expected a port number"),
+        "{out}"
+    );
+}
+
+#[test]
+fn user_and_private_key_from_the_command_line_give_way_to_the_inventory() {
+    let lab = Lab::new().hosts(1).build();
+    let entry = format!(
+        "all:\n  hosts:\n    host1:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      environment:\n        HOME: {}\n",
+        lab.port("host1"),
+        yq(&lab.home("host1").display().to_string())
+    );
+    lab.write_inventory(&entry);
+    let status = |args: &[&str]| {
+        let out = lab.csdeploy(&[&["push", "--format", "json"], args].concat());
+        let status = host(&out.json(), "host1")["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (status, out)
+    };
+    let (s, out) = status(&["-u", "nosuchuser-csd"]);
+    assert_eq!(s, "unreachable", "{out}");
+    let (s, out) = status(&["-u", &current_user()]);
+    assert_eq!(s, "changed", "{out}");
+    let (s, out) = status(&["-u", &current_user(), "--private-key", "/nonexistent/key"]);
+    assert_eq!(s, "unreachable", "{out}");
+    assert!(out.stdout.contains("/nonexistent/key"), "{out}");
+    // The inventory's own user wins over -u, as in Ansible.
+    lab.write_inventory(&entry.replace(
+        "      environment:",
+        &format!(
+            "      ansible_user: {}\n      environment:",
+            yq(&current_user())
+        ),
+    ));
+    let (s, out) = status(&["-u", "nosuchuser-csd"]);
+    assert_eq!(s, "ok", "{out}");
+}

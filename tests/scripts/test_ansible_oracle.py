@@ -182,9 +182,9 @@ def ansible_connections(inventory, tmp_path, hosts):
     return connections
 
 
-def logged_connections(inventory, tmp_path, pattern):
+def logged_connections(inventory, tmp_path, pattern, extra=()):
     proc = run([ansible("ansible"), pattern, "-i", inventory, "-m", "ping", "-vvv", "-f", "1",
-                "-e", "ansible_ssh_executable=/bin/false"], tmp_path)
+                "-e", "ansible_ssh_executable=/bin/false"] + list(extra), tmp_path)
     connections = {}
     current = None
     for line in proc.stdout.splitlines():
@@ -291,3 +291,77 @@ def test_pattern_selects_what_ansible_selects(inventory, pattern, tmp_path):
         return
     assert ours.returncode == 0, ours.stderr
     assert sorted(json.loads(ours.stdout)["hosts"]) == sorted(expected)
+
+
+PLAYBOOK = os.path.join(CORPUS, "playbooks", "two-plays.yml")
+
+
+@pytest.mark.parametrize("limit", [None, "east", "two.example.com,one.example.com"])
+def test_list_hosts_and_syntax_check_print_what_ansible_playbook_prints(limit, tmp_path):
+    inventory = os.path.join(CORPUS, "docs-groups.yml")
+    extra = ["--limit", limit] if limit else []
+    for flag in ("--list-hosts", "--syntax-check"):
+        theirs = run([ansible("ansible-playbook"), "-i", inventory, PLAYBOOK, flag] + extra,
+                     tmp_path)
+        assert theirs.returncode == 0, theirs.stderr
+        ours = run([csdeploy_binary(), "run", PLAYBOOK, "-i", inventory, flag] + extra, tmp_path)
+        assert ours.returncode == 0, ours.stderr
+        assert host_lists_sorted(ours.stdout) == host_lists_sorted(theirs.stdout), flag
+
+
+def host_lists_sorted(listing):
+    """ansible-playbook lists a play's hosts from a Python set, in no fixed
+    order: each list sorted, the rest as printed."""
+    out, hosts = [], []
+    for line in listing.splitlines() + [""]:
+        if line.startswith("      ") and line.strip():
+            hosts.append(line)
+            continue
+        out.extend(sorted(hosts))
+        hosts = []
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("args", [
+    ["-u", "cli"],
+    ["--private-key", "/keys/cli"],
+    ["-e", "ansible_user=extra ansible_port=2299"],
+    ["-e", '{"ansible_ssh_user": "json", "ansible_ssh_port": 2300}', "-u", "cli"],
+    ["-e", "ansible_host=first", "-e", "ansible_host=second"],
+], ids=lambda args: " ".join(args))
+def test_command_line_vars_connect_as_ansible_would(args, tmp_path):
+    """-u and --private-key lose to the inventory, -e wins over everything,
+    a later -e over an earlier one."""
+    inventory = os.path.join(CORPUS, "legacy-names.yml")
+    connections = logged_connections(inventory, tmp_path, "all", args)
+    ours = run([csdeploy_binary(), "inventory", "-i", inventory, "--format", "json"] + args,
+               tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    hosts = json.loads(ours.stdout)["hosts"]
+    assert set(hosts) == set(connections)
+    for name, host in hosts.items():
+        connection = dict(host["connection"])
+        if connection.get("key_file"):
+            connection["key_file"] = os.path.expanduser(connection["key_file"])
+        assert connection == connections[name], name
+
+
+def test_extra_vars_are_strings_from_key_value_and_typed_from_json(tmp_path):
+    inventory = os.path.join(CORPUS, "docs-groups.yml")
+    vars_file = tmp_path / "extra.yml"
+    vars_file.write_text("from_file: [1, 2]\nn: 7\n")
+    args = ["-e", "n=3 s='a b'", "-e", '{"j": {"k": true}}', "-e", "@%s" % vars_file]
+    proc = run([ansible("ansible"), "all", "-i", inventory, "-m", "debug",
+                "-a", "var=hostvars[inventory_hostname]"] + args, tmp_path)
+    theirs = {}
+    for m in re.finditer(r"^(\S+) \| SUCCESS => (\{.*?^\})$", proc.stdout, re.M | re.S):
+        theirs[m.group(1)] = json.loads(m.group(2))["hostvars[inventory_hostname]"]
+    ours = run([csdeploy_binary(), "inventory", "-i", inventory, "--format", "json"] + args,
+               tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    hosts = json.loads(ours.stdout)["hosts"]
+    assert theirs and set(theirs) == set(hosts)
+    for name, host in hosts.items():
+        for key in ("n", "s", "j", "from_file"):
+            assert host["vars"][key] == theirs[name][key], (name, key)
