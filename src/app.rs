@@ -88,30 +88,9 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
         }
     };
     if path.is_dir() {
-        return Err(Error::Invalid {
-            file: path.display().to_string(),
-            key: "(inventory)".into(),
-            message: "csdeploy does not read a directory of inventory files yet, as Ansible \
-                      would: pass one file with -i (its group_vars/ and host_vars/ are read)"
-                .into(),
-        });
+        return Inventory::load_dir(path);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // As Ansible's plugins choose: `.yml`, `.yaml` and `.json` are YAML,
-    // `.ini` and no extension INI (csdeploy also reads any other as YAML).
-    let ini = match path.extension().and_then(|e| e.to_str()) {
-        None => true,
-        Some(ext) => ext == "ini",
-    };
-    let file = path.display().to_string();
-    let mut inventory = if ini {
-        Inventory::parse_ini(&file, &text)?
-    } else {
-        Inventory::parse(&file, &text)?
-    };
+    let mut inventory = Inventory::load_file(path)?;
     inventory.read_adjacent_vars(path.parent().unwrap_or(Path::new(".")))?;
     Ok(inventory)
 }

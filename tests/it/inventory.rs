@@ -454,16 +454,61 @@ fn a_limit_file_holds_one_pattern_a_line() {
 }
 
 #[test]
-fn a_directory_of_inventory_files_is_refused_with_what_to_do() {
+fn a_directory_of_inventory_files_is_read_as_ansible_reads_one() {
     let lab = Lab::new().build();
-    let dir = lab.write_file("inv/hosts.yml", "all:\n  hosts:\n    a:\n");
-    let dir = dir.parent().unwrap().to_str().unwrap().to_string();
+    lab.write_file(
+        "inv/a.yml",
+        "all:\n  vars:\n    color: a\n  hosts:\n    lone:\n  children:\n    web:\n      vars:\n        tier: first\n      hosts:\n        w1:\n",
+    );
+    lab.write_file(
+        "inv/b.ini",
+        "[web]\nw2\n[web:vars]\ntier=second\n[db]\nlone\n",
+    );
+    lab.write_file(
+        "inv/deep/c.yaml",
+        "extra:\n  hosts:\n    w1:\n      ansible_port: 2202\n",
+    );
+    lab.write_file("inv/group_vars/db.yml", "role: database\n");
+    // Ansible skips these; broken, they would fail the load if read.
+    for skipped in [
+        "README.md",
+        "hosts.bak",
+        "x.yml~",
+        ".hidden.yml",
+        "ansible.cfg",
+    ] {
+        lab.write_file(&format!("inv/{skipped}"), "broken: [\n");
+    }
+    let dir = lab.root.join("inv").display().to_string();
+    let out = lab.csdeploy_raw(&["inventory", "-i", &dir, "--format", "json"]);
+    out.assert_exit(0);
+    let doc = out.json();
+    let hosts = &doc["hosts"];
+    let names: Vec<&String> = hosts.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["lone", "w1", "w2"], "{out}");
+    // The later file's group vars win; a host the first file left
+    // ungrouped is in the group the second gives it.
+    assert_eq!(hosts["w1"]["vars"]["tier"], "second");
+    assert_eq!(hosts["w1"]["connection"]["port"], 2202);
+    assert_eq!(hosts["lone"]["groups"], serde_json::json!(["all", "db"]));
+    assert_eq!(hosts["lone"]["vars"]["role"], "database");
+    assert_eq!(doc["groups"]["ungrouped"]["hosts"], serde_json::json!([]));
+
+    // An error names the file of the directory it is in.
+    lab.write_file("inv/b.ini", "[web]\nw2 ansible_port=x\n");
     let out = lab.csdeploy_raw(&["inventory", "-i", &dir]);
     out.assert_exit(2);
     assert!(
-        out.stderr
-            .contains("does not read a directory of inventory files yet")
-            && out.stderr.contains("inv"),
+        out.stderr.contains("b.ini:2:") && out.stderr.contains("ansible_port"),
+        "{out}"
+    );
+    // A script is what Ansible runs for a dynamic inventory: refused.
+    let script = lab.write_file("inv/ec2.py", "#!/bin/sh\necho '{}'\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = lab.csdeploy_raw(&["inventory", "-i", &dir]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains("ec2.py") && out.stderr.contains("does not run inventory scripts"),
         "{out}"
     );
 }

@@ -40,6 +40,9 @@ def cases():
                 if os.path.isfile(os.path.join(path, name)):
                     found.append(os.path.join(path, name))
                     break
+            else:
+                if path.endswith("-inventory"):
+                    found.append(path)
         elif path.endswith((".yml", ".yaml", ".ini")):
             found.append(path)
     return found
@@ -75,6 +78,8 @@ def run(argv, tmp_path):
 
 
 def directives(path, word):
+    if os.path.isdir(path):
+        return []
     with open(path) as f:
         return [m.group(1).strip() for m in re.finditer(r"^# %s: (.+)$" % word, f.read(), re.M)]
 
