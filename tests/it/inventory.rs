@@ -746,3 +746,48 @@ fn user_and_private_key_from_the_command_line_give_way_to_the_inventory() {
     let (s, out) = status(&["-u", "nosuchuser-csd"]);
     assert_eq!(s, "ok", "{out}");
 }
+
+#[test]
+fn the_readmes_usage_examples_run_as_written() {
+    let lab = Lab::new().hosts(2).local(true).build();
+    let mut inventory = String::from("all:\n  hosts:\n");
+    for (name, like) in [("lxc122", "host1"), ("lxc123", "host2"), ("local", "local")] {
+        let info = crate::harness::HostInfo {
+            name: name.into(),
+            ..lab.host_info(like).clone()
+        };
+        inventory.push_str(&lab.host_entry_yaml(&info, 4));
+    }
+    lab.write_inventory(&inventory);
+    lab.write_file("inventory/hosts.yml", &inventory);
+    lab.write_file(
+        "my-playbook.yml",
+        "- hosts: all\n  tasks:\n    - name: nothing\n      command:\n        argv: [\"true\"]\n",
+    );
+    let readme = std::fs::read_to_string(crate::harness::repo_root().join("README.md")).unwrap();
+    let usage = readme
+        .split("## Usage\n\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README has a Usage block");
+    // The examples verify a fleet that was deployed once.
+    lab.csdeploy(&["push"]).assert_exit(0);
+    let mut ran = 0;
+    for line in usage.lines() {
+        let command = line.split(" #").next().unwrap().trim();
+        let words = shlex::split(command).unwrap_or_else(|| panic!("{line}"));
+        let Some(("csdeploy", args)) = words.split_first().map(|(c, a)| (c.as_str(), a)) else {
+            panic!("not a csdeploy command: {line}");
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = if args.contains(&"-i") {
+            let ssh_config = lab.ssh_config.display().to_string();
+            lab.csdeploy_raw(&[&args[..], &["--ssh-config", &ssh_config]].concat())
+        } else {
+            lab.csdeploy(&args)
+        };
+        assert_eq!(out.code, 0, "README: {line}\n{out}");
+        ran += 1;
+    }
+    assert!(ran >= 10, "{usage}");
+}
