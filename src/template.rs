@@ -113,11 +113,27 @@ pub fn render(template: &str, vars: &Vars, escape: Escape) -> Result<String, Tem
 /// Whether `value` (at any depth) holds Jinja: `{{`, `{%` or `{#`.
 pub fn holds_jinja(value: &Value) -> bool {
     match value {
-        Value::String(s) => s.contains("{{") || s.contains("{%") || s.contains("{#"),
+        Value::String(s) => text_holds_jinja(s),
         Value::Array(items) => items.iter().any(holds_jinja),
         Value::Object(map) => map.values().any(holds_jinja),
         _ => false,
     }
+}
+
+/// Whether `text` holds `{{`, `{%` or `{#`. Searched for `{` alone, which
+/// std does with memchr even in a debug build: inventories hold values of
+/// many megabytes, and every host's variables are checked.
+fn text_holds_jinja(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find('{') {
+        let at = from + found;
+        if matches!(bytes.get(at + 1), Some(b'{' | b'%' | b'#')) {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 /// Magic variables Ansible provides that csdeploy does not: a template
@@ -318,6 +334,18 @@ mod tests {
             Err(TemplateError::NulInText)
         );
         assert_eq!(render("a\0{{ nul }}", &v, Escape::None).unwrap(), "a\0a\0b");
+    }
+
+    #[test]
+    fn jinja_is_found_at_any_depth_and_only_there() {
+        for text in ["{{ x }}", "a{%", "{#", "{ {{"] {
+            assert!(holds_jinja(&Value::from(text)), "{text}");
+        }
+        for text in ["{ x }", "{", "a{b}{", "%}", ""] {
+            assert!(!holds_jinja(&Value::from(text)), "{text}");
+        }
+        assert!(holds_jinja(&serde_json::json!([1, {"k": ["{{x}}"]}])));
+        assert!(!holds_jinja(&serde_json::json!([1, {"k": ["{x}"]}])));
     }
 
     #[test]
