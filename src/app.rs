@@ -48,6 +48,8 @@ pub struct Settings {
     /// `--syntax-check`: read the playbook and the inventory, plan every
     /// host, and touch none.
     pub syntax_check: bool,
+    /// `-v`: say how each host is reached and which tasks run there.
+    pub verbosity: u8,
 }
 
 const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
@@ -222,6 +224,47 @@ fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<Ex
     run_plans(command, settings, &inventory, plans)
 }
 
+/// What `-v` says before a run: how each host is reached (the ssh
+/// destination, port, user, key and the options of its ssh args, or a
+/// local connection) and the tasks that run there, in order.
+fn describe_plans(plans: &[HostPlan]) -> String {
+    let mut out = String::new();
+    for plan in plans {
+        let host = &plan.host;
+        let reach = match &host.connection {
+            Connection::Local => "local processes (ansible_connection: local)".to_string(),
+            Connection::Ssh(t) => {
+                let mut reach = format!("ssh to {}", t.host);
+                if let Some(port) = t.port {
+                    reach.push_str(&format!(" port {port}"));
+                }
+                if let Some(user) = &t.user {
+                    reach.push_str(&format!(" as {user}"));
+                }
+                if let Some(key) = &t.key_file {
+                    reach.push_str(&format!(" with key {key}"));
+                }
+                if !t.ssh_options.is_empty() {
+                    reach.push_str(&format!(", ssh options: {}", t.ssh_options.join("; ")));
+                }
+                reach
+            }
+        };
+        out.push_str(&format!("csdeploy: {}: {reach}\n", host.name));
+        for (n, task) in plan.tasks.iter().enumerate() {
+            out.push_str(&format!(
+                "csdeploy: {}: task {}/{}: {} (play: {})\n",
+                host.name,
+                n + 1,
+                plan.tasks.len(),
+                task.name,
+                task.play
+            ));
+        }
+    }
+    out
+}
+
 /// `  hosts (N):` and one host a line, as Ansible's `--list-hosts` prints them.
 fn host_list(hosts: &[String], indent: usize) -> String {
     let pad = " ".repeat(indent);
@@ -391,6 +434,9 @@ fn run_plans(
         );
     }
     check_files(settings)?;
+    if settings.verbosity > 0 {
+        let _ = std::io::stderr().write_all(describe_plans(&plans).as_bytes());
+    }
     crate::transport::ssh::sweep_stale_control_dirs(&settings.control_parent);
     let control_dir = tempfile::Builder::new()
         .prefix(&crate::transport::ssh::control_dir_prefix())

@@ -288,6 +288,9 @@ struct RunOptions {
     /// Print the hosts it would run on, as Ansible does, and touch none.
     #[arg(long)]
     list_hosts: bool,
+    /// Say how each host is reached and which tasks run there, before the run.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 /// Whether to stop once the playbook is read: the commands that run one.
@@ -410,6 +413,7 @@ fn settings(hosts: HostSelection, run: RunOptions, changes: Option<Changes>) -> 
         control_parent: control_parent(),
         timeout: std::time::Duration::from_secs(run.timeout),
         list_hosts: run.list_hosts,
+        verbosity: run.verbose,
         ..selection_settings(hosts)
     }
 }
@@ -443,6 +447,7 @@ fn selection_settings(hosts: HostSelection) -> Settings {
         timeout: std::time::Duration::from_secs(600),
         list_hosts: false,
         syntax_check: false,
+        verbosity: 0,
     }
 }
 

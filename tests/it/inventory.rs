@@ -791,3 +791,25 @@ fn the_readmes_usage_examples_run_as_written() {
     }
     assert!(ran >= 10, "{usage}");
 }
+
+#[test]
+fn verbose_says_how_each_host_is_reached_and_what_runs_there() {
+    let lab = Lab::new()
+        .local(true)
+        .unreachable("dead")
+        .host_var("dead", "ansible_ssh_extra_args", "-o ServerAliveCountMax=2")
+        .build();
+    let quiet = lab.csdeploy(&["push", "--check"]);
+    assert!(!quiet.stderr.contains("task 1/"), "{quiet}");
+    let out = lab.csdeploy(&["push", "--check", "-v"]);
+    let dead = lab.port("dead");
+    assert!(
+        out.stderr.contains("csdeploy: local: local processes (ansible_connection: local)\n")
+            && out.stderr.contains(&format!(
+                "csdeploy: dead: ssh to 127.0.0.1 port {dead} as {}, ssh options: ServerAliveCountMax=2\n",
+                current_user()
+            ))
+            && out.stderr.contains("csdeploy: dead: task 1/10: Launcher directory (play: "),
+        "{out}"
+    );
+}
