@@ -437,6 +437,16 @@ fn run_plans(
     if settings.verbosity > 0 {
         let _ = std::io::stderr().write_all(describe_plans(&plans).as_bytes());
     }
+    let mut plans = plans;
+    if settings.verbosity >= 3 {
+        // ssh's own debug output, as Ansible's -vvv gives it: the master
+        // writes it to its log, which a failed connection's error carries.
+        for plan in &mut plans {
+            if let Connection::Ssh(target) = &mut plan.host.connection {
+                target.ssh_options.insert(0, "LogLevel DEBUG3".into());
+            }
+        }
+    }
     crate::transport::ssh::sweep_stale_control_dirs(&settings.control_parent);
     let control_dir = tempfile::Builder::new()
         .prefix(&crate::transport::ssh::control_dir_prefix())

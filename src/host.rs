@@ -369,7 +369,11 @@ impl Checker<'_> {
                 value => read_here && jinja(value),
             };
             if templated {
-                let why = self.scoped.unresolved.get(key).map_or("", String::as_str);
+                let why = self
+                    .scoped
+                    .unresolved
+                    .get(key)
+                    .map_or("it holds Jinja", String::as_str);
                 return Err(self.error(
                     key,
                     format!(

@@ -812,4 +812,12 @@ fn verbose_says_how_each_host_is_reached_and_what_runs_there() {
             && out.stderr.contains("csdeploy: dead: task 1/10: Launcher directory (play: "),
         "{out}"
     );
+    // -vvv: ssh's own debug output, in the unreachable host's error.
+    assert!(!out.stdout.contains("debug1: "), "{out}");
+    let out = lab.csdeploy(&["push", "--check", "-vvv"]);
+    out.assert_exit(3);
+    assert!(
+        out.stdout.contains("debug1: Connecting to 127.0.0.1"),
+        "{out}"
+    );
 }
