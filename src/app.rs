@@ -11,7 +11,7 @@ use crate::engine;
 use crate::error::{Error, ExitCode, Result};
 use crate::events::{Event, Summary};
 use crate::host::{Connection, Host};
-use crate::inventory::Inventory;
+use crate::inventory::{CommandLine, Inventory};
 use crate::modules::Action;
 use crate::modules::cleanup::CleanupAction;
 use crate::modules::doctor::DoctorAction;
@@ -29,6 +29,8 @@ use crate::transport::{HostKeyChecking, SshOptions};
 pub struct Settings {
     /// `-i`; None: inventory/hosts.yml if it exists, else the built-in one.
     pub inventory: Option<PathBuf>,
+    /// `-e`, `-u`, `--private-key`.
+    pub command_line: CommandLine,
     pub selection: Selection,
     pub forks: usize,
     pub check: bool,
@@ -40,6 +42,14 @@ pub struct Settings {
     pub control_parent: PathBuf,
     /// `--timeout`: the longest one remote step may take on a host.
     pub timeout: std::time::Duration,
+    /// `--list-hosts`: print the hosts each play (or the command) would run
+    /// on, as Ansible does, and touch none.
+    pub list_hosts: bool,
+    /// `--syntax-check`: read the playbook and the inventory, plan every
+    /// host, and touch none.
+    pub syntax_check: bool,
+    /// `-v`: say how each host is reached and which tasks run there.
+    pub verbosity: u8,
 }
 
 const DEFAULT_INVENTORY: &str = "inventory/hosts.yml";
@@ -50,7 +60,8 @@ const BUILT_IN: &str = "(built-in)";
 /// Ansible does, csdeploy warns and goes on with the rest (a selection
 /// left empty is still an error).
 fn load_selected(settings: &Settings) -> Result<Inventory> {
-    let inventory = load_inventory(settings.inventory.as_deref())?;
+    let mut inventory = load_inventory(settings.inventory.as_deref())?;
+    inventory.add_command_line(&settings.command_line)?;
     for warning in inventory.typo_warnings() {
         let _ = writeln!(std::io::stderr(), "csdeploy: warning: {warning}");
     }
@@ -79,30 +90,9 @@ fn load_inventory(path: Option<&Path>) -> Result<Inventory> {
         }
     };
     if path.is_dir() {
-        return Err(Error::Invalid {
-            file: path.display().to_string(),
-            key: "(inventory)".into(),
-            message: "csdeploy does not read a directory of inventory files yet, as Ansible \
-                      would: pass one file with -i (its group_vars/ and host_vars/ are read)"
-                .into(),
-        });
+        return Inventory::load_dir(path);
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // As Ansible's plugins choose: `.yml`, `.yaml` and `.json` are YAML,
-    // `.ini` and no extension INI (csdeploy also reads any other as YAML).
-    let ini = match path.extension().and_then(|e| e.to_str()) {
-        None => true,
-        Some(ext) => ext == "ini",
-    };
-    let file = path.display().to_string();
-    let mut inventory = if ini {
-        Inventory::parse_ini(&file, &text)?
-    } else {
-        Inventory::parse(&file, &text)?
-    };
+    let mut inventory = Inventory::load_file(path)?;
     inventory.read_adjacent_vars(path.parent().unwrap_or(Path::new(".")))?;
     Ok(inventory)
 }
@@ -201,8 +191,133 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
 
 fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
+    if settings.list_hosts {
+        let selected = settings.selection.resolve(&inventory)?;
+        let mut out = format!("\nplaybook: {}\n", playbook.file);
+        for (n, play) in playbook.plays.iter().enumerate() {
+            let hosts: Vec<String> = crate::select::matching(&inventory, &play.hosts)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| selected.contains(h))
+                .collect();
+            out.push_str(&format!(
+                "\n  play #{} ({}): {}\tTAGS: []\n    pattern: [{}]\n{}",
+                n + 1,
+                play.hosts,
+                play.name,
+                python_str(&play.hosts),
+                host_list(&hosts, 4)
+            ));
+        }
+        return print_listing(&out);
+    }
+    if settings.syntax_check {
+        // Every selected host planned, its variables and templates checked;
+        // which hosts the plays pick is not syntax (Ansible does not mind).
+        match plan::build(&inventory, playbook, &settings.selection) {
+            Ok(_) | Err(Error::Selection(_)) => {}
+            Err(err) => return Err(err),
+        }
+        return print_listing(&format!("\nplaybook: {}\n", playbook.file));
+    }
     let plans = plan::build(&inventory, playbook, &settings.selection)?;
     run_plans(command, settings, &inventory, plans)
+}
+
+/// What `-v` says before a run: how each host is reached (the ssh
+/// destination, port, user, key and the options of its ssh args, or a
+/// local connection) and the tasks that run there, in order.
+fn describe_plans(plans: &[HostPlan]) -> String {
+    let mut out = String::new();
+    for plan in plans {
+        let host = &plan.host;
+        let ssh = |t: &crate::host::SshTarget| {
+            let mut reach = format!("ssh to {}", t.host);
+            if let Some(port) = t.port {
+                reach.push_str(&format!(" port {port}"));
+            }
+            if let Some(user) = &t.user {
+                reach.push_str(&format!(" as {user}"));
+            }
+            if let Some(key) = &t.key_file {
+                reach.push_str(&format!(" with key {key}"));
+            }
+            if !t.ssh_options.is_empty() {
+                reach.push_str(&format!(", ssh options: {}", t.ssh_options.join("; ")));
+            }
+            reach
+        };
+        let mut reach = match &host.connection {
+            Connection::Local => "local processes (ansible_connection: local)".to_string(),
+            Connection::Ssh(t) => ssh(t),
+            Connection::Lxc { container } => format!("lxc-attach to container {container}"),
+            Connection::Pct { node, vmid } => {
+                format!("pct exec {vmid} on the Proxmox node, {}", ssh(node))
+            }
+        };
+        if let Some(become_) = &host.become_ {
+            let method = format!("{:?}", become_.method).to_lowercase();
+            reach.push_str(&format!(", then {method} to {}", become_.user));
+        }
+        out.push_str(&format!("csdeploy: {}: {reach}\n", host.name));
+        for (n, task) in plan.tasks.iter().enumerate() {
+            out.push_str(&format!(
+                "csdeploy: {}: task {}/{}: {} (play: {})\n",
+                host.name,
+                n + 1,
+                plan.tasks.len(),
+                task.name,
+                task.play
+            ));
+        }
+    }
+    out
+}
+
+/// `  hosts (N):` and one host a line, as Ansible's `--list-hosts` prints them.
+fn host_list(hosts: &[String], indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = format!("{pad}hosts ({}):\n", hosts.len());
+    for host in hosts {
+        out.push_str(&format!("{pad}  {host}\n"));
+    }
+    out
+}
+
+/// `text` as Python's `repr` writes a string (Ansible prints a play's pattern so).
+fn python_str(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::from(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+fn print_listing(text: &str) -> Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Write {
+            path: "(stdout)".into(),
+            source: err,
+        }),
+        _ => Ok(ExitCode::Success),
+    }
 }
 
 /// The options of `csdeploy cleanup`.
@@ -220,6 +335,9 @@ fn day_two(
     action: impl Fn(&Host) -> Result<Action>,
 ) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
+    if settings.list_hosts {
+        return print_listing(&host_list(&settings.selection.resolve(&inventory)?, 2));
+    }
     let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
     run_plans(command, settings, &inventory, plans)
 }
@@ -268,6 +386,9 @@ pub fn doctor(settings: &Settings) -> Result<ExitCode> {
 /// taken away again.
 pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
+    if settings.list_hosts {
+        return print_listing(&host_list(&settings.selection.resolve(&inventory)?, 2));
+    }
     let push = Playbook::parse(
         "(built-in) playbooks/push.yml",
         builtin::PUSH_PLAYBOOK,
@@ -322,6 +443,19 @@ fn run_plans(
         );
     }
     check_files(settings)?;
+    if settings.verbosity > 0 {
+        let _ = std::io::stderr().write_all(describe_plans(&plans).as_bytes());
+    }
+    let mut plans = plans;
+    if settings.verbosity >= 3 {
+        // ssh's own debug output, as Ansible's -vvv gives it: the master
+        // writes it to its log, which a failed connection's error carries.
+        for plan in &mut plans {
+            if let Connection::Ssh(target) = &mut plan.host.connection {
+                target.ssh_options.insert(0, "LogLevel DEBUG3".into());
+            }
+        }
+    }
     crate::transport::ssh::sweep_stale_control_dirs(&settings.control_parent);
     let control_dir = tempfile::Builder::new()
         .prefix(&crate::transport::ssh::control_dir_prefix())
@@ -413,6 +547,7 @@ pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {
             Connection::Local => serde_json::json!({"type": "local"}),
             Connection::Ssh(t) => serde_json::json!({
                 "type": "ssh", "host": t.host, "port": t.port, "user": t.user, "key_file": t.key_file,
+                "ssh_options": t.ssh_options,
             }),
             Connection::Lxc { container } => {
                 serde_json::json!({"type": "lxc", "container": container})

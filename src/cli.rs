@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Settings};
 use crate::error::ExitCode;
+use crate::inventory::CommandLine;
 use crate::modules::verify::{Client, MAX_WAIT, VerifyArgs};
 use crate::plan::{Selection, Shard};
 use crate::report::{self, Format};
@@ -42,6 +43,8 @@ enum Command {
         #[command(flatten)]
         changes: Changes,
         #[command(flatten)]
+        syntax: SyntaxCheck,
+        #[command(flatten)]
         run: RunOptions,
         #[command(flatten)]
         hosts: HostSelection,
@@ -50,6 +53,8 @@ enum Command {
     Verify {
         #[command(flatten)]
         verification: Verification,
+        #[command(flatten)]
+        syntax: SyntaxCheck,
         #[command(flatten)]
         run: RunOptions,
         #[command(flatten)]
@@ -61,6 +66,8 @@ enum Command {
         playbook: PathBuf,
         #[command(flatten)]
         changes: Changes,
+        #[command(flatten)]
+        syntax: SyntaxCheck,
         #[command(flatten)]
         run: RunOptions,
         #[command(flatten)]
@@ -226,6 +233,16 @@ struct HostSelection {
     /// Only part K of N of the selected hosts (split by host name, stable), for N CI jobs at once.
     #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
     shard: Option<Shard>,
+    /// Variables above all others, as Ansible's: `key=value ...` (strings), a JSON or YAML
+    /// map, or `@FILE`; repeatable, a later one wins.
+    #[arg(short = 'e', long = "extra-vars", value_name = "VARS")]
+    extra_vars: Vec<String>,
+    /// Log in as USER where the inventory sets no `ansible_user` (it wins, as in Ansible).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    user: Option<String>,
+    /// Use this private key where the inventory sets no `ansible_ssh_private_key_file`.
+    #[arg(long = "private-key", value_name = "FILE")]
+    private_key: Option<String>,
 }
 
 /// Whether a run may change hosts: push and run.
@@ -268,6 +285,20 @@ struct RunOptions {
     /// How commands share a host's connection: the mux protocol spoken natively, or an `ssh -S` process each.
     #[arg(long, value_enum, default_value = "native", hide = true)]
     ssh_mux: Mux,
+    /// Print the hosts it would run on, as Ansible does, and touch none.
+    #[arg(long)]
+    list_hosts: bool,
+    /// Say how each host is reached and which tasks run there, before the run.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Whether to stop once the playbook is read: the commands that run one.
+#[derive(Debug, Args)]
+struct SyntaxCheck {
+    /// Read the playbook and the inventory, plan every selected host, touch none.
+    #[arg(long)]
+    syntax_check: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -381,6 +412,8 @@ fn settings(hosts: HostSelection, run: RunOptions, changes: Option<Changes>) -> 
         native_mux: matches!(run.ssh_mux, Mux::Native),
         control_parent: control_parent(),
         timeout: std::time::Duration::from_secs(run.timeout),
+        list_hosts: run.list_hosts,
+        verbosity: run.verbose,
         ..selection_settings(hosts)
     }
 }
@@ -389,6 +422,11 @@ fn settings(hosts: HostSelection, run: RunOptions, changes: Option<Changes>) -> 
 fn selection_settings(hosts: HostSelection) -> Settings {
     Settings {
         inventory: hosts.inventory,
+        command_line: CommandLine {
+            extra_vars: hosts.extra_vars,
+            user: hosts.user,
+            private_key: hosts.private_key,
+        },
         selection: Selection {
             hosts: hosts.hosts,
             limit: hosts.limit,
@@ -407,6 +445,9 @@ fn selection_settings(hosts: HostSelection) -> Settings {
         native_mux: true,
         control_parent: control_parent(),
         timeout: std::time::Duration::from_secs(600),
+        list_hosts: false,
+        syntax_check: false,
+        verbosity: 0,
     }
 }
 
@@ -429,6 +470,7 @@ pub fn run() -> i32 {
             backup,
             verification,
             changes,
+            syntax,
             run,
             hosts,
         } => {
@@ -443,7 +485,10 @@ pub fn run() -> i32 {
                 return ExitCode::InvalidInput as i32;
             }
             app::push(
-                &settings(hosts, run, Some(changes)),
+                &Settings {
+                    syntax_check: syntax.syntax_check,
+                    ..settings(hosts, run, Some(changes))
+                },
                 playbook.as_deref(),
                 verify.then(|| verification.args()),
                 backup,
@@ -451,15 +496,29 @@ pub fn run() -> i32 {
         }
         Command::Verify {
             verification,
+            syntax,
             run,
             hosts,
-        } => app::verify(&settings(hosts, run, None), verification.args()),
+        } => app::verify(
+            &Settings {
+                syntax_check: syntax.syntax_check,
+                ..settings(hosts, run, None)
+            },
+            verification.args(),
+        ),
         Command::Run {
             playbook,
             changes,
+            syntax,
             run,
             hosts,
-        } => app::run(&settings(hosts, run, Some(changes)), &playbook),
+        } => app::run(
+            &Settings {
+                syntax_check: syntax.syntax_check,
+                ..settings(hosts, run, Some(changes))
+            },
+            &playbook,
+        ),
         Command::Sessions { active, run, hosts } => {
             app::sessions(&settings(hosts, run, None), active)
         }

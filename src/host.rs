@@ -79,6 +79,9 @@ pub struct SshTarget {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub key_file: Option<String>,
+    /// ssh_config lines from `ansible_ssh_args`, `ansible_ssh_common_args`
+    /// and `ansible_ssh_extra_args`, in that order (see [`crate::ssh_args`]).
+    pub ssh_options: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,7 @@ impl Host {
                 key_file: check.string(
                     check.set_one(&["ansible_ssh_private_key_file", "ansible_private_key_file"]),
                 )?,
+                ssh_options: check.ssh_options(name)?,
             })
         };
         let connection = match check.string("ansible_connection")?.as_deref() {
@@ -204,6 +208,9 @@ const CONNECTION_VARS: &[&str] = &[
     "ansible_become",
     "ansible_become_user",
     "ansible_become_method",
+    "ansible_ssh_args",
+    "ansible_ssh_common_args",
+    "ansible_ssh_extra_args",
 ];
 
 /// The variables csdeploy writes into the host's `session.conf`.
@@ -223,12 +230,7 @@ fn unsupported_var(key: &str, local: bool) -> Option<String> {
         "ansible_ssh_pass",
         "ansible_ssh_password",
     ];
-    const SSH_OPTIONS: &[&str] = &[
-        "ansible_ssh_common_args",
-        "ansible_ssh_extra_args",
-        "ansible_ssh_args",
-        "ansible_ssh_executable",
-    ];
+    const SSH_OPTIONS: &[&str] = &["ansible_ssh_executable"];
     if PASSWORDS.contains(&key) {
         return Some(format!(
             "csdeploy never types an ssh password (Ansible would send {key}): \
@@ -453,12 +455,18 @@ impl Checker<'_> {
                 value => read_here && jinja(value),
             };
             if templated {
+                let why = self
+                    .scoped
+                    .unresolved
+                    .get(key)
+                    .map_or("it holds Jinja", String::as_str);
                 return Err(self.error(
                     key,
-                    "csdeploy does not evaluate Jinja in the inventory variables it reads itself \
-                     (connection settings, environment, session settings; Ansible would): \
-                     write the value itself"
-                        .into(),
+                    format!(
+                        "{why}. csdeploy needs this value itself (a connection setting, the \
+                         environment, a session setting) before it connects: write the value, \
+                         or `{{{{ name }}}}` of a variable that holds it"
+                    ),
                 ));
             }
         }
@@ -651,6 +659,32 @@ impl Checker<'_> {
         Ok(Some(Become { method, user }))
     }
 
+    /// The ssh options of the ssh args variables, as config lines, checked
+    /// against the host's destination (see [`crate::ssh_args`]).
+    fn ssh_options(&self, name: &str) -> Result<Vec<String>> {
+        let mut lines = Vec::new();
+        let mut last = "ansible_ssh_args";
+        for key in [
+            "ansible_ssh_args",
+            "ansible_ssh_common_args",
+            "ansible_ssh_extra_args",
+        ] {
+            if let Some(text) = self.string(key)? {
+                let more = crate::ssh_args::config_lines(&text)
+                    .map_err(|why| self.error(key, format!("host {name}: {why}")))?;
+                if !more.is_empty() {
+                    last = key;
+                }
+                lines.extend(more);
+            }
+        }
+        let destination = self.destination(name)?;
+        match crate::ssh_args::destination_refusal(&destination, &lines) {
+            Some(why) => Err(self.error(last, format!("host {name}: {why}"))),
+            None => Ok(lines),
+        }
+    }
+
     fn port(&self) -> Result<Option<u16>> {
         let key = self.set_one(&["ansible_ssh_port", "ansible_port"]);
         match self.scoped.values.get(key) {
@@ -837,6 +871,7 @@ mod tests {
             port: Some(2201),
             user: Some("ops".into()),
             key_file: Some("/k".into()),
+            ssh_options: Vec::new(),
         };
         assert_eq!(target, expected);
         let err = host("all:\n  hosts:\n    a:\n      ansible_ssh_port: x\n", "a").unwrap_err();
@@ -895,7 +930,8 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: Some(2222),
                 user: Some("me".into()),
-                key_file: None
+                key_file: None,
+                ssh_options: Vec::new(),
             })
         );
         assert_eq!(h.environment, [("HOME".to_string(), "/tmp/a".to_string())]);

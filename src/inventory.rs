@@ -42,6 +42,9 @@ pub struct Group {
     pub hosts: Vec<String>,
     pub children: Vec<String>,
     pub vars: RawVars,
+    /// The group's vars from the other files of an inventory directory,
+    /// each with its key path, in load order: they apply after `vars`.
+    pub layers: Vec<(String, RawVars)>,
 }
 
 #[derive(Debug)]
@@ -58,7 +61,39 @@ pub struct Inventory {
     host_var_files: IndexMap<String, Vec<usize>>,
     /// Every file of `group_vars/` and `host_vars/` read, with its variables.
     var_files: Vec<(RawVars, Locations)>,
+    /// `-u` and `--private-key`: below every inventory variable, as in Ansible.
+    cli_defaults: RawVars,
+    /// `-e`, in order: above every other variable, play vars included.
+    extra_vars: Vec<ExtraVars>,
+    /// The positions of the other files of an inventory directory (the
+    /// first file's are `locations`): a key path from one of them starts
+    /// with [`SOURCE_MARK`], its index and the mark again.
+    sources: Vec<Locations>,
+    /// The file that first named each host, for `inventory_file`, when it is
+    /// not `file` (an inventory directory).
+    host_files: IndexMap<String, String>,
 }
+
+/// The variables given on the command line (see [`Inventory::add_command_line`]).
+#[derive(Debug, Clone, Default)]
+pub struct CommandLine {
+    /// `-e`/`--extra-vars`, each as given: `k=v ...`, JSON/YAML, or `@FILE`.
+    pub extra_vars: Vec<String>,
+    /// `-u`/`--user`.
+    pub user: Option<String>,
+    /// `--private-key`.
+    pub private_key: Option<String>,
+}
+
+/// One `-e`: variables written on the command line, or a file's.
+#[derive(Debug)]
+enum ExtraVars {
+    Inline(RawVars),
+    File(usize),
+}
+
+/// Where a variable from the command line was set, in an origin.
+const COMMAND_LINE: &str = "(command line)";
 
 impl Inventory {
     pub fn parse(file: &str, text: &str) -> Result<Inventory> {
@@ -73,6 +108,10 @@ impl Inventory {
             group_var_files: IndexMap::new(),
             host_var_files: IndexMap::new(),
             var_files: Vec::new(),
+            cli_defaults: RawVars::new(),
+            extra_vars: Vec::new(),
+            sources: Vec::new(),
+            host_files: IndexMap::new(),
         };
         inventory.groups.insert(
             "all".into(),
@@ -84,6 +123,7 @@ impl Inventory {
                 hosts: Vec::new(),
                 children: Vec::new(),
                 vars: RawVars::new(),
+                layers: Vec::new(),
             },
         );
         for (name, group) in raw.unwrap_or_default() {
@@ -122,6 +162,7 @@ impl Inventory {
                     hosts: Vec::new(),
                     children: Vec::new(),
                     vars: RawVars::new(),
+                    layers: Vec::new(),
                 },
             );
         }
@@ -207,6 +248,10 @@ impl Inventory {
             group_var_files: IndexMap::new(),
             host_var_files: IndexMap::new(),
             var_files: Vec::new(),
+            cli_defaults: RawVars::new(),
+            extra_vars: Vec::new(),
+            sources: Vec::new(),
+            host_files: IndexMap::new(),
         };
         for name in ["all".to_string()].iter().chain(groups.keys()) {
             let at = name.clone();
@@ -220,6 +265,7 @@ impl Inventory {
                 hosts: Vec::new(),
                 children: Vec::new(),
                 vars: RawVars::new(),
+                layers: Vec::new(),
             });
         }
         for (name, group) in groups {
@@ -300,6 +346,7 @@ impl Inventory {
                 hosts: Vec::new(),
                 children: Vec::new(),
                 vars: RawVars::new(),
+                layers: Vec::new(),
             });
         group.depth = group.depth.max(depth);
         self.add_group_body(name, at, depth, raw)
@@ -437,6 +484,19 @@ impl Inventory {
     /// An input error about the variable set at `origin` (see [`Scoped`]),
     /// placed in whichever file set it.
     pub fn error(&self, origin: &str, message: impl Into<String>) -> Error {
+        if let Some(key) = origin
+            .strip_prefix(COMMAND_LINE)
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            return Error::Invalid {
+                file: COMMAND_LINE.into(),
+                key: key.to_string(),
+                message: message.into(),
+            };
+        }
+        if let Some((locations, path)) = self.source_of(origin) {
+            return locations.error(path, message);
+        }
         if let Some((index, key)) = origin
             .strip_prefix(VAR_FILE_MARK)
             .and_then(|rest| rest.split_once(VAR_FILE_MARK))
@@ -448,6 +508,193 @@ impl Inventory {
             return locations.error(key.trim_start_matches('.'), message);
         }
         self.locations.error(origin, message)
+    }
+
+    /// Adds the variables of the command line, as Ansible reads them: `-u`
+    /// and `--private-key` as the lowest `ansible_user` and
+    /// `ansible_private_key_file` (any inventory value wins); every `-e`
+    /// above everything else, a later one over an earlier one. An `-e` is
+    /// `@FILE` (YAML or JSON), a JSON or YAML map when it starts with `{`
+    /// or `[`, else `key=value` pairs split as a shell splits words, each
+    /// value a string.
+    pub fn add_command_line(&mut self, cli: &CommandLine) -> Result<()> {
+        if let Some(user) = &cli.user {
+            self.cli_defaults
+                .insert("ansible_user".into(), Value::from(user.clone()));
+        }
+        if let Some(key) = &cli.private_key {
+            self.cli_defaults
+                .insert("ansible_private_key_file".into(), Value::from(key.clone()));
+        }
+        let usage = |arg: &str, why: String| Error::Invalid {
+            file: COMMAND_LINE.into(),
+            key: format!("-e {}", arg.escape_debug()),
+            message: why,
+        };
+        for arg in &cli.extra_vars {
+            if let Some(path) = arg.strip_prefix('@') {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                    path: PathBuf::from(path),
+                    source,
+                })?;
+                let (vars, locations) = yaml::load::<Option<RawVars>>(path, &text)?;
+                self.extra_vars.push(ExtraVars::File(self.var_files.len()));
+                self.var_files.push((vars.unwrap_or_default(), locations));
+            } else if arg.trim_start().starts_with(['{', '[']) {
+                let (vars, _) = yaml::load::<RawVars>(COMMAND_LINE, arg)
+                    .map_err(|err| usage(arg, format!("expected a JSON or YAML map: {err}")))?;
+                self.extra_vars.push(ExtraVars::Inline(vars));
+            } else {
+                let words =
+                    shlex::split(arg).ok_or_else(|| usage(arg, "an unclosed quote".into()))?;
+                let mut vars = RawVars::new();
+                for word in words {
+                    let Some((key, value)) = word.split_once('=').filter(|(k, _)| !k.is_empty())
+                    else {
+                        return Err(usage(
+                            arg,
+                            format!(
+                                "`{}` is not key=value: give key=value pairs, a JSON map, or @FILE",
+                                word.escape_debug()
+                            ),
+                        ));
+                    };
+                    vars.insert(key.to_string(), Value::from(value));
+                }
+                self.extra_vars.push(ExtraVars::Inline(vars));
+            }
+        }
+        Ok(())
+    }
+
+    /// The names `-e` sets: they win over a play's vars too.
+    pub fn extra_var_names(&self) -> Vec<&String> {
+        self.extra_vars
+            .iter()
+            .flat_map(|extra| match extra {
+                ExtraVars::Inline(vars) => vars.keys().collect::<Vec<_>>(),
+                ExtraVars::File(index) => self.var_files[*index].0.keys().collect(),
+            })
+            .collect()
+    }
+
+    /// The positions and plain key path of a path from another file of an
+    /// inventory directory (see [`Inventory::merge`]).
+    fn source_of<'a>(&self, path: &'a str) -> Option<(&Locations, &'a str)> {
+        let (index, path) = path.strip_prefix(SOURCE_MARK)?.split_once(SOURCE_MARK)?;
+        Some((self.sources.get(index.parse::<usize>().ok()?)?, path))
+    }
+
+    /// Where the key path `at` was written, and `at` without marks.
+    fn place<'a>(&self, at: &'a str) -> (crate::error::Location, &'a str) {
+        match self.source_of(at) {
+            Some((locations, path)) => (locations.find(path), path),
+            None => (self.locations.find(at), at),
+        }
+    }
+
+    /// Reads an inventory directory as Ansible reads one: every file in it
+    /// (sorted, subdirectories too), except hidden ones, `group_vars/`,
+    /// `host_vars/`, `vars_plugins/` and the extensions of Ansible's
+    /// `inventory_ignore_extensions` default; each file in its format (see
+    /// [`Inventory::load_file`]), merged into one inventory, and the
+    /// directory's own `group_vars/` and `host_vars/`. An executable file
+    /// would be a dynamic inventory script to Ansible: refused.
+    pub fn load_dir(dir: &Path) -> Result<Inventory> {
+        let mut files = Vec::new();
+        inventory_dir_files(dir, &mut files)?;
+        let mut merged: Option<Inventory> = None;
+        for file in files {
+            let inventory = Inventory::load_file(&file)?;
+            match &mut merged {
+                None => merged = Some(inventory),
+                Some(merged) => merged.merge(inventory),
+            }
+        }
+        let Some(mut inventory) = merged else {
+            return Err(Error::Invalid {
+                file: dir.display().to_string(),
+                key: "(inventory)".into(),
+                message: "no inventory file in this directory (Ansible skips hidden files, \
+                          group_vars/, host_vars/ and backups, `.md`, `.txt`, `.cfg` ...)"
+                    .into(),
+            });
+        };
+        let first = std::mem::replace(&mut inventory.file, dir.display().to_string());
+        for host in &inventory.hosts {
+            inventory
+                .host_files
+                .entry(host.clone())
+                .or_insert_with(|| first.clone());
+        }
+        inventory.reconcile()?;
+        inventory.read_adjacent_vars(dir)?;
+        Ok(inventory)
+    }
+
+    /// One inventory file, without its `group_vars/` and `host_vars/`:
+    /// `.ini` or no extension is Ansible's INI format, anything else YAML.
+    pub fn load_file(path: &Path) -> Result<Inventory> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ini = match path.extension().and_then(|e| e.to_str()) {
+            None => true,
+            Some(ext) => ext == "ini",
+        };
+        let file = path.display().to_string();
+        if ini {
+            Inventory::parse_ini(&file, &text)
+        } else {
+            Inventory::parse(&file, &text)
+        }
+    }
+
+    /// Adds `other`, a later file of the same inventory directory, as
+    /// Ansible's `InventoryData` adds a second source: new hosts and groups
+    /// join, a group's members and children are the union, its vars and a
+    /// host's are set again (the later file wins). Membership and depths
+    /// are settled by [`Inventory::reconcile`] afterwards.
+    fn merge(&mut self, other: Inventory) {
+        let index = self.sources.len();
+        let mark = |at: &str| format!("{SOURCE_MARK}{index}{SOURCE_MARK}{at}");
+        self.sources.push(other.locations);
+        for host in other.hosts {
+            if !self.hosts.contains(&host) {
+                self.hosts.push(host.clone());
+                self.host_files.insert(host, other.file.clone());
+            }
+        }
+        for (host, layers) in other.host_vars {
+            self.host_vars
+                .entry(host)
+                .or_default()
+                .extend(layers.into_iter().map(|(at, vars)| (mark(&at), vars)));
+        }
+        for (name, group) in other.groups {
+            let Some(mine) = self.groups.get_mut(&name) else {
+                let at = mark(&group.at);
+                self.groups.insert(name, Group { at, ..group });
+                continue;
+            };
+            for host in group.hosts {
+                if !mine.hosts.contains(&host) {
+                    mine.hosts.push(host);
+                }
+            }
+            for child in group.children {
+                if !mine.children.contains(&child) {
+                    mine.children.push(child);
+                }
+            }
+            if group.priority != 1 {
+                mine.priority = group.priority;
+            }
+            if !group.vars.is_empty() {
+                mine.layers.push((mark(&group.at), group.vars));
+            }
+        }
     }
 
     fn overlay_files(&self, scoped: &mut Scoped, files: Option<&Vec<usize>>) {
@@ -462,16 +709,22 @@ impl Inventory {
     /// `ansible_conection: local` in silence, and so would csdeploy.
     pub fn typo_warnings(&self) -> Vec<String> {
         let mut found: Vec<(String, &str)> = Vec::new();
+        let mut note = |at: String, key| {
+            let (location, path) = self.place(&at);
+            found.push((format!("{location}: {path}"), key));
+        };
         for group in self.groups.values() {
-            for key in group.vars.keys() {
-                let at = format!("{}.vars.{key}", group.at);
-                found.push((format!("{}: {at}", self.locations.find(&at)), key));
+            let layers = std::iter::once((&group.at, &group.vars))
+                .chain(group.layers.iter().map(|(at, vars)| (at, vars)));
+            for (at, vars) in layers {
+                for key in vars.keys() {
+                    note(format!("{at}.vars.{key}"), key.as_str());
+                }
             }
         }
         for (at, vars) in self.host_vars.values().flatten() {
             for key in vars.keys() {
-                let at = format!("{at}.{key}");
-                found.push((format!("{}: {at}", self.locations.find(&at)), key));
+                note(format!("{at}.{key}"), key.as_str());
             }
         }
         for (vars, locations) in &self.var_files {
@@ -510,9 +763,13 @@ impl Inventory {
     pub fn vars_for(&self, host: &str) -> Scoped {
         let mut scoped = Scoped::default();
         scoped.overlay(&vars::builtin_defaults(), "(default)");
+        scoped.overlay(&self.cli_defaults, COMMAND_LINE);
         let groups = self.groups_of(host);
         for group in &groups {
             scoped.overlay(&group.vars, &format!("{}.vars", group.at));
+            for (at, vars) in &group.layers {
+                scoped.overlay(vars, &format!("{at}.vars"));
+            }
         }
         for group in &groups {
             self.overlay_files(&mut scoped, self.group_var_files.get(&group.name));
@@ -525,11 +782,115 @@ impl Inventory {
             scoped.overlay(vars, at);
         }
         self.overlay_files(&mut scoped, self.host_var_files.get(host));
+        for extra in &self.extra_vars {
+            match extra {
+                ExtraVars::Inline(vars) => scoped.overlay(vars, COMMAND_LINE),
+                ExtraVars::File(index) => self.overlay_files(&mut scoped, Some(&vec![*index])),
+            }
+        }
         scoped
             .values
             .insert("inventory_hostname".into(), Value::from(host));
+        let values = std::mem::take(&mut scoped.values);
+        let (values, unresolved) =
+            crate::template::resolve_vars(values, &self.magic_vars(host, &groups));
+        scoped.values = values;
+        scoped.unresolved = unresolved
+            .into_iter()
+            .map(|(key, why)| (key, format!("host {host}: {why}")))
+            .collect();
         scoped
     }
+
+    /// The magic variables Ansible gives a host's templates that csdeploy
+    /// gives too (besides `inventory_hostname`, one of its variables).
+    fn magic_vars(&self, host: &str, groups: &[&Group]) -> vars::Vars {
+        let mut group_names: Vec<&str> = groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .filter(|g| !["all", "ungrouped"].contains(g))
+            .collect();
+        group_names.sort_unstable();
+        let file = self.host_files.get(host).unwrap_or(&self.file);
+        let file = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut magic = vars::Vars::new();
+        magic.insert(
+            "inventory_hostname_short".into(),
+            Value::from(host.split('.').next().unwrap_or(host)),
+        );
+        magic.insert("group_names".into(), Value::from(group_names));
+        magic.insert(
+            "inventory_file".into(),
+            Value::from(file.display().to_string()),
+        );
+        magic.insert(
+            "inventory_dir".into(),
+            Value::from(dir.display().to_string()),
+        );
+        magic
+    }
+}
+
+/// Starts and ends the index of another file of an inventory directory in
+/// a key path: no key path of an inventory holds it.
+const SOURCE_MARK: char = '\u{1}';
+
+/// The inventory files of `dir`, as Ansible's `InventoryManager.parse_source`
+/// walks a directory: sorted, recursively, skipping what its `IGNORED`
+/// pattern skips with the default settings.
+fn inventory_dir_files(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    const IGNORED_EXTENSIONS: &[&str] = &[
+        ".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg",
+        ".retry",
+    ];
+    let read = |source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+        .map_err(read)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(read)?;
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    for name in names {
+        let text = name.to_string_lossy();
+        if text.starts_with('.')
+            || ["host_vars", "group_vars", "vars_plugins"].contains(&text.as_ref())
+            || IGNORED_EXTENSIONS.iter().any(|ext| text.ends_with(ext))
+        {
+            continue;
+        }
+        let path = dir.join(&name);
+        let metadata = std::fs::metadata(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if metadata.is_dir() {
+            inventory_dir_files(&path, found)?;
+        } else if metadata.permissions().mode() & 0o111 != 0 {
+            return Err(Error::Invalid {
+                file: path.display().to_string(),
+                key: "(inventory)".into(),
+                message: "an executable file in an inventory directory is a dynamic inventory \
+                          script to Ansible, which runs it: csdeploy does not run inventory \
+                          scripts. Save its output (`ansible-inventory -i FILE --list --yaml`) \
+                          as a .yml file, or clear the executable bit (chmod -x) of a static file"
+                    .into(),
+            });
+        } else if text.ends_with(".toml") {
+            return Err(Error::Invalid {
+                file: path.display().to_string(),
+                key: "(inventory)".into(),
+                message: "csdeploy does not read TOML inventories: write it in YAML or INI".into(),
+            });
+        } else {
+            found.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Starts and ends the index of a `group_vars/`/`host_vars/` file in an

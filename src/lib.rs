@@ -19,6 +19,7 @@ mod quote;
 mod report;
 mod secrets;
 mod select;
+mod ssh_args;
 mod template;
 mod transport;
 mod vars;

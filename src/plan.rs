@@ -154,6 +154,12 @@ pub fn build(
             }
             let mut vars = host.vars.clone();
             vars.extend(play.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // `-e` wins over play vars too, as in Ansible.
+            for key in inventory.extra_var_names() {
+                if let Some(value) = host.vars.get(key) {
+                    vars.insert(key.clone(), value.clone());
+                }
+            }
             for task in &play.tasks {
                 let action = task.args.render(&vars, &playbook.files).map_err(|err| {
                     playbook.locations.error(

@@ -106,6 +106,9 @@ pub fn account(
 pub struct Scoped {
     pub values: Vars,
     pub origins: BTreeMap<String, String>,
+    /// The variables whose Jinja csdeploy could not evaluate (kept as
+    /// written), each with why: see [`crate::template::resolve_vars`].
+    pub unresolved: BTreeMap<String, String>,
 }
 
 impl Scoped {

@@ -97,7 +97,19 @@ impl SshTransport {
             }
             builder.keyfile(key);
         }
-        if let Some(config) = &options.config_file {
+        // Dropped once connected: the master has read it.
+        let mut host_config = None;
+        if !target.ssh_options.is_empty() {
+            let file = crate::ssh_args::write_host_config(
+                &target.host,
+                &target.ssh_options,
+                options.config_file.as_deref(),
+                &options.control_dir,
+            )
+            .map_err(TransportError::Connect)?;
+            builder.config_file(file.path());
+            host_config = Some(file);
+        } else if let Some(config) = &options.config_file {
             builder.config_file(config);
         }
         let connected = if options.native_mux {
@@ -105,9 +117,11 @@ impl SshTransport {
         } else {
             builder.connect(&target.host).await
         };
-        connected.map_err(|err| {
+        let session = connected.map_err(|err| {
             TransportError::Connect(explain(target, options.config_file.as_deref(), &err))
-        })
+        });
+        drop(host_config);
+        session
     }
 
     pub async fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
@@ -324,6 +338,7 @@ mod tests {
             port: Some(1),
             user: Some("a'b;c".into()),
             key_file: None,
+            ssh_options: Vec::new(),
         };
         let said = ssh_refusal(&target, None).expect("ssh refuses that user name");
         assert!(said.contains("invalid characters"), "{said}");

@@ -288,6 +288,7 @@ mod tests {
             port: None,
             user: user.map(str::to_string),
             key_file: None,
+            ssh_options: Vec::new(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! `csdeploy inventory`: hosts, groups and resolved variables, as Ansible resolves them.
 
-use crate::harness::Lab;
+use crate::harness::{Lab, closed_port, current_user, host, yq};
 
 const NESTED: &str = r#"
 all:
@@ -288,26 +288,30 @@ fn what_csdeploy_cannot_do_as_ansible_would_is_refused_where_it_is_set() {
             "sudo or su, not `doas`",
         ),
         (
-            "ansible_ssh_common_args: '-o ProxyJump=bastion'",
+            "ansible_ssh_common_args: '-o ProxyJump=bastion -f'",
             "ansible_ssh_common_args",
-            "`Host` block of your ssh config",
+            "-f makes no sense",
         ),
         (
-            "ansible_host: \"{{ inventory_hostname }}.example.com\"",
+            "ansible_host: \"{{ inventory_hostname | upper }}.example.com\"",
             "ansible_host",
-            "does not evaluate Jinja",
+            "host a: `{{ inventory_hostname | upper }}`: csdeploy evaluates only `{{ name }}`, no filters",
         ),
         (
             "ansible_user: \"{{ lookup('env', 'USER') }}\"",
             "ansible_user",
-            "Jinja",
+            "no filters, lookups or expressions",
         ),
         (
             "claude_home: \"{{ home }}/.claude\"",
             "claude_home",
-            "Jinja",
+            "host a: `home` is undefined. csdeploy needs this value itself",
         ),
-        ("environment: {HOME: \"{{ h }}\"}", "environment", "Jinja"),
+        (
+            "environment: {HOME: \"{% if x %}/h{% endif %}\"}",
+            "environment",
+            "`{% ... %}`",
+        ),
     ] {
         lab.write_inventory(&format!("all:\n  hosts:\n    a:\n      {vars}\n"));
         let out = lab.csdeploy(&["inventory"]);
@@ -450,16 +454,370 @@ fn a_limit_file_holds_one_pattern_a_line() {
 }
 
 #[test]
-fn a_directory_of_inventory_files_is_refused_with_what_to_do() {
+fn a_directory_of_inventory_files_is_read_as_ansible_reads_one() {
     let lab = Lab::new().build();
-    let dir = lab.write_file("inv/hosts.yml", "all:\n  hosts:\n    a:\n");
-    let dir = dir.parent().unwrap().to_str().unwrap().to_string();
+    lab.write_file(
+        "inv/a.yml",
+        "all:\n  vars:\n    color: a\n  hosts:\n    lone:\n  children:\n    web:\n      vars:\n        tier: first\n      hosts:\n        w1:\n",
+    );
+    lab.write_file(
+        "inv/b.ini",
+        "[web]\nw2\n[web:vars]\ntier=second\n[db]\nlone\n",
+    );
+    lab.write_file(
+        "inv/deep/c.yaml",
+        "extra:\n  hosts:\n    w1:\n      ansible_port: 2202\n",
+    );
+    lab.write_file("inv/group_vars/db.yml", "role: database\n");
+    // Ansible skips these; broken, they would fail the load if read.
+    for skipped in [
+        "README.md",
+        "hosts.bak",
+        "x.yml~",
+        ".hidden.yml",
+        "ansible.cfg",
+    ] {
+        lab.write_file(&format!("inv/{skipped}"), "broken: [\n");
+    }
+    let dir = lab.root.join("inv").display().to_string();
+    let out = lab.csdeploy_raw(&["inventory", "-i", &dir, "--format", "json"]);
+    out.assert_exit(0);
+    let doc = out.json();
+    let hosts = &doc["hosts"];
+    let names: Vec<&String> = hosts.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["lone", "w1", "w2"], "{out}");
+    // The later file's group vars win; a host the first file left
+    // ungrouped is in the group the second gives it.
+    assert_eq!(hosts["w1"]["vars"]["tier"], "second");
+    assert_eq!(hosts["w1"]["connection"]["port"], 2202);
+    assert_eq!(hosts["lone"]["groups"], serde_json::json!(["all", "db"]));
+    assert_eq!(hosts["lone"]["vars"]["role"], "database");
+    assert_eq!(doc["groups"]["ungrouped"]["hosts"], serde_json::json!([]));
+
+    // An error names the file of the directory it is in.
+    lab.write_file("inv/b.ini", "[web]\nw2 ansible_port=x\n");
     let out = lab.csdeploy_raw(&["inventory", "-i", &dir]);
     out.assert_exit(2);
     assert!(
+        out.stderr.contains("b.ini:2:") && out.stderr.contains("ansible_port"),
+        "{out}"
+    );
+    // A script is what Ansible runs for a dynamic inventory: refused.
+    let script = lab.write_file("inv/ec2.py", "#!/bin/sh\necho '{}'\n");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = lab.csdeploy_raw(&["inventory", "-i", &dir]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr.contains("ec2.py") && out.stderr.contains("does not run inventory scripts"),
+        "{out}"
+    );
+}
+
+/// One host entry reached only through `ansible_ssh_common_args`.
+fn via_ssh_args(lab: &Lab, name: &str, host_vars: &str, args: &str) -> String {
+    format!(
+        "    {name}:\n      ansible_host: 127.0.0.1\n{host_vars}      ansible_ssh_common_args: {}\n      environment:\n        HOME: {}\n",
+        yq(args),
+        yq(&lab.home(name).display().to_string())
+    )
+}
+
+#[test]
+fn ssh_args_from_the_inventory_reach_ssh_as_ansible_passes_them() {
+    let lab = Lab::new().hosts(2).servers(2).build();
+    let (port1, port2) = (lab.port("host1"), lab.port("host2"));
+    // The jump host is named `localhost`, so that ssh can tell it from the
+    // target (127.0.0.1): record its key under that name too.
+    let known = std::fs::read_to_string(&lab.known_hosts).unwrap();
+    let key = known.lines().next().unwrap().split_once(' ').unwrap().1;
+    std::fs::write(
+        &lab.known_hosts,
+        format!("{known}[localhost]:{port1} {key}\n"),
+    )
+    .unwrap();
+    let user = format!("      ansible_user: {}\n", yq(&current_user()));
+    let push = |host1_args: &str, host2_vars: &str, host2_args: &str| {
+        lab.write_inventory(&format!(
+            "all:\n  hosts:\n{}{}",
+            via_ssh_args(&lab, "host1", &user, host1_args),
+            via_ssh_args(&lab, "host2", host2_vars, host2_args),
+        ));
+        let out = lab.csdeploy(&["push", "--format", "json"]);
+        let doc = out.json();
+        let status = |h: &str| host(&doc, h)["status"].as_str().unwrap().to_string();
+        (status("host1"), status("host2"), out)
+    };
+    // host1: its port only in `-o Port=N`; host2: its user only in `-o
+    // User=...`, reached through a jump over host1's sshd.
+    let (one, two, out) = push(
+        &format!("-o Port={port1}"),
+        &format!("      ansible_port: {port2}\n"),
+        &format!("-o User={} -J localhost:{port1}", current_user()),
+    );
+    assert_eq!(
+        (one.as_str(), two.as_str()),
+        ("changed", "changed"),
+        "{out}"
+    );
+    // Each option really decides: a wrong port, a jump that is closed, a
+    // user that does not exist, and the host is not reached.
+    let (one, two, out) = push(
+        &format!("-o Port={}", closed_port()),
+        &format!("      ansible_port: {port2}\n"),
+        &format!("-o User={} -J localhost:{}", current_user(), closed_port()),
+    );
+    assert_eq!(
+        (one.as_str(), two.as_str()),
+        ("unreachable", "unreachable"),
+        "{out}"
+    );
+    let (_, two, out) = push(
+        &format!("-o Port={port1}"),
+        &format!("      ansible_port: {port2}\n"),
+        "-o User=nosuchuser-csd",
+    );
+    assert_eq!(two, "unreachable", "{out}");
+    assert!(out.stdout.contains("Permission denied"), "{out}");
+}
+
+#[test]
+fn ssh_args_that_make_no_sense_for_csdeploy_are_refused_where_they_are_set() {
+    let lab = Lab::new().build();
+    for (args, says) in [
+        (
+            "-o StrictHostKeyChecking=no",
+            "--host-key-checking accept-new",
+        ),
+        ("-L 8080:localhost:80", "-L makes no sense"),
+        ("-o ProxyJump=a bastion", "`bastion` is not an ssh option"),
+    ] {
+        lab.write_inventory(&format!(
+            "all:\n  children:\n    web:\n      vars:\n        ansible_ssh_extra_args: {}\n      hosts:\n        w1:\n",
+            yq(args)
+        ));
+        let out = lab.csdeploy(&["inventory"]);
+        out.assert_exit(2);
+        assert!(
+            out.stderr.contains(
+                "inventory.yml:5:9: all.children.web.vars.ansible_ssh_extra_args: host w1: "
+            ) && out.stderr.contains(says),
+            "{args}\n{out}"
+        );
+    }
+}
+
+#[test]
+fn inventory_templates_resolve_from_the_hosts_own_vars_before_any_connection() {
+    let lab = Lab::new().build();
+    lab.write_inventory(concat!(
+        "all:\n  vars:\n    domain: example.com\n    n: 3\n",
+        "    ansible_host: \"{{ inventory_hostname }}.{{ domain }}\"\n",
+        "  children:\n    web:\n      vars:\n        domain: web.example.com\n",
+        "        ansible_port: \"{{ n }}\"\n        label: \"{{ group_names }}\"\n",
+        "        later: \"{{ nope | default('x') }}\"\n",
+        "      hosts:\n        w1:\n        w2:\n          n: 2222\n",
+    ));
+    let out = lab.csdeploy(&["inventory", "--format", "json"]);
+    out.assert_exit(0);
+    let hosts = &out.json()["hosts"];
+    // The group's `domain` wins over `all`'s, as the host's `n` over the
+    // group's: a template sees the host's merged variables.
+    assert_eq!(hosts["w1"]["connection"]["host"], "w1.web.example.com");
+    assert_eq!(hosts["w1"]["connection"]["port"], 3);
+    assert_eq!(hosts["w2"]["connection"]["port"], 2222);
+    assert_eq!(hosts["w2"]["vars"]["ansible_port"], 2222);
+    assert_eq!(hosts["w1"]["vars"]["label"], serde_json::json!(["web"]));
+    // What csdeploy cannot evaluate stays as written until it is used.
+    assert_eq!(hosts["w1"]["vars"]["later"], "{{ nope | default('x') }}");
+    let play = lab.write_file(
+        "uses-later.yml",
+        "- hosts: all\n  tasks:\n    - name: t\n      command:\n        argv: [echo, \"{{ later }}\"]\n",
+    );
+    let out = lab.csdeploy(&["run", play.to_str().unwrap(), "--limit", "w1"]);
+    out.assert_exit(2);
+    assert!(
         out.stderr
-            .contains("does not read a directory of inventory files yet")
-            && out.stderr.contains("inv"),
+            .contains("variable `later` holds Jinja csdeploy cannot evaluate")
+            && out.stderr.contains("uses-later.yml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn extra_vars_win_over_play_vars_and_the_inventory_as_in_ansible() {
+    let lab = Lab::new().local(true).build();
+    let home = lab.home("local");
+    lab.write_inventory(&format!(
+        "all:\n  hosts:\n    local:\n      ansible_connection: local\n      marker: inventory\n      environment:\n        HOME: {}\n",
+        yq(&home.display().to_string())
+    ));
+    let play = lab.write_file(
+        "touch.yml",
+        &format!(
+            "- hosts: all\n  vars:\n    marker: play\n  tasks:\n    - name: touch\n      command:\n        argv: [touch, \"{}/{{{{ marker }}}}\"]\n",
+            home.display()
+        ),
+    );
+    let play = play.to_str().unwrap();
+    let vars_file = lab.write_file("extra.yml", "marker: from-file\n");
+    let at_file = format!("@{}", vars_file.display());
+    lab.csdeploy(&["run", play]).assert_exit(0);
+    assert!(
+        home.join("play").exists(),
+        "play vars win over the inventory"
+    );
+    // `-e` wins over both; a later `-e` over an earlier one.
+    lab.csdeploy(&["run", play, "-e", "marker=extra"])
+        .assert_exit(0);
+    assert!(home.join("extra").exists());
+    lab.csdeploy(&["run", play, "-e", "marker=extra", "-e", &at_file])
+        .assert_exit(0);
+    assert!(home.join("from-file").exists());
+    lab.csdeploy(&["run", play, "-e", r#"{"marker": "json"}"#])
+        .assert_exit(0);
+    assert!(home.join("json").exists());
+    let out = lab.csdeploy(&["run", play, "-e", "marker"]);
+    out.assert_exit(2);
+    assert!(out.stderr.contains("`marker` is not key=value"), "{out}");
+}
+
+#[test]
+fn list_hosts_and_syntax_check_touch_no_host() {
+    let lab = Lab::new().local(true).unreachable("dead").build();
+    let out = lab.csdeploy(&["push", "--list-hosts", "--limit", "all:!nosuch"]);
+    out.assert_exit(0);
+    assert_eq!(
+        out.stdout,
+        "\nplaybook: (built-in) playbooks/push.yml\n\n  play #1 (all): Deploy the Claude Code parallel-session tooling\tTAGS: []\n    pattern: ['all']\n    hosts (2):\n      dead\n      local\n",
+        "{out}"
+    );
+    let out = lab.csdeploy(&["doctor", "--list-hosts", "--limit", "local"]);
+    out.assert_exit(0);
+    assert_eq!(out.stdout, "  hosts (1):\n    local\n", "{out}");
+    let out = lab.csdeploy(&["push", "--syntax-check"]);
+    out.assert_exit(0);
+    assert_eq!(out.stdout, "\nplaybook: (built-in) playbooks/push.yml\n");
+    assert!(
+        !lab.claude_home("local").exists(),
+        "a listing or a syntax check deployed"
+    );
+    // A syntax check reads every selected host's settings, as a run would.
+    let out = lab.csdeploy(&["push", "--syntax-check", "-e", "ansible_port=x"]);
+    out.assert_exit(2);
+    assert!(
+        out.stderr
+            .contains("(command line): ansible_port: expected a port number"),
+        "{out}"
+    );
+}
+
+#[test]
+fn user_and_private_key_from_the_command_line_give_way_to_the_inventory() {
+    let lab = Lab::new().hosts(1).build();
+    let entry = format!(
+        "all:\n  hosts:\n    host1:\n      ansible_host: 127.0.0.1\n      ansible_port: {}\n      environment:\n        HOME: {}\n",
+        lab.port("host1"),
+        yq(&lab.home("host1").display().to_string())
+    );
+    lab.write_inventory(&entry);
+    let status = |args: &[&str]| {
+        let out = lab.csdeploy(&[&["push", "--format", "json"], args].concat());
+        let status = host(&out.json(), "host1")["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (status, out)
+    };
+    let (s, out) = status(&["-u", "nosuchuser-csd"]);
+    assert_eq!(s, "unreachable", "{out}");
+    let (s, out) = status(&["-u", &current_user()]);
+    assert_eq!(s, "changed", "{out}");
+    let (s, out) = status(&["-u", &current_user(), "--private-key", "/nonexistent/key"]);
+    assert_eq!(s, "unreachable", "{out}");
+    assert!(out.stdout.contains("/nonexistent/key"), "{out}");
+    // The inventory's own user wins over -u, as in Ansible.
+    lab.write_inventory(&entry.replace(
+        "      environment:",
+        &format!(
+            "      ansible_user: {}\n      environment:",
+            yq(&current_user())
+        ),
+    ));
+    let (s, out) = status(&["-u", "nosuchuser-csd"]);
+    assert_eq!(s, "ok", "{out}");
+}
+
+#[test]
+fn the_readmes_usage_examples_run_as_written() {
+    let lab = Lab::new().hosts(2).local(true).build();
+    let mut inventory = String::from("all:\n  hosts:\n");
+    for (name, like) in [("lxc122", "host1"), ("lxc123", "host2"), ("local", "local")] {
+        let info = crate::harness::HostInfo {
+            name: name.into(),
+            ..lab.host_info(like).clone()
+        };
+        inventory.push_str(&lab.host_entry_yaml(&info, 4));
+    }
+    lab.write_inventory(&inventory);
+    lab.write_file("inventory/hosts.yml", &inventory);
+    lab.write_file(
+        "my-playbook.yml",
+        "- hosts: all\n  tasks:\n    - name: nothing\n      command:\n        argv: [\"true\"]\n",
+    );
+    let readme = std::fs::read_to_string(crate::harness::repo_root().join("README.md")).unwrap();
+    let usage = readme
+        .split("## Usage\n\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README has a Usage block");
+    // The examples verify a fleet that was deployed once.
+    lab.csdeploy(&["push"]).assert_exit(0);
+    let mut ran = 0;
+    for line in usage.lines() {
+        let command = line.split(" #").next().unwrap().trim();
+        let words = shlex::split(command).unwrap_or_else(|| panic!("{line}"));
+        let Some(("csdeploy", args)) = words.split_first().map(|(c, a)| (c.as_str(), a)) else {
+            panic!("not a csdeploy command: {line}");
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = if args.contains(&"-i") {
+            let ssh_config = lab.ssh_config.display().to_string();
+            lab.csdeploy_raw(&[&args[..], &["--ssh-config", &ssh_config]].concat())
+        } else {
+            lab.csdeploy(&args)
+        };
+        assert_eq!(out.code, 0, "README: {line}\n{out}");
+        ran += 1;
+    }
+    assert!(ran >= 10, "{usage}");
+}
+
+#[test]
+fn verbose_says_how_each_host_is_reached_and_what_runs_there() {
+    let lab = Lab::new()
+        .local(true)
+        .unreachable("dead")
+        .host_var("dead", "ansible_ssh_extra_args", "-o ServerAliveCountMax=2")
+        .build();
+    let quiet = lab.csdeploy(&["push", "--check"]);
+    assert!(!quiet.stderr.contains("task 1/"), "{quiet}");
+    let out = lab.csdeploy(&["push", "--check", "-v"]);
+    let dead = lab.port("dead");
+    assert!(
+        out.stderr.contains("csdeploy: local: local processes (ansible_connection: local)\n")
+            && out.stderr.contains(&format!(
+                "csdeploy: dead: ssh to 127.0.0.1 port {dead} as {}, ssh options: ServerAliveCountMax=2\n",
+                current_user()
+            ))
+            && out.stderr.contains("csdeploy: dead: task 1/10: Launcher directory (play: "),
+        "{out}"
+    );
+    // -vvv: ssh's own debug output, in the unreachable host's error.
+    assert!(!out.stdout.contains("debug1: "), "{out}");
+    let out = lab.csdeploy(&["push", "--check", "-vvv"]);
+    out.assert_exit(3);
+    assert!(
+        out.stdout.contains("debug1: Connecting to 127.0.0.1"),
         "{out}"
     );
 }

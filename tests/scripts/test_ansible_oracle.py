@@ -40,6 +40,9 @@ def cases():
                 if os.path.isfile(os.path.join(path, name)):
                     found.append(os.path.join(path, name))
                     break
+            else:
+                if path.endswith("-inventory"):
+                    found.append(path)
         elif path.endswith((".yml", ".yaml", ".ini")):
             found.append(path)
     return found
@@ -75,6 +78,8 @@ def run(argv, tmp_path):
 
 
 def directives(path, word):
+    if os.path.isdir(path):
+        return []
     with open(path) as f:
         return [m.group(1).strip() for m in re.finditer(r"^# %s: (.+)$" % word, f.read(), re.M)]
 
@@ -115,6 +120,59 @@ def same(ours, theirs):
     return ours == theirs and type(ours) is type(theirs)
 
 
+ANSIBLE_SSH_ARGS = ["-C", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s"]
+FLAG_KEYWORDS = {"-J": "ProxyJump", "-p": "Port", "-l": "User", "-i": "IdentityFile"}
+FIXED_FLAGS = {"-C": "Compression yes", "-4": "AddressFamily inet", "-6": "AddressFamily inet6",
+               "-A": "ForwardAgent yes"}
+
+
+def ssh_config_lines(words):
+    """The ssh_config lines of ssh options as Ansible put them on ssh's
+    command line: the options of the corpus (`-o`, `-J`, `-p`, `-l`, `-i`,
+    `-C`, `-4`, `-6`, `-A`), where csdeploy's own master replaces the
+    control-socket ones. Ansible's default ssh_args stand for none set."""
+    if words == ANSIBLE_SSH_ARGS:
+        return []
+    lines = []
+    words = iter(words)
+    for word in words:
+        if word in FIXED_FLAGS:
+            lines.append(FIXED_FLAGS[word])
+        elif word in FLAG_KEYWORDS or word == "-o":
+            value = next(words)
+            if word != "-o":
+                lines.append("%s %s" % (FLAG_KEYWORDS[word], value))
+            elif not value.startswith(("ControlMaster=", "ControlPersist=")):
+                lines.append(value)
+        elif word.startswith("-o"):
+            lines.append(word[2:])
+        else:
+            raise AssertionError("an ssh option the oracle does not know: %r" % word)
+    return lines
+
+
+def holds_jinja(value):
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value or "{#" in value
+    if isinstance(value, list):
+        return any(holds_jinja(v) for v in value)
+    if isinstance(value, dict):
+        return any(holds_jinja(v) for v in value.values())
+    return False
+
+
+def rendered_hostvars(inventory, tmp_path):
+    """Every host's variables as Ansible renders them when a host uses them:
+    `ansible-inventory --list` shows templates as written, the debug module
+    (which runs on the controller, connecting nowhere) shows them rendered."""
+    proc = run([ansible("ansible"), "all", "-i", inventory, "-m", "debug",
+                "-a", "var=hostvars[inventory_hostname]"], tmp_path)
+    rendered = {}
+    for m in re.finditer(r"^(\S+) \| SUCCESS => (\{.*?^\})$", proc.stdout, re.M | re.S):
+        rendered[m.group(1)] = json.loads(m.group(2))["hostvars[inventory_hostname]"]
+    return rendered
+
+
 def ansible_connections(inventory, tmp_path, hosts):
     """Where, as whom and with which key Ansible's own ssh connection would
     connect to each host: `ansible all -m ping -vvv` with /bin/false as the
@@ -129,15 +187,26 @@ def ansible_connections(inventory, tmp_path, hosts):
     return connections
 
 
-def logged_connections(inventory, tmp_path, pattern):
+def logged_connections(inventory, tmp_path, pattern, extra=()):
     proc = run([ansible("ansible"), pattern, "-i", inventory, "-m", "ping", "-vvv", "-f", "1",
-                "-e", "ansible_ssh_executable=/bin/false"], tmp_path)
+                "-e", "ansible_ssh_executable=/bin/false"] + list(extra), tmp_path)
     connections = {}
     current = None
     for line in proc.stdout.splitlines():
         if " SSH: EXEC /bin/false " in line:
             argv = shlex.split(line.split(" SSH: EXEC ", 1)[1])
-            options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+            # Ansible's command line: ssh_args, its own options (up to
+            # ConnectTimeout), ssh_common_args, ssh_extra_args, ControlPath.
+            own = next(i for i, a in enumerate(argv)
+                       if a == "-o" and argv[i + 1].startswith("KbdInteractiveAuthentication="))
+            while argv[own - 2] == "-o" and argv[own - 1].startswith(
+                    ("Port=", "IdentityFile=", "StrictHostKeyChecking=")):
+                own -= 2
+            timeout = next(i for i, a in enumerate(argv)
+                           if a == "-o" and argv[i + 1].startswith("ConnectTimeout="))
+            control = max(i for i, a in enumerate(argv)
+                          if a == "-o" and argv[i + 1].startswith("ControlPath="))
+            options = dict(argv[i + 1].split("=", 1) for i in range(own, timeout) if argv[i] == "-o")
             unquote = lambda v: v[1:-1] if v and v[0] == v[-1] == '"' else v
             current = {
                 "type": "ssh",
@@ -145,6 +214,8 @@ def logged_connections(inventory, tmp_path, pattern):
                 "port": int(options["Port"]) if "Port" in options else None,
                 "user": unquote(options["User"]) if "User" in options else None,
                 "key_file": unquote(options["IdentityFile"]) if "IdentityFile" in options else None,
+                "ssh_options": ssh_config_lines(argv[1:own]) + ssh_config_lines(
+                    argv[timeout + 2:control]),
             }
         elif " ESTABLISH LOCAL CONNECTION " in line:
             current = {"type": "local"}
@@ -176,6 +247,8 @@ def test_inventory_resolves_as_ansible_does(inventory, tmp_path):
     hostvars = listing["_meta"]["hostvars"]
     all_hosts = members(groups, "all")
     connections = ansible_connections(inventory, tmp_path, all_hosts)
+    templated = any(holds_jinja(v) for vs in hostvars.values() for v in vs.values())
+    rendered = rendered_hostvars(inventory, tmp_path) if templated else {}
     assert set(connections) == all_hosts, theirs.stdout
 
     assert set(document["hosts"]) == all_hosts
@@ -190,6 +263,8 @@ def test_inventory_resolves_as_ansible_does(inventory, tmp_path):
         assert variables.pop("inventory_hostname") == name
         for key in DEFAULT_KEYS - set(expected):
             variables.pop(key, None)
+        expected = {key: rendered[name][key] if holds_jinja(value) and not holds_jinja(
+            variables.get(key)) else value for key, value in expected.items()}
         assert same(variables, expected), "%s: csdeploy %s\nansible %s" % (name, variables, expected)
         in_groups = {g for g in groups if name in members(groups, g)}
         assert set(host["groups"]) == in_groups, name
@@ -221,3 +296,77 @@ def test_pattern_selects_what_ansible_selects(inventory, pattern, tmp_path):
         return
     assert ours.returncode == 0, ours.stderr
     assert sorted(json.loads(ours.stdout)["hosts"]) == sorted(expected)
+
+
+PLAYBOOK = os.path.join(CORPUS, "playbooks", "two-plays.yml")
+
+
+@pytest.mark.parametrize("limit", [None, "east", "two.example.com,one.example.com"])
+def test_list_hosts_and_syntax_check_print_what_ansible_playbook_prints(limit, tmp_path):
+    inventory = os.path.join(CORPUS, "docs-groups.yml")
+    extra = ["--limit", limit] if limit else []
+    for flag in ("--list-hosts", "--syntax-check"):
+        theirs = run([ansible("ansible-playbook"), "-i", inventory, PLAYBOOK, flag] + extra,
+                     tmp_path)
+        assert theirs.returncode == 0, theirs.stderr
+        ours = run([csdeploy_binary(), "run", PLAYBOOK, "-i", inventory, flag] + extra, tmp_path)
+        assert ours.returncode == 0, ours.stderr
+        assert host_lists_sorted(ours.stdout) == host_lists_sorted(theirs.stdout), flag
+
+
+def host_lists_sorted(listing):
+    """ansible-playbook lists a play's hosts from a Python set, in no fixed
+    order: each list sorted, the rest as printed."""
+    out, hosts = [], []
+    for line in listing.splitlines() + [""]:
+        if line.startswith("      ") and line.strip():
+            hosts.append(line)
+            continue
+        out.extend(sorted(hosts))
+        hosts = []
+        out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("args", [
+    ["-u", "cli"],
+    ["--private-key", "/keys/cli"],
+    ["-e", "ansible_user=extra ansible_port=2299"],
+    ["-e", '{"ansible_ssh_user": "json", "ansible_ssh_port": 2300}', "-u", "cli"],
+    ["-e", "ansible_host=first", "-e", "ansible_host=second"],
+], ids=lambda args: " ".join(args))
+def test_command_line_vars_connect_as_ansible_would(args, tmp_path):
+    """-u and --private-key lose to the inventory, -e wins over everything,
+    a later -e over an earlier one."""
+    inventory = os.path.join(CORPUS, "legacy-names.yml")
+    connections = logged_connections(inventory, tmp_path, "all", args)
+    ours = run([csdeploy_binary(), "inventory", "-i", inventory, "--format", "json"] + args,
+               tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    hosts = json.loads(ours.stdout)["hosts"]
+    assert set(hosts) == set(connections)
+    for name, host in hosts.items():
+        connection = dict(host["connection"])
+        if connection.get("key_file"):
+            connection["key_file"] = os.path.expanduser(connection["key_file"])
+        assert connection == connections[name], name
+
+
+def test_extra_vars_are_strings_from_key_value_and_typed_from_json(tmp_path):
+    inventory = os.path.join(CORPUS, "docs-groups.yml")
+    vars_file = tmp_path / "extra.yml"
+    vars_file.write_text("from_file: [1, 2]\nn: 7\n")
+    args = ["-e", "n=3 s='a b'", "-e", '{"j": {"k": true}}', "-e", "@%s" % vars_file]
+    proc = run([ansible("ansible"), "all", "-i", inventory, "-m", "debug",
+                "-a", "var=hostvars[inventory_hostname]"] + args, tmp_path)
+    theirs = {}
+    for m in re.finditer(r"^(\S+) \| SUCCESS => (\{.*?^\})$", proc.stdout, re.M | re.S):
+        theirs[m.group(1)] = json.loads(m.group(2))["hostvars[inventory_hostname]"]
+    ours = run([csdeploy_binary(), "inventory", "-i", inventory, "--format", "json"] + args,
+               tmp_path)
+    assert ours.returncode == 0, ours.stderr
+    hosts = json.loads(ours.stdout)["hosts"]
+    assert theirs and set(theirs) == set(hosts)
+    for name, host in hosts.items():
+        for key in ("n", "s", "j", "from_file"):
+            assert host["vars"][key] == theirs[name][key], (name, key)
