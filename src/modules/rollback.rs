@@ -1,6 +1,6 @@
 //! `rollback`: puts back what the last `push --backup` replaced on a host, in
 //! one remote command (see `src/remote/tools.py`), from the manifest that
-//! push's apply step wrote (`src/remote/apply.py`). Refuses, changing
+//! push's agent wrote (`src/remote/agent.py`). Refuses, changing
 //! nothing, when a file changed since that push, unless `force`.
 
 use serde_json::{Value, json};

@@ -1,6 +1,6 @@
 """csdeploy doctor, run on the host it examines.
 
-The agent (apply.py) runs this source inside its one apply command and calls
+The agent (agent.py) runs this source inside its one remote command and calls
 run(args) with {"claude_home", "max_sessions", "controller_time"} (the
 controller's clock, Unix seconds, when it sent the command). It returns
 {"ok": true, "checks": [...]}: one item per prerequisite of the deployed tools

@@ -1,6 +1,6 @@
 """csdeploy's day-two step on a host: `sessions`, `cleanup` and `remove`.
 
-The agent (apply.py) runs this source inside its one apply command and calls
+The agent (agent.py) runs this source inside its one remote command and calls
 run(args); args["action"] says which:
 
   sessions  runs the deployed `claude-session-list --json [--active]` and
@@ -16,7 +16,7 @@ run(args); args["action"] says which:
             sessions/ only with args["purge"] and no live session. With
             args["check"] it changes nothing and reports what would go.
   rollback  restores every file the last `push --backup` replaced (its
-            manifest, written by apply.py) from its backup, each atomically,
+            manifest, written by agent.py) from its backup, each atomically,
             and removes the files that push created. It refuses, changing
             nothing, when a file changed since that push or a backup is gone
             or altered, unless args["force"] (a missing backup still
@@ -241,7 +241,7 @@ def rollback(args):
                     os.unlink(path)
                 continue
             directory = os.path.dirname(path)
-            # Named as apply.py names its temp files, which a later push
+            # Named as agent.py names its temp files, which a later push
             # sweeps once their writer is gone.
             tmp = os.path.join(directory, ".csdeploy-tmp-%d-%s"
                                % (os.getpid(), os.urandom(6).hex()))
