@@ -16,7 +16,7 @@ use crate::facts::{Facts, GatherReply, Probe};
 use crate::modules::{Decision, Run};
 use crate::plan::{HostPlan, PlannedTask};
 use crate::protocol::{self, ApplyReply, Op};
-use crate::transport::{Exchange, RemoteCommand, SshOptions, Transport, TransportError};
+use crate::transport::{Exchange, Output, RemoteCommand, SshOptions, Transport, TransportError};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -440,11 +440,40 @@ async fn deploy(
     let run = exchange(transport, plan, options, phases, events, &mut step);
     match tokio::time::timeout(limit, run).await {
         Ok(done) => done,
+        Err(_) if !answers(transport).await => Err(StepError::Lost(format!(
+            "the connection to the host was lost during the csdeploy {step} step: the host stopped \
+             answering (nothing for {} s, and a no-op command got no answer within {} s); what the \
+             step had done by then stays done, each file replaced whole or not at all",
+            limit.as_secs(),
+            LINK_CHECK.as_secs()
+        ))),
         Err(_) => Err(StepError::TimedOut(format!(
             "the csdeploy {step} step did not finish within {} s (--timeout)",
             limit.as_secs()
         ))),
     }
+}
+
+/// How long a step that outlived its time waits for the host to answer a
+/// no-op command, to tell a slow step from a link gone silent.
+const LINK_CHECK: Duration = Duration::from_secs(10);
+
+/// Whether the host still answers: a step that ran out of time on a link
+/// that went silent (no FIN, no RST: a dropped VPN) is an unreachable host,
+/// as for Ansible, not a slow step. Costs one command, only then.
+async fn answers(transport: &Transport) -> bool {
+    let noop = RemoteCommand {
+        env: Vec::new(),
+        argv: vec!["true".into()],
+    };
+    let check = async {
+        let exchange = transport.spawn(&noop).await.ok()?;
+        exchange.finish().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(LINK_CHECK, check).await,
+        Ok(Some(Output { code: Some(0), .. }))
+    )
 }
 
 async fn exchange(

@@ -17,6 +17,11 @@ use crate::host::SshTarget;
 
 /// sshd's MaxSessions defaults to 10; stay under it.
 pub const MAX_CHANNELS: usize = 8;
+/// How often the master asks the host whether it is there when it has
+/// heard nothing (ssh's ServerAliveInterval; 3 unanswered: ServerAliveCountMax):
+/// a link gone silent in the handshake or between steps is given up after
+/// 15 s, not left to hang.
+const SERVER_ALIVE_SECONDS: u64 = 5;
 /// A master left behind by a crash exits after this long idle.
 const PERSIST_SECONDS: usize = 60;
 
@@ -72,7 +77,7 @@ impl SshTransport {
                 NonZeroUsize::new(PERSIST_SECONDS).expect("non-zero"),
             ))
             .connect_timeout(options.connect_timeout)
-            .server_alive_interval(std::time::Duration::from_secs(15));
+            .server_alive_interval(std::time::Duration::from_secs(SERVER_ALIVE_SECONDS));
         if let Some(port) = target.port {
             builder.port(port);
         }
@@ -289,6 +294,14 @@ fn explain(target: &SshTarget, config: Option<&std::path::Path>, err: &openssh::
              or the host was reinstalled. Compare the fingerprint above with the host's real key by another way \
              (its console, its administrator); only then remove the old key with the `ssh-keygen -R` line ssh \
              gives. csdeploy never accepts a changed key, with any option."
+        )
+    } else if text.contains("Connection to ") && text.contains("timed out")
+        || text.contains("not responding")
+    {
+        format!(
+            "{text}\nhint: {host} stopped answering in the middle of ssh's handshake (3 keep-alives, \
+             {SERVER_ALIVE_SECONDS} s apart, got no answer): the link went silent (a dropped VPN or \
+             route) or the host is too loaded to answer"
         )
     } else if text.contains("Host key verification failed") {
         let port = target.port.map(|p| format!("-p {p} ")).unwrap_or_default();

@@ -7,6 +7,7 @@ mod fuzz;
 mod gather;
 mod harness;
 mod inventory;
+mod links;
 mod lxc;
 mod output;
 mod push;
