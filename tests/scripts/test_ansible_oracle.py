@@ -173,14 +173,18 @@ def rendered_hostvars(inventory, tmp_path):
     return rendered
 
 
+# The ssh "binary" Ansible is given: a path that does not exist, ending in
+# the host's inventory name (Ansible templates it per host), so that each
+# logged command names its host whatever order the lines come in.
+SSH_STAND_IN = "/nonexistent/csdeploy-oracle/"
+
+
 def ansible_connections(inventory, tmp_path, hosts):
     """Where, as whom and with which key Ansible's own ssh connection would
-    connect to each host: `ansible all -m ping -vvv` with /bin/false as the
-    ssh binary logs the ssh command it would run, then fails the host, so
+    connect to each host: `ansible all -m ping -vvv` with a missing ssh
+    binary logs the ssh command it would run, then fails the host, so
     nothing connects anywhere. A `local` host runs the ping module here.
-    A host whose log lines the batch run could not tell apart (on a busy
-    machine a result may be printed before the lines of its command) is
-    asked for alone."""
+    A host the batch run did not log is asked for alone."""
     connections = logged_connections(inventory, tmp_path, "all")
     for host in sorted(set(hosts) - set(connections)):
         connections.update(logged_connections(inventory, tmp_path, host))
@@ -189,11 +193,11 @@ def ansible_connections(inventory, tmp_path, hosts):
 
 def logged_connections(inventory, tmp_path, pattern, extra=()):
     proc = run([ansible("ansible"), pattern, "-i", inventory, "-m", "ping", "-vvv", "-f", "1",
-                "-e", "ansible_ssh_executable=/bin/false"] + list(extra), tmp_path)
+                "-e", "ansible_ssh_executable=%s{{ inventory_hostname }}" % SSH_STAND_IN]
+               + list(extra), tmp_path)
     connections = {}
-    current = None
     for line in proc.stdout.splitlines():
-        if " SSH: EXEC /bin/false " in line:
+        if " SSH: EXEC %s" % SSH_STAND_IN in line:
             argv = shlex.split(line.split(" SSH: EXEC ", 1)[1])
             # Ansible's command line: ssh_args, its own options (up to
             # ConnectTimeout), ssh_common_args, ssh_extra_args, ControlPath.
@@ -208,7 +212,7 @@ def logged_connections(inventory, tmp_path, pattern, extra=()):
                           if a == "-o" and argv[i + 1].startswith("ControlPath="))
             options = dict(argv[i + 1].split("=", 1) for i in range(own, timeout) if argv[i] == "-o")
             unquote = lambda v: v[1:-1] if v and v[0] == v[-1] == '"' else v
-            current = {
+            connections.setdefault(argv[0][len(SSH_STAND_IN):], {
                 "type": "ssh",
                 "host": argv[-2],
                 "port": int(options["Port"]) if "Port" in options else None,
@@ -216,14 +220,12 @@ def logged_connections(inventory, tmp_path, pattern, extra=()):
                 "key_file": unquote(options["IdentityFile"]) if "IdentityFile" in options else None,
                 "ssh_options": ssh_config_lines(argv[1:own]) + ssh_config_lines(
                     argv[timeout + 2:control]),
-            }
-        elif " ESTABLISH LOCAL CONNECTION " in line:
-            current = {"type": "local"}
-        else:
-            m = re.match(r"^(\S+) \| (UNREACHABLE|FAILED|SUCCESS)", line)
-            if m and current is not None:
-                connections[m.group(1)] = current
-                current = None
+            })
+    # A host with a result and no ssh command ran the module here (which
+    # may fail on this machine: a local interpreter Ansible cannot use).
+    if " ESTABLISH LOCAL CONNECTION " in proc.stdout:
+        for m in re.finditer(r"^(\S+) \| (?:UNREACHABLE|FAILED|SUCCESS)", proc.stdout, re.M):
+            connections.setdefault(m.group(1), {"type": "local"})
     return connections
 
 
