@@ -100,7 +100,7 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
     for (name, user) in [("bySudo", &anna), ("bySu", &bert), ("onThisMachine", &carl)] {
         let h = host(&report, name);
         assert_eq!(h["status"], "changed", "{name}\n{out}");
-        assert_eq!(num(h, "remote_commands"), 2, "{name}\n{out}");
+        assert_eq!(num(h, "remote_commands"), 1, "{name}\n{out}");
         let checks: Vec<&serde_json::Value> = tasks(h)
             .iter()
             .filter_map(|t| t["checks"].as_array())
@@ -120,7 +120,8 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
     }
     let h = host(&report, "noRights");
     assert_eq!(h["status"], "unreachable", "{out}");
-    assert_eq!(num(h, "remote_commands"), 0);
+    // The one command ran, and stopped at sudo.
+    assert_eq!(num(h, "remote_commands"), 1);
     let error = h["error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!("cannot become `{}` with sudo", bert.name))
@@ -171,7 +172,10 @@ fn a_node_login_other_than_root_runs_pct_with_sudo() {
     ));
     let out = lab.csdeploy(&["push", "--format", "json"]);
     out.assert_exit(3);
-    let error = host(&out.json(), "ct")["error"]
+    let report = out.json();
+    assert_eq!(host(&report, "ct")["status"], "unreachable", "{out}");
+    assert_eq!(num(host(&report, "ct"), "remote_commands"), 1, "{out}");
+    let error = host(&report, "ct")["error"]
         .as_str()
         .unwrap_or_default()
         .to_string();
