@@ -118,6 +118,17 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
             assert_eq!(md.uid(), user.uid, "{name}: {}", path.display());
         }
     }
+    // Rerun, verification and the day-two commands: one command each, as
+    // over ssh; becoming the user costs none of its own.
+    for command in ["push", "verify", "sessions", "doctor"] {
+        let out = lab.csdeploy(&[command, "--format", "json"]);
+        let report = out.json();
+        for name in ["bySudo", "bySu", "onThisMachine"] {
+            let h = host(&report, name);
+            assert_ne!(h["status"], "unreachable", "{command} {name}\n{out}");
+            assert_eq!(num(h, "remote_commands"), 1, "{command} {name}\n{out}");
+        }
+    }
     let h = host(&report, "noRights");
     assert_eq!(h["status"], "unreachable", "{out}");
     // The one command ran, and stopped at sudo.
