@@ -123,7 +123,9 @@ impl Wrap {
             Connection::Pct { node, vmid } => {
                 let host = &node.host;
                 let login = node.user.as_deref().unwrap_or("the login user");
-                let node_sudo = node.user.as_deref().is_some_and(|u| u != "root");
+                // The node script decides by `id -u`; a login not named
+                // here (ssh config's) may be anyone.
+                let node_sudo = node.user.as_deref() != Some("root");
                 if said.contains(NO_TOOL) {
                     return format!(
                         "the node {host} has neither pct nor lxc-attach ({exit}: {said}): point \
