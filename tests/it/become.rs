@@ -107,9 +107,19 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
             .flatten()
             .collect();
         assert!(checks.len() > 3, "{name}: no verification\n{out}");
-        for c in checks {
+        for c in &checks {
             assert_eq!(c["status"], "pass", "{name}: {c}");
         }
+        // The ownership check names the become user, not the login.
+        let isolation = checks
+            .iter()
+            .find(|c| c["id"] == "directory-isolation")
+            .unwrap_or_else(|| panic!("{name}: no directory-isolation check\n{out}"));
+        let expected = isolation["expected"].as_str().unwrap_or_default();
+        assert!(
+            expected.contains(&format!("owned by {} (uid {}", user.name, user.uid)),
+            "{name}: {expected}"
+        );
         // In the user's own home (HOME is theirs), owned by them.
         for rel in [".claude", ".claude/bin", ".claude/bin/claude-session"] {
             let path = user.home.join(rel);
