@@ -163,6 +163,7 @@ fn a_stopped_or_unknown_container_is_unreachable_while_the_others_succeed() {
     inventory.push_str(&lxc_host("down", &stopped.name, "claude"));
     inventory.push_str(&lxc_host("nosuch", "csdeploy-no-such-container", "claude"));
     inventory.push_str(&pct_host("pctDown", &node, &stopped.name, "claude"));
+    inventory.push_str(&pct_host("pctNoSuch", &node, "999999", "claude"));
     // A running container, but no such user in it: su says so.
     inventory.push_str(&lxc_host("noUser", &running.name, "nobody-here"));
     lab.write_inventory(&inventory);
@@ -179,6 +180,7 @@ fn a_stopped_or_unknown_container_is_unreachable_while_the_others_succeed() {
             "cannot enter the LXC container `csdeploy-no-such-container`".into(),
         ),
         ("pctDown", format!("pct start {}", stopped.name)),
+        ("pctNoSuch", "cannot enter container 999999 on the node".into()),
         ("noUser", "cannot become `nobody-here` with su".into()),
     ] {
         let h = host(&report, name);
