@@ -130,8 +130,15 @@ fn become_deploys_for_another_user_on_a_real_sshd_host() {
     }
     // Rerun, verification and the day-two commands: one command each, as
     // over ssh; becoming the user costs none of its own.
-    for command in ["push", "verify", "sessions", "doctor"] {
-        let out = lab.csdeploy(&[command, "--format", "json"]);
+    let runs: [&[&str]; 4] = [
+        &["push"],
+        &["verify", "--wait", "2"],
+        &["sessions"],
+        &["doctor"],
+    ];
+    for args in runs {
+        let command = args[0];
+        let out = lab.csdeploy(&[args, &["--format", "json"]].concat());
         let report = out.json();
         for name in ["bySudo", "bySu", "onThisMachine"] {
             let h = host(&report, name);

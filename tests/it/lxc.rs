@@ -180,7 +180,10 @@ fn a_stopped_or_unknown_container_is_unreachable_while_the_others_succeed() {
             "cannot enter the LXC container `csdeploy-no-such-container`".into(),
         ),
         ("pctDown", format!("pct start {}", stopped.name)),
-        ("pctNoSuch", "cannot enter container 999999 on the node".into()),
+        (
+            "pctNoSuch",
+            "cannot enter container 999999 on the node".into(),
+        ),
         ("noUser", "cannot become `nobody-here` with su".into()),
     ] {
         let h = host(&report, name);
@@ -289,10 +292,19 @@ fn ctrl_c_ends_what_runs_in_the_containers_too() {
     // Nor anything that entered the container for them.
     let entering = format!("-n {} --", ct.name);
     let entering_pct = format!("exec {} --", ct.name);
-    let left: Vec<String> = processes_mentioning(&ct.name)
-        .into_iter()
-        .filter(|c| c.contains(&entering) || c.contains(&entering_pct))
-        .collect();
+    // They end as their connection does, which takes a while on a loaded
+    // machine: the same grace as the command's own processes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<String> = processes_mentioning(&ct.name)
+            .into_iter()
+            .filter(|c| c.contains(&entering) || c.contains(&entering_pct))
+            .collect();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(left, Vec::<String>::new(), "{out}");
 }
 
