@@ -64,6 +64,13 @@ impl RemoteCommand {
 /// gone wrong, and reading all of it from many hosts could exhaust the
 /// controller.
 pub const STDOUT_LIMIT: usize = 64 << 20;
+/// The longest the way in (lxc-attach, pct, sudo, su) may take to write
+/// its marker: what it needs on a machine loaded many times over
+/// (measured: over 30 s at a load of 160 on 2 cores), short of waiting
+/// out `--timeout` on a container that never answers; the host is then
+/// unreachable, not failed.
+const ENTRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The most of a command's stderr kept; the rest is read and dropped.
 pub const STDERR_LIMIT: usize = 1 << 20;
 
@@ -144,11 +151,22 @@ impl<'a> Exchange<'a> {
         let Some(wrap) = self.entry else {
             return Ok(());
         };
-        if self.take_until(wrap::ENTERED).await?.is_some() {
-            self.entry = None;
-            return Ok(());
-        }
         self.entry = None;
+        match tokio::time::timeout(ENTRY_LIMIT, self.take_until(wrap::ENTERED)).await {
+            Ok(Ok(Some(_))) => return Ok(()),
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                let why = format!(
+                    "entering the host took more than {} s (lxc-attach, pct, sudo or su did \
+                     not answer): is the container frozen, the node overloaded, or su run by \
+                     a login other than root, waiting for a password csdeploy never types?",
+                    ENTRY_LIMIT.as_secs()
+                );
+                self.refused = Some(why.clone());
+                return Err(TransportError::NotEntered(why));
+            }
+        }
         self.close().await;
         let stderr = std::mem::replace(&mut self.stderr, tokio::spawn(async { Vec::new() }));
         let code = match self.child.take() {
@@ -411,6 +429,76 @@ pub type Counter = AtomicUsize;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn cat() -> RemoteCommand {
+        RemoteCommand {
+            env: Vec::new(),
+            argv: vec!["cat".into()],
+        }
+    }
+
+    /// Behind a way in, the marker is read first and never shown; the
+    /// command then speaks as it would alone, at one command.
+    #[test]
+    fn an_entered_command_speaks_after_the_marker_at_one_command() {
+        let transport = local::LocalTransport {
+            wrap: Some(wrap::Wrap::with_prefix(&[
+                "/bin/sh",
+                "-c",
+                wrap::ENTER_SCRIPT,
+            ])),
+            ..Default::default()
+        };
+        run(async {
+            let mut exchange = transport.spawn(&cat()).unwrap();
+            exchange.send(b"hello\n").await.unwrap();
+            assert_eq!(exchange.read_until(b"\n").await.unwrap().unwrap(), b"hello");
+            assert_eq!(exchange.finish().await.unwrap().code, Some(0));
+        });
+        assert_eq!(transport.counter.load(Ordering::Relaxed), 1);
+    }
+
+    /// A layer that fails before the marker: not entered, explained, and
+    /// nothing sent to it (the agent is no password for su); every later
+    /// call says the same.
+    #[test]
+    fn a_chain_that_ends_before_the_marker_is_not_entered() {
+        // Whatever reaches its stdin in its second of life shows on stderr.
+        let failing =
+            r#"echo "lxc-attach: web: Failed to get init pid" >&2; timeout 1 cat >&2; exit 1"#;
+        let transport = local::LocalTransport {
+            wrap: Some(wrap::Wrap::with_prefix(&["/bin/sh", "-c", failing, "sh"])),
+            ..Default::default()
+        };
+        run(async {
+            let mut exchange = transport.spawn(&cat()).unwrap();
+            let err = exchange.send(b"secret\n").await.unwrap_err();
+            let TransportError::NotEntered(why) = err else {
+                panic!("{err:?}");
+            };
+            assert!(
+                why.contains("lxc-start -n web") && why.contains("Failed to get init pid"),
+                "{why}"
+            );
+            assert!(!why.contains("secret"), "{why}");
+            assert!(matches!(
+                exchange.read_until(b"\n").await,
+                Err(TransportError::NotEntered(again)) if again == why
+            ));
+            assert!(matches!(
+                exchange.finish().await,
+                Err(TransportError::NotEntered(_))
+            ));
+        });
+    }
 
     #[test]
     fn shell_line_quotes_every_word() {

@@ -95,6 +95,19 @@ impl Wrap {
         })
     }
 
+    /// A way into the LXC container `web` made of `prefix`, for tests of
+    /// the exchange.
+    #[cfg(test)]
+    pub fn with_prefix(prefix: &[&str]) -> Wrap {
+        Wrap {
+            prefix: prefix.iter().map(|w| w.to_string()).collect(),
+            connection: Connection::Lxc {
+                container: "web".into(),
+            },
+            become_: None,
+        }
+    }
+
     /// Why the host could not be entered, and what to do, from the exit
     /// `code` of the chain and what its layers said on `stderr`.
     pub fn explain(&self, code: Option<i32>, stderr: &[u8]) -> String {
