@@ -380,6 +380,9 @@ fn lost(err: TransportError, step: &str) -> StepError {
             "the connection to the host was lost during the csdeploy {step} step ({why}); what the step \
              had done by then stays done, each file replaced whole or not at all"
         )),
+        // The way into a container or to another user failed: the host
+        // cannot be reached, and the error says what to do.
+        TransportError::NotEntered(why) => StepError::Lost(why),
         other => StepError::Failed(other.to_string()),
     }
 }

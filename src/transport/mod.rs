@@ -2,7 +2,8 @@
 //! local processes for `ansible_connection: local`. Both take the same
 //! [`RemoteCommand`], so the engine never knows which it is talking to.
 //! A container (`lxc`, `pct`) or another user (`become`) is a prefix put
-//! before every command's argv by either transport (`wrap`).
+//! before every command's argv by either transport (`wrap`), proven by the
+//! marker its last layer writes, which the exchange reads first.
 
 pub mod local;
 pub mod pool;
@@ -63,6 +64,13 @@ impl RemoteCommand {
 /// gone wrong, and reading all of it from many hosts could exhaust the
 /// controller.
 pub const STDOUT_LIMIT: usize = 64 << 20;
+/// The longest the way in (lxc-attach, pct, sudo, su) may take to write
+/// its marker: what it needs on a machine loaded many times over
+/// (measured: over 30 s at a load of 160 on 2 cores), short of waiting
+/// out `--timeout` on a container that never answers; the host is then
+/// unreachable, not failed.
+const ENTRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The most of a command's stderr kept; the rest is read and dropped.
 pub const STDERR_LIMIT: usize = 1 << 20;
 
@@ -79,7 +87,13 @@ pub struct Exchange<'a> {
     read: usize,
     eof: bool,
     stderr: tokio::task::JoinHandle<Vec<u8>>,
-    child: Child<'a>,
+    /// Taken when a failed entry waited for the command's exit.
+    child: Option<Child<'a>>,
+    /// The way in whose marker ([`wrap::ENTERED`]) is still to be read:
+    /// nothing is sent, nothing returned, before it.
+    entry: Option<&'a wrap::Wrap>,
+    /// Why the host could not be entered, once it is known.
+    refused: Option<String>,
 }
 
 pub(crate) enum Child<'a> {
@@ -114,8 +128,54 @@ impl<'a> Exchange<'a> {
             read: 0,
             eof: false,
             stderr,
-            child,
+            child: Some(child),
+            entry: None,
+            refused: None,
         }
+    }
+
+    /// This exchange's command runs behind `wrap` (if any), whose marker
+    /// must come first on stdout.
+    pub(crate) fn entering(mut self, wrap: Option<&'a wrap::Wrap>) -> Exchange<'a> {
+        self.entry = wrap;
+        self
+    }
+
+    /// Reads the entry marker, if one is due. If stdout ends first, a layer
+    /// of the way in failed: the command's exit and stderr say which, and
+    /// the host could not be entered.
+    async fn enter(&mut self) -> Result<(), TransportError> {
+        if let Some(why) = &self.refused {
+            return Err(TransportError::NotEntered(why.clone()));
+        }
+        let Some(wrap) = self.entry else {
+            return Ok(());
+        };
+        self.entry = None;
+        match tokio::time::timeout(ENTRY_LIMIT, self.take_until(wrap::ENTERED)).await {
+            Ok(Ok(Some(_))) => return Ok(()),
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => return Err(err),
+            Err(_) => {
+                let why = format!(
+                    "entering the host took more than {} s (lxc-attach, pct, sudo or su did \
+                     not answer): is the container frozen, the node overloaded, or su run by \
+                     a login other than root, waiting for a password csdeploy never types?",
+                    ENTRY_LIMIT.as_secs()
+                );
+                self.refused = Some(why.clone());
+                return Err(TransportError::NotEntered(why));
+            }
+        }
+        self.close().await;
+        let stderr = std::mem::replace(&mut self.stderr, tokio::spawn(async { Vec::new() }));
+        let code = match self.child.take() {
+            Some(child) => wait(child).await?,
+            None => None,
+        };
+        let why = wrap.explain(code, &stderr.await.unwrap_or_default());
+        self.refused = Some(why.clone());
+        Err(TransportError::NotEntered(why))
     }
 
     /// Writes to the command's stdin, reading its stdout meanwhile (a
@@ -123,6 +183,7 @@ impl<'a> Exchange<'a> {
     /// that exited early closed its stdin; what it said (read next) matters
     /// more than the broken pipe.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.enter().await?;
         let Some(stdin) = &mut self.stdin else {
             return Ok(());
         };
@@ -170,6 +231,11 @@ impl<'a> Exchange<'a> {
         &mut self,
         delimiter: &[u8],
     ) -> Result<Option<Vec<u8>>, TransportError> {
+        self.enter().await?;
+        self.take_until(delimiter).await
+    }
+
+    async fn take_until(&mut self, delimiter: &[u8]) -> Result<Option<Vec<u8>>, TransportError> {
         let mut searched = 0;
         loop {
             if let Some(at) = self.buffer[searched..]
@@ -189,14 +255,9 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// The rest of stdout, to its end.
-    pub async fn read_to_end(&mut self) -> Result<Vec<u8>, TransportError> {
-        while self.fill().await? {}
-        Ok(std::mem::take(&mut self.buffer))
-    }
-
     /// The next `size` bytes of stdout; None if it ends first.
     pub async fn read_exact(&mut self, size: usize) -> Result<Option<Vec<u8>>, TransportError> {
+        self.enter().await?;
         while self.buffer.len() < size {
             if !self.fill().await? {
                 return Ok(None);
@@ -209,39 +270,46 @@ impl<'a> Exchange<'a> {
     /// Ends the exchange: closes stdin, reads (and drops) what stdout still
     /// holds, and waits for the command's exit.
     pub async fn finish(mut self) -> Result<Output, TransportError> {
+        self.enter().await?;
         self.close().await;
         while self.fill().await? {
             self.buffer.clear();
         }
         let stderr = std::mem::replace(&mut self.stderr, tokio::spawn(async { Vec::new() }));
-        let code = match self.child {
-            Child::Local(mut child) => child
-                .wait()
-                .await
-                .map_err(|err| TransportError::Exec(err.to_string()))?
-                .code(),
-            Child::Ssh { child, session, .. } => match child.wait().await {
-                Ok(status) => status.code(),
-                // The mux protocol cannot tell a dropped connection from a
-                // killed remote process; the master can.
-                Err(
-                    err @ (openssh::Error::RemoteProcessTerminated | openssh::Error::Disconnected),
-                ) => {
-                    return Err(match session.check().await {
-                        Err(lost) => TransportError::Lost(ssh::chain(&lost)),
-                        Ok(()) => TransportError::Exec(format!(
-                            "{}: killed by a signal?",
-                            ssh::chain(&err)
-                        )),
-                    });
-                }
-                Err(err) => return Err(TransportError::Exec(ssh::chain(&err))),
-            },
-        };
+        let child = self
+            .child
+            .take()
+            .ok_or_else(|| TransportError::Exec("the command was already waited for".into()))?;
+        let code = wait(child).await?;
         Ok(Output {
             code,
             stderr: stderr.await.unwrap_or_default(),
         })
+    }
+}
+
+/// Waits for `child`'s exit: its code, None when killed by a signal.
+async fn wait(child: Child<'_>) -> Result<Option<i32>, TransportError> {
+    match child {
+        Child::Local(mut child) => Ok(child
+            .wait()
+            .await
+            .map_err(|err| TransportError::Exec(err.to_string()))?
+            .code()),
+        Child::Ssh { child, session, .. } => match child.wait().await {
+            Ok(status) => Ok(status.code()),
+            // The mux protocol cannot tell a dropped connection from a
+            // killed remote process; the master can.
+            Err(err @ (openssh::Error::RemoteProcessTerminated | openssh::Error::Disconnected)) => {
+                Err(match session.check().await {
+                    Err(lost) => TransportError::Lost(ssh::chain(&lost)),
+                    Ok(()) => {
+                        TransportError::Exec(format!("{}: killed by a signal?", ssh::chain(&err)))
+                    }
+                })
+            }
+            Err(err) => Err(TransportError::Exec(ssh::chain(&err))),
+        },
     }
 }
 
@@ -301,6 +369,10 @@ pub enum TransportError {
     /// The connection dropped while a command ran.
     #[error("{0}")]
     Lost(String),
+    /// A layer of the way in (`lxc-attach`, `pct`, sudo, su) failed before
+    /// the command ran: the host cannot be reached, and this says why.
+    #[error("{0}")]
+    NotEntered(String),
 }
 
 pub enum Transport {
@@ -310,7 +382,7 @@ pub enum Transport {
 
 impl Transport {
     pub async fn connect(host: &Host, options: &SshOptions) -> Result<Transport, TransportError> {
-        let transport = match &host.connection {
+        let mut transport = match &host.connection {
             Connection::Local | Connection::Lxc { .. } => {
                 Transport::Local(local::LocalTransport::default())
             }
@@ -319,7 +391,12 @@ impl Transport {
             }
             Connection::Pct { node, .. } => Transport::Ssh(pool::connect(node, options).await?),
         };
-        wrap::settle(transport, host, options).await
+        let wrap = wrap::Wrap::for_host(host);
+        match &mut transport {
+            Transport::Ssh(t) => t.wrap = wrap,
+            Transport::Local(t) => t.wrap = wrap,
+        }
+        Ok(transport)
     }
 
     /// Starts `command`, to be spoken with; one spawn is one remote command.
@@ -352,6 +429,76 @@ pub type Counter = AtomicUsize;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn cat() -> RemoteCommand {
+        RemoteCommand {
+            env: Vec::new(),
+            argv: vec!["cat".into()],
+        }
+    }
+
+    /// Behind a way in, the marker is read first and never shown; the
+    /// command then speaks as it would alone, at one command.
+    #[test]
+    fn an_entered_command_speaks_after_the_marker_at_one_command() {
+        let transport = local::LocalTransport {
+            wrap: Some(wrap::Wrap::with_prefix(&[
+                "/bin/sh",
+                "-c",
+                wrap::ENTER_SCRIPT,
+            ])),
+            ..Default::default()
+        };
+        run(async {
+            let mut exchange = transport.spawn(&cat()).unwrap();
+            exchange.send(b"hello\n").await.unwrap();
+            assert_eq!(exchange.read_until(b"\n").await.unwrap().unwrap(), b"hello");
+            assert_eq!(exchange.finish().await.unwrap().code, Some(0));
+        });
+        assert_eq!(transport.counter.load(Ordering::Relaxed), 1);
+    }
+
+    /// A layer that fails before the marker: not entered, explained, and
+    /// nothing sent to it (the agent is no password for su); every later
+    /// call says the same.
+    #[test]
+    fn a_chain_that_ends_before_the_marker_is_not_entered() {
+        // Whatever reaches its stdin in its second of life shows on stderr.
+        let failing =
+            r#"echo "lxc-attach: web: Failed to get init pid" >&2; timeout 1 cat >&2; exit 1"#;
+        let transport = local::LocalTransport {
+            wrap: Some(wrap::Wrap::with_prefix(&["/bin/sh", "-c", failing, "sh"])),
+            ..Default::default()
+        };
+        run(async {
+            let mut exchange = transport.spawn(&cat()).unwrap();
+            let err = exchange.send(b"secret\n").await.unwrap_err();
+            let TransportError::NotEntered(why) = err else {
+                panic!("{err:?}");
+            };
+            assert!(
+                why.contains("lxc-start -n web") && why.contains("Failed to get init pid"),
+                "{why}"
+            );
+            assert!(!why.contains("secret"), "{why}");
+            assert!(matches!(
+                exchange.read_until(b"\n").await,
+                Err(TransportError::NotEntered(again)) if again == why
+            ));
+            assert!(matches!(
+                exchange.finish().await,
+                Err(TransportError::NotEntered(_))
+            ));
+        });
+    }
 
     #[test]
     fn shell_line_quotes_every_word() {

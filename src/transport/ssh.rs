@@ -30,8 +30,9 @@ pub struct SshTransport {
     session: Arc<Session>,
     channels: Arc<Semaphore>,
     pub counter: Counter,
-    /// Put before every command (see `wrap`): `pct exec VMID --`, sudo.
-    pub wrap: Vec<String>,
+    /// Put before every command (see `wrap`): the node script that runs
+    /// `pct exec VMID --`, sudo or su.
+    pub wrap: Option<super::wrap::Wrap>,
     lease: Option<super::pool::Lease>,
 }
 
@@ -44,7 +45,7 @@ impl SshTransport {
             session: Arc::new(Self::open_session(target, options).await?),
             channels: Arc::new(Semaphore::new(MAX_CHANNELS)),
             counter: Counter::default(),
-            wrap: Vec::new(),
+            wrap: None,
             lease: None,
         })
     }
@@ -55,7 +56,7 @@ impl SshTransport {
             session: shared.session,
             channels: shared.channels,
             counter: Counter::default(),
-            wrap: Vec::new(),
+            wrap: None,
             lease: Some(lease),
         }
     }
@@ -131,7 +132,7 @@ impl SshTransport {
 
     pub async fn spawn(&self, command: &RemoteCommand) -> Result<Exchange<'_>, TransportError> {
         let line = command
-            .wrapped(&self.wrap)
+            .wrapped(self.wrap.as_ref().map_or(&[][..], |w| &w.prefix[..]))
             .shell_line()
             .map_err(|err| TransportError::Exec(err.to_string()))?;
         let channel = self
@@ -160,7 +161,7 @@ impl SshTransport {
             session: &self.session,
             _channel: channel,
         };
-        Ok(Exchange::new(stdin, stdout, stderr, child))
+        Ok(Exchange::new(stdin, stdout, stderr, child).entering(self.wrap.as_ref()))
     }
 
     pub async fn close(self) -> Result<(), TransportError> {

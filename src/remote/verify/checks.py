@@ -343,6 +343,17 @@ def listdir(path):
         return []
 
 
+def user_named(uid):
+    """The user csdeploy runs as, by name: with `become`, the become user
+    (not the login user, who only reached the host)."""
+    import pwd
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = "a user without a name"
+    return "%s (uid %d, the user csdeploy runs as: the become user, else the login user)" % (name, uid)
+
+
 def check_directories(sessions, sessions_dir):
     check = Check("directory-isolation")
     problems = []
@@ -372,17 +383,18 @@ def check_directories(sessions, sessions_dir):
         if stat.S_IMODE(st.st_mode) != 0o700:
             problems.append("%s: mode %04o" % (s.label(), stat.S_IMODE(st.st_mode)))
         if st.st_uid != uid:
-            problems.append("%s: owned by uid %d, not the login user (%d)" % (s.label(), st.st_uid, uid))
+            problems.append("%s: owned by uid %d, not %s" % (s.label(), st.st_uid, user_named(uid)))
     problems += private_layout(sessions_dir, uid)
-    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by the login user, "
-                         "in a private sessions/ (sessions/ and active/ 0700, .registry 0600)",
+    return check.verdict(problems, "distinct UUID-named directories, mode 0700, owned by %s, "
+                         "in a private sessions/ (sessions/ and active/ 0700, .registry 0600)"
+                         % user_named(uid),
                          "%d distinct UUID directories, 0700, uid %d; sessions/, active/, .registry private"
                          % (len(seen), uid))
 
 
 def private_layout(sessions_dir, uid):
-    """sessions/ and sessions/active are real 0700 directories of the login
-    user, the registry a 0600 file of theirs (what is missing is left to the
+    """sessions/ and sessions/active are real 0700 directories of the user
+    csdeploy runs as, the registry a 0600 file of theirs (what is missing is left to the
     checks that need it)."""
     problems = []
     for path, want, kind in ((sessions_dir, 0o700, stat.S_ISDIR),
@@ -398,7 +410,7 @@ def private_layout(sessions_dir, uid):
         if stat.S_IMODE(st.st_mode) != want:
             problems.append("%s: mode %04o, expected %04o" % (path, stat.S_IMODE(st.st_mode), want))
         if st.st_uid != uid:
-            problems.append("%s: owned by uid %d, not the login user (%d)" % (path, st.st_uid, uid))
+            problems.append("%s: owned by uid %d, not %s" % (path, st.st_uid, user_named(uid)))
     return problems
 
 
