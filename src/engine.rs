@@ -311,9 +311,10 @@ impl<'a> Session<'a> {
     /// Starts the agent, if it is not yet running.
     async fn agent(&mut self) -> Result<(), StepError> {
         if !self.agent {
-            let mut start = protocol::START_AGENT.to_vec();
-            start.extend(protocol::agent_frame(builtin::AGENT));
-            self.send(&start).await?;
+            let (header, source) = protocol::agent_pieces(builtin::AGENT);
+            self.send(&[protocol::START_AGENT, &header].concat())
+                .await?;
+            self.send(source).await?;
             self.agent = true;
         }
         Ok(())
@@ -349,7 +350,11 @@ impl<'a> Session<'a> {
     async fn apply(mut self, ops: &[Op]) -> Result<ApplyReply, StepError> {
         self.step = "apply";
         self.agent().await?;
-        self.send(&protocol::apply_request(ops)).await?;
+        let (header, contents) = protocol::apply_pieces(ops);
+        self.send(&header).await?;
+        for content in contents {
+            self.send(content).await?;
+        }
         self.exchange.close().await;
         let Some(line) = self.line().await? else {
             return Err(self.failed().await);

@@ -117,6 +117,7 @@ pub fn build(
 ) -> Result<Vec<HostPlan>> {
     let selected = selection.resolve(inventory)?;
     let mut plans: Vec<HostPlan> = Vec::new();
+    let sources = crate::modules::copy::SharedSources::new(&playbook.files);
     let mut var_bytes = 0;
     for (n, name) in selected.iter().enumerate() {
         let host = Host::resolve(inventory, name)?;
@@ -161,7 +162,7 @@ pub fn build(
                 }
             }
             for task in &play.tasks {
-                let action = task.args.render(&vars, &playbook.files).map_err(|err| {
+                let action = task.args.render(&vars, &sources).map_err(|err| {
                     playbook.locations.error(
                         &format!("{}.{}.{}", task.at, task.args.name(), err.field),
                         format!("{} (host {name})", err.message),

@@ -13,7 +13,7 @@ use crate::error::Result;
 use std::sync::Arc;
 
 use crate::modules::command::CommandArgs;
-use crate::modules::copy::{CopyArgs, SourceFiles};
+use crate::modules::copy::{CopyArgs, Source, SourceFiles};
 use crate::modules::file::FileArgs;
 use crate::modules::verify::VerifyArgs;
 use crate::modules::{Action, RenderError};
@@ -53,7 +53,7 @@ impl ModuleArgs {
     pub fn render(
         &self,
         vars: &crate::vars::Vars,
-        files: &Files,
+        files: &dyn SourceFiles,
     ) -> std::result::Result<Action, RenderError> {
         Ok(match self {
             ModuleArgs::File(args) => Arc::new(args.render(vars)?),
@@ -127,8 +127,8 @@ pub enum Files {
 }
 
 impl SourceFiles for Files {
-    fn read(&self, src: &str) -> Result<Vec<u8>, String> {
-        match self {
+    fn read(&self, src: &str) -> Result<Source, String> {
+        let bytes = match self {
             Files::Embedded => builtin::file(src)
                 .map(|text| text.as_bytes().to_vec())
                 .ok_or_else(|| format!("no built-in file `{src}`")),
@@ -141,7 +141,8 @@ impl SourceFiles for Files {
                 std::fs::read(found)
                     .map_err(|err| format!("cannot read {}: {err}", found.display()))
             }
-        }
+        };
+        bytes.map(Source::new)
     }
 }
 

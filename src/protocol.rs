@@ -179,10 +179,18 @@ impl Op {
 }
 
 /// The agent's source, as the frame that follows [`START_AGENT`].
+#[cfg(test)]
 pub fn agent_frame(source: &str) -> Vec<u8> {
-    let mut frame = format!("{{\"agent\": {}}}\n", source.len()).into_bytes();
-    frame.extend_from_slice(source.as_bytes());
+    let (mut frame, source) = agent_pieces(source);
+    frame.extend_from_slice(source);
     frame
+}
+
+/// [`agent_frame`] as the header and the source, sent one after the
+/// other: the source is borrowed, never copied for each host.
+pub fn agent_pieces(source: &str) -> (Vec<u8>, &[u8]) {
+    let header = format!("{{\"agent\": {}}}\n", source.len()).into_bytes();
+    (header, source.as_bytes())
 }
 
 #[derive(Serialize)]
@@ -207,16 +215,30 @@ pub fn gather_request(probes: &[Probe]) -> Vec<u8> {
 }
 
 /// `{"request": "apply", "ops": [...]}`, then the contents of the writes.
+#[cfg(test)]
 pub fn apply_request(ops: &[Op]) -> Vec<u8> {
-    let mut frame = serde_json::to_vec(&serde_json::json!({"request": "apply", "ops": ops}))
-        .expect("ops serialise");
-    frame.push(b'\n');
-    for op in ops {
-        if let Op::Write { content, .. } = op {
-            frame.extend_from_slice(content);
-        }
+    let (mut frame, contents) = apply_pieces(ops);
+    for content in contents {
+        frame.extend_from_slice(content);
     }
     frame
+}
+
+/// [`apply_request`] as its header line and the contents of the writes,
+/// sent one after the other: the contents, which every host of a fleet
+/// shares, are borrowed, never copied for each host.
+pub fn apply_pieces(ops: &[Op]) -> (Vec<u8>, Vec<&[u8]>) {
+    let mut header = serde_json::to_vec(&serde_json::json!({"request": "apply", "ops": ops}))
+        .expect("ops serialise");
+    header.push(b'\n');
+    let contents = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Write { content, .. } => Some(content.as_slice()),
+            _ => None,
+        })
+        .collect();
+    (header, contents)
 }
 
 /// What a reply that is not JSON most likely means.
