@@ -267,3 +267,15 @@ pub fn render(
         message: err.to_string(),
     })
 }
+
+/// A decision's program op: its arguments, and whether it is sent in check
+/// mode (for the day-two modules' tests).
+#[cfg(test)]
+pub fn program_op(decision: Decision) -> (serde_json::Value, bool) {
+    match decision.op {
+        Some(Op::Program {
+            args, check_mode, ..
+        }) => (args, check_mode),
+        other => panic!("a program op: {other:?}"),
+    }
+}

@@ -111,15 +111,7 @@ pub fn judge(task: &mut TaskResult) {
 mod tests {
     use super::*;
 
-    /// The program op's arguments, and whether it is sent in check mode.
-    fn program(decision: Decision) -> (serde_json::Value, bool) {
-        match decision.op {
-            Some(Op::Program {
-                args, check_mode, ..
-            }) => (args, check_mode),
-            other => panic!("a program op: {other:?}"),
-        }
-    }
+    use crate::modules::program_op as program;
 
     #[test]
     fn decide_sends_what_push_installs_and_honours_check_mode() {
