@@ -456,7 +456,9 @@ async fn deploy(
             LINK_CHECK.as_secs()
         ))),
         Err(_) => Err(StepError::TimedOut(format!(
-            "the csdeploy {step} step did not finish within {} s (--timeout)",
+            "the csdeploy {step} step did not finish within {} s (--timeout); what it had done by \
+             then stays done, each file replaced whole or not at all: a rerun with a longer \
+             --timeout completes the rest",
             limit.as_secs()
         ))),
     }

@@ -119,10 +119,17 @@ impl Host {
         }
         check.unsupported()?;
         let ssh_target = || -> Result<SshTarget> {
+            // Ansible puts ansible_ssh_args before its own `-o Port`/`-o User`
+            // (and the common and extra args after them); ssh takes the first.
+            let (port_set, user_set) = check.ssh_args_set()?;
             Ok(SshTarget {
                 host: check.destination(name)?,
-                port: check.port()?,
-                user: check.string(check.set_one(&["ansible_ssh_user", "ansible_user"]))?,
+                port: if port_set { None } else { check.port()? },
+                user: if user_set {
+                    None
+                } else {
+                    check.string(check.set_one(&["ansible_ssh_user", "ansible_user"]))?
+                },
                 key_file: check.string(
                     check.set_one(&["ansible_ssh_private_key_file", "ansible_private_key_file"]),
                 )?,
@@ -657,6 +664,24 @@ impl Checker<'_> {
             ));
         }
         Ok(Some(Become { method, user }))
+    }
+
+    /// Whether `ansible_ssh_args` itself sets the port and the user, which
+    /// then win over `ansible_port` and `ansible_user`, as in Ansible.
+    fn ssh_args_set(&self) -> Result<(bool, bool)> {
+        let key = "ansible_ssh_args";
+        let Some(text) = self.string(key)? else {
+            return Ok((false, false));
+        };
+        let lines = crate::ssh_args::config_lines(&text).map_err(|why| self.error(key, why))?;
+        let sets = |keyword: &str| {
+            lines.iter().any(|line| {
+                line.split([' ', '='])
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+            })
+        };
+        Ok((sets("Port"), sets("User")))
     }
 
     /// The ssh options of the ssh args variables, as config lines, checked

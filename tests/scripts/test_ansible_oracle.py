@@ -208,15 +208,19 @@ def logged_connections(inventory, tmp_path, pattern, extra=()):
                 own -= 2
             timeout = next(i for i, a in enumerate(argv)
                            if a == "-o" and argv[i + 1].startswith("ConnectTimeout="))
-            control = max(i for i, a in enumerate(argv)
-                          if a == "-o" and argv[i + 1].startswith("ControlPath="))
+            # No ControlPath where ssh_args leave out ControlMaster.
+            control = max((i for i, a in enumerate(argv)
+                           if a == "-o" and argv[i + 1].startswith("ControlPath=")), default=len(argv) - 2)
             options = dict(argv[i + 1].split("=", 1) for i in range(own, timeout) if argv[i] == "-o")
             unquote = lambda v: v[1:-1] if v and v[0] == v[-1] == '"' else v
+            # ssh takes the first value it is given: a port or user in
+            # ssh_args (before Ansible's own options) is the one that counts.
+            first = {re.split(r"[ =]", line, 1)[0].lower() for line in ssh_config_lines(argv[1:own])}
             connections.setdefault(argv[0][len(SSH_STAND_IN):], {
                 "type": "ssh",
                 "host": argv[-2],
-                "port": int(options["Port"]) if "Port" in options else None,
-                "user": unquote(options["User"]) if "User" in options else None,
+                "port": int(options["Port"]) if "Port" in options and "port" not in first else None,
+                "user": unquote(options["User"]) if "User" in options and "user" not in first else None,
                 "key_file": unquote(options["IdentityFile"]) if "IdentityFile" in options else None,
                 "ssh_options": ssh_config_lines(argv[1:own]) + ssh_config_lines(
                     argv[timeout + 2:control]),
