@@ -93,7 +93,10 @@ def raise_nofile():
     return hard
 
 
-BENCH_USER = "csdbench"
+# A user of its own per bench process: two benches at once (a test suite's
+# beside a measurement) each deleted and re-created one shared `csdbench`,
+# leaving the other's logins with a HOME that no longer existed.
+BENCH_USER = "csdbench%d" % os.getpid()
 
 
 def can_unshare():
@@ -116,7 +119,6 @@ def make_user(lab_dir):
     with an empty home: root's own
     login shell may do heavy work for every command (pyenv init in .bashrc
     costs ~230 ms here), which would be measured instead of SSH."""
-    subprocess.run([sbin("userdel"), BENCH_USER], stderr=subprocess.DEVNULL)
     home = os.path.join(lab_dir, "userhome")
     subprocess.run([sbin("useradd"), "--password", "*", "--no-create-home", "--home-dir", home, "--shell", "/bin/bash", BENCH_USER],
                    check=True)
@@ -303,7 +305,11 @@ class Lab:
         for sshd in self.sshds:
             sshd.wait()
         if self.made_user:
-            subprocess.run([sbin("userdel"), self.user], stderr=subprocess.DEVNULL)
+            # Its last sessions may take a moment to end after their sshd.
+            for _ in range(20):
+                if subprocess.run([sbin("userdel"), self.user], stderr=subprocess.DEVNULL).returncode in (0, 6):
+                    break
+                time.sleep(0.5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
