@@ -39,6 +39,8 @@ import argparse
 import getpass
 import json
 import os
+import random
+import resource
 import shlex
 import shutil
 import socket
@@ -46,19 +48,60 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SSHD = "/usr/sbin/sshd"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n, avoid=()):
+    """n distinct free ports on 127.0.0.1, below the kernel's ephemeral range:
+    there no outgoing connection (ours or another program's) takes one as its
+    source port between this check and sshd's bind, and asking the kernel for
+    port 0 n times would repeat one (at 200 hosts, about one run in two)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    held, ports = [], []
+    first = max(1024, low - 20000)
+    # From a random place in that range, so that two benches at once seldom
+    # pick the same ports (start_sshds copes when they do).
+    start = random.randrange(first, low)
+    try:
+        for port in list(range(start, low)) + list(range(first, start)):
+            if len(ports) == n:
+                break
+            if port in avoid:
+                continue
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    if len(ports) < n:
+        sys.exit("only %d free ports below %d for %d hosts" % (len(ports), low, n))
+    return ports
 
 
-BENCH_USER = "csdbench"
+def raise_nofile():
+    """Soft descriptor limit to the hard one: 500 hosts' ssh clients, relay
+    connections and Popen pipes need more than the usual 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# A user of its own per bench process: two benches at once (a test suite's
+# beside a measurement) each deleted and re-created one shared `csdbench`,
+# leaving the other's logins with a HOME that no longer existed.
+BENCH_USER = "csdbench%d" % os.getpid()
 
 
 def can_unshare():
@@ -81,7 +124,6 @@ def make_user(lab_dir):
     with an empty home: root's own
     login shell may do heavy work for every command (pyenv init in .bashrc
     costs ~230 ms here), which would be measured instead of SSH."""
-    subprocess.run([sbin("userdel"), BENCH_USER], stderr=subprocess.DEVNULL)
     home = os.path.join(lab_dir, "userhome")
     subprocess.run([sbin("useradd"), "--password", "*", "--no-create-home", "--home-dir", home, "--shell", "/bin/bash", BENCH_USER],
                    check=True)
@@ -91,7 +133,7 @@ def make_user(lab_dir):
 
 
 class Lab:
-    def __init__(self, max_hosts, kex, user, isolate=True):
+    def __init__(self, max_hosts, kex, user, isolate=True, rtt=None):
         self.dir = tempfile.mkdtemp(prefix="csd-bench-")
         os.chmod(self.dir, 0o755)
         self.made_user = user is None and os.getuid() == 0
@@ -106,19 +148,18 @@ class Lab:
         # processes only, as a real one does (the cleaner's in-use scan, the
         # liveness checks). Measured, one shared /proc cost no more CPU.
         self.isolated = isolate and can_unshare()
-        self.ports = [free_port() for _ in range(max_hosts if self.isolated else 1)]
+        self.ports = free_ports(max_hosts if self.isolated else 1)
+        # MaxStartups: every host's connection may be mid-handshake at once
+        # (the one sshd of --one-sshd has 500 of them at 500 hosts; sshd's
+        # default, 10:30:100, drops them from the 11th on).
         with open(os.path.join(d, "sshd_config"), "w") as f:
             f.write("\n".join([
                 "ListenAddress 127.0.0.1",
                 "HostKey %s/hostkey" % d, "AuthorizedKeysFile %s/authorized_keys" % d,
                 "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-                "StrictModes no", "PidFile none", "MaxStartups 1000", "MaxSessions 30",
+                "StrictModes no", "PidFile none", "MaxStartups %d" % max(1000, 2 * max_hosts), "MaxSessions 30",
                 "PermitRootLogin prohibit-password", "LogLevel ERROR",
                 "Subsystem sftp internal-sftp", ""]))
-        with open(os.path.join(d, "hostkey.pub")) as f:
-            key = " ".join(f.read().split()[:2])
-        with open(os.path.join(d, "known_hosts"), "w") as f:
-            f.writelines("[127.0.0.1]:%d %s\n" % (port, key) for port in self.ports)
         lines = ["Host *", "  UserKnownHostsFile %s/known_hosts" % d, "  GlobalKnownHostsFile /dev/null",
                  "  IdentityFile %s/id" % d, "  IdentitiesOnly yes", "  BatchMode yes"]
         if kex:
@@ -127,8 +168,12 @@ class Lab:
         with open(self.ssh_config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.sshds, self.sshd_pids = [], []
+        self.rtt, self.relay, self.relay_ports, self.echo = rtt, None, {}, None
         try:
             self.start_sshds()
+            if rtt is not None:
+                self.start_relay(rtt)
+            self.write_known_hosts()
         except BaseException:
             self.close()
             raise
@@ -136,36 +181,93 @@ class Lab:
         self.skeleton = os.path.join(d, "skeleton")  # readable by the login user, unlike the checkout may be
         shutil.copytree(os.path.join(ROOT, "bench", "skeleton"), self.skeleton)
 
-    def inventory(self, n):
-        path = os.path.join(self.dir, "inventory-%d.yml" % n)
+    def write_known_hosts(self):
+        with open(os.path.join(self.dir, "hostkey.pub")) as f:
+            key = " ".join(f.read().split()[:2])
+        with open(os.path.join(self.dir, "known_hosts"), "w") as f:
+            f.writelines("[127.0.0.1]:%d %s\n" % (port, key)
+                         for port in self.ports + list(self.relay_ports.values()))
+
+    def inventory(self, n, relayed=False):
+        path = os.path.join(self.dir, "inventory-%d%s.yml" % (n, "-relayed" if relayed else ""))
         lines = ["all:", "  hosts:"]
         for i in range(n):
             home = self.home(i)
             os.makedirs(home, exist_ok=True)
             if self.made_user:
                 shutil.chown(home, self.user, self.user)
-            lines += ["    host%d:" % i, "      ansible_host: 127.0.0.1", "      ansible_port: %d" % self.port(i),
+            lines += ["    host%d:" % i, "      ansible_host: 127.0.0.1", "      ansible_port: %d" % self.port(i, relayed),
                       "      ansible_user: %s" % self.user,
                       "      environment:", "        HOME: %s" % home]
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
         return path
 
-    def start_sshds(self):
+    def spawn_sshd(self, port, log):
         namespace = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] if self.isolated else []
+        return subprocess.Popen(
+            namespace + [SSHD, "-D", "-e", "-f", os.path.join(self.dir, "sshd_config"), "-o", "Port=%d" % port],
+            stderr=log)
+
+    def start_sshds(self):
+        """Starts every sshd and waits until each accepts connections; one
+        whose port was taken in the meantime (its sshd exits: "Address
+        already in use") is started again on another port."""
         log = open(os.path.join(self.dir, "sshd.log"), "w")
-        for port in self.ports:
-            self.sshds.append(subprocess.Popen(
-                namespace + [SSHD, "-D", "-e", "-f", os.path.join(self.dir, "sshd_config"), "-o", "Port=%d" % port],
-                stderr=log))
-        self.sshd_pids = [self.listener(proc.pid) for proc in self.sshds]
-        for port in self.ports:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
+        self.sshds = [self.spawn_sshd(port, log) for port in self.ports]
+        deadline = time.monotonic() + 60 + 0.1 * len(self.ports)
+        pending = list(range(len(self.ports)))
+        while pending:
+            for i in pending:
+                while True:
+                    if self.sshds[i].poll() is not None:
+                        self.ports[i] = free_ports(1, avoid=set(self.ports))[0]
+                        self.sshds[i] = self.spawn_sshd(self.ports[i], log)
+                    try:
+                        socket.create_connection(("127.0.0.1", self.ports[i]), timeout=1).close()
+                        break
+                    except OSError:
+                        pass
+                    if time.monotonic() > deadline:
+                        sys.exit("sshd on port %d did not start (see %s/sshd.log)" % (self.ports[i], self.dir))
                     time.sleep(0.02)
+            # Something answered on each port; but if another program took
+            # one first, that was not our sshd, which has exited by now.
+            time.sleep(0.2)
+            pending = [i for i in pending if self.sshds[i].poll() is not None]
+        self.sshd_pids = [self.listener(proc.pid) for proc in self.sshds]
+
+    def start_relay(self, rtt):
+        """bench/relay.py in front of every sshd and of an echo server whose
+        round trip through it measures the delay the relay really adds."""
+        self.echo = socket.socket()
+        self.echo.bind(("127.0.0.1", 0))
+        self.echo.listen(16)
+        threading.Thread(target=echo_server, args=(self.echo,), daemon=True).start()
+        targets = self.ports + [self.echo.getsockname()[1]]
+        self.relay = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "relay.py"), "--rtt-ms",
+                                       str(rtt * 1000)] + [str(p) for p in targets],
+                                      stdout=subprocess.PIPE, universal_newlines=True)
+        for line in self.relay.stdout:
+            if line.strip() == "ready":
+                break
+            listen, target = (int(v) for v in line.split())
+            self.relay_ports[target] = listen
+        if len(self.relay_ports) != len(targets):
+            sys.exit("relay.py did not start")
+
+    def echo_round_trips(self, count=20):
+        """Round-trip times (s) of one byte through the relay and back."""
+        times = []
+        with socket.create_connection(("127.0.0.1", self.relay_ports[self.echo.getsockname()[1]])) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(count):
+                start = time.monotonic()
+                s.sendall(b"x")
+                if s.recv(1) != b"x":
+                    sys.exit("relay.py lost a byte")
+                times.append(time.monotonic() - start)
+        return times
 
     def listener(self, pid):
         """The listening sshd of a Popen: itself, or unshare's one child."""
@@ -192,8 +294,9 @@ class Lab:
             ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def port(self, i):
-        return self.ports[i % len(self.ports)]
+    def port(self, i, relayed=False):
+        port = self.ports[i % len(self.ports)]
+        return self.relay_ports[port] if relayed else port
 
     def home(self, i):
         return os.path.join(self.dir, "homes", "host%d" % i)
@@ -203,6 +306,9 @@ class Lab:
             shutil.rmtree(os.path.join(self.home(i), ".claude"), ignore_errors=True)
 
     def close(self):
+        if self.relay:
+            self.relay.terminate()
+            self.relay.wait()
         for sshd in self.sshds:
             # unshare ignores SIGTERM while it waits; its --kill-child takes
             # the namespace's sshd (and anything left in it) along.
@@ -210,8 +316,28 @@ class Lab:
         for sshd in self.sshds:
             sshd.wait()
         if self.made_user:
-            subprocess.run([sbin("userdel"), self.user], stderr=subprocess.DEVNULL)
+            # Its last sessions may take a moment to end after their sshd.
+            for _ in range(20):
+                if subprocess.run([sbin("userdel"), self.user], stderr=subprocess.DEVNULL).returncode in (0, 6):
+                    break
+                time.sleep(0.5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def echo_server(listener):
+    """Sends back every byte it gets, one connection at a time."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                conn.sendall(data)
 
 
 def cpu_seconds():
@@ -224,10 +350,10 @@ def cpu_seconds():
 
 def measured(command, lab):
     """(wall seconds, (machine CPU seconds, hosts' CPU seconds), csdeploy's
-    JSON report or None)."""
+    JSON report or None, csdeploy's peak RSS in KiB or None)."""
     before = cpu_seconds(), lab.hosts_cpu_seconds()
-    elapsed, doc = command()
-    return elapsed, (cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]), doc
+    elapsed, doc, rss = command()
+    return elapsed, (cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]), doc, rss
 
 
 def profiled(command, out_dir, name):
@@ -250,50 +376,43 @@ def profiled(command, out_dir, name):
 
 
 def timed(argv, env=None):
-    """Wall time, output and peak RSS (KiB) of one command."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    out, err = proc.communicate()
-    elapsed = time.monotonic() - start
-    # communicate() reaped it; RUSAGE_CHILDREN's maxrss is the largest child so far.
-    return elapsed, proc.returncode, out, err
+    """Wall time, exit code, output, error output and peak RSS (KiB) of one
+    command: its own, from wait4, not its children's (csdeploy's ssh)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.monotonic() - start
+        proc.returncode = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+        out.seek(0)
+        err.seek(0)
+        return elapsed, proc.returncode, out.read(), err.read(), usage.ru_maxrss
 
 
-def peak_rss_kib(argv, env=None):
-    pid = os.fork()
-    if pid == 0:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        os.execvpe(argv[0], argv, env or os.environ)
-    _, status, usage = os.wait4(pid, 0)
-    return usage.ru_maxrss
-
-
-def parallel_ssh(lab, n, command, what):
+def parallel_ssh(lab, n, command, what, relayed):
     """Wall time of `command` run on n hosts at once with plain ssh."""
     start = time.monotonic()
-    procs = [subprocess.Popen(["ssh", "-F", lab.ssh_config, "-p", str(lab.port(i)), "%s@127.0.0.1" % lab.user,
-                               command(i)], stdin=subprocess.DEVNULL) for i in range(n)]
+    procs = [subprocess.Popen(["ssh", "-F", lab.ssh_config, "-p", str(lab.port(i, relayed)),
+                               "%s@127.0.0.1" % lab.user, command(i)], stdin=subprocess.DEVNULL) for i in range(n)]
     codes = [p.wait() for p in procs]
     elapsed = time.monotonic() - start
     if any(codes):
         sys.exit("%s: ssh failed: %s (see %s/sshd.log)" % (what, codes, lab.dir))
-    return elapsed, None
+    return elapsed, None, None
 
 
-def floor(lab, n):
-    return parallel_ssh(lab, n, lambda i: "true", "floor")
+def floor(lab, n, relayed):
+    return parallel_ssh(lab, n, lambda i: "true", "floor", relayed)
 
 
-def skeleton(lab, n, launcher="launcher"):
+def skeleton(lab, n, relayed, launcher="launcher"):
     """bench/skeleton on every host: the processes a verification starts, each
     doing nothing (see skeleton/verifier.py)."""
     # The interpreter as csdeploy's agent finds it: the platform python first.
     verifier = 'for p in /usr/bin/python3 python3; do command -v "$p" >/dev/null && exec "$p" -I -S %s %s; done' % (
         shlex.quote(os.path.join(lab.skeleton, "verifier.py")), launcher)
     return parallel_ssh(lab, n, lambda i: "env HOME=%s /bin/sh -c %s" % (
-        shlex.quote(lab.home(i)), shlex.quote(verifier)), "skeleton")
+        shlex.quote(lab.home(i)), shlex.quote(verifier)), "skeleton", relayed)
 
 
 EXTRA_ARGS = []
@@ -302,37 +421,88 @@ EXTRA_ARGS = []
 def csdeploy(binary, lab, inventory, *args):
     argv = [binary] + list(args) + EXTRA_ARGS + ["-i", inventory, "--ssh-config", lab.ssh_config, "--format", "json"]
     env = dict(os.environ, CI="1")
-    elapsed, code, out, err = timed(argv, env)
-    if code != 0:
-        sys.exit("%s failed (%d): %s" % (" ".join(args), code, err.decode()[-2000:]))
-    return elapsed, json.loads(out)
+    elapsed, code, out, err, rss = timed(argv, env)
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        doc = None
+    # 1 (a host failed) and 3 (a host unreachable): kept and reported (at 500
+    # hosts that is a finding, not a reason to lose the run); anything else
+    # ends the bench.
+    if code != 0 and (code not in (1, 3) or doc is None):
+        sys.exit("%s failed (%d): %s%s" % (" ".join(args), code, err.decode()[-2000:], out.decode()[-2000:]))
+    if code in (1, 3):
+        failed = failures(doc)
+        FAILED.append((" ".join(args), len(doc["hosts"]), failed))
+        print("%s: %d of %d hosts failed, e.g. %s" % (" ".join(args), len(failed), len(doc["hosts"]),
+                                                       "; ".join(failed[:3])), flush=True)
+    return elapsed, doc, rss
 
 
-def ansible(lab, inventory):
-    argv = ["ansible-playbook", "-i", inventory, os.path.join(ROOT, "bench", "ansible-push.yml")]
+FAILED = []  # (command, hosts, ["host: why", ...]) of every csdeploy run that had failed hosts
+
+
+def failures(doc):
+    """'host: why' for each failed host of a csdeploy JSON report."""
+    failed = []
+    for host in doc["hosts"]:
+        if host.get("status") in ("ok", "changed", "pass"):
+            continue
+        why = host.get("error") or ""
+        for check in host.get("checks", []):
+            if check.get("status") == "fail":
+                why += " %s: %s" % (check.get("id"), (check.get("detail") or check.get("actual") or "")[:200])
+        for task in host.get("tasks", []):
+            if task.get("status") == "failed":
+                why += " %s: %s" % (task.get("name"), (task.get("msg") or "")[:200])
+        failed.append("%s: %s" % (host.get("host"), why.strip() or host.get("status")))
+    return failed
+
+
+OTHER_FORKS = 50  # Ansible's forks and pyinfra's --parallel (--other-forks)
+
+
+def ansible(binary, lab, inventory):
+    argv = [binary, "-i", inventory, os.path.join(ROOT, "bench", "ansible-push.yml")]
     # Ansible at its best: its own connection reuse, pipelining, 50 forks.
-    env = dict(os.environ, ANSIBLE_FORKS="50", ANSIBLE_PIPELINING="True",
+    control = os.path.join(lab.dir, "ansible-cp")
+    env = dict(os.environ, ANSIBLE_FORKS=str(OTHER_FORKS), ANSIBLE_PIPELINING="True",
+               ANSIBLE_SSH_CONTROL_PATH_DIR=control,
                ANSIBLE_SSH_ARGS="-F %s -o ControlMaster=auto -o ControlPersist=60s" % lab.ssh_config)
-    elapsed, code, out, err = timed(argv, env)
+    elapsed, code, out, err, _ = timed(argv, env)
+    # Its masters would outlive it by 60 s, and the hosts' sessions with them,
+    # whose CPU time would then count for whatever runs when they end.
+    close_masters(lab, control)
     if code != 0:
         sys.exit("ansible failed: %s" % out.decode()[-2000:])
-    return elapsed, None
+    return elapsed, None, None
 
 
-def pyinfra(lab, inventory, n):
-    inv = os.path.join(lab.dir, "pyinfra_inventory_%d.py" % n)
+def close_masters(lab, control):
+    """Ends every ssh ControlMaster whose socket is in the directory control."""
+    if not os.path.isdir(control):
+        return
+    procs = [subprocess.Popen(["ssh", "-F", lab.ssh_config, "-o", "ControlPath=" + os.path.join(control, name),
+                               "-O", "exit", "master"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in os.listdir(control)]
+    for p in procs:
+        p.wait()
+
+
+def pyinfra(binary, lab, n, relayed):
+    inv = os.path.join(lab.dir, "pyinfra_inventory_%d%s.py" % (n, "_relayed" if relayed else ""))
     with open(inv, "w") as f:
         f.write("hosts = [\n")
         for i in range(n):
             f.write("    ('host%d', {'ssh_hostname': '127.0.0.1', 'ssh_port': %d, 'ssh_user': %r, 'ssh_key': %r,"
                     " 'ssh_known_hosts_file': %r, 'home': %r}),\n"
-                    % (i, lab.port(i), lab.user, lab.dir + "/id", lab.dir + "/known_hosts", lab.home(i)))
+                    % (i, lab.port(i, relayed), lab.user, lab.dir + "/id", lab.dir + "/known_hosts", lab.home(i)))
         f.write("]\n")
-    argv = ["pyinfra", "-y", "--parallel", "50", inv, os.path.join(ROOT, "bench", "pyinfra_deploy.py")]
-    elapsed, code, out, err = timed(argv)
+    argv = [binary, "-y", "--parallel", str(OTHER_FORKS), inv, os.path.join(ROOT, "bench", "pyinfra_deploy.py")]
+    elapsed, code, out, err, _ = timed(argv)
     if code != 0:
         sys.exit("pyinfra failed: %s" % (out + err).decode()[-2000:])
-    return elapsed, None
+    return elapsed, None, None
 
 
 def median_phases(documents):
@@ -344,13 +514,75 @@ def median_phases(documents):
     return {k: statistics.median(v) for k, v in phases.items()}
 
 
+def slowest_host(documents):
+    """(slowest host's ms, median host's ms) of the run whose slowest host
+    is furthest above its median: a starved host shows here."""
+    worst = None
+    for doc in documents:
+        times = [host["duration_ms"] for host in doc["hosts"]]
+        pair = (max(times), statistics.median(times))
+        if worst is None or pair[0] / max(pair[1], 1) > worst[0] / max(worst[1], 1):
+            worst = pair
+    return worst
+
+
+def parse_rtt(text):
+    """'100ms', '0.1s' or '100' (ms) -> seconds."""
+    value = text.strip().lower()
+    scale = 0.001
+    if value.endswith("ms"):
+        value = value[:-2]
+    elif value.endswith("s"):
+        value, scale = value[:-1], 1.0
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError("--rtt %r: give a time such as 20ms or 0.1s" % text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("--rtt %r: must be more than zero" % text)
+    return seconds
+
+
+TOOLS = ("csdeploy", "skeleton", "pyinfra", "ansible")
+
+
+def find_tool(name):
+    """ansible-playbook or pyinfra: on PATH, or in target/bench-venv (see
+    docs/speed.md for how to install them there)."""
+    venv = os.path.join(ROOT, "target", "bench-venv", "bin", name)
+    return shutil.which(name) or (venv if os.access(venv, os.X_OK) else None)
+
+
+def relay_check(lab, rtt):
+    """The delay the relay really adds: a byte's round trip through it, and
+    one `ssh true` through it against one without, in round trips."""
+    echo = lab.echo_round_trips()
+    ssh = {}
+    for relayed in (False, True):
+        ssh[relayed] = statistics.median(floor(lab, 1, relayed)[0] for _ in range(5))
+    extra = (ssh[True] - ssh[False]) / rtt
+    print("relay, asked %.0f ms a round trip: a byte's round trip %.1f ms median (min %.1f, max %.1f, %d of them);"
+          " one `ssh true` %.3f s direct, %.3f s relayed: + %.1f round trips"
+          % (rtt * 1000, statistics.median(echo) * 1000, min(echo) * 1000, max(echo) * 1000, len(echo),
+             ssh[False], ssh[True], extra))
+    return statistics.median(echo), extra
+
+
 def main():
+    global OTHER_FORKS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", default="1,10,50")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kex", help="KexAlgorithms for both the floor and csdeploy (e.g. curve25519-sha256)")
+    parser.add_argument("--tools", help="comma-separated, of %s (default: all, pyinfra and ansible if installed)"
+                        % ",".join(TOOLS))
+    parser.add_argument("--rtt", type=parse_rtt,
+                        help="put a link with this round-trip time (e.g. 20ms, 100ms) between the clients and the"
+                        " hosts: bench/relay.py, a TCP relay delaying each byte by rtt/2 each way")
     parser.add_argument("--other-runs", type=int, default=1,
                         help="runs of ansible-playbook and pyinfra (slow), after their warm-up")
+    parser.add_argument("--other-forks", type=int, default=OTHER_FORKS,
+                        help="Ansible's forks and pyinfra's --parallel (default %(default)s)")
     parser.add_argument("--csdeploy-args", default="", help="extra csdeploy flags, e.g. '--ssh-mux process'")
     parser.add_argument("--user", help="log in as this user (default: yours; as root, a throwaway user)")
     parser.add_argument("--one-sshd", action="store_true",
@@ -363,34 +595,61 @@ def main():
         sys.exit("--profile needs Linux perf (Debian: apt-get install linux-perf)")
     if not os.access(args.csdeploy, os.X_OK):
         sys.exit("%s not found: run `cargo build --release` first" % args.csdeploy)
+    tools = TOOLS if args.tools is None else [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        parser.error("--tools: unknown %s; choose from %s" % (", ".join(unknown), ",".join(TOOLS)))
+    binaries = {"pyinfra": find_tool("pyinfra"), "ansible": find_tool("ansible-playbook")}
+    missing = [t for t in ("pyinfra", "ansible") if t in tools and not binaries[t]]
+    if missing and args.tools is not None:
+        parser.error("--tools: %s not installed (on PATH or in target/bench-venv; see docs/speed.md)"
+                     % ", ".join(missing))
+    tools = [t for t in tools if t not in missing]
     sizes = [int(n) for n in args.hosts.split(",")]
     EXTRA_ARGS.extend(args.csdeploy_args.split())
-    lab = Lab(max(sizes), args.kex, args.user, isolate=not args.one_sshd)
-    extra = [name for name in ("ansible-playbook", "pyinfra") if shutil.which(name)]
-    print("csdeploy benchmark: %d runs each (4× at 1 host) after a warm-up, %s on 127.0.0.1 as %s, kex %s, %d cores%s"
+    OTHER_FORKS = args.other_forks
+    limit = raise_nofile()
+    rtt = args.rtt
+    relayed = rtt is not None
+    lab = Lab(max(sizes), args.kex, args.user, isolate=not args.one_sshd, rtt=rtt)
+    print("csdeploy benchmark: %d runs each (4× at 1 host) after a warm-up, %s on 127.0.0.1 as %s, kex %s, %d cores,"
+          " %s, fd limit %d, tools %s%s"
           % (args.runs, "one sshd per host, each in its own PID namespace" if lab.isolated
              else "one sshd for all hosts (no PID namespaces: --one-sshd, not root, or not allowed here)",
              lab.user, args.kex or "OpenSSH default", os.cpu_count(),
-             "" if extra else "; ansible-playbook and pyinfra not installed"))
+             "RTT %.0f ms through bench/relay.py" % (rtt * 1000) if relayed else "loopback (no added RTT)",
+             limit, ",".join(tools) or "none", "" if not missing else "; not installed: %s" % ", ".join(missing)))
     results = []
     try:
+        relay_seen = relay_check(lab, rtt) if relayed else None
         for n in sizes:
-            inventory = lab.inventory(n)
-            commands = [
-                ("floor", lambda: floor(lab, n)),
-                ("push-first", lambda: (lab.wipe(n), csdeploy(args.csdeploy, lab, inventory, "push"))[1]),
-                ("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push")),
-                ("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify")),
-                ("skeleton", lambda: skeleton(lab, n)),
-                ("skeleton-no-helper", lambda: skeleton(lab, n, "launcher-without-helper")),
-            ]
-            if "ansible-playbook" in extra:
-                commands.append(("ansible", lambda: (lab.wipe(n), ansible(lab, inventory))[1]))
-            if "pyinfra" in extra:
-                commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(lab, inventory, n))[1]))
+            inventory = lab.inventory(n, relayed)
+            commands = [("floor", lambda: floor(lab, n, relayed))]
+            if "csdeploy" in tools:
+                commands += [
+                    ("push-first", lambda: (lab.wipe(n), csdeploy(args.csdeploy, lab, inventory, "push"))[1]),
+                    ("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push")),
+                    ("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify")),
+                ]
+            if "skeleton" in tools:
+                commands += [("skeleton", lambda: skeleton(lab, n, relayed)),
+                             ("skeleton-no-helper", lambda: skeleton(lab, n, relayed, "launcher-without-helper"))]
+            if relayed:
+                # The same without the relay, in the same run: what the hosts'
+                # own work costs (verify-direct - floor-direct), for the
+                # verify target "floor + 1 round trip + the hosts' own work".
+                direct = lab.inventory(n)
+                commands.append(("floor-direct", lambda: floor(lab, n, False)))
+                if "csdeploy" in tools:
+                    commands.append(("verify-direct", lambda: csdeploy(args.csdeploy, lab, direct, "verify")))
+            if "ansible" in tools:
+                commands.append(("ansible", lambda: (lab.wipe(n), ansible(binaries["ansible"], lab, inventory))[1]))
+            if "pyinfra" in tools:
+                commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(binaries["pyinfra"], lab, n, relayed))[1]))
             times = {name: [] for name, _ in commands}
             cpu = {name: [] for name, _ in commands}
             docs = {name: [] for name, _ in commands}
+            rss = {name: [] for name, _ in commands}
             others = ("ansible", "pyinfra")
             # One host takes ~0.3 s a command, where one scheduling hiccup of
             # this shared machine is a tenth of it: four times the runs there.
@@ -399,85 +658,141 @@ def main():
                 for name, command in commands:
                     if name in others and run > args.other_runs:
                         continue
-                    elapsed, busy, doc = measured(command, lab)
+                    elapsed, busy, doc, peak = measured(command, lab)
                     if run > 0:
                         times[name].append(elapsed)
                         cpu[name].append(busy)
                         if doc:
                             docs[name].append(doc)
+                        if peak:
+                            rss[name].append(peak)
             profiles = {}
             if args.profile:
                 for name, command in commands:
                     if name not in others:
                         profiles[name] = profiled(command, lab.dir, "%s-%d" % (name, n))
-            rerun_cmds = {d["hosts"][0]["remote_commands"] for d in docs["push-rerun"]}
-            lab.wipe(n)
-            env = dict(os.environ, CI="1")
-            base = [args.csdeploy, "push", "-i", inventory, "--ssh-config", lab.ssh_config, "--format", "json"]
-            rss_first = peak_rss_kib(base, env)
-            rss_rerun = peak_rss_kib(base, env)
             med = {name: statistics.median(v) for name, v in times.items()}
             med_cpu = {name: tuple(statistics.median(x[k] for x in v) for k in (0, 1)) for name, v in cpu.items() if v}
-            results.append((n, med, {k: median_phases(v) for k, v in docs.items()}, max(rss_first, rss_rerun),
-                            rerun_cmds, med_cpu, profiles))
+            results.append({
+                "n": n, "med": med, "cpu": med_cpu, "profiles": profiles,
+                "phases": {k: median_phases(v) for k, v in docs.items()},
+                "rss": {k: max(v) for k, v in rss.items() if v},
+                "slowest": {k: slowest_host(v) for k, v in docs.items() if v},
+                "rerun_cmds": sorted({d["hosts"][0]["remote_commands"] for d in docs.get("push-rerun", [])}),
+                "first_cmds": sorted({d["hosts"][0]["remote_commands"] for d in docs.get("push-first", [])}),
+            })
     finally:
         lab.close()
+    return report(results, rtt, relay_seen)
 
+
+def report(results, rtt, relay_seen):
     print()
-    names = list(results[0][1].keys())
+    names = list(results[0]["med"].keys())
     print("| hosts | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
-    for n, med, *_ in results:
+    for r in results:
+        med = r["med"]
         cells = []
         for name in names:
             ratio = med[name] / med["floor"]
             cells.append("%.3f s" % med[name] + ("" if name == "floor" else " (%.2f×)" % ratio))
-        print("| %d | %s |" % (n, " | ".join(cells)))
+        print("| %d | %s |" % (r["n"], " | ".join(cells)))
+    if rtt:
+        print()
+        print("The same as floor + k round trips of %.0f ms (k = (time - floor) / RTT); verify's own work is"
+              " verify-direct - floor-direct, the same commands without the relay:" % (rtt * 1000))
+        for r in results:
+            med = r["med"]
+            cells = ["%s %+.1f" % (name, (med[name] - med["floor"]) / rtt) for name in names
+                     if name not in ("floor", "floor-direct", "verify-direct")]
+            if "verify-direct" in med:
+                own = med["verify-direct"] - med["floor-direct"]
+                cells.append("verify beyond its own work (%.2f s) %+.1f" % (own, (med["verify"] - med["floor"] - own) / rtt))
+            print("  %3d hosts: %s" % (r["n"], ", ".join(cells)))
     print()
     print("Median CPU time per command (s), and per host beyond the floor (ms): of the whole machine, and of")
     print("the hosts alone (sshd and everything it started; on a real fleet that runs on the hosts' own cores):")
-    for n, _, _, _, _, med_cpu, _ in results:
+    for r in results:
+        n, med_cpu = r["n"], r["cpu"]
         for k, where in ((0, "machine"), (1, "hosts")):
             base = med_cpu["floor"][k]
             print("  %3d hosts %-8s" % (n, where) + "  ".join(
                 "%s %.2f" % (name, v[k]) + ("" if name == "floor" else " (%+.0f)" % ((v[k] - base) * 1000 / n))
                 for name, v in med_cpu.items()))
-    print()
-    print("Median per host phase (ms): connect = SSH handshake and ControlMaster start")
-    for n, _, phases, rss, rerun_cmds, _, _ in results:
+    if any(r["phases"].get("push-first") for r in results):
+        print()
+        print("Per host (ms, medians): connect = SSH handshake and ControlMaster start; slowest = the slowest host")
+        print("of the run where it is furthest above the median host (a starved host shows there):")
+    previous = None
+    for r in results:
+        n = r["n"]
         for name in ("push-first", "push-rerun", "verify"):
-            p = phases.get(name, {})
-            print("  %3d hosts %-10s connect %5.0f  gather %5.0f  apply %5.0f" % (
-                n, name, p.get("connect_ms", 0), p.get("gather_ms", 0), p.get("apply_ms", 0)))
-        print("  %3d hosts csdeploy peak RSS %.1f MB; push rerun remote commands per host %s" % (
-            n, rss / 1024, sorted(rerun_cmds)))
-    for n, _, _, _, _, _, profiles in results:
-        for name, rows in profiles.items():
+            p = r["phases"].get(name)
+            if not p:
+                continue
+            slow, middle = r["slowest"][name]
+            print("  %3d hosts %-10s connect %5.0f  gather %5.0f  apply %5.0f  host median %5.0f  slowest %5.0f"
+                  " (%.2f× the median)" % (n, name, p.get("connect_ms", 0), p.get("gather_ms", 0),
+                                           p.get("apply_ms", 0), middle, slow, slow / max(middle, 1)))
+        if r["rss"]:
+            peak = max(r["rss"].values())
+            growth = ""
+            if previous:
+                growth = "; %+.0f KiB per host over %d hosts" % ((peak - previous[1]) / (n - previous[0]), previous[0])
+            print("  %3d hosts csdeploy peak RSS %.1f MB (%s)%s; remote commands per host: push first %s, rerun %s" % (
+                n, peak / 1024, ", ".join("%s %.1f" % (k, v / 1024) for k, v in r["rss"].items()), growth,
+                r["first_cmds"], r["rerun_cmds"]))
+            previous = (n, peak)
+    for r in results:
+        for name, rows in r["profiles"].items():
             total = sum(ms for _, ms in rows)
             top = ", ".join("%s %.0f" % (comm, ms) for comm, ms in rows[:10])
-            print("  %3d hosts %-10s CPU %.0f ms by process: %s" % (n, name, total, top))
+            print("  %3d hosts %-10s CPU %.0f ms by process: %s" % (r["n"], name, total, top))
     print()
     failures = []
-    for n, med, _, rss, *_ in results:
+    for r in results:
+        n, med = r["n"], r["med"]
         f = med["floor"]
-        if n == 50:
+        targets = []
+        if "push-first" not in med:
+            pass
+        elif rtt:
+            own = med["verify-direct"] - med["floor-direct"]
+            targets = [("push first <= floor + 1 RTT", med["push-first"] <= f + rtt),
+                       ("push rerun <= floor + 1 RTT", med["push-rerun"] <= f + rtt),
+                       ("verify <= floor + 1 RTT + own work", med["verify"] <= f + rtt + own)]
+        elif n >= 500:
+            targets = [("push rerun <= 1.05x floor", med["push-rerun"] <= 1.05 * f),
+                       ("push first <= 1.10x floor", med["push-first"] <= 1.10 * f),
+                       ("peak RSS <= 50 MB", max(r["rss"].values()) <= 50 * 1024)]
+            targets += [("slowest host <= 2x median, %s" % name, slow <= 2 * middle)
+                        for name, (slow, middle) in r["slowest"].items()]
+        elif n == 50:
             targets = [("push rerun <= 1.15x floor", med["push-rerun"] <= 1.15 * f),
                        ("push first <= 1.30x floor", med["push-first"] <= 1.30 * f),
                        ("verify <= floor + 1.5 s", med["verify"] <= f + 1.5),
-                       ("peak RSS <= 30 MB", rss <= 30 * 1024)]
+                       ("peak RSS <= 30 MB", max(r["rss"].values()) <= 30 * 1024)]
         elif n == 1:
             targets = [("push first <= floor + 60 ms", med["push-first"] <= f + 0.060),
                        ("push rerun <= floor + 60 ms", med["push-rerun"] <= f + 0.060)]
-        else:
-            targets = []
-        if n == 50:
+        if n == 50 and not rtt and "skeleton" in med and "verify" in med:
             print("verify at %d hosts: floor + %.2f s, of which the skeleton (processes doing nothing) takes %.2f s,"
                   " %.2f s of it the sessions' registry helpers" % (n, med["verify"] - f, med["skeleton"] - f,
                                                                       med["skeleton"] - med["skeleton-no-helper"]))
+        where = "at %d hosts" % n + (", RTT %.0f ms" % (rtt * 1000) if rtt else "")
         for label, ok in targets:
-            print("target %-32s at %2d hosts: %s" % (label, n, "met" if ok else "MISSED"))
+            print("target %-36s %s: %s" % (label, where, "met" if ok else "MISSED"))
             if not ok:
                 failures.append(label)
+    for command, hosts, failed in FAILED:
+        print("FAILED hosts: csdeploy %s, %d of %d hosts: %s" % (command, len(failed), hosts, "; ".join(failed[:5])))
+    if FAILED:
+        failures.append("failed hosts")
+    if relay_seen and relay_seen[0] < rtt:
+        print("relay: a round trip took %.1f ms, less than the %.0f ms asked: the relay is broken"
+              % (relay_seen[0] * 1000, rtt * 1000))
+        failures.append("relay")
     return 1 if failures else 0
 
 

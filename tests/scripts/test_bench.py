@@ -6,20 +6,26 @@ with the debug build: its numbers are for bench runs on a quiet machine, not
 for a test (see the README's Speed section).
 """
 import os
+import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 
 from conftest import REPO, csdeploy_binary, python_shim, python_starts
 
 BENCH = os.path.join(REPO, "bench", "bench.py")
 SKELETON = os.path.join(REPO, "bench", "skeleton")
+RELAY = os.path.join(REPO, "bench", "relay.py")
 COMMANDS = ["floor", "push-first", "push-rerun", "verify", "skeleton", "skeleton-no-helper"]
 
 
 def test_bench_prints_every_command_with_its_ratio_to_the_floor():
-    proc = subprocess.run([sys.executable, BENCH, "--hosts", "1", "--runs", "1", "--csdeploy", csdeploy_binary()],
+    proc = subprocess.run([sys.executable, BENCH, "--hosts", "1", "--runs", "1", "--tools", "csdeploy,skeleton",
+                           "--csdeploy", csdeploy_binary()],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     # 1 is "a target missed", which a debug build on a loaded machine may.
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
@@ -31,6 +37,107 @@ def test_bench_prints_every_command_with_its_ratio_to_the_floor():
     assert len(cells) == len(COMMANDS)
     assert cells[0].endswith(" s") and all(cell.endswith("×)") for cell in cells[1:]), row
     assert any(line.startswith("target push first <= floor + 60 ms") for line in lines), proc.stdout
+
+
+def test_bench_rtt_mode_reports_the_delay_it_got_and_round_trips():
+    proc = subprocess.run([sys.executable, BENCH, "--hosts", "1", "--runs", "1", "--tools", "csdeploy", "--rtt", "20ms",
+                           "--csdeploy", csdeploy_binary()],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    seen = re.search(r"^relay, asked 20 ms a round trip: a byte's round trip ([0-9.]+) ms median \(min ([0-9.]+),",
+                     proc.stdout, re.M)
+    assert seen, proc.stdout
+    assert float(seen.group(2)) >= 20.0, "the relay delivered a round trip early: %s" % seen.group(0)
+    assert "| hosts | floor | push-first | push-rerun | verify | floor-direct | verify-direct |" in proc.stdout
+    assert re.search(r"^ +1 hosts: push-first [+-][0-9.]+, push-rerun [+-][0-9.]+, verify [+-][0-9.]+,", proc.stdout,
+                     re.M), proc.stdout
+    for target in ("push first <= floor + 1 RTT", "push rerun <= floor + 1 RTT", "verify <= floor + 1 RTT + own work"):
+        assert re.search(r"^target %s +at 1 hosts, RTT 20 ms: (met|MISSED)$" % re.escape(target), proc.stdout,
+                         re.M), proc.stdout
+
+
+class Relay:
+    """bench/relay.py in front of a listening socket of the test's."""
+
+    def __init__(self, rtt_ms):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.server.settimeout(60)
+        self.proc = subprocess.Popen([sys.executable, RELAY, "--rtt-ms", str(rtt_ms),
+                                      str(self.server.getsockname()[1])],
+                                     stdout=subprocess.PIPE, universal_newlines=True)
+        listen, target = self.proc.stdout.readline().split()
+        assert int(target) == self.server.getsockname()[1]
+        assert self.proc.stdout.readline() == "ready\n"
+        self.port = int(listen)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
+        self.server.close()
+
+
+def receive(sock, size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "end of stream after %d of %d bytes" % (len(data), size)
+        data += chunk
+    return data
+
+
+def test_relay_delivers_nothing_before_half_the_rtt_each_way():
+    # Lower bounds only, which a correct relay cannot miss however loaded the
+    # machine is (its clock and ours are both CLOCK_MONOTONIC); how close to
+    # the asked delay it gets is what bench.py measures and prints.
+    relay = Relay(400)
+    try:
+        client = socket.create_connection(("127.0.0.1", relay.port), timeout=60)
+        connected = time.monotonic()
+        server, _ = relay.server.accept()
+        accepted = time.monotonic()
+        assert accepted - connected >= 0.2, "the server saw the connection %.3f s after the client" % (
+            accepted - connected)
+        server.settimeout(60)
+        sent = time.monotonic()
+        client.sendall(b"ping")
+        assert receive(server, 4) == b"ping"
+        assert time.monotonic() - sent >= 0.2, "client to server in less than rtt/2"
+        sent = time.monotonic()
+        server.sendall(b"pong")
+        assert receive(client, 4) == b"pong"
+        assert time.monotonic() - sent >= 0.2, "server to client in less than rtt/2"
+        client.shutdown(socket.SHUT_WR)
+        sent = time.monotonic()
+        assert server.recv(1) == b"", "end of stream is relayed"
+        assert time.monotonic() - sent >= 0.2, "end of stream in less than rtt/2"
+        client.close()
+        server.close()
+    finally:
+        relay.close()
+
+
+def test_relay_keeps_every_byte_in_order_both_ways():
+    relay = Relay(20)
+    try:
+        client = socket.create_connection(("127.0.0.1", relay.port), timeout=60)
+        server, _ = relay.server.accept()
+        server.settimeout(60)
+        up = bytes(range(256)) * 8192  # 2 MiB, many chunks on the way
+        down = up[::-1]
+        writers = [threading.Thread(target=client.sendall, args=(up,)),
+                   threading.Thread(target=server.sendall, args=(down,))]
+        for w in writers:
+            w.start()
+        assert receive(server, len(up)) == up
+        assert receive(client, len(down)) == down
+        for w in writers:
+            w.join()
+        client.close()
+        server.close()
+    finally:
+        relay.close()
 
 
 def run_skeleton(skeleton, tmp_path, *args):
