@@ -364,10 +364,13 @@ impl<'a> Session<'a> {
         Ok(reply)
     }
 
-    /// Ends the command: nothing more to ask.
+    /// Ends the command: nothing more to ask, its answer complete (the
+    /// exit status of a command over ssh is not waited for).
     async fn end(self) -> Result<(), StepError> {
         let step = self.step;
-        let output = self.exchange.finish().await.map_err(|e| lost(e, step))?;
+        let Some(output) = self.exchange.release().await.map_err(|e| lost(e, step))? else {
+            return Ok(());
+        };
         match output.code {
             Some(0) => Ok(()),
             code => Err(StepError::Failed(format!(

@@ -267,6 +267,19 @@ impl<'a> Exchange<'a> {
         Ok(Some(std::mem::replace(&mut self.buffer, rest)))
     }
 
+    /// Ends an exchange whose answer is complete: closes stdin and, over
+    /// ssh, lets the command end on its own instead of waiting the round
+    /// trip its exit status takes to come back (the one round trip a rerun
+    /// would otherwise cost beyond ssh's own). A local command is waited
+    /// for, which costs nothing: its output then.
+    pub async fn release(mut self) -> Result<Option<Output>, TransportError> {
+        self.close().await;
+        match self.child {
+            Some(Child::Ssh { .. }) => Ok(None),
+            _ => self.finish().await.map(Some),
+        }
+    }
+
     /// Ends the exchange: closes stdin, reads (and drops) what stdout still
     /// holds, and waits for the command's exit.
     pub async fn finish(mut self) -> Result<Output, TransportError> {
