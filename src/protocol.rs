@@ -30,8 +30,9 @@
 //!      `{"uid", "paths": [{"path", "kind", "mode", "uid", "sha256",
 //!      "target", "link_to_dir", "content_size"}]}`, then each old content
 //!      (`content_size` bytes, in order).
-//!    - `{"request": "apply", "ops": [Op...]}` then each `write` op's
-//!      `size` bytes, in order. Every byte is read before anything changes,
+//!    - `{"request": "apply", "ops": [Op...]}` then, in op order, each
+//!      `write` op's `size` bytes and each `verify`/`program` op's
+//!      `source_size` bytes of source. Every byte is read before anything changes,
 //!      so a connection dropped while contents stream changes nothing.
 //!      Reply: `{"results": [{"ok", "skipped", "msg", "backup", "rc",
 //!      "stdout", "stderr", "checks", "data"}]}`, one per op that ran: it
@@ -103,14 +104,18 @@ pub enum Op {
         env: std::collections::BTreeMap<String, String>,
         creates: Option<String>,
     },
-    /// The verifier's `run(args)`, in the agent's process.
+    /// The verifier's `run(args)`, in the agent's process; its source
+    /// follows the header, as a write's content does.
     Verify {
         args: Value,
+        #[serde(rename = "source_size", serialize_with = "text_size")]
         source: &'static str,
     },
-    /// A day-two program's `run(args)`, in the agent's process.
+    /// A day-two program's `run(args)`, in the agent's process; its source
+    /// follows the header.
     Program {
         args: Value,
+        #[serde(rename = "source_size", serialize_with = "text_size")]
         source: &'static str,
         /// It honours check mode itself, so it is sent in check mode too.
         #[serde(skip)]
@@ -120,6 +125,10 @@ pub enum Op {
 
 fn byte_count<S: Serializer>(content: &Arc<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(content.len() as u64)
+}
+
+fn text_size<S: Serializer>(text: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(text.len() as u64)
 }
 
 impl Op {
@@ -224,9 +233,10 @@ pub fn apply_request(ops: &[Op]) -> Vec<u8> {
     frame
 }
 
-/// [`apply_request`] as its header line and the contents of the writes,
-/// sent one after the other: the contents, which every host of a fleet
-/// shares, are borrowed, never copied for each host.
+/// [`apply_request`] as its header line and what follows it in op order
+/// (the contents of the writes, the sources of programs), sent one after
+/// the other: what every host of a fleet shares is borrowed, never copied
+/// for each host.
 pub fn apply_pieces(ops: &[Op]) -> (Vec<u8>, Vec<&[u8]>) {
     let mut header = serde_json::to_vec(&serde_json::json!({"request": "apply", "ops": ops}))
         .expect("ops serialise");
@@ -235,6 +245,7 @@ pub fn apply_pieces(ops: &[Op]) -> (Vec<u8>, Vec<&[u8]>) {
         .iter()
         .filter_map(|op| match op {
             Op::Write { content, .. } => Some(content.as_slice()),
+            Op::Verify { source, .. } | Op::Program { source, .. } => Some(source.as_bytes()),
             _ => None,
         })
         .collect();

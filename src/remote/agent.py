@@ -391,13 +391,17 @@ def read_exact(stream, size):
 
 
 def read_apply(header, stream):
-    """The ops of an apply request and the contents of its writes: all of it
-    is read before anything changes."""
+    """The ops of an apply request, the contents of its writes and the
+    sources of its programs, in op order: all of it is read before anything
+    changes."""
     ops = header["ops"]
     blobs = []
     for op in ops:
         if op.get("op") == "write":
             blobs.append(read_exact(stream, op["size"]))
+        elif op.get("op") in ("verify", "program"):
+            op["source"] = read_exact(stream, op["source_size"]).decode("utf-8")
+            blobs.append(None)
         elif op.get("op") in HANDLERS:
             blobs.append(None)
         else:
