@@ -134,15 +134,7 @@ impl Inventory {
                 inventory.add_group(&name, &name, 1, group)?;
             }
         }
-        inventory.reconcile()?;
-        if inventory.hosts.is_empty() {
-            return Err(Error::Invalid {
-                file: file.to_string(),
-                key: "all.hosts".into(),
-                message: "the inventory defines no hosts".into(),
-            });
-        }
-        Ok(inventory)
+        inventory.finish(file, "all.hosts")
     }
 
     /// What Ansible's `InventoryData.reconcile_inventory` settles once every
@@ -311,15 +303,21 @@ impl Inventory {
                 inventory.link_child(&name, &child);
             }
         }
-        inventory.reconcile()?;
-        if inventory.hosts.is_empty() {
+        inventory.finish(file, "(INI inventory)")
+    }
+
+    /// Settles the groups (see [`Inventory::reconcile`]) and refuses an
+    /// inventory without hosts, naming `key`, as either format's loader ends.
+    fn finish(mut self, file: &str, key: &str) -> Result<Inventory> {
+        self.reconcile()?;
+        if self.hosts.is_empty() {
             return Err(Error::Invalid {
                 file: file.to_string(),
-                key: "(INI inventory)".into(),
+                key: key.into(),
                 message: "the inventory defines no hosts".into(),
             });
         }
-        Ok(inventory)
+        Ok(self)
     }
 
     fn link_child(&mut self, parent: &str, child: &str) {
