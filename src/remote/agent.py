@@ -20,7 +20,6 @@ following it as raw bytes whose sizes it names; each reply is one JSON line
 A frame it cannot read is answered {"error": ...} and ends it (exit 2).
 Python 3.8+ standard library only.
 """
-import hashlib
 import json
 import os
 import signal
@@ -76,6 +75,8 @@ def manifest_path():
 
 
 def sha256_hex(data):
+    import hashlib  # here, not at the top: a push that keeps no backup hashes nothing
+
     return hashlib.sha256(data).hexdigest()
 
 
@@ -312,6 +313,8 @@ MAX_DIFF_BYTES = 1 << 20
 
 
 def sha256_file(path):
+    import hashlib  # only the agent's own gather hashes: ~3 ms of OpenSSL's start
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):
