@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::builtin;
 use crate::engine;
 use crate::error::{Error, ExitCode, Result};
-use crate::events::{Event, Summary};
+use crate::events::{Command, Event, Summary};
 use crate::host::{Connection, Host};
 use crate::inventory::{CommandLine, Inventory};
 use crate::modules::Action;
@@ -123,7 +123,7 @@ pub fn push(
     if let Some(args) = verify {
         playbook.plays.push(Play::verification(args));
     }
-    execute("push", settings, &playbook)
+    execute(Command::Push, settings, &playbook)
 }
 
 pub fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
@@ -133,11 +133,11 @@ pub fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
         locations: Default::default(),
         files: Files::Embedded,
     };
-    execute("verify", settings, &playbook)
+    execute(Command::Verify, settings, &playbook)
 }
 
 pub fn run(settings: &Settings, playbook: &Path) -> Result<ExitCode> {
-    execute("run", settings, &Playbook::load(playbook)?)
+    execute(Command::Run, settings, &Playbook::load(playbook)?)
 }
 
 /// What must hold before any host is touched, beyond the inventory and
@@ -189,7 +189,7 @@ async fn on_signals(interrupt: tokio::sync::watch::Sender<bool>, control_dir: Pa
     std::process::exit(ExitCode::Interrupted as i32);
 }
 
-fn execute(command: &str, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
+fn execute(command: Command, settings: &Settings, playbook: &Playbook) -> Result<ExitCode> {
     let inventory = load_selected(settings)?;
     if settings.list_hosts {
         let selected = settings.selection.resolve(&inventory)?;
@@ -330,7 +330,7 @@ pub struct CleanupOptions {
 
 /// A day-two command: one task per selected host, one remote command each.
 fn day_two(
-    command: &str,
+    command: Command,
     settings: &Settings,
     action: impl Fn(&Host) -> Result<Action>,
 ) -> Result<ExitCode> {
@@ -338,13 +338,13 @@ fn day_two(
     if settings.list_hosts {
         return print_listing(&host_list(&settings.selection.resolve(&inventory)?, 2));
     }
-    let plans = plan::for_each_host(&inventory, &settings.selection, command, action)?;
+    let plans = plan::for_each_host(&inventory, &settings.selection, command.name(), action)?;
     run_plans(command, settings, &inventory, plans)
 }
 
 /// `csdeploy sessions`: what the deployed list tool reports on each host.
 pub fn sessions(settings: &Settings, active: bool) -> Result<ExitCode> {
-    day_two("sessions", settings, |host| {
+    day_two(Command::Sessions, settings, |host| {
         Ok(Arc::new(SessionsAction {
             host: host.name.clone(),
             claude_home: plan::var_text(host, "claude_home")?,
@@ -355,7 +355,7 @@ pub fn sessions(settings: &Settings, active: bool) -> Result<ExitCode> {
 
 /// `csdeploy cleanup`: the deployed cleaner on each host.
 pub fn cleanup(settings: &Settings, options: &CleanupOptions) -> Result<ExitCode> {
-    day_two("cleanup", settings, |host| {
+    day_two(Command::Cleanup, settings, |host| {
         Ok(Arc::new(CleanupAction {
             host: host.name.clone(),
             claude_home: plan::var_text(host, "claude_home")?,
@@ -368,7 +368,7 @@ pub fn cleanup(settings: &Settings, options: &CleanupOptions) -> Result<ExitCode
 
 /// `csdeploy doctor`: each host's prerequisites and capacity.
 pub fn doctor(settings: &Settings) -> Result<ExitCode> {
-    day_two("doctor", settings, |host| {
+    day_two(Command::Doctor, settings, |host| {
         let max_sessions = plan::var_text(host, "max_sessions")?;
         Ok(Arc::new(DoctorAction {
             claude_home: plan::var_text(host, "claude_home")?,
@@ -410,12 +410,12 @@ pub fn remove(settings: &Settings, purge: bool) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    run_plans("remove", settings, &inventory, plans)
+    run_plans(Command::Remove, settings, &inventory, plans)
 }
 
 /// `csdeploy rollback`: what the last `push --backup` replaced, put back.
 pub fn rollback(settings: &Settings, force: bool) -> Result<ExitCode> {
-    day_two("rollback", settings, |host| {
+    day_two(Command::Rollback, settings, |host| {
         Ok(Arc::new(RollbackAction {
             host: host.name.clone(),
             force,
@@ -429,7 +429,7 @@ fn inventory_name(inventory: &Inventory) -> Option<String> {
 }
 
 fn run_plans(
-    command: &str,
+    command: Command,
     settings: &Settings,
     inventory: &Inventory,
     plans: Vec<HostPlan>,
@@ -501,7 +501,7 @@ fn run_plans(
             reporters.iter().all(|r| r.wrote_all())
         });
         let _ = events.send(Event::RunStarted {
-            command: command.to_string(),
+            command,
             hosts: plans.iter().map(|p| p.host.name.clone()).collect(),
             check: settings.check,
             inventory: inventory_name(inventory),

@@ -1,7 +1,50 @@
 //! What the engine tells the world. The engine never prints: it sends these,
 //! and reporters (human, JSON) turn them into output.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+/// The csdeploy command a run is for: what shapes its reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Push,
+    Run,
+    Verify,
+    Doctor,
+    Sessions,
+    Cleanup,
+    Remove,
+    Rollback,
+}
+
+impl Command {
+    /// The command's name on the command line and in every report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Push => "push",
+            Command::Run => "run",
+            Command::Verify => "verify",
+            Command::Doctor => "doctor",
+            Command::Sessions => "sessions",
+            Command::Cleanup => "cleanup",
+            Command::Remove => "remove",
+            Command::Rollback => "rollback",
+        }
+    }
+
+    /// Whether its report is a verification's: checks, and each host's
+    /// pass, fail or unreachable.
+    pub fn reports_checks(self) -> bool {
+        matches!(self, Command::Verify | Command::Doctor)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,7 +229,7 @@ impl Summary {
 #[derive(Debug, Clone)]
 pub enum Event {
     RunStarted {
-        command: String,
+        command: Command,
         hosts: Vec<String>,
         check: bool,
         /// The inventory file the hosts came from; None: the built-in one.

@@ -14,11 +14,14 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::events::{HostReport, Summary, TaskStatus};
+use crate::events::{Command, HostReport, Summary, TaskStatus};
 
 /// The commands whose JSON document this module writes.
-pub fn reports(command: &str) -> bool {
-    matches!(command, "sessions" | "cleanup" | "remove" | "rollback")
+pub fn reports(command: Command) -> bool {
+    matches!(
+        command,
+        Command::Sessions | Command::Cleanup | Command::Remove | Command::Rollback
+    )
 }
 
 /// A host's error: its own, or its failed task's message.
@@ -32,14 +35,14 @@ fn error(report: &HostReport) -> Option<String> {
     })
 }
 
-pub fn document(command: &str, reports: &[HostReport], summary: &Summary) -> Value {
+pub fn document(command: Command, reports: &[HostReport], summary: &Summary) -> Value {
     let hosts: Vec<Value> = reports
         .iter()
         .map(|r| {
             let mut host = Map::new();
             host.insert("host".into(), json!(r.host));
             host.insert("status".into(), json!(r.status));
-            if command == "sessions" {
+            if command == Command::Sessions {
                 host.insert("sessions".into(), Value::Null);
             }
             if let Some(Value::Object(data)) = r.tasks.iter().find_map(|t| t.data.as_ref()) {
@@ -51,7 +54,7 @@ pub fn document(command: &str, reports: &[HostReport], summary: &Summary) -> Val
             Value::Object(host)
         })
         .collect();
-    json!({"command": command, "hosts": hosts, "summary": summary})
+    json!({"command": command.name(), "hosts": hosts, "summary": summary})
 }
 
 /// `sessions` as text: one table, a row per session, the host first; None

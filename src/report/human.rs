@@ -14,7 +14,7 @@ use console::Style;
 
 use super::{Collected, Display, Reporter, plural};
 use crate::events::{
-    CheckResult, CheckStatus, Event, HostReport, HostStatus, TaskResult, TaskStatus,
+    CheckResult, CheckStatus, Command, Event, HostReport, HostStatus, TaskResult, TaskStatus,
 };
 use crate::modules::ModuleKind;
 use crate::modules::verify::{DRIFT_HINT, Integrity, integrity};
@@ -24,7 +24,8 @@ pub struct HumanReporter {
     bars: Option<Bars>,
     diff: bool,
     check: bool,
-    command: String,
+    /// None until the run starts.
+    command: Option<Command>,
     collected: Collected,
     /// ANSI colours and ✓/✗ marks (never in a file).
     color: bool,
@@ -181,7 +182,7 @@ impl HumanReporter {
             bars,
             diff,
             check: false,
-            command: String::new(),
+            command: None,
             collected: Collected::default(),
             color: false,
             planned: HashMap::new(),
@@ -314,13 +315,14 @@ impl HumanReporter {
             .iter()
             .flat_map(|r| r.tasks.iter().flat_map(|t| t.checks.iter()))
             .collect();
-        if let Some(table) = (self.command == "sessions")
+        if let Some(table) = (self.command == Some(Command::Sessions))
             .then(|| super::day2::sessions_table(&reports))
             .flatten()
         {
             text.insert_str(0, &format!("\n{table}\n"));
         }
-        if !checks.is_empty() || self.command == "verify" || self.command == "doctor" {
+        let command = self.command.unwrap_or(Command::Push);
+        if !checks.is_empty() || command.reports_checks() {
             let hosts = |s: &str| {
                 reports
                     .iter()
@@ -330,7 +332,7 @@ impl HumanReporter {
             let count = |s: CheckStatus| checks.iter().filter(|c| c.status == s).count();
             text.push_str(&format!(
                 "\n{}: {}: {} pass, {} fail, {} unreachable; checks: {} pass, {} fail, {} warn, {} skip",
-                if self.command == "doctor" { "doctor" } else { "verify" },
+                if command == Command::Doctor { "doctor" } else { "verify" },
                 plural(reports.len(), "host"),
                 hosts("pass"),
                 hosts("fail"),
@@ -383,7 +385,7 @@ impl HumanReporter {
         let planned = self.planned.get(&r.host)?;
         let asked = planned.iter().any(|t| t == VERIFICATION);
         let ran = r.tasks.iter().any(|t| t.name == VERIFICATION);
-        (self.command == "push" && asked && !ran).then_some(match r.status {
+        (self.command == Some(Command::Push) && asked && !ran).then_some(match r.status {
             HostStatus::Unreachable => "verification skipped: the host was unreachable",
             _ => "verification skipped: the push failed",
         })
@@ -426,7 +428,7 @@ impl Reporter for HumanReporter {
                 tasks,
             } => {
                 self.check = *check;
-                self.command = command.clone();
+                self.command = Some(*command);
                 self.planned = hosts.iter().cloned().zip(tasks.iter().cloned()).collect();
                 if let Some(bars) = &self.bars {
                     bars.overall
@@ -677,7 +679,7 @@ mod tests {
 
     /// What the human reporter prints for `events`, with the filters the
     /// snapshots need (durations, paths, UUIDs, ports) and ESC made visible.
-    fn screen(command: &str, events: &[Event], color: bool) -> String {
+    fn screen(command: Command, events: &[Event], color: bool) -> String {
         let hosts: Vec<HostReport> = events
             .iter()
             .filter_map(|e| match e {
@@ -690,7 +692,7 @@ mod tests {
             .iter()
             .map(|h| {
                 let mut names: Vec<String> = PUSH_TASKS.iter().map(|t| t.to_string()).collect();
-                if command != "verify" {
+                if command != Command::Verify {
                     names.push(VERIFICATION.into());
                 } else {
                     names = vec![VERIFICATION.into()];
@@ -700,7 +702,7 @@ mod tests {
             })
             .collect();
         reporter.event(&Event::RunStarted {
-            command: command.into(),
+            command,
             hosts: hosts.iter().map(|h| h.host.clone()).collect(),
             check: false,
             inventory: Some("/tmp/lab.x1y2/inventory.yml".into()),
@@ -792,7 +794,7 @@ mod tests {
 
     #[test]
     fn push_screen_plain() {
-        let text = screen("push", &push_events(), false);
+        let text = screen(Command::Push, &push_events(), false);
         insta::assert_snapshot!(text);
         assert!(
             text.contains("csdeploy push on 3 hosts (inventory: "),
@@ -817,7 +819,7 @@ mod tests {
 
     #[test]
     fn push_screen_in_colour() {
-        let text = screen("push", &push_events(), true);
+        let text = screen(Command::Push, &push_events(), true);
         insta::assert_snapshot!(text);
         assert!(text.contains("␛[32m✓ ok:␛[0m [web1]"), "{text}");
         assert!(text.contains("␛[33m✓ changed:␛[0m [web1]"), "{text}");
@@ -848,7 +850,7 @@ mod tests {
 
     #[test]
     fn verify_screen_plain() {
-        let text = screen("verify", &verify_events(), false);
+        let text = screen(Command::Verify, &verify_events(), false);
         insta::assert_snapshot!(text);
         assert!(
             text.contains("verify: 2 hosts: 1 pass, 1 fail, 0 unreachable"),
@@ -864,7 +866,7 @@ mod tests {
 
     #[test]
     fn verify_screen_in_colour() {
-        let text = screen("verify", &verify_events(), true);
+        let text = screen(Command::Verify, &verify_events(), true);
         insta::assert_snapshot!(text);
         assert!(text.contains("␛[32m✅ PASS␛[0m"), "{text}");
         assert!(text.contains("␛[31m❌ FAIL␛[0m"), "{text}");
@@ -881,7 +883,7 @@ mod tests {
             },
             Event::HostDone(host("h", vec![bad], None, false)),
         ];
-        let text = screen("push", &events, true);
+        let text = screen(Command::Push, &events, true);
         assert!(text.contains("\\u{1b}[2Jgone"), "{text}");
         assert!(!text.contains("␛[2J"), "{text}");
     }
@@ -908,7 +910,7 @@ mod tests {
         let mut skipped = check("history-isolation", CheckStatus::Skip, "");
         skipped.detail = Some("no sessions ran".into());
         let text = screen(
-            "verify",
+            Command::Verify,
             &verify_of("web1", vec![integrity, skipped]),
             false,
         );
@@ -932,7 +934,7 @@ mod tests {
         let mut integrity = check("launcher-integrity", CheckStatus::Fail, "");
         integrity.actual =
             Some("claude-session: sha256 a4a4a4a4a4a4, csdeploy ships 196119611961".into());
-        let text = screen("verify", &verify_of("web1", vec![integrity]), false);
+        let text = screen(Command::Verify, &verify_of("web1", vec![integrity]), false);
         insta::assert_snapshot!(text);
         assert!(
             text.contains("           drift: `csdeploy push` restores it"),
@@ -971,7 +973,7 @@ mod tests {
     #[test]
     fn one_host_is_one_host() {
         let events = vec![Event::HostDone(host("local", Vec::new(), None, false))];
-        let text = screen("verify", &events, false);
+        let text = screen(Command::Verify, &events, false);
         assert!(text.contains("on 1 host (inventory"), "{text}");
         assert!(text.contains("verify: 1 host: "), "{text}");
     }

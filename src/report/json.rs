@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::{Collected, Reporter};
-use crate::events::{CheckStatus, Event, HostReport, HostStatus, Summary};
+use crate::events::{CheckStatus, Command, Event, HostReport, HostStatus, Summary};
 
 pub struct JsonReporter {
-    command: String,
+    command: Command,
     target: Option<PathBuf>,
     collected: Collected,
     /// False once the document could not be written.
@@ -24,9 +24,9 @@ pub struct JsonReporter {
 }
 
 impl JsonReporter {
-    pub fn new(command: &str, target: Option<PathBuf>) -> JsonReporter {
+    pub fn new(command: Command, target: Option<PathBuf>) -> JsonReporter {
         JsonReporter {
-            command: command.to_string(),
+            command,
             target,
             collected: Collected::default(),
             written: true,
@@ -52,7 +52,7 @@ pub fn client_of(report: &HostReport) -> Option<&Value> {
         .find_map(|c| c.client.as_ref())
 }
 
-fn verify_document(command: &str, reports: &[HostReport], summary: &Summary) -> Value {
+fn verify_document(command: Command, reports: &[HostReport], summary: &Summary) -> Value {
     let hosts: Vec<Value> = reports
         .iter()
         .map(|r| {
@@ -83,7 +83,7 @@ fn verify_document(command: &str, reports: &[HostReport], summary: &Summary) -> 
             .count()
     };
     json!({
-        "command": command,
+        "command": command.name(),
         "hosts": hosts,
         "summary": {
             "run_id": summary.run_id,
@@ -113,12 +113,12 @@ impl Reporter for JsonReporter {
         if let Event::RunDone(summary) = event {
             let reports = self.collected.in_order();
             // `doctor` reports checks, as `verify` does.
-            let document = if self.command == "verify" || self.command == "doctor" {
-                verify_document(&self.command, reports, summary)
-            } else if super::day2::reports(&self.command) {
-                super::day2::document(&self.command, reports, summary)
+            let document = if self.command.reports_checks() {
+                verify_document(self.command, reports, summary)
+            } else if super::day2::reports(self.command) {
+                super::day2::document(self.command, reports, summary)
             } else {
-                json!({"command": self.command, "hosts": reports, "summary": summary})
+                json!({"command": self.command.name(), "hosts": reports, "summary": summary})
             };
             let text = serde_json::to_string_pretty(&document).unwrap_or_default() + "\n";
             self.written = super::write_document(self.target.as_deref(), &text);

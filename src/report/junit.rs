@@ -13,10 +13,10 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{Collected, Reporter};
-use crate::events::{CheckStatus, Event, HostReport, HostStatus, TaskStatus};
+use crate::events::{CheckStatus, Command, Event, HostReport, HostStatus, TaskStatus};
 
 pub struct JunitReporter {
-    command: String,
+    command: Command,
     target: Option<PathBuf>,
     collected: Collected,
     /// False once the document could not be written.
@@ -24,9 +24,9 @@ pub struct JunitReporter {
 }
 
 impl JunitReporter {
-    pub fn new(command: &str, target: Option<PathBuf>) -> JunitReporter {
+    pub fn new(command: Command, target: Option<PathBuf>) -> JunitReporter {
         JunitReporter {
-            command: command.to_string(),
+            command,
             target,
             collected: Collected::default(),
             written: true,
@@ -231,10 +231,10 @@ mod tests {
         let mut gone = HostReport::new("gone", Vec::new(), Some("Connection refused".into()), true);
         gone.duration_ms = 3000;
         let broken = HostReport::new("broken", Vec::new(), Some("no python3".into()), false);
-        let mut reporter = JunitReporter::new("push", None);
+        let mut reporter = JunitReporter::new(Command::Push, None);
         let reports = vec![good, bad, gone, broken];
         reporter.event(&Event::RunStarted {
-            command: "push".into(),
+            command: Command::Push,
             hosts: reports.iter().map(|r| r.host.clone()).collect(),
             check: false,
             inventory: None,

@@ -11,7 +11,7 @@ pub mod merge;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::events::Event;
+use crate::events::{Command, Event};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -149,7 +149,7 @@ impl Collected {
 }
 
 /// The reporters for one run of `command` (push, run, verify).
-pub fn reporters(outputs: &Outputs, command: &str, diff: bool) -> Vec<Box<dyn Reporter>> {
+pub fn reporters(outputs: &Outputs, command: Command, diff: bool) -> Vec<Box<dyn Reporter>> {
     let mut list: Vec<Box<dyn Reporter>> = Vec::new();
     if let Some(display) = outputs.human {
         let reporter = human::HumanReporter::new(display, diff, None).colored(outputs.color);
