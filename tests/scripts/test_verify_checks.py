@@ -89,3 +89,46 @@ def test_history_lines_of_others_are_left(verify, tmp_path):
     notes = verify["restore_default"](saved, before, str(claude_home), str(home), cwd, [], str(path), 0)
     assert path.read_bytes() == added
     assert any("left" in n for n in notes), notes
+
+
+def test_another_runs_session_being_registered_is_not_taken_for_a_pre_existing_one(verify, tmp_path):
+    """The registry helper makes a session's directory, then its entry, under
+    an exclusive lock: the verifier's view of what existed before it must
+    wait for the entry, or another verify's session looks pre-existing and
+    its removal by that verify fails this one ("pre-existing sessions gone")."""
+    import fcntl
+    import threading
+    import time
+
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    sid = "0b5c1a52-7d0e-4c3f-9a1b-2c3d4e5f6a7b"
+    lock = os.open(str(sessions / ".registry.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    (sessions / sid).mkdir()  # the helper is between its mkdir and its entry
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(verify["sessions_and_registry"](str(sessions))))
+    reader.start()
+    time.sleep(0.3)
+    assert not seen, "read while the registry was being written"
+    entry = {"id": sid, "name": "csdeploy-verify-0a1b2c3d-0", "status": "active"}
+    (sessions / ".registry").write_text(json.dumps({"sessions": {sid: entry}}))
+    os.close(lock)
+    reader.join(10)
+    ids, registry = seen[0]
+    assert ids == [sid] and sid in registry, "the directory and its entry, seen together"
+    assert verify["other_runs"](registry, "csdeploy-verify-ffffffff-") == {sid}
+
+
+def test_sessions_are_read_without_a_lock_file_and_past_a_stuck_holder(verify, tmp_path):
+    import fcntl
+
+    assert verify["sessions_and_registry"](str(tmp_path / "none")) == ([], None)
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    lock = os.open(str(sessions / ".registry.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        assert verify["sessions_and_registry"](str(sessions), timeout=0.2) == ([], None)
+    finally:
+        os.close(lock)

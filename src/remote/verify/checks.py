@@ -5,6 +5,8 @@ One part of csdeploy's verifier (see main.py): src/builtin.rs joins the
 files of src/remote/verify/ into one source, main.py first, so the names
 of every part are one namespace.
 """
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -114,6 +116,33 @@ def session_ids(sessions_dir):
         return sorted(n for n in os.listdir(sessions_dir) if UUID_RE.match(n))
     except OSError:
         return []
+
+
+def sessions_and_registry(sessions_dir, timeout=30.0):
+    """The session directories and the registry as of one moment: read under
+    a shared flock on .registry.lock, which the registry helper holds
+    exclusively from a new session's mkdir to its entry. Read without it,
+    another verify's new session could be a directory without its entry yet,
+    taken for a pre-existing session. A holder that keeps the lock longer
+    than timeout (the helper's own limit) leaves them read as they are."""
+    try:
+        fd = os.open(os.path.join(sessions_dir, ".registry.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        fd = None  # no sessions/ yet, or not ours to write: nothing registers here now
+    try:
+        deadline = time.monotonic() + timeout
+        while fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() >= deadline:
+                    break
+            time.sleep(0.005)
+        return session_ids(sessions_dir), read_registry(sessions_dir)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def read_text(path):

@@ -236,8 +236,7 @@ def _run(args):
                 s.argv = ["--name", s.name, "--force"]
             s.log = os.path.join(work, "launcher-%s.log" % s.token)
 
-        before_ids = session_ids(sessions_dir)
-        before_registry = read_registry(sessions_dir)
+        before_ids, before_registry = sessions_and_registry(sessions_dir)
         # Another verify running on this host at the same time owns its test
         # sessions: they come and go with it, and are not "pre-existing".
         others = other_runs(before_registry, prefix)
