@@ -285,8 +285,10 @@ def _run(args):
             if probe:
                 launch(resumed, launcher, env, work, cwd)
                 deadline = time.monotonic() + 2 * wait_limit + 10
-                while any(r.exited is None for r in resumed):
+                while True:
                     reap(resumed, time.monotonic())
+                    if all(r.exited is not None for r in resumed):
+                        break  # no sleep after the last exit: nothing would wake it
                     if time.monotonic() > deadline:
                         for r in resumed:
                             if r.exited is None:
