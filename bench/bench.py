@@ -36,6 +36,7 @@ Nothing here touches your ~/.ssh or ~/.claude: every host's HOME is in a
 temporary directory, and ssh reads only the generated config.
 """
 import argparse
+import collections
 import getpass
 import json
 import os
@@ -348,21 +349,61 @@ def cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(command, lab):
+class Command(collections.namedtuple("Command", "name run needs leaves", defaults=(None, None))):
+    """One command of a round. `run` is what is timed and whose CPU counts:
+    it returns (wall seconds, csdeploy's JSON report or None, csdeploy's peak
+    RSS in KiB or None). `needs` is the hosts' state it must start from
+    (see Hosts; None: any), `leaves` the state it leaves them in (None: the
+    one it found)."""
+    __slots__ = ()
+
+
+class Hosts:
+    """What the simulated hosts hold: "wiped", "today" (today's csdeploy
+    pushed), "other" (Ansible's or pyinfra's), or None (not known). Before
+    each command, `prepare` brings the hosts to the state it needs, untimed
+    and outside its CPU count, so that every command is measured from the
+    same start whatever ran before it."""
+
+    def __init__(self, lab, n, pushes):
+        self.lab, self.n = lab, n
+        self.pushes = pushes  # state -> the untimed push that makes it, on wiped hosts
+        self.state = None
+
+    def prepare(self, needs):
+        if needs is None or needs == self.state:
+            return
+        self.lab.wipe(self.n)
+        if needs in self.pushes:
+            self.pushes[needs]()
+        self.state = needs
+
+    def ran(self, command):
+        if command.leaves:
+            self.state = command.leaves
+
+
+def measured(command, lab, hosts):
     """(wall seconds, (machine CPU seconds, hosts' CPU seconds), csdeploy's
-    JSON report or None, csdeploy's peak RSS in KiB or None)."""
+    JSON report or None, csdeploy's peak RSS in KiB or None) of command.run,
+    from the hosts' state it needs."""
+    hosts.prepare(command.needs)
     before = cpu_seconds(), lab.hosts_cpu_seconds()
-    elapsed, doc, rss = command()
-    return elapsed, (cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]), doc, rss
+    elapsed, doc, rss = command.run()
+    busy = cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]
+    hosts.ran(command)
+    return elapsed, busy, doc, rss
 
 
-def profiled(command, out_dir, name):
+def profiled(command, hosts, out_dir, name):
     """Runs command under `perf record -a`; returns [(process name, CPU ms)]."""
+    hosts.prepare(command.needs)
     data = os.path.join(out_dir, "perf-%s.data" % name)
     perf = subprocess.Popen(["perf", "record", "-q", "-a", "-e", "task-clock", "-F", "2000", "-o", data],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # perf is recording once its buffers are mapped
-    command()
+    command.run()
+    hosts.ran(command)
     perf.send_signal(2)
     perf.wait()
     report = subprocess.run(["perf", "report", "-i", data, "--sort", "comm", "--stdio", "-F", "sample,comm"],
@@ -624,41 +665,48 @@ def main():
         relay_seen = relay_check(lab, rtt) if relayed else None
         for n in sizes:
             inventory = lab.inventory(n, relayed)
-            commands = [("floor", lambda: floor(lab, n, relayed))]
+            hosts = Hosts(lab, n, {"today": lambda: csdeploy(args.csdeploy, lab, inventory, "push")})
+            commands = [Command("floor", lambda: floor(lab, n, relayed))]
             if "csdeploy" in tools:
                 commands += [
-                    ("push-first", lambda: (lab.wipe(n), csdeploy(args.csdeploy, lab, inventory, "push"))[1]),
-                    ("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push")),
-                    ("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify")),
+                    Command("push-first", lambda: csdeploy(args.csdeploy, lab, inventory, "push"), "wiped", "today"),
+                    Command("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push"), "today"),
+                    Command("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify"), "today"),
                 ]
             if "skeleton" in tools:
-                commands += [("skeleton", lambda: skeleton(lab, n, relayed)),
-                             ("skeleton-no-helper", lambda: skeleton(lab, n, relayed, "launcher-without-helper"))]
+                commands += [Command("skeleton", lambda: skeleton(lab, n, relayed)),
+                             Command("skeleton-no-helper",
+                                     lambda: skeleton(lab, n, relayed, "launcher-without-helper"))]
             if relayed:
                 # The same without the relay, in the same run: what the hosts'
                 # own work costs (verify-direct - floor-direct), for the
                 # verify target "floor + 1 round trip + the hosts' own work".
                 direct = lab.inventory(n)
-                commands.append(("floor-direct", lambda: floor(lab, n, False)))
+                commands.append(Command("floor-direct", lambda: floor(lab, n, False)))
                 if "csdeploy" in tools:
-                    commands.append(("verify-direct", lambda: csdeploy(args.csdeploy, lab, direct, "verify")))
+                    commands.append(Command("verify-direct", lambda: csdeploy(args.csdeploy, lab, direct, "verify"),
+                                            "today"))
             if "ansible" in tools:
-                commands.append(("ansible", lambda: (lab.wipe(n), ansible(binaries["ansible"], lab, inventory))[1]))
+                commands.append(Command("ansible", lambda: ansible(binaries["ansible"], lab, inventory),
+                                        "wiped", "other"))
             if "pyinfra" in tools:
-                commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(binaries["pyinfra"], lab, n, relayed))[1]))
-            times = {name: [] for name, _ in commands}
-            cpu = {name: [] for name, _ in commands}
-            docs = {name: [] for name, _ in commands}
-            rss = {name: [] for name, _ in commands}
+                commands.append(Command("pyinfra", lambda: pyinfra(binaries["pyinfra"], lab, n, relayed),
+                                        "wiped", "other"))
+            names = [command.name for command in commands]
+            times = {name: [] for name in names}
+            cpu = {name: [] for name in names}
+            docs = {name: [] for name in names}
+            rss = {name: [] for name in names}
             others = ("ansible", "pyinfra")
             # One host takes ~0.3 s a command, where one scheduling hiccup of
             # this shared machine is a tenth of it: four times the runs there.
             runs = args.runs * 4 if n == 1 else args.runs
             for run in range(runs + 1):
-                for name, command in commands:
+                for command in commands:
+                    name = command.name
                     if name in others and run > args.other_runs:
                         continue
-                    elapsed, busy, doc, peak = measured(command, lab)
+                    elapsed, busy, doc, peak = measured(command, lab, hosts)
                     if run > 0:
                         times[name].append(elapsed)
                         cpu[name].append(busy)
@@ -668,9 +716,9 @@ def main():
                             rss[name].append(peak)
             profiles = {}
             if args.profile:
-                for name, command in commands:
-                    if name not in others:
-                        profiles[name] = profiled(command, lab.dir, "%s-%d" % (name, n))
+                for command in commands:
+                    if command.name not in others:
+                        profiles[command.name] = profiled(command, hosts, lab.dir, "%s-%d" % (command.name, n))
             med = {name: statistics.median(v) for name, v in times.items()}
             med_cpu = {name: tuple(statistics.median(x[k] for x in v) for k in (0, 1)) for name, v in cpu.items() if v}
             results.append({
