@@ -295,6 +295,28 @@ class Lab:
             ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def sessions_left(self):
+        """How many processes the listening sshds still have: connections
+        (and, in a PID namespace, where the sshd is init, orphans) not yet
+        ended and reaped, whose CPU hosts_cpu_seconds does not count yet."""
+        left = 0
+        for pid in self.sshd_pids:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                left += len(f.read().split())
+        return left
+
+    def wait_for_sessions(self, timeout=10.0):
+        """Waits until every session on the hosts has ended and been reaped:
+        a host's sshd ends a moment after its client does, and its CPU would
+        otherwise count for whatever is measured next. False if some are
+        still there after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while self.sessions_left():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def port(self, i, relayed=False):
         port = self.ports[i % len(self.ports)]
         return self.relay_ports[port] if relayed else port
@@ -388,11 +410,21 @@ def measured(command, lab, hosts):
     JSON report or None, csdeploy's peak RSS in KiB or None) of command.run,
     from the hosts' state it needs."""
     hosts.prepare(command.needs)
+    settled(lab, "before " + command.name)
     before = cpu_seconds(), lab.hosts_cpu_seconds()
     elapsed, doc, rss = command.run()
+    settled(lab, "after " + command.name)
     busy = cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]
     hosts.ran(command)
     return elapsed, busy, doc, rss
+
+
+def settled(lab, when):
+    """Waits for the hosts' sessions to end (Lab.wait_for_sessions), so that
+    a command's CPU is all of its own; says so when they do not."""
+    if not lab.wait_for_sessions():
+        print("hosts: %d processes of their sshds still running %s; their CPU counts for the next command"
+              % (lab.sessions_left(), when), flush=True)
 
 
 def profiled(command, hosts, out_dir, name):
