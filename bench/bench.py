@@ -12,6 +12,9 @@ measures, alternating the commands, after a warm-up round:
   push-first   csdeploy push on wiped hosts
   push-rerun   csdeploy push with nothing to change
   verify       csdeploy verify
+  verify-baseline  the verify of an older csdeploy (--baseline-csdeploy), after
+               an untimed push of its own: what today's verify costs the hosts
+               against it
   skeleton     the processes a verification starts on each host, each doing
                nothing (bench/skeleton, plain ssh like the floor): what the
                design of the session tools costs before any work is done
@@ -31,6 +34,7 @@ Linux `perf` installed) it also records one more run of each command with
 `perf record -a` and prints where that CPU time went, by process name.
 
     cargo build --release && python3 bench/bench.py [--hosts 1,10,50] [--runs 5] [--kex ALG] [--profile]
+        [--baseline-csdeploy OLDER/target/release/csdeploy]
 
 Nothing here touches your ~/.ssh or ~/.claude: every host's HOME is in a
 temporary directory, and ssh reads only the generated config.
@@ -382,10 +386,11 @@ class Command(collections.namedtuple("Command", "name run needs leaves", default
 
 class Hosts:
     """What the simulated hosts hold: "wiped", "today" (today's csdeploy
-    pushed), "other" (Ansible's or pyinfra's), or None (not known). Before
-    each command, `prepare` brings the hosts to the state it needs, untimed
-    and outside its CPU count, so that every command is measured from the
-    same start whatever ran before it."""
+    pushed), "baseline" (--baseline-csdeploy's push), "other" (Ansible's or
+    pyinfra's), or None (not known). Before each command, `prepare` brings
+    the hosts to the state it needs, untimed and outside its CPU count, so
+    that every command is measured from the same start whatever ran before
+    it (the baseline's deployed tools differ from today's)."""
 
     def __init__(self, lab, n, pushes):
         self.lab, self.n = lab, n
@@ -661,6 +666,10 @@ def main():
     parser.add_argument("--one-sshd", action="store_true",
                         help="one sshd for all simulated hosts instead of one per host, each in its own PID namespace")
     parser.add_argument("--csdeploy", default=os.path.join(ROOT, "target", "release", "csdeploy"))
+    parser.add_argument("--baseline-csdeploy", metavar="PATH",
+                        help="an older csdeploy build (#14 compares with a623089's) whose verify is measured beside"
+                        " today's, as verify-baseline (after an untimed push of its own), for the target on the"
+                        " hosts' CPU per verify")
     parser.add_argument("--profile", action="store_true",
                         help="one more run of each command under `perf record -a`: CPU by process name")
     args = parser.parse_args()
@@ -668,6 +677,8 @@ def main():
         sys.exit("--profile needs Linux perf (Debian: apt-get install linux-perf)")
     if not os.access(args.csdeploy, os.X_OK):
         sys.exit("%s not found: run `cargo build --release` first" % args.csdeploy)
+    if args.baseline_csdeploy and not os.access(args.baseline_csdeploy, os.X_OK):
+        sys.exit("--baseline-csdeploy %s: not an executable" % args.baseline_csdeploy)
     tools = TOOLS if args.tools is None else [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
@@ -692,12 +703,15 @@ def main():
              lab.user, args.kex or "OpenSSH default", os.cpu_count(),
              "RTT %.0f ms through bench/relay.py" % (rtt * 1000) if relayed else "loopback (no added RTT)",
              limit, ",".join(tools) or "none", "" if not missing else "; not installed: %s" % ", ".join(missing)))
+    if args.baseline_csdeploy:
+        print("baseline: %s, its verify measured as verify-baseline" % args.baseline_csdeploy)
     results = []
     try:
         relay_seen = relay_check(lab, rtt) if relayed else None
         for n in sizes:
             inventory = lab.inventory(n, relayed)
-            hosts = Hosts(lab, n, {"today": lambda: csdeploy(args.csdeploy, lab, inventory, "push")})
+            hosts = Hosts(lab, n, {"today": lambda: csdeploy(args.csdeploy, lab, inventory, "push"),
+                                   "baseline": lambda: csdeploy(args.baseline_csdeploy, lab, inventory, "push")})
             commands = [Command("floor", lambda: floor(lab, n, relayed))]
             if "csdeploy" in tools:
                 commands += [
@@ -705,6 +719,13 @@ def main():
                     Command("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push"), "today"),
                     Command("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify"), "today"),
                 ]
+                if args.baseline_csdeploy:
+                    # Its own deployment first (Hosts.prepare, untimed); the
+                    # next command of today's that needs today's files gets
+                    # them pushed again the same way.
+                    commands.append(Command("verify-baseline",
+                                            lambda: csdeploy(args.baseline_csdeploy, lab, inventory, "verify"),
+                                            "baseline"))
             if "skeleton" in tools:
                 commands += [Command("skeleton", lambda: skeleton(lab, n, relayed)),
                              Command("skeleton-no-helper",
@@ -766,6 +787,16 @@ def main():
     return report(results, rtt, relay_seen)
 
 
+# The commands of --baseline-csdeploy, an older csdeploy measured beside
+# today's: not today's code, so none of today's targets.
+BASELINE_COMMANDS = ("verify-baseline",)
+
+
+def todays_peak_rss(r):
+    """csdeploy's peak RSS (KiB) over today's commands, not the baseline's."""
+    return max(v for name, v in r["rss"].items() if name not in BASELINE_COMMANDS)
+
+
 def report(results, rtt, relay_seen):
     print()
     names = list(results[0]["med"].keys())
@@ -807,16 +838,16 @@ def report(results, rtt, relay_seen):
     previous = None
     for r in results:
         n = r["n"]
-        for name in ("push-first", "push-rerun", "verify"):
+        for name in ("push-first", "push-rerun", "verify", "verify-baseline"):
             p = r["phases"].get(name)
             if not p:
                 continue
             slow, middle = r["slowest"][name]
-            print("  %3d hosts %-10s connect %5.0f  gather %5.0f  apply %5.0f  host median %5.0f  slowest %5.0f"
+            print("  %3d hosts %-15s connect %5.0f  gather %5.0f  apply %5.0f  host median %5.0f  slowest %5.0f"
                   " (%.2f× the median)" % (n, name, p.get("connect_ms", 0), p.get("gather_ms", 0),
                                            p.get("apply_ms", 0), middle, slow, slow / max(middle, 1)))
         if r["rss"]:
-            peak = max(r["rss"].values())
+            peak = todays_peak_rss(r)
             growth = ""
             if previous:
                 growth = "; %+.0f KiB per host over %d hosts" % ((peak - previous[1]) / (n - previous[0]), previous[0])
@@ -845,14 +876,14 @@ def report(results, rtt, relay_seen):
         elif n >= 500:
             targets = [("push rerun <= 1.05x floor", med["push-rerun"] <= 1.05 * f),
                        ("push first <= 1.10x floor", med["push-first"] <= 1.10 * f),
-                       ("peak RSS <= 50 MB", max(r["rss"].values()) <= 50 * 1024)]
+                       ("peak RSS <= 50 MB", todays_peak_rss(r) <= 50 * 1024)]
             targets += [("slowest host <= 2x median, %s" % name, slow <= 2 * middle)
-                        for name, (slow, middle) in r["slowest"].items()]
+                        for name, (slow, middle) in r["slowest"].items() if name not in BASELINE_COMMANDS]
         elif n == 50:
             targets = [("push rerun <= 1.15x floor", med["push-rerun"] <= 1.15 * f),
                        ("push first <= 1.30x floor", med["push-first"] <= 1.30 * f),
                        ("verify <= floor + 1.5 s", med["verify"] <= f + 1.5),
-                       ("peak RSS <= 30 MB", max(r["rss"].values()) <= 30 * 1024)]
+                       ("peak RSS <= 30 MB", todays_peak_rss(r) <= 30 * 1024)]
         elif n == 1:
             targets = [("push first <= floor + 60 ms", med["push-first"] <= f + 0.060),
                        ("push rerun <= floor + 60 ms", med["push-rerun"] <= f + 0.060)]
