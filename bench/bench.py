@@ -12,6 +12,9 @@ measures, alternating the commands, after a warm-up round:
   push-first   csdeploy push on wiped hosts
   push-rerun   csdeploy push with nothing to change
   verify       csdeploy verify
+  verify-baseline  the verify of an older csdeploy (--baseline-csdeploy), after
+               an untimed push of its own: what today's verify costs the hosts
+               against it
   skeleton     the processes a verification starts on each host, each doing
                nothing (bench/skeleton, plain ssh like the floor): what the
                design of the session tools costs before any work is done
@@ -26,16 +29,19 @@ whole machine spent on each command (every process: ssh, sshd, the remote
 steps, csdeploy; on loopback the hosts share the controller's cores, so on a
 2-core machine wall time follows CPU time), the median per-phase times
 csdeploy reports (connect = the SSH handshake, gather, apply), csdeploy's own
-peak memory, and checks the targets of the speed issue. With --profile (and
+peak memory, and checks the targets of the speed issues (#14's budget among
+them), each printed as met, MISSED, or not measured. With --profile (and
 Linux `perf` installed) it also records one more run of each command with
 `perf record -a` and prints where that CPU time went, by process name.
 
     cargo build --release && python3 bench/bench.py [--hosts 1,10,50] [--runs 5] [--kex ALG] [--profile]
+        [--baseline-csdeploy OLDER/target/release/csdeploy]
 
 Nothing here touches your ~/.ssh or ~/.claude: every host's HOME is in a
 temporary directory, and ssh reads only the generated config.
 """
 import argparse
+import collections
 import getpass
 import json
 import os
@@ -294,6 +300,28 @@ class Lab:
             ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
         return ticks / os.sysconf("SC_CLK_TCK")
 
+    def sessions_left(self):
+        """How many processes the listening sshds still have: connections
+        (and, in a PID namespace, where the sshd is init, orphans) not yet
+        ended and reaped, whose CPU hosts_cpu_seconds does not count yet."""
+        left = 0
+        for pid in self.sshd_pids:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                left += len(f.read().split())
+        return left
+
+    def wait_for_sessions(self, timeout=10.0):
+        """Waits until every session on the hosts has ended and been reaped:
+        a host's sshd ends a moment after its client does, and its CPU would
+        otherwise count for whatever is measured next. False if some are
+        still there after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while self.sessions_left():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def port(self, i, relayed=False):
         port = self.ports[i % len(self.ports)]
         return self.relay_ports[port] if relayed else port
@@ -348,21 +376,72 @@ def cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(command, lab):
+class Command(collections.namedtuple("Command", "name run needs leaves", defaults=(None, None))):
+    """One command of a round. `run` is what is timed and whose CPU counts:
+    it returns (wall seconds, csdeploy's JSON report or None, csdeploy's peak
+    RSS in KiB or None). `needs` is the hosts' state it must start from
+    (see Hosts; None: any), `leaves` the state it leaves them in (None: the
+    one it found)."""
+    __slots__ = ()
+
+
+class Hosts:
+    """What the simulated hosts hold: "wiped", "today" (today's csdeploy
+    pushed), "baseline" (--baseline-csdeploy's push), "other" (Ansible's or
+    pyinfra's), or None (not known). Before each command, `prepare` brings
+    the hosts to the state it needs, untimed and outside its CPU count, so
+    that every command is measured from the same start whatever ran before
+    it (the baseline's deployed tools differ from today's)."""
+
+    def __init__(self, lab, n, pushes):
+        self.lab, self.n = lab, n
+        self.pushes = pushes  # state -> the untimed push that makes it, on wiped hosts
+        self.state = None
+
+    def prepare(self, needs):
+        if needs is None or needs == self.state:
+            return
+        self.lab.wipe(self.n)
+        if needs in self.pushes:
+            self.pushes[needs]()
+        self.state = needs
+
+    def ran(self, command):
+        if command.leaves:
+            self.state = command.leaves
+
+
+def measured(command, lab, hosts):
     """(wall seconds, (machine CPU seconds, hosts' CPU seconds), csdeploy's
-    JSON report or None, csdeploy's peak RSS in KiB or None)."""
+    JSON report or None, csdeploy's peak RSS in KiB or None) of command.run,
+    from the hosts' state it needs."""
+    hosts.prepare(command.needs)
+    settled(lab, "before " + command.name)
     before = cpu_seconds(), lab.hosts_cpu_seconds()
-    elapsed, doc, rss = command()
-    return elapsed, (cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]), doc, rss
+    elapsed, doc, rss = command.run()
+    settled(lab, "after " + command.name)
+    busy = cpu_seconds() - before[0], lab.hosts_cpu_seconds() - before[1]
+    hosts.ran(command)
+    return elapsed, busy, doc, rss
 
 
-def profiled(command, out_dir, name):
+def settled(lab, when):
+    """Waits for the hosts' sessions to end (Lab.wait_for_sessions), so that
+    a command's CPU is all of its own; says so when they do not."""
+    if not lab.wait_for_sessions():
+        print("hosts: %d processes of their sshds still running %s; their CPU counts for the next command"
+              % (lab.sessions_left(), when), flush=True)
+
+
+def profiled(command, hosts, out_dir, name):
     """Runs command under `perf record -a`; returns [(process name, CPU ms)]."""
+    hosts.prepare(command.needs)
     data = os.path.join(out_dir, "perf-%s.data" % name)
     perf = subprocess.Popen(["perf", "record", "-q", "-a", "-e", "task-clock", "-F", "2000", "-o", data],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # perf is recording once its buffers are mapped
-    command()
+    command.run()
+    hosts.ran(command)
     perf.send_signal(2)
     perf.wait()
     report = subprocess.run(["perf", "report", "-i", data, "--sort", "comm", "--stdio", "-F", "sample,comm"],
@@ -588,6 +667,10 @@ def main():
     parser.add_argument("--one-sshd", action="store_true",
                         help="one sshd for all simulated hosts instead of one per host, each in its own PID namespace")
     parser.add_argument("--csdeploy", default=os.path.join(ROOT, "target", "release", "csdeploy"))
+    parser.add_argument("--baseline-csdeploy", metavar="PATH",
+                        help="an older csdeploy build (#14 compares with a623089's) whose verify is measured beside"
+                        " today's, as verify-baseline (after an untimed push of its own), for the target on the"
+                        " hosts' CPU per verify")
     parser.add_argument("--profile", action="store_true",
                         help="one more run of each command under `perf record -a`: CPU by process name")
     args = parser.parse_args()
@@ -595,6 +678,8 @@ def main():
         sys.exit("--profile needs Linux perf (Debian: apt-get install linux-perf)")
     if not os.access(args.csdeploy, os.X_OK):
         sys.exit("%s not found: run `cargo build --release` first" % args.csdeploy)
+    if args.baseline_csdeploy and not os.access(args.baseline_csdeploy, os.X_OK):
+        sys.exit("--baseline-csdeploy %s: not an executable" % args.baseline_csdeploy)
     tools = TOOLS if args.tools is None else [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in tools if t not in TOOLS]
     if unknown:
@@ -619,46 +704,63 @@ def main():
              lab.user, args.kex or "OpenSSH default", os.cpu_count(),
              "RTT %.0f ms through bench/relay.py" % (rtt * 1000) if relayed else "loopback (no added RTT)",
              limit, ",".join(tools) or "none", "" if not missing else "; not installed: %s" % ", ".join(missing)))
+    if args.baseline_csdeploy:
+        print("baseline: %s, its verify measured as verify-baseline" % args.baseline_csdeploy)
     results = []
     try:
         relay_seen = relay_check(lab, rtt) if relayed else None
         for n in sizes:
             inventory = lab.inventory(n, relayed)
-            commands = [("floor", lambda: floor(lab, n, relayed))]
+            hosts = Hosts(lab, n, {"today": lambda: csdeploy(args.csdeploy, lab, inventory, "push"),
+                                   "baseline": lambda: csdeploy(args.baseline_csdeploy, lab, inventory, "push")})
+            commands = [Command("floor", lambda: floor(lab, n, relayed))]
             if "csdeploy" in tools:
                 commands += [
-                    ("push-first", lambda: (lab.wipe(n), csdeploy(args.csdeploy, lab, inventory, "push"))[1]),
-                    ("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push")),
-                    ("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify")),
+                    Command("push-first", lambda: csdeploy(args.csdeploy, lab, inventory, "push"), "wiped", "today"),
+                    Command("push-rerun", lambda: csdeploy(args.csdeploy, lab, inventory, "push"), "today"),
+                    Command("verify", lambda: csdeploy(args.csdeploy, lab, inventory, "verify"), "today"),
                 ]
+                if args.baseline_csdeploy:
+                    # Its own deployment first (Hosts.prepare, untimed); the
+                    # next command of today's that needs today's files gets
+                    # them pushed again the same way.
+                    commands.append(Command("verify-baseline",
+                                            lambda: csdeploy(args.baseline_csdeploy, lab, inventory, "verify"),
+                                            "baseline"))
             if "skeleton" in tools:
-                commands += [("skeleton", lambda: skeleton(lab, n, relayed)),
-                             ("skeleton-no-helper", lambda: skeleton(lab, n, relayed, "launcher-without-helper"))]
+                commands += [Command("skeleton", lambda: skeleton(lab, n, relayed)),
+                             Command("skeleton-no-helper",
+                                     lambda: skeleton(lab, n, relayed, "launcher-without-helper"))]
             if relayed:
                 # The same without the relay, in the same run: what the hosts'
                 # own work costs (verify-direct - floor-direct), for the
                 # verify target "floor + 1 round trip + the hosts' own work".
                 direct = lab.inventory(n)
-                commands.append(("floor-direct", lambda: floor(lab, n, False)))
+                commands.append(Command("floor-direct", lambda: floor(lab, n, False)))
                 if "csdeploy" in tools:
-                    commands.append(("verify-direct", lambda: csdeploy(args.csdeploy, lab, direct, "verify")))
+                    commands.append(Command("verify-direct", lambda: csdeploy(args.csdeploy, lab, direct, "verify"),
+                                            "today"))
             if "ansible" in tools:
-                commands.append(("ansible", lambda: (lab.wipe(n), ansible(binaries["ansible"], lab, inventory))[1]))
+                commands.append(Command("ansible", lambda: ansible(binaries["ansible"], lab, inventory),
+                                        "wiped", "other"))
             if "pyinfra" in tools:
-                commands.append(("pyinfra", lambda: (lab.wipe(n), pyinfra(binaries["pyinfra"], lab, n, relayed))[1]))
-            times = {name: [] for name, _ in commands}
-            cpu = {name: [] for name, _ in commands}
-            docs = {name: [] for name, _ in commands}
-            rss = {name: [] for name, _ in commands}
+                commands.append(Command("pyinfra", lambda: pyinfra(binaries["pyinfra"], lab, n, relayed),
+                                        "wiped", "other"))
+            names = [command.name for command in commands]
+            times = {name: [] for name in names}
+            cpu = {name: [] for name in names}
+            docs = {name: [] for name in names}
+            rss = {name: [] for name in names}
             others = ("ansible", "pyinfra")
             # One host takes ~0.3 s a command, where one scheduling hiccup of
             # this shared machine is a tenth of it: four times the runs there.
             runs = args.runs * 4 if n == 1 else args.runs
             for run in range(runs + 1):
-                for name, command in commands:
+                for command in commands:
+                    name = command.name
                     if name in others and run > args.other_runs:
                         continue
-                    elapsed, busy, doc, peak = measured(command, lab)
+                    elapsed, busy, doc, peak = measured(command, lab, hosts)
                     if run > 0:
                         times[name].append(elapsed)
                         cpu[name].append(busy)
@@ -668,9 +770,9 @@ def main():
                             rss[name].append(peak)
             profiles = {}
             if args.profile:
-                for name, command in commands:
-                    if name not in others:
-                        profiles[name] = profiled(command, lab.dir, "%s-%d" % (name, n))
+                for command in commands:
+                    if command.name not in others:
+                        profiles[command.name] = profiled(command, hosts, lab.dir, "%s-%d" % (command.name, n))
             med = {name: statistics.median(v) for name, v in times.items()}
             med_cpu = {name: tuple(statistics.median(x[k] for x in v) for k in (0, 1)) for name, v in cpu.items() if v}
             results.append({
@@ -684,6 +786,84 @@ def main():
     finally:
         lab.close()
     return report(results, rtt, relay_seen)
+
+
+# The commands of --baseline-csdeploy, an older csdeploy measured beside
+# today's: not today's code, so none of today's targets but the growth one.
+BASELINE_COMMANDS = ("verify-baseline",)
+
+# CPU time of a command, from the bench's medians (machine, hosts) per command:
+CPU_OF = {
+    "machine": lambda machine, hosts: machine,  # every process of the machine
+    "hosts": lambda machine, hosts: hosts,  # the sshds and all they started
+    "controller": lambda machine, hosts: machine - hosts,  # csdeploy, its ssh, the rest
+}
+
+
+def cpu_of(r, name, where):
+    """Median CPU seconds command `name` took, in `where` (a key of CPU_OF),
+    in the results r of one host count."""
+    return CPU_OF[where](*r["cpu"][name])
+
+
+def cpu_per_host_beyond_floor(r, name, where):
+    """CPU seconds per host that command `name` took beyond the floor's."""
+    return (cpu_of(r, name, where) - cpu_of(r, "floor", where)) / r["n"]
+
+
+def todays_peak_rss(r):
+    """csdeploy's peak RSS (KiB) over today's commands, not the baseline's."""
+    return max(v for name, v in r["rss"].items() if name not in BASELINE_COMMANDS)
+
+
+# How a verdict of targets() is printed; None: a target needing a command
+# this run did not have.
+VERDICT_WORDS = {True: "met", False: "MISSED", None: "not measured (give --baseline-csdeploy)"}
+
+
+def targets(r, rtt):
+    """[(label, verdict)] for the results r of one host count and the
+    --rtt (None: loopback); verdict True (met), False (missed) or None (not
+    measured). Labels end with the issue that set the target, when #14."""
+    n, med = r["n"], r["med"]
+    f = med["floor"]
+    found = []
+    if "push-first" not in med:
+        return found
+    if rtt:
+        own = med["verify-direct"] - med["floor-direct"]
+        found += [("push first <= floor + 1 RTT", med["push-first"] <= f + rtt),
+                  ("push rerun <= floor + 1 RTT", med["push-rerun"] <= f + rtt),
+                  ("verify <= floor + 1 RTT + own work", med["verify"] <= f + rtt + own)]
+    elif n >= 500:
+        found += [("push rerun <= 1.05x floor", med["push-rerun"] <= 1.05 * f),
+                  ("push first <= 1.10x floor", med["push-first"] <= 1.10 * f),
+                  ("peak RSS <= 50 MB", todays_peak_rss(r) <= 50 * 1024)]
+        found += [("slowest host <= 2x median, %s" % name, slow <= 2 * middle)
+                  for name, (slow, middle) in r["slowest"].items() if name not in BASELINE_COMMANDS]
+    elif n == 50:
+        found += [("push rerun <= 1.05x floor (#14)", med["push-rerun"] <= 1.05 * f),
+                  ("push first <= 1.10x floor (#14)", med["push-first"] <= 1.10 * f),
+                  ("peak RSS <= 30 MB (#14)", todays_peak_rss(r) <= 30 * 1024),
+                  ("verify <= floor + 1.5 s", med["verify"] <= f + 1.5)]
+    elif n == 1:
+        found += [("push first <= floor + 60 ms", med["push-first"] <= f + 0.060),
+                  ("push rerun <= floor + 60 ms", med["push-rerun"] <= f + 0.060),
+                  ("verify <= floor + 120 ms (#14)", med["verify"] <= f + 0.120)]
+    if "verify" in med:
+        found.append(("verify's controller CPU <= floor's + 10 ms a host (#14)",
+                      cpu_per_host_beyond_floor(r, "verify", "controller") <= 0.010))
+        found.append(("hosts' CPU per verify <= 1.25x baseline's (#14)", hosts_cpu_growth_ok(r)))
+    return found
+
+
+def hosts_cpu_growth_ok(r):
+    """Whether the hosts' CPU per host beyond the floor of today's verify is
+    within 1.25 times the baseline's (None: no baseline measured)."""
+    if "verify-baseline" not in r["cpu"]:
+        return None
+    return (cpu_per_host_beyond_floor(r, "verify", "hosts")
+            <= 1.25 * cpu_per_host_beyond_floor(r, "verify-baseline", "hosts"))
 
 
 def report(results, rtt, relay_seen):
@@ -711,15 +891,15 @@ def report(results, rtt, relay_seen):
                 cells.append("verify beyond its own work (%.2f s) %+.1f" % (own, (med["verify"] - med["floor"] - own) / rtt))
             print("  %3d hosts: %s" % (r["n"], ", ".join(cells)))
     print()
-    print("Median CPU time per command (s), and per host beyond the floor (ms): of the whole machine, and of")
-    print("the hosts alone (sshd and everything it started; on a real fleet that runs on the hosts' own cores):")
+    print("Median CPU time per command (s), and per host beyond the floor (ms): of the whole machine, of the")
+    print("hosts alone (sshd and everything it started; on a real fleet that runs on the hosts' own cores), and")
+    print("of the controller (the machine's less the hosts': csdeploy, its ssh clients, and anything else running):")
     for r in results:
-        n, med_cpu = r["n"], r["cpu"]
-        for k, where in ((0, "machine"), (1, "hosts")):
-            base = med_cpu["floor"][k]
-            print("  %3d hosts %-8s" % (n, where) + "  ".join(
-                "%s %.2f" % (name, v[k]) + ("" if name == "floor" else " (%+.0f)" % ((v[k] - base) * 1000 / n))
-                for name, v in med_cpu.items()))
+        for where in CPU_OF:
+            print("  %3d hosts %-11s" % (r["n"], where) + "  ".join(
+                "%s %.2f" % (name, cpu_of(r, name, where))
+                + ("" if name == "floor" else " (%+.0f)" % (cpu_per_host_beyond_floor(r, name, where) * 1000))
+                for name in r["cpu"]))
     if any(r["phases"].get("push-first") for r in results):
         print()
         print("Per host (ms, medians): connect = SSH handshake and ControlMaster start; slowest = the slowest host")
@@ -727,16 +907,16 @@ def report(results, rtt, relay_seen):
     previous = None
     for r in results:
         n = r["n"]
-        for name in ("push-first", "push-rerun", "verify"):
+        for name in ("push-first", "push-rerun", "verify", "verify-baseline"):
             p = r["phases"].get(name)
             if not p:
                 continue
             slow, middle = r["slowest"][name]
-            print("  %3d hosts %-10s connect %5.0f  gather %5.0f  apply %5.0f  host median %5.0f  slowest %5.0f"
+            print("  %3d hosts %-15s connect %5.0f  gather %5.0f  apply %5.0f  host median %5.0f  slowest %5.0f"
                   " (%.2f× the median)" % (n, name, p.get("connect_ms", 0), p.get("gather_ms", 0),
                                            p.get("apply_ms", 0), middle, slow, slow / max(middle, 1)))
         if r["rss"]:
-            peak = max(r["rss"].values())
+            peak = todays_peak_rss(r)
             growth = ""
             if previous:
                 growth = "; %+.0f KiB per host over %d hosts" % ((peak - previous[1]) / (n - previous[0]), previous[0])
@@ -753,37 +933,15 @@ def report(results, rtt, relay_seen):
     failures = []
     for r in results:
         n, med = r["n"], r["med"]
-        f = med["floor"]
-        targets = []
-        if "push-first" not in med:
-            pass
-        elif rtt:
-            own = med["verify-direct"] - med["floor-direct"]
-            targets = [("push first <= floor + 1 RTT", med["push-first"] <= f + rtt),
-                       ("push rerun <= floor + 1 RTT", med["push-rerun"] <= f + rtt),
-                       ("verify <= floor + 1 RTT + own work", med["verify"] <= f + rtt + own)]
-        elif n >= 500:
-            targets = [("push rerun <= 1.05x floor", med["push-rerun"] <= 1.05 * f),
-                       ("push first <= 1.10x floor", med["push-first"] <= 1.10 * f),
-                       ("peak RSS <= 50 MB", max(r["rss"].values()) <= 50 * 1024)]
-            targets += [("slowest host <= 2x median, %s" % name, slow <= 2 * middle)
-                        for name, (slow, middle) in r["slowest"].items()]
-        elif n == 50:
-            targets = [("push rerun <= 1.15x floor", med["push-rerun"] <= 1.15 * f),
-                       ("push first <= 1.30x floor", med["push-first"] <= 1.30 * f),
-                       ("verify <= floor + 1.5 s", med["verify"] <= f + 1.5),
-                       ("peak RSS <= 30 MB", max(r["rss"].values()) <= 30 * 1024)]
-        elif n == 1:
-            targets = [("push first <= floor + 60 ms", med["push-first"] <= f + 0.060),
-                       ("push rerun <= floor + 60 ms", med["push-rerun"] <= f + 0.060)]
         if n == 50 and not rtt and "skeleton" in med and "verify" in med:
+            f = med["floor"]
             print("verify at %d hosts: floor + %.2f s, of which the skeleton (processes doing nothing) takes %.2f s,"
                   " %.2f s of it the sessions' registry helpers" % (n, med["verify"] - f, med["skeleton"] - f,
                                                                       med["skeleton"] - med["skeleton-no-helper"]))
         where = "at %d hosts" % n + (", RTT %.0f ms" % (rtt * 1000) if rtt else "")
-        for label, ok in targets:
-            print("target %-36s %s: %s" % (label, where, "met" if ok else "MISSED"))
-            if not ok:
+        for label, verdict in targets(r, rtt):
+            print("target %-56s %s: %s" % (label, where, VERDICT_WORDS[verdict]))
+            if verdict is False:
                 failures.append(label)
     for command, hosts, failed in FAILED:
         print("FAILED hosts: csdeploy %s, %d of %d hosts: %s" % (command, len(failed), hosts, "; ".join(failed[:5])))

@@ -5,6 +5,7 @@ Only that it works is checked here, at one host and one run of each command
 with the debug build: its numbers are for bench runs on a quiet machine, not
 for a test (see the README's Speed section).
 """
+import importlib.util
 import os
 import re
 import shutil
@@ -37,6 +38,88 @@ def test_bench_prints_every_command_with_its_ratio_to_the_floor():
     assert len(cells) == len(COMMANDS)
     assert cells[0].endswith(" s") and all(cell.endswith("×)") for cell in cells[1:]), row
     assert any(line.startswith("target push first <= floor + 60 ms") for line in lines), proc.stdout
+    for target in ("verify <= floor + 120 ms (#14)", "verify's controller CPU <= floor's + 10 ms a host (#14)"):
+        assert re.search(r"^target %s +at 1 hosts: (met|MISSED)$" % re.escape(target), proc.stdout, re.M), proc.stdout
+    assert re.search(r"^target hosts' CPU per verify <= 1\.25x baseline's \(#14\) +at 1 hosts: "
+                     r"not measured \(give --baseline-csdeploy\)$", proc.stdout, re.M), proc.stdout
+
+
+def test_bench_measures_a_baseline_csdeploy_beside_todays():
+    # Today's build as its own baseline: only that the command runs and the
+    # growth target gets a verdict (the same code may still miss it by noise).
+    proc = subprocess.run([sys.executable, BENCH, "--hosts", "1", "--runs", "1", "--tools", "csdeploy",
+                           "--csdeploy", csdeploy_binary(), "--baseline-csdeploy", csdeploy_binary()],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    assert "| hosts | floor | push-first | push-rerun | verify | verify-baseline |" in proc.stdout, proc.stdout
+    assert re.search(r"^target hosts' CPU per verify <= 1\.25x baseline's \(#14\) +at 1 hosts: (met|MISSED)$",
+                     proc.stdout, re.M), proc.stdout
+    assert "FAILED hosts" not in proc.stdout, proc.stdout
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def synthetic_results(n, **changes):
+    """One host count's results as bench.main makes them, every #14 target
+    met by far; `changes` sets medians: a command's wall seconds, or
+    cpu_COMMAND=(machine, hosts) CPU seconds, or rss=KiB."""
+    floor = 4.0 if n == 50 else 0.25
+    r = {"n": n, "med": {"floor": floor, "push-first": floor, "push-rerun": floor, "verify": floor},
+         "cpu": {"floor": (2.0, 1.0), "verify": (2.0 + 0.05 * n, 1.0 + 0.05 * n),
+                 "verify-baseline": (2.0 + 0.05 * n, 1.0 + 0.05 * n)},
+         "rss": {"push-first": 10 * 1024}, "slowest": {}}
+    for key, value in changes.items():
+        if key.startswith("cpu_"):
+            r["cpu"][key[4:].replace("_", "-")] = value
+        elif key == "rss":
+            r["rss"]["push-first"] = value
+        else:
+            r["med"][key.replace("_", "-")] = value
+    return r
+
+
+def verdict(r, label):
+    found = dict(load_bench().targets(r, None))
+    assert label in found, found
+    return found[label]
+
+
+EPSILON = 0.001  # a thousandth of a second, or of a ratio
+
+
+def test_targets_of_issue_14_turn_missed_just_past_their_bounds():
+    # The floor is 4 s at 50 hosts and 0.25 s at 1; CPU of the floor: machine
+    # 2 s, hosts 1 s (controller 1 s), so a host's share beyond it is (x - that) / n.
+    cases = [
+        (50, "push rerun <= 1.05x floor (#14)", lambda x: {"push_rerun": 4.0 * (1.05 + x)}),
+        (50, "push first <= 1.10x floor (#14)", lambda x: {"push_first": 4.0 * (1.10 + x)}),
+        (50, "peak RSS <= 30 MB (#14)", lambda x: {"rss": 30 * 1024 * (1 + x)}),
+        (1, "verify <= floor + 120 ms (#14)", lambda x: {"verify": 0.25 + 0.120 + x}),
+        # Hosts 1 + 0.1 a host; controller 1 + (10 ms + x) a host.
+        (50, "verify's controller CPU <= floor's + 10 ms a host (#14)",
+         lambda x: {"cpu_verify": (1.0 + 5.0 + 1.0 + 50 * (0.010 + x), 1.0 + 5.0)}),
+        (1, "verify's controller CPU <= floor's + 10 ms a host (#14)",
+         lambda x: {"cpu_verify": (1.0 + 0.1 + 1.0 + 0.010 + x, 1.0 + 0.1)}),
+        # The baseline's hosts: 80 ms a host beyond the floor; 1.25 times that is 100 ms.
+        (50, "hosts' CPU per verify <= 1.25x baseline's (#14)",
+         lambda x: {"cpu_verify_baseline": (9.0, 1.0 + 50 * 0.080), "cpu_verify": (9.0, 1.0 + 50 * (0.100 + x))}),
+        (1, "hosts' CPU per verify <= 1.25x baseline's (#14)",
+         lambda x: {"cpu_verify_baseline": (2.0, 1.0 + 0.080), "cpu_verify": (2.0, 1.0 + 0.100 + x)}),
+    ]
+    for n, label, change in cases:
+        assert verdict(synthetic_results(n, **change(-EPSILON)), label) is True, (n, label)
+        assert verdict(synthetic_results(n, **change(+EPSILON)), label) is False, (n, label)
+
+
+def test_growth_target_is_not_measured_without_a_baseline():
+    r = synthetic_results(1)
+    del r["cpu"]["verify-baseline"]
+    assert verdict(r, "hosts' CPU per verify <= 1.25x baseline's (#14)") is None
 
 
 def test_bench_rtt_mode_reports_the_delay_it_got_and_round_trips():
