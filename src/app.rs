@@ -526,13 +526,12 @@ fn run_plans(
     crate::transport::ssh::end_masters(control_dir.path());
     drop(control_dir);
     let (summary, reported) = summary;
-    if *interrupted.borrow() {
-        return Ok(ExitCode::Interrupted);
-    }
-    Ok(ExitCode::for_outcome(
-        summary.failed > 0 || !reported,
-        summary.unreachable > 0,
-    ))
+    // The code every report states; a report that could not be written,
+    // which no report can state, makes it a failure.
+    Ok(match summary.exit_code {
+        ExitCode::Success | ExitCode::Unreachable if !reported => ExitCode::Failed,
+        code => code,
+    })
 }
 
 pub fn inventory(settings: &Settings, json: bool) -> Result<ExitCode> {

@@ -35,6 +35,16 @@ impl ExitCode {
     }
 }
 
+/// In the reports, the number the process exits with.
+impl serde::Serialize for ExitCode {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_i32(*self as i32)
+    }
+}
+
 /// A position in a YAML file, for messages of the form `file:line:column`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ExitCode;
+
 /// The csdeploy command a run is for: what shapes its reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -19,6 +21,22 @@ pub enum Command {
 }
 
 impl Command {
+    const ALL: [Command; 8] = [
+        Command::Push,
+        Command::Run,
+        Command::Verify,
+        Command::Doctor,
+        Command::Sessions,
+        Command::Cleanup,
+        Command::Remove,
+        Command::Rollback,
+    ];
+
+    /// The command a report names (`"command"` of a JSON report).
+    pub fn named(name: &str) -> Option<Command> {
+        Command::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// The command's name on the command line and in every report.
     pub fn name(self) -> &'static str {
         match self {
@@ -191,7 +209,8 @@ pub struct Summary {
     pub remote_commands: usize,
     pub duration_ms: u64,
     pub check: bool,
-    pub exit_code: i32,
+    /// What the process exits with, unless a report cannot be written.
+    pub exit_code: ExitCode,
 }
 
 impl Summary {
@@ -218,10 +237,10 @@ impl Summary {
             duration_ms,
             check,
             exit_code: if interrupted {
-                crate::error::ExitCode::Interrupted
+                ExitCode::Interrupted
             } else {
-                crate::error::ExitCode::for_outcome(failed > 0, unreachable > 0)
-            } as i32,
+                ExitCode::for_outcome(failed > 0, unreachable > 0)
+            },
         }
     }
 }
