@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::ExitCode;
+use crate::events::Command;
 
 /// The exit codes in the order they win when several apply (README's table):
 /// nothing ran, then stopped, then failed, then unreachable.
@@ -22,7 +23,7 @@ const NOT_ADDED: [&str; 4] = ["run_id", "exit_code", "duration_ms", "check"];
 /// each once, and a summary whose counts are the sums, whose duration is the
 /// longest shard's, and whose exit code is the one that wins.
 pub fn merge(reports: &[(String, Value)]) -> Result<Value, String> {
-    let mut command: Option<&str> = None;
+    let mut command: Option<Command> = None;
     let mut hosts: Vec<Value> = Vec::new();
     let mut seen = std::collections::BTreeMap::<String, &str>::new();
     let mut summary = Map::new();
@@ -30,7 +31,10 @@ pub fn merge(reports: &[(String, Value)]) -> Result<Value, String> {
     let mut run_ids = Vec::new();
     for (name, report) in reports {
         let shape = || format!("{name}: not a csdeploy JSON report (`--format json`)");
-        let this = report["command"].as_str().ok_or_else(shape)?;
+        let this = report["command"]
+            .as_str()
+            .and_then(Command::named)
+            .ok_or_else(shape)?;
         match command {
             Some(first) if first != this => {
                 return Err(format!(
@@ -70,11 +74,11 @@ pub fn merge(reports: &[(String, Value)]) -> Result<Value, String> {
     summary.insert("run_ids".into(), Value::from(run_ids));
     summary.insert("duration_ms".into(), Value::from(duration));
     // verify's and doctor's summaries have no `check`.
-    if command != "verify" && command != "doctor" {
+    if !command.reports_checks() {
         summary.insert("check".into(), Value::from(check));
     }
     summary.insert("exit_code".into(), Value::from(PRECEDENCE[exit_rank]));
-    Ok(serde_json::json!({"command": command, "hosts": hosts, "summary": summary}))
+    Ok(serde_json::json!({"command": command.name(), "hosts": hosts, "summary": summary}))
 }
 
 /// Adds every number of `part` (at any depth) into `total`.
