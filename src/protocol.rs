@@ -40,6 +40,11 @@
 //!
 //!    A frame it cannot read is answered `{"error": "..."}` and ends the
 //!    agent (exit 2).
+//!
+//! The one other command a host may see: when a step outlives its time,
+//! the engine runs `true` there (`engine::answers`), only to tell a slow
+//! step from a link gone silent. It carries no data and counts in
+//! `remote_commands` like any other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
