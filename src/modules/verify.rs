@@ -23,8 +23,17 @@ pub enum Client {
     Claude,
 }
 
+/// Sessions launched at once unless told otherwise.
+pub const DEFAULT_SESSIONS: u32 = 2;
+/// The most sessions launched at once.
+pub const MAX_SESSIONS_AT_ONCE: u32 = 64;
+/// Seconds each test session waits for the others unless told otherwise.
+pub const DEFAULT_WAIT: u32 = 10;
+/// The longest a test session waits for the others, in seconds: an hour.
+pub const MAX_WAIT: u32 = 3600;
+
 fn default_sessions() -> u32 {
-    2
+    DEFAULT_SESSIONS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,10 +98,6 @@ pub struct VerifyAction {
 /// each with its own deadline in the verifier (`src/remote/verify/`).
 const CLAUDE_RUN_SECS: u64 = 120;
 
-const MAX_SESSIONS_AT_ONCE: u32 = 64;
-/// The longest a test session waits for the others, in seconds: an hour.
-pub const MAX_WAIT: u32 = 3600;
-
 impl VerifyArgs {
     pub fn render(&self, vars: &Vars) -> Result<VerifyAction, RenderError> {
         if !(1..=MAX_SESSIONS_AT_ONCE).contains(&self.sessions) {
@@ -134,7 +139,7 @@ impl VerifyArgs {
 impl VerifyAction {
     /// Seconds each test session waits for the others.
     fn wait(&self) -> u32 {
-        self.args.wait.unwrap_or(10)
+        self.args.wait.unwrap_or(DEFAULT_WAIT)
     }
 
     /// How long the verification may take beyond an ordinary step: its
