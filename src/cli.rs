@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::app::{self, Settings};
 use crate::error::ExitCode;
 use crate::inventory::CommandLine;
-use crate::modules::verify::{Client, MAX_WAIT, VerifyArgs};
+use crate::modules::verify::{
+    Client, DEFAULT_SESSIONS, DEFAULT_WAIT, MAX_SESSIONS_AT_ONCE, MAX_WAIT, VerifyArgs,
+};
 use crate::plan::{Selection, Shard};
 use crate::report::{self, Format};
 use crate::transport::HostKeyChecking;
@@ -159,10 +161,13 @@ enum ReportAction {
     },
 }
 
+/// The verification's options are optional rather than clap defaults, so
+/// that `push` can tell which were given; their help states the defaults,
+/// which `VerifyArgs` applies.
 #[derive(Debug, Args)]
 struct Verification {
-    /// Sessions launched at once, 1 to 64 [default: 2].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, help = sessions_help(),
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SESSIONS_AT_ONCE)))]
     sessions: Option<u32>,
     /// What stands in for Claude Code: the built-in probe, or the real `claude` on the host [default: probe].
     #[arg(long, value_enum)]
@@ -170,16 +175,23 @@ struct Verification {
     /// Warnings and skipped checks fail the verification too.
     #[arg(long)]
     strict: bool,
-    /// Seconds each test session waits for the others to start [default: 10].
-    #[arg(long, value_name = "SECS",
+    #[arg(long, value_name = "SECS", help = wait_help(),
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_WAIT)))]
     wait: Option<u32>,
+}
+
+fn sessions_help() -> String {
+    format!("Sessions launched at once, 1 to {MAX_SESSIONS_AT_ONCE} [default: {DEFAULT_SESSIONS}]")
+}
+
+fn wait_help() -> String {
+    format!("Seconds each test session waits for the others to start [default: {DEFAULT_WAIT}]")
 }
 
 impl Verification {
     fn args(&self) -> VerifyArgs {
         VerifyArgs {
-            sessions: self.sessions.unwrap_or(2),
+            sessions: self.sessions.unwrap_or(DEFAULT_SESSIONS),
             client: self.client.unwrap_or(Client::Probe),
             strict: self.strict,
             wait: self.wait,
@@ -591,6 +603,49 @@ mod tests {
         for limit in [256, 1024, 4096, 1 << 20] {
             assert!(forks_for(limit) as u64 * 8 + 64 <= limit.max(72));
         }
+    }
+
+    fn verify_help() -> String {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let verify = cli.find_subcommand_mut("verify").unwrap();
+        verify.render_long_help().to_string()
+    }
+
+    #[test]
+    fn verify_defaults_are_the_modules_and_its_help_states_them() {
+        use crate::modules::verify::VerifyAction;
+        use crate::modules::{Facts, Module, Run, program_op};
+        let Cli {
+            command: Command::Verify { verification, .. },
+        } = Cli::try_parse_from(["csdeploy", "verify"]).unwrap()
+        else {
+            panic!("the verify command");
+        };
+        let args = verification.args();
+        assert_eq!(
+            (args.sessions, args.client, args.strict, args.wait),
+            (DEFAULT_SESSIONS, Client::Probe, false, None)
+        );
+        let action = VerifyAction {
+            args,
+            claude_home: String::new(),
+            inherit_link: String::new(),
+            max_sessions: 0,
+        };
+        let (sent, _) = program_op(action.decide(&mut Facts::empty(), Run::default()));
+        assert_eq!(
+            (&sent["sessions"], &sent["wait"]),
+            (&DEFAULT_SESSIONS.into(), &DEFAULT_WAIT.into())
+        );
+        let help = verify_help();
+        let sessions = format!("1 to {MAX_SESSIONS_AT_ONCE} [default: {DEFAULT_SESSIONS}]");
+        let wait = format!("start [default: {DEFAULT_WAIT}]");
+        assert!(help.contains(&sessions) && help.contains(&wait), "{help}");
+        let most = MAX_SESSIONS_AT_ONCE.to_string();
+        assert!(Cli::try_parse_from(["csdeploy", "verify", "--sessions", &most]).is_ok());
+        let too_many = (MAX_SESSIONS_AT_ONCE + 1).to_string();
+        assert!(Cli::try_parse_from(["csdeploy", "verify", "--sessions", &too_many]).is_err());
     }
 
     #[test]

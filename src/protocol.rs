@@ -31,8 +31,8 @@
 //!      "target", "link_to_dir", "content_size"}]}`, then each old content
 //!      (`content_size` bytes, in order).
 //!    - `{"request": "apply", "ops": [Op...]}` then, in op order, each
-//!      `write` op's `size` bytes and each `verify`/`program` op's
-//!      `source_size` bytes of source. Every byte is read before anything changes,
+//!      `write` op's `size` bytes and each `program` op's `source_size`
+//!      bytes of source. Every byte is read before anything changes,
 //!      so a connection dropped while contents stream changes nothing.
 //!      Reply: `{"results": [{"ok", "skipped", "msg", "backup", "rc",
 //!      "stdout", "stderr", "checks", "data"}]}`, one per op that ran: it
@@ -109,15 +109,9 @@ pub enum Op {
         env: std::collections::BTreeMap<String, String>,
         creates: Option<String>,
     },
-    /// The verifier's `run(args)`, in the agent's process; its source
-    /// follows the header, as a write's content does.
-    Verify {
-        args: Value,
-        #[serde(rename = "source_size", serialize_with = "text_size")]
-        source: &'static str,
-    },
-    /// A day-two program's `run(args)`, in the agent's process; its source
-    /// follows the header.
+    /// A program's `run(args)` (the verifier, a day-two program), in the
+    /// agent's process; its source follows the header, as a write's content
+    /// does.
     Program {
         args: Value,
         #[serde(rename = "source_size", serialize_with = "text_size")]
@@ -182,7 +176,8 @@ impl Op {
         }
     }
 
-    /// A day-two program (`run(args)` in `source`, see agent.py).
+    /// A program (`run(args)` in `source`, see agent.py): the verifier or
+    /// a day-two program.
     pub fn program(args: &Value, source: &'static str, check_mode: bool) -> Op {
         Op::Program {
             args: args.clone(),
@@ -250,7 +245,7 @@ pub fn apply_pieces(ops: &[Op]) -> (Vec<u8>, Vec<&[u8]>) {
         .iter()
         .filter_map(|op| match op {
             Op::Write { content, .. } => Some(content.as_slice()),
-            Op::Verify { source, .. } | Op::Program { source, .. } => Some(source.as_bytes()),
+            Op::Program { source, .. } => Some(source.as_bytes()),
             _ => None,
         })
         .collect();
@@ -501,6 +496,21 @@ pub mod tests {
         }
         let chatty = reply::<ApplyReply>(b"Welcome to host!").unwrap_err();
         assert!(chatty.contains("login shell print"), "{chatty}");
+    }
+
+    #[test]
+    fn an_interrupted_program_stops_the_agent_rather_than_reporting_a_crash() {
+        const INTERRUPTED: &str = "import os, signal, time\n\
+            def run(args):\n    os.kill(os.getpid(), signal.SIGPIPE)\n    time.sleep(10)\n";
+        let op = Op::program(&Value::Null, INTERRUPTED, false);
+        let (out, err, code) = run_agent(&apply_request(&[op]));
+        assert_eq!(code, Some(128 + 15), "{err}");
+        assert!(
+            out.is_empty(),
+            "no reply: {}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(err.contains("stopped where it was"), "{err}");
     }
 
     #[test]

@@ -23,8 +23,17 @@ pub enum Client {
     Claude,
 }
 
+/// Sessions launched at once unless told otherwise.
+pub const DEFAULT_SESSIONS: u32 = 2;
+/// The most sessions launched at once.
+pub const MAX_SESSIONS_AT_ONCE: u32 = 64;
+/// Seconds each test session waits for the others unless told otherwise.
+pub const DEFAULT_WAIT: u32 = 10;
+/// The longest a test session waits for the others, in seconds: an hour.
+pub const MAX_WAIT: u32 = 3600;
+
 fn default_sessions() -> u32 {
-    2
+    DEFAULT_SESSIONS
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,10 +98,6 @@ pub struct VerifyAction {
 /// each with its own deadline in the verifier (`src/remote/verify/`).
 const CLAUDE_RUN_SECS: u64 = 120;
 
-const MAX_SESSIONS_AT_ONCE: u32 = 64;
-/// The longest a test session waits for the others, in seconds: an hour.
-pub const MAX_WAIT: u32 = 3600;
-
 impl VerifyArgs {
     pub fn render(&self, vars: &Vars) -> Result<VerifyAction, RenderError> {
         if !(1..=MAX_SESSIONS_AT_ONCE).contains(&self.sessions) {
@@ -134,7 +139,7 @@ impl VerifyArgs {
 impl VerifyAction {
     /// Seconds each test session waits for the others.
     fn wait(&self) -> u32 {
-        self.args.wait.unwrap_or(10)
+        self.args.wait.unwrap_or(DEFAULT_WAIT)
     }
 
     /// How long the verification may take beyond an ordinary step: its
@@ -189,20 +194,19 @@ impl Module for VerifyAction {
             Client::Probe => "probe",
             Client::Claude => "claude",
         };
+        let args = json!({
+            "claude_home": self.claude_home,
+            "sessions": self.args.sessions,
+            "client": client,
+            "wait": self.wait(),
+            "inherit_link": self.inherit_link,
+            "max_sessions": self.max_sessions,
+            "per_session_state": crate::vars::PER_SESSION_STATE,
+            "expected": expected,
+        });
         Decision {
-            op: Some(Op::Verify {
-                args: json!({
-                        "claude_home": self.claude_home,
-                        "sessions": self.args.sessions,
-                        "client": client,
-                        "wait": self.wait(),
-                        "inherit_link": self.inherit_link,
-                        "max_sessions": self.max_sessions,
-                        "per_session_state": crate::vars::PER_SESSION_STATE,
-                        "expected": expected,
-                }),
-                source: builtin::VERIFIER,
-            }),
+            // Never sent in check mode: it returned above.
+            op: Some(Op::program(&args, builtin::VERIFIER, false)),
             ..Decision::default()
         }
     }
@@ -261,9 +265,13 @@ mod tests {
     fn decide_skips_in_check_mode_and_otherwise_sends_the_expected_hashes() {
         let skipped = action().decide(&mut Facts::empty(), Run::CHECK);
         assert!(skipped.skipped && skipped.op.is_none(), "{skipped:?}");
-        let Some(Op::Verify { args, source }) = action().decide(&mut Facts::empty(), Run::PLAIN).op
+        let Some(Op::Program {
+            args,
+            source,
+            check_mode: false,
+        }) = action().decide(&mut Facts::empty(), Run::PLAIN).op
         else {
-            panic!("a verify op");
+            panic!("a program op, never sent in check mode");
         };
         assert_eq!(source, builtin::VERIFIER);
         assert_eq!(
@@ -277,5 +285,56 @@ mod tests {
             std::time::Duration::from_secs(2 * 5 + 60)
         );
         assert!(!action().failure_stops_the_host());
+    }
+
+    /// The verify op for a host whose claude home is `home`, run by the
+    /// real agent: its stdout, stderr and exit code.
+    fn run_in_the_agent(home: &std::path::Path) -> (Vec<u8>, String, Option<i32>) {
+        let at_home = VerifyAction {
+            claude_home: home.display().to_string(),
+            ..action()
+        };
+        let op = at_home.decide(&mut Facts::empty(), Run::PLAIN).op.unwrap();
+        let frame = crate::protocol::apply_request(&[op]);
+        assert!(String::from_utf8_lossy(&frame).contains(r#"{"op":"program","#));
+        crate::protocol::tests::run_agent(&frame)
+    }
+
+    #[test]
+    fn the_verifier_runs_as_a_program_in_the_real_agent() {
+        let home = tempfile::tempdir().unwrap();
+        let (out, err, code) = run_in_the_agent(home.path());
+        assert_eq!(code, Some(0), "{err}");
+        let replied: crate::protocol::ApplyReply =
+            crate::protocol::reply(out.trim_ascii_end()).unwrap();
+        let [result] = &replied.results[..] else {
+            panic!("one result: {replied:?}");
+        };
+        assert!(result.ok && result.msg.is_none(), "{result:?}");
+        assert_eq!(integrity(&result.checks), Integrity::NotDeployed);
+        let failed: Vec<&str> = result
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(failed, ["launcher-integrity", "client", "parallel-launch"]);
+    }
+
+    /// A signal the verifier leaves to the agent (SIGPIPE: the controller
+    /// gone) ends the agent as it ends any op, not as a crash reported.
+    #[test]
+    fn an_interrupt_the_verifier_does_not_handle_stops_the_agent() {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let launcher = home.path().join("bin/claude-session");
+        std::fs::create_dir(home.path().join("bin")).unwrap();
+        let kills_the_verifier = "#!/bin/sh\n# --which-client\nkill -PIPE $PPID\nsleep 5\n";
+        std::fs::write(&launcher, kills_the_verifier).unwrap();
+        std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (out, err, code) = run_in_the_agent(home.path());
+        assert_eq!(code, Some(128 + 15), "{err}");
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        assert!(err.contains("stopped where it was"), "{err}");
     }
 }

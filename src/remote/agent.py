@@ -11,11 +11,11 @@ following it as raw bytes whose sizes it names; each reply is one JSON line
   apply   every change of the host's plan, in order: mkdir, chmod, remove,
           link, write (atomic: temp file in the destination directory,
           fsync, rename; each directory is fsynced once at the end),
-          command, verify and program (the verifier and the day-two
-          programs, src/remote/*.py, run in this process). All of the
-          request is read before any op runs, so a connection that drops
-          while contents stream changes nothing. It stops at the first
-          failure, as Ansible stops a host at its first failed task.
+          command and program (the verifier and the day-two programs,
+          src/remote/, run in this process). All of the request is read
+          before any op runs, so a connection that drops while contents
+          stream changes nothing. It stops at the first failure, as
+          Ansible stops a host at its first failed task.
 
 A frame it cannot read is answered {"error": ...} and ends it (exit 2).
 Python 3.8+ standard library only.
@@ -278,23 +278,14 @@ def command(op):
 
 
 # ---------------------------------------------------------------- programs
-def verify(op):
-    # The verification ships with each run (see verify/main.py); it runs in
-    # this process so verifying costs no extra remote command.
-    namespace = {"__name__": "csdeploy_verify"}
-    try:
-        exec(compile(op["source"], "csdeploy-verify.py", "exec"), namespace)
-        checks = namespace["run"](op["args"])
-    except Exception as err:  # a crash must still come back as a result
-        return {"ok": False, "msg": "verification crashed: %s: %s" % (type(err).__name__, err)}
-    return {"ok": True, "checks": checks}
-
-
 def program(op):
-    """A day-two program (sessions, cleanup, remove, doctor: src/remote/*.py):
-    its `run(args)` returns {"ok", "msg", "checks", "data"}. It runs in this
-    process, so the whole day-two command costs a host one remote command.
-    Compiled afresh each time (no bytecode cache: these run once a day)."""
+    """A program: the verifier (src/remote/verify/) or a day-two one
+    (sessions, cleanup, remove, doctor: src/remote/*.py). Its `run(args)`
+    returns {"ok", "msg", "checks", "data"}. It runs in this process, so the
+    whole command costs a host one remote command. Compiled afresh each time
+    (no bytecode cache: these run once a day). Interrupted unwinds to
+    main(). The verifier handles SIGTERM and SIGHUP itself while it runs
+    (it cleans up, then dies of the signal) and puts ours back when done."""
     namespace = {"__name__": "csdeploy_program"}
     try:
         exec(compile(op["source"], "csdeploy-program.py", "exec"), namespace)
@@ -305,7 +296,6 @@ def program(op):
         return {"ok": False, "msg": "the csdeploy program crashed: %s: %s" % (type(err).__name__, err)}
     return {"ok": bool(result.get("ok")), "msg": result.get("msg"), "rc": result.get("rc"),
             "checks": result.get("checks"), "data": result.get("data")}
-
 
 
 # ---------------------------------------------------------------- gather
@@ -382,8 +372,8 @@ class Malformed(Exception):
 
 
 HANDLERS = {"mkdir": make_dir, "remove": remove, "chmod": chmod, "link": link,
-            "command": command, "verify": verify, "program": program}
-LONG_RUNNING = ("command", "verify", "program")
+            "command": command, "program": program}
+LONG_RUNNING = ("command", "program")
 
 
 def read_exact(stream, size):
@@ -402,7 +392,7 @@ def read_apply(header, stream):
     for op in ops:
         if op.get("op") == "write":
             blobs.append(read_exact(stream, op["size"]))
-        elif op.get("op") in ("verify", "program"):
+        elif op.get("op") == "program":
             op["source"] = read_exact(stream, op["source_size"]).decode("utf-8")
             blobs.append(None)
         elif op.get("op") in HANDLERS:

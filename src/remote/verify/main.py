@@ -129,7 +129,7 @@ def run(args):
     except ValueError:  # not the main thread: the caller owns the signals
         pass
     try:
-        return _run(args)
+        return {"ok": True, "checks": _run(args)}  # what the agent's program() takes
     except Interrupted:
         pass
     finally:
@@ -153,9 +153,10 @@ def _run(args):
     active_dir = os.path.join(sessions_dir, "active")
     launcher = os.path.join(bindir, "claude-session")
     default_history = os.path.join(claude_home, "history.jsonl")
-    n = int(args.get("sessions", 2))
-    probe = args.get("client", "probe") == "probe"
-    wait_limit = float(args.get("wait", 10))
+    # No defaults here: src/modules/verify.rs has them and always sends these.
+    n = int(args["sessions"])
+    probe = args["client"] == "probe"
+    wait_limit = float(args["wait"])
     per_session_state = list(args.get("per_session_state") or ())
     conf = read_conf(bindir)
     inherit_link = set(conf.get("inherit_link", args.get("inherit_link") or "").split())
