@@ -3,9 +3,9 @@ run: posix_spawn in a session of their own, the FIFOs and the SIGCHLD pipe
 the verifier sleeps on, the registry and active links looked at while each
 session is alive.
 
-One part of csdeploy's verifier (see main.py): src/builtin.rs joins the
-files of src/remote/verify/ into one source, main.py first, so the names
-of every part are one namespace.
+One part of csdeploy's verifier (see main.py): src/builtin.rs joins
+src/remote/common.py and the files of src/remote/verify/ into one source,
+main.py first of these, so the names of every part are one namespace.
 """
 import os
 import select
