@@ -486,12 +486,8 @@ SESSION_CHECKS = ["parallel-launch", "onboarding", "history-isolation", "directo
 def run_capture(argv, env, work, name, timeout):
     """(exit code or None on timeout, stdout, stderr) of argv, stdin /dev/null."""
     out, err = os.path.join(work, name + ".out"), os.path.join(work, name + ".err")
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-               (os.POSIX_SPAWN_OPEN, 2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)]
     try:
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        pid = spawn(argv, env, out, err=err)
     except OSError as e:
         return 127, "", "%s: %s" % (argv[0], e.strerror)
     end = time.monotonic() + timeout
