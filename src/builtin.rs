@@ -8,9 +8,11 @@ pub const INVENTORY: &str = include_str!("../inventory/hosts.yml");
 pub const GATHER_SH: &str = include_str!("remote/gather.sh");
 pub const AGENT: &str = include_str!("remote/agent.py");
 /// The verifier: one source on the wire, kept as files by concern (see
-/// `remote/verify/main.py`), joined in this order. Each file ends with a
-/// newline, so joining never merges two lines.
+/// `remote/verify/main.py`), joined in this order after what the host-side
+/// programs share (`remote/common.py`). Each file ends with a newline, so
+/// joining never merges two lines.
 pub const VERIFIER: &str = concat!(
+    include_str!("remote/common.py"),
     include_str!("remote/verify/main.py"),
     include_str!("remote/verify/probe.py"),
     include_str!("remote/verify/launch.py"),
@@ -18,10 +20,16 @@ pub const VERIFIER: &str = concat!(
     include_str!("remote/verify/checks.py"),
     include_str!("remote/verify/cleanup.py"),
 );
-/// The day-two programs (sessions, cleanup, remove) and the doctor, with
-/// its answer for a host without python3.
-pub const TOOLS: &str = include_str!("remote/tools.py");
-pub const DOCTOR: &str = include_str!("remote/doctor.py");
+/// The day-two programs (sessions, cleanup, remove) and the doctor, each
+/// after `remote/common.py`; with the doctor's answer for a host without python3.
+pub const TOOLS: &str = concat!(
+    include_str!("remote/common.py"),
+    include_str!("remote/tools.py"),
+);
+pub const DOCTOR: &str = concat!(
+    include_str!("remote/common.py"),
+    include_str!("remote/doctor.py"),
+);
 pub const DOCTOR_SH: &str = include_str!("remote/doctor.sh");
 
 /// The scripts `push` installs, by their `src` name in the playbook.
@@ -55,12 +63,14 @@ pub fn file(name: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    /// Every file of `src/remote/verify/` is in the verifier, whole, and the
-    /// verifier is nothing else.
+    const COMMON: &str = include_str!("remote/common.py");
+
+    /// Every file of `src/remote/verify/` is in the verifier, whole, after
+    /// common.py, and the verifier is nothing else.
     #[test]
     fn verifier_is_every_part_joined() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/remote/verify");
-        let mut total = 0;
+        let mut total = COMMON.len();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             assert!(text.ends_with('\n'));
@@ -68,6 +78,21 @@ mod tests {
             total += text.len();
         }
         assert_eq!(total, VERIFIER.len());
-        assert!(VERIFIER.starts_with("\"\"\"csdeploy's parallel-isolation verification"));
+        assert!(
+            VERIFIER[COMMON.len()..]
+                .starts_with("\"\"\"csdeploy's parallel-isolation verification")
+        );
+    }
+
+    /// Each host-side program starts with what they share, whole.
+    #[test]
+    fn every_program_starts_with_common() {
+        assert!(COMMON.ends_with('\n'));
+        assert!(COMMON.starts_with("\"\"\"What csdeploy's host-side programs share"));
+        for program in [TOOLS, DOCTOR, VERIFIER] {
+            assert!(program.starts_with(COMMON));
+        }
+        assert_eq!(&TOOLS[COMMON.len()..], include_str!("remote/tools.py"));
+        assert_eq!(&DOCTOR[COMMON.len()..], include_str!("remote/doctor.py"));
     }
 }

@@ -10,7 +10,8 @@ fail. Nothing on the host is changed.
 
 Written for old interpreters too (no f-strings): a python3 older than 3.8
 must still be able to say that it is too old. Where there is no python3 at
-all, doctor.sh answers instead. Python standard library only.
+all, doctor.sh answers instead. src/builtin.rs joins common.py (the shared
+helpers) ahead of this file. Python standard library only.
 """
 import os
 import shutil
@@ -24,10 +25,6 @@ DISK_WARN = 1024 ** 3
 DISK_FAIL = 100 * 1024 ** 2
 SKEW_WARN = 5.0
 SKEW_FAIL = 60.0
-
-
-def expand(path):
-    return os.path.join(os.path.expanduser("~"), os.path.expanduser(path))
 
 
 def item(id, status, expected, actual, detail=None, started=None):
@@ -137,61 +134,6 @@ def check_claude(claude_home):
                 started=started)
 
 
-def read_number(path):
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def cgroup_limit():
-    """(limit, usage) of this process's memory cgroup in bytes, None where there is none."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None, None
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hid, controllers, path = parts
-        if hid == "0" and controllers == "":
-            base = "/sys/fs/cgroup" + path
-            limit = None
-            while True:  # the tightest limit on the way up
-                value = read_number(os.path.join(base, "memory.max"))
-                if value is not None and (limit is None or value < limit):
-                    limit = value
-                if base in ("/sys/fs/cgroup", "/sys/fs/cgroup/"):
-                    break
-                base = os.path.dirname(base)
-            return limit, read_number(os.path.join("/sys/fs/cgroup" + path, "memory.current"))
-        if "memory" in controllers.split(","):
-            base = "/sys/fs/cgroup/memory" + path
-            limit = read_number(os.path.join(base, "memory.limit_in_bytes"))
-            if limit is not None and limit >= 1 << 60:
-                limit = None  # "unlimited"
-            return limit, read_number(os.path.join(base, "memory.usage_in_bytes"))
-    return None, None
-
-
-def meminfo():
-    values = {}
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                fields = rest.split()
-                if fields and fields[0].isdigit():
-                    values[key] = int(fields[0]) * 1024
-    except OSError:
-        pass
-    return values
-
-
 def mib(n):
     return "%d MiB" % (n // (1024 * 1024))
 
@@ -199,12 +141,13 @@ def mib(n):
 def check_memory(max_sessions):
     started = time.monotonic()
     available = meminfo().get("MemAvailable")
-    limit, usage = cgroup_limit()
+    cgroup = cgroup_memory_limit()
     budget = available
     parts = []
     if available is not None:
         parts.append("%s available" % mib(available))
-    if limit is not None:
+    if cgroup is not None:
+        limit, _, usage = cgroup
         free_in_cgroup = max(limit - (usage or 0), 0)
         parts.append("cgroup limit %s (%s free)" % (mib(limit), mib(free_in_cgroup)))
         budget = free_in_cgroup if budget is None else min(budget, free_in_cgroup)

@@ -24,17 +24,13 @@ run(args); args["action"] says which:
             each file's current and restored text for a diff.
 
 run() returns {"ok", "msg", "data", "rc"}; a host where the tooling is not
-deployed fails with how to deploy it. Python 3.8+ standard library only.
+deployed fails with how to deploy it. src/builtin.rs joins common.py (the
+shared helpers) ahead of this file. Python 3.8+ standard library only.
 """
 import json
 import os
 import subprocess
 import sys
-
-
-def expand(path):
-    """`~` is the home directory, and so is where a relative path starts, as over ssh."""
-    return os.path.join(os.path.expanduser("~"), os.path.expanduser(path))
 
 
 def not_deployed(args, missing):
@@ -177,21 +173,11 @@ def remove(args):
                                  "purged": purged}}
 
 
-def sha256_of(path):
-    import hashlib
-
+def sha256_or_none(path):
+    """sha256_of(path), None where it cannot be read: a rollback then refuses."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        return sha256_of(path)
     except OSError:
-        return None
-
-
-def text_of(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -210,11 +196,11 @@ def rollback(args):
     plan, problems = [], []
     for f in files:
         path, backup = f["path"], f["backup"]
-        now = sha256_of(path) if os.path.lexists(path) else None
+        now = sha256_or_none(path) if os.path.lexists(path) else None
         if now != f["sha256_after"]:
             problems.append((path, "changed since the push" if now else "gone since the push",
                              True))
-        if backup is not None and sha256_of(backup) != f["sha256_before"]:
+        if backup is not None and sha256_or_none(backup) != f["sha256_before"]:
             problems.append((path, "its backup %s is missing or altered" % backup,
                              os.path.isfile(backup)))
         plan.append({"path": path, "action": "remove" if backup is None else "restore",
@@ -231,8 +217,8 @@ def rollback(args):
                     "" if force else " (--force restores anyway)")}
     if args.get("diff"):
         for item in plan:
-            item["current"] = text_of(item["path"])
-            item["previous"] = "" if item["backup"] is None else text_of(item["backup"])
+            item["current"] = read_raw(item["path"])
+            item["previous"] = "" if item["backup"] is None else read_raw(item["backup"])
     if not check:
         for item, f in zip(plan, files):
             path = item["path"]

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -297,25 +298,46 @@ def env(tmp_path):
     e.cleanup()
 
 
-def verifier_parts():
-    """The files of src/remote/verify/ in the order src/builtin.rs joins them
-    into the one source the agent runs (read from builtin.rs: one list)."""
+def program_parts(name):
+    """The files src/builtin.rs joins, in its order, into the one source of
+    its `pub const NAME: &str = concat!(...)` (VERIFIER, TOOLS, DOCTOR): the
+    source the agent runs, read from builtin.rs so there is one list."""
     with open(os.path.join(REPO, "src", "builtin.rs")) as f:
         text = f.read()
-    parts = [line.split('"')[1] for line in text.splitlines()
-             if line.strip().startswith('include_str!("remote/verify/')]
-    assert parts and parts[0] == "remote/verify/main.py", parts
+    body = text.split("pub const %s: &str = concat!(" % name, 1)[1].split(");", 1)[0]
+    parts = [line.split('"')[1] for line in body.splitlines() if line.strip().startswith("include_str!(")]
+    assert parts and parts[0] == "remote/common.py", parts
     return [os.path.join(REPO, "src", part) for part in parts]
+
+
+def load_program(name, namespace):
+    """The program builtin.rs calls `name`, run into `namespace` as the agent
+    runs it, for tests of its functions on fake trees."""
+    source = ""
+    for path in program_parts(name):
+        with open(path) as f:
+            source += f.read()
+    exec(compile(source, "csdeploy-%s.py" % name.lower(), "exec"), namespace)
+    return namespace
 
 
 @pytest.fixture(scope="module")
 def verify():
-    """csdeploy's verifier (src/remote/verify/, joined as src/builtin.rs joins
-    it), loaded as the agent loads it, for tests of its functions on fake trees."""
-    source = ""
-    for path in verifier_parts():
-        with open(path) as f:
-            source += f.read()
-    namespace = {"__name__": "csdeploy_verify"}
-    exec(compile(source, "csdeploy-verify.py", "exec"), namespace)
-    return namespace
+    """csdeploy's verifier (src/remote/verify/, joined as src/builtin.rs joins it)."""
+    return load_program("VERIFIER", {"__name__": "csdeploy_verify"})
+
+
+@pytest.fixture
+def doctor():
+    """csdeploy doctor, as a module whose functions a test can monkeypatch."""
+    module = types.ModuleType("csdeploy_program")
+    load_program("DOCTOR", module.__dict__)
+    return module
+
+
+@pytest.fixture
+def tools():
+    """The day-two programs (tools.py), as a module."""
+    module = types.ModuleType("csdeploy_program")
+    load_program("TOOLS", module.__dict__)
+    return module

@@ -2,22 +2,9 @@
 thresholds its items apply, with the inputs faked that a real host cannot
 be made to show on demand (a skewed clock, a small memory). The real-sshd
 suite (tests/it/day2.rs) runs it whole on hosts."""
-import os
 import time
-import types
 
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "src", "remote", "doctor.py")
-
-
-@pytest.fixture
-def doctor():
-    module = types.ModuleType("csdeploy_doctor")
-    with open(SOURCE) as f:
-        exec(compile(f.read(), SOURCE, "exec"), module.__dict__)
-    return module
 
 
 @pytest.mark.parametrize("skew, status", [(0, "pass"), (4, "pass"), (-4, "pass"), (10, "warn"),
@@ -42,7 +29,8 @@ GIB = 1024 ** 3
 def test_memory_counts_the_sessions_that_fit(doctor, monkeypatch, available, limit, usage,
                                               status, fit):
     monkeypatch.setattr(doctor, "meminfo", lambda: {"MemAvailable": available})
-    monkeypatch.setattr(doctor, "cgroup_limit", lambda: (limit, usage))
+    cgroup = None if limit is None else (limit, "cgroup v2 memory.max of /test", usage)
+    monkeypatch.setattr(doctor, "cgroup_memory_limit", lambda: cgroup)
     item = doctor.check_memory(4)
     assert item["status"] == status, item
     assert item["actual"].endswith("%d sessions fit" % fit), item

@@ -123,8 +123,8 @@ def test_shellcheck_clean_remote_sh(name):
 
 
 def test_remote_steps_are_found():
-    assert sorted(map(os.path.basename, REMOTE)) == ["agent.py", "checks.py", "cleanup.py", "client.py", "doctor.py",
-                                                     "launch.py", "main.py", "probe.py", "tools.py"]
+    assert sorted(map(os.path.basename, REMOTE)) == ["agent.py", "checks.py", "cleanup.py", "client.py", "common.py",
+                                                     "doctor.py", "launch.py", "main.py", "probe.py", "tools.py"]
 
 
 @pytest.mark.parametrize("path", PYTHON + REMOTE + TEST_PYTHON, ids=os.path.basename)

@@ -1,9 +1,9 @@
 """The checks: each judges, from what is on the filesystem after the sessions
 ran, one property of the installation and returns a Check result.
 
-One part of csdeploy's verifier (see main.py): src/builtin.rs joins the
-files of src/remote/verify/ into one source, main.py first, so the names
-of every part are one namespace.
+One part of csdeploy's verifier (see main.py): src/builtin.rs joins
+src/remote/common.py and the files of src/remote/verify/ into one source,
+main.py first of these, so the names of every part are one namespace.
 """
 import errno
 import fcntl
@@ -12,16 +12,6 @@ import os
 import signal
 import stat
 import time
-from hashlib import sha256
-
-
-def read_raw(path):
-    """A file's text as it is (None if absent): "" is a value here."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 class Check:
@@ -37,14 +27,6 @@ class Check:
         if problems:
             return self.result("fail", expected, "; ".join(problems), detail)
         return self.result("pass", expected, passed, detail)
-
-
-def sha256_of(path):
-    digest = sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_registry(sessions_dir):
@@ -145,14 +127,6 @@ def sessions_and_registry(sessions_dir, timeout=30.0):
             os.close(fd)
 
 
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
-
-
 def cannot_run(path):
     """Why the program at `path` cannot be run by this user, or None. access()
     also answers no on a file system mounted noexec."""
@@ -187,62 +161,12 @@ def check_integrity(bindir, expected):
                          % ", ".join(runnable), "%d scripts match, %d executable" % (len(expected), len(runnable)))
 
 
-def _read_number(path):
-    """The number in a cgroup file; None for "max", absent or unreadable."""
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def cgroup_memory_limit(root="/"):
-    """(bytes, what set it) of the tightest memory limit on this process's
-    cgroup and its ancestors (cgroup v2 memory.max, v1
-    memory.limit_in_bytes), or None without one. `root` is for tests."""
-    try:
-        with open(os.path.join(root, "proc/self/cgroup")) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    best = None
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == "0" and parts[1] == "":
-            mount, name, kind = os.path.join(root, "sys/fs/cgroup"), "memory.max", "cgroup v2"
-        elif "memory" in parts[1].split(","):
-            mount, name, kind = os.path.join(root, "sys/fs/cgroup/memory"), "memory.limit_in_bytes", "cgroup v1"
-        else:
-            continue
-        group = parts[2].strip("/")
-        # A cgroup namespace can show a path the mount does not have: then
-        # the mount's root is this process's group.
-        if group and not os.path.isdir(os.path.join(mount, group)):
-            group = ""
-        while True:
-            limit = _read_number(os.path.join(mount, group, name))
-            if limit is not None and (best is None or limit < best[0]):
-                best = (limit, "%s %s of /%s" % (kind, name, group))
-            if not group:
-                break
-            group = os.path.dirname(group)
-    return best
-
-
 def check_capacity(max_sessions, root="/"):
     check = Check("capacity")
-    mem_mb = None
-    try:
-        with open(os.path.join(root, "proc/meminfo")) as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    mem_mb = int(line.split()[1]) // 1024
-    except (OSError, ValueError):
-        pass
-    if mem_mb is None:
+    total = meminfo(root).get("MemTotal")
+    if total is None:
         return check.result("skip", detail="/proc/meminfo is not readable")
+    mem_mb = total // (1024 * 1024)
     source = "MemTotal"
     limit = cgroup_memory_limit(root)
     if limit is not None and limit[0] // (1024 * 1024) < mem_mb:
@@ -562,12 +486,8 @@ SESSION_CHECKS = ["parallel-launch", "onboarding", "history-isolation", "directo
 def run_capture(argv, env, work, name, timeout):
     """(exit code or None on timeout, stdout, stderr) of argv, stdin /dev/null."""
     out, err = os.path.join(work, name + ".out"), os.path.join(work, name + ".err")
-    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-               (os.POSIX_SPAWN_OPEN, 2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)]
     try:
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True,
-                             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        pid = spawn(argv, env, out, err=err)
     except OSError as e:
         return 127, "", "%s: %s" % (argv[0], e.strerror)
     end = time.monotonic() + timeout

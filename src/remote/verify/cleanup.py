@@ -2,9 +2,9 @@
 deployed cleaner, probe lines a broken launcher let into histories taken
 out, and what the clients changed outside sessions/ put back.
 
-One part of csdeploy's verifier (see main.py): src/builtin.rs joins the
-files of src/remote/verify/ into one source, main.py first, so the names
-of every part are one namespace.
+One part of csdeploy's verifier (see main.py): src/builtin.rs joins
+src/remote/common.py and the files of src/remote/verify/ into one source,
+main.py first of these, so the names of every part are one namespace.
 """
 import json
 import os

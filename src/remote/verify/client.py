@@ -1,9 +1,9 @@
 """The real client: Claude Code driven through a pseudo-terminal per session,
 as a person would, until its prompt lands in a history.
 
-One part of csdeploy's verifier (see main.py): src/builtin.rs joins the
-files of src/remote/verify/ into one source, main.py first, so the names
-of every part are one namespace.
+One part of csdeploy's verifier (see main.py): src/builtin.rs joins
+src/remote/common.py and the files of src/remote/verify/ into one source,
+main.py first of these, so the names of every part are one namespace.
 """
 import json
 import os

@@ -3,9 +3,9 @@ run: posix_spawn in a session of their own, the FIFOs and the SIGCHLD pipe
 the verifier sleeps on, the registry and active links looked at while each
 session is alive.
 
-One part of csdeploy's verifier (see main.py): src/builtin.rs joins the
-files of src/remote/verify/ into one source, main.py first, so the names
-of every part are one namespace.
+One part of csdeploy's verifier (see main.py): src/builtin.rs joins
+src/remote/common.py and the files of src/remote/verify/ into one source,
+main.py first of these, so the names of every part are one namespace.
 """
 import os
 import select
@@ -66,19 +66,21 @@ def inherited_fds():
     return fds
 
 
-def spawn(argv, env, log, close=(), tty=None):
+def spawn(argv, env, log, close=(), tty=None, err=None):
     """Starts argv in a new session (so a hung one can be killed with all its
-    children), stdin /dev/null, stdout and stderr to `log`; or, with `tty`,
-    all three on that terminal, which becomes its controlling terminal (the
-    new session leader opens it). posix_spawn does the new session, the
-    descriptors and the default signals in one call."""
+    children), stdin /dev/null, stdout to `log` and stderr to `err` (to `log`
+    too without one); or, with `tty`, all three on that terminal, which
+    becomes its controlling terminal (the new session leader opens it).
+    posix_spawn does the new session, the descriptors and the default
+    signals in one call."""
     if tty:
         actions = [(os.POSIX_SPAWN_OPEN, 0, tty, os.O_RDWR, 0),
                    (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)]
     else:
+        writing = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+                   (os.POSIX_SPAWN_OPEN, 1, log, writing, 0o600),
+                   (os.POSIX_SPAWN_OPEN, 2, err, writing, 0o600) if err else (os.POSIX_SPAWN_DUP2, 1, 2)]
     actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in close]
     # Python ignores SIGPIPE and SIGXFSZ; the launcher gets the defaults, as
     # subprocess would restore them.

@@ -50,7 +50,8 @@ launchers are started with posix_spawn (setsid and file actions in one call),
 and the deployed cleaner runs once for all of a run's sessions.
 
 The verifier is one source on the wire, kept as a few files by concern in
-src/remote/verify/ and joined by src/builtin.rs in this order: main.py (this
+src/remote/verify/ and joined by src/builtin.rs after ../common.py (the
+helpers every host-side program shares), in this order: main.py (this
 text, the shared constants, run), probe.py (the stand-in client), launch.py
 (starting and watching the sessions), client.py (the real client through a
 terminal), checks.py (the judgements), cleanup.py (leaving the host as it
