@@ -369,16 +369,7 @@ pub fn cleanup(settings: &Settings, options: &CleanupOptions) -> Result<ExitCode
 /// `csdeploy doctor`: each host's prerequisites and capacity.
 pub fn doctor(settings: &Settings) -> Result<ExitCode> {
     day_two(Command::Doctor, settings, |host| {
-        let max_sessions = plan::var_text(host, "max_sessions")?;
-        Ok(Arc::new(DoctorAction {
-            claude_home: plan::var_text(host, "claude_home")?,
-            max_sessions: max_sessions.trim().parse().map_err(|_| {
-                Error::Selection(format!(
-                    "host {}: max_sessions must be a whole number, not `{max_sessions}`",
-                    host.name
-                ))
-            })?,
-        }))
+        Ok(Arc::new(DoctorAction::for_host(host)?))
     })
 }
 

@@ -9,12 +9,27 @@ use serde_json::json;
 
 use super::{Decision, Facts, Module, ModuleKind, Op, Run};
 use crate::builtin;
+use crate::error::{Error, Result};
 use crate::events::{CheckStatus, TaskResult, TaskStatus};
+use crate::host::Host;
+use crate::plan;
 
 #[derive(Debug, Clone)]
 pub struct DoctorAction {
     pub claude_home: String,
     pub max_sessions: u64,
+}
+
+impl DoctorAction {
+    /// The doctor of one host, from its inventory variables.
+    pub fn for_host(host: &Host) -> Result<DoctorAction> {
+        let max_sessions = super::verify::max_sessions(&plan::var_text(host, "max_sessions")?)
+            .map_err(|message| Error::Selection(format!("host {}: {message}", host.name)))?;
+        Ok(DoctorAction {
+            claude_home: plan::var_text(host, "claude_home")?,
+            max_sessions,
+        })
+    }
 }
 
 impl Module for DoctorAction {

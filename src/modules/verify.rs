@@ -122,10 +122,9 @@ impl VerifyArgs {
                 message: TemplateError::Null(key.to_string()).to_string(),
             }),
         };
-        let max_sessions = text("max_sessions")?;
-        let max_sessions = max_sessions.trim().parse().map_err(|_| RenderError {
+        let max_sessions = max_sessions(&text("max_sessions")?).map_err(|message| RenderError {
             field: "sessions",
-            message: format!("max_sessions must be a whole number, not `{max_sessions}`"),
+            message,
         })?;
         Ok(VerifyAction {
             args: self.clone(),
@@ -134,6 +133,14 @@ impl VerifyArgs {
             max_sessions,
         })
     }
+}
+
+/// A host's `max_sessions` (the launcher's cap, 0 for none), which the
+/// verification and the doctor both judge capacity by.
+pub fn max_sessions(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("max_sessions must be a whole number, not `{text}`"))
 }
 
 impl VerifyAction {

@@ -887,3 +887,34 @@ fn rollback_after_a_push_that_broke_the_launcher_brings_verify_back() {
     lab.csdeploy(&["verify", "--wait", "2", "--host", "local"])
         .assert_exit(0);
 }
+
+#[test]
+fn a_max_sessions_that_is_not_a_number_is_refused_before_any_host_runs() {
+    let lab = Lab::new()
+        .hosts(1)
+        .host_var("host1", "max_sessions", "lots")
+        .build();
+    // In the inventory (with its file:line) or given with -e.
+    for (extra, says) in [
+        (
+            None,
+            "inventory.yml:9:7: all.hosts.host1.max_sessions: expected a whole number",
+        ),
+        (
+            Some("max_sessions=many"),
+            "(command line): max_sessions: expected a whole number",
+        ),
+    ] {
+        for command in ["doctor", "verify"] {
+            let mut args = vec![command];
+            args.extend(extra.map(|e| ["-e", e]).iter().flatten());
+            let out = lab.csdeploy(&args);
+            out.assert_exit(2);
+            assert!(out.stderr.contains(says), "{command}: {out}");
+            assert!(
+                !out.stdout.contains("RECAP"),
+                "{command}: nothing runs: {out}"
+            );
+        }
+    }
+}
