@@ -95,31 +95,48 @@ def check_flock():
                 "scripts that serialise on the session lock need it: install util-linux", started)
 
 
+# What the deployed launcher exits with when it finds no client.
+EX_NOCLIENT = 127
+
+
 def claude_candidates(claude_home):
-    """The launcher's search order: PATH, ~/.local/bin, <claude_home>/local, npm global bins."""
+    """Where the launcher looks (session_registry.py's client_candidates), in
+    its order, for a host it is not deployed on yet."""
+    named = os.environ.get("CLAUDE_BIN")
+    if named:
+        yield os.path.abspath(named) if "/" in named else shutil.which(named)
+        return
     yield shutil.which("claude")
     yield expand("~/.local/bin/claude")
     yield os.path.join(expand(claude_home), "local", "claude")
-    prefixes = [os.environ.get("NPM_CONFIG_PREFIX"), expand("~/.npm-global"), "/usr/local", "/usr"]
-    for prefix in prefixes:
-        if prefix:
-            yield os.path.join(prefix, "bin", "claude")
+    prefix = os.environ.get("NPM_CONFIG_PREFIX")
+    if prefix:
+        yield os.path.join(prefix, "bin", "claude")
+    yield expand("~/.npm-global/bin/claude")
+    yield "/usr/local/bin/claude"
 
 
 def check_claude(claude_home):
     started = time.monotonic()
     launcher = os.path.join(expand(claude_home), "bin", "claude-session")
     client, how = None, None
+    expected = "Claude Code found, `--version` answers"
     if os.path.isfile(launcher) and os.access(launcher, os.X_OK):
         code, text = output([launcher, "--which-client"])
         if code == 0 and text:
             client, how = text.splitlines()[-1], "claude-session --which-client"
+        elif code == EX_NOCLIENT:
+            # The deployed launcher's answer is the one that counts: a client
+            # only a wider search finds is one no session would run.
+            return item("claude", "fail", expected, "the deployed launcher finds none: %s" % text[-300:],
+                        "install Claude Code where the launcher looks (npm install -g "
+                        "@anthropic-ai/claude-code, or its native installer into ~/.local/bin), or "
+                        "set CLAUDE_BIN in the host's environment", started)
     if client is None:
         for path in claude_candidates(claude_home):
             if path and os.path.isfile(path) and os.access(path, os.X_OK):
                 client, how = path, "search"
                 break
-    expected = "Claude Code found, `--version` answers"
     if client is None:
         return item("claude", "fail", expected, "not found",
                     "install Claude Code (npm install -g @anthropic-ai/claude-code, or its native "

@@ -65,3 +65,53 @@ def test_every_item_says_how_to_fix_what_is_not_a_pass(doctor, tmp_path, monkeyp
     by_id = {c["id"]: c for c in result["checks"]}
     assert by_id["bash"]["status"] == "fail"  # not on this PATH
     assert by_id["claude"]["status"] == "fail"
+
+
+def test_the_deployed_launchers_answer_about_the_client_is_final(doctor, tmp_path, monkeypatch):
+    """A client the launcher does not find is one no session runs: the doctor
+    must not pass it because its own search finds one elsewhere."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CLAUDE_BIN", raising=False)
+    elsewhere = tmp_path / "opt" / "claude"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("#!/bin/sh\necho '2.1.337 (Claude Code)'\n")
+    elsewhere.chmod(0o755)
+    monkeypatch.setattr(doctor, "claude_candidates", lambda home: iter([str(elsewhere)]))
+    bindir = tmp_path / ".claude" / "bin"
+    bindir.mkdir(parents=True)
+    launcher = bindir / "claude-session"
+    launcher.write_text("#!/bin/sh\necho 'no Claude Code client found; looked at: ...' >&2\nexit 127\n")
+    launcher.chmod(0o755)
+    result = doctor.check_claude("~/.claude")
+    assert result["status"] == "fail", result
+    assert "the deployed launcher finds none: no Claude Code client found" in result["actual"]
+
+    # Not deployed: the doctor searches where the launcher would.
+    launcher.unlink()
+    result = doctor.check_claude("~/.claude")
+    assert result["status"] == "pass" and "found by search" in result["actual"], result
+
+
+def test_the_search_follows_the_launchers_order(doctor, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("NPM_CONFIG_PREFIX", raising=False)
+    monkeypatch.delenv("CLAUDE_BIN", raising=False)
+    home = str(tmp_path)
+    assert list(doctor.claude_candidates("~/.claude")) == [
+        None, home + "/.local/bin/claude", home + "/.claude/local/claude",
+        home + "/.npm-global/bin/claude", "/usr/local/bin/claude"]
+    # The launcher's own list, from the deployed registry helper: the same.
+    import types
+
+    import session_registry as sr
+
+    config = types.SimpleNamespace(claude_home=home + "/.claude")
+
+    def found(paths):
+        return [p for p in paths if p]
+
+    assert found(p for _, p in sr.client_candidates(config)) == found(doctor.claude_candidates("~/.claude"))
+    monkeypatch.setenv("CLAUDE_BIN", "/opt/claude")
+    assert list(doctor.claude_candidates("~/.claude")) == ["/opt/claude"]
+    assert [path for _, path in sr.client_candidates(config)] == ["/opt/claude"]
