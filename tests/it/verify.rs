@@ -1303,6 +1303,40 @@ fn probe_run_names_the_probe_and_the_launchers_client() {
     );
 }
 
+/// With the probe, the launcher is asked for its client while the test
+/// sessions start, not before them: here it answers only once a session has
+/// started (after 5 s it gives up), so asking first, and waiting, would get
+/// no answer.
+#[test]
+fn the_launcher_is_asked_for_its_client_while_the_sessions_start() {
+    let lab = client_lab(None);
+    let go = lab.home("host1").join(".which-client-go");
+    let go = go.display();
+    break_launcher(
+        &lab,
+        "host1",
+        &[
+            (
+                "^        exec \"${registry[@]}\" which-client",
+                &format!(
+                    "        for _ in $(seq 100); do [ -e '{go}' ] && echo /opt/claude-found && exit 0; \
+                     sleep 0.05; done; exit 127\n"
+                ),
+            ),
+            ("^name=\"\"", &format!("name=\"\"\n: > '{go}'\n")),
+        ],
+    );
+    let out = lab.csdeploy(&["verify", "--format", "json"]);
+    let json = out.json();
+    let client = &host(&json, "host1")["client"];
+    assert_eq!(client["launcher_client"], "/opt/claude-found", "{out}");
+    assert_eq!(
+        check(&json, "host1", "parallel-launch")["status"],
+        "pass",
+        "{out}"
+    );
+}
+
 /// A launcher that starts the client with `env -i` (HOME, PATH and TERM
 /// kept): the client gets neither CLAUDE_CONFIG_DIR nor
 /// CLAUDE_SECURESTORAGE_CONFIG_DIR; its history goes to the default dir,

@@ -132,3 +132,28 @@ def test_sessions_are_read_without_a_lock_file_and_past_a_stuck_holder(verify, t
         assert verify["sessions_and_registry"](str(sessions), timeout=0.2) == ([], None)
     finally:
         os.close(lock)
+
+
+def test_a_retried_request_is_seen_in_the_pieces_ink_redraws(verify):
+    """What Claude Code 2.1.337 drew while it retried its request (a session
+    that sees the login), as the verifier reads it: words in pieces, the
+    retry counter whole. Before, this was "no answer" and passed anyway."""
+    seen = "ctointerrupt·←foragents3321…·attemp3/10in5s·atempt4/104321…·attemp4/10in9s·atempt5/108"
+    assert verify["made_a_request"](seen)
+    assert verify["made_a_request"]("APIError:ConnectionrefusedRetryingin1s")
+    assert not verify["made_a_request"]("Notloggedin·Run/logintosignin")
+    assert not verify["made_a_request"]("❯Try\"howdoesthiswork\"")
+
+
+def test_a_session_whose_client_never_answered_does_not_pass_onboarding(verify):
+    import types
+
+    s = verify["Session"](0, "run-0")
+    s.drive = types.SimpleNamespace(login=None, landed=("h", "id"), seen="❯ typed", step="exit", showed=None)
+    result = verify["check_onboarding"]([s], False, True, True)
+    assert result["status"] == "fail"
+    assert "did not answer its prompt" in result["actual"]
+    s.drive.login = True
+    assert verify["check_onboarding"]([s], False, True, True)["status"] == "pass"
+    s.drive.login = False
+    assert "Not logged in" in verify["check_onboarding"]([s], False, True, True)["actual"]

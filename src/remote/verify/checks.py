@@ -483,29 +483,54 @@ SESSION_CHECKS = ["parallel-launch", "onboarding", "history-isolation", "directo
 
 # ------------------------------------------------------------ client, policy
 
+class Capture(object):
+    """argv started at once, stdin /dev/null, its output in files of work;
+    result() waits for it (up to timeout seconds from its start)."""
+
+    def __init__(self, argv, env, work, name, timeout):
+        self.out, self.err = os.path.join(work, name + ".out"), os.path.join(work, name + ".err")
+        self.end = time.monotonic() + timeout
+        self.failed = None
+        try:
+            self.pid = spawn(argv, env, self.out, err=self.err)
+        except OSError as e:
+            self.pid, self.failed = None, (127, "", "%s: %s" % (argv[0], e.strerror))
+
+    def result(self):
+        """(exit code or None on timeout, stdout, stderr)."""
+        if self.pid is None:
+            return self.failed
+        code = None
+        while True:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                code = exit_code(status)
+                break
+            if time.monotonic() > self.end:
+                self.stop()
+                break
+            time.sleep(0.01)
+        self.pid = None
+        self.failed = code, (read_raw(self.out) or "").strip(), (read_raw(self.err) or "").strip()
+        return self.failed
+
+    def stop(self):
+        """Kills it (and what it started) and reaps it, if it still runs."""
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
 def run_capture(argv, env, work, name, timeout):
     """(exit code or None on timeout, stdout, stderr) of argv, stdin /dev/null."""
-    out, err = os.path.join(work, name + ".out"), os.path.join(work, name + ".err")
-    try:
-        pid = spawn(argv, env, out, err=err)
-    except OSError as e:
-        return 127, "", "%s: %s" % (argv[0], e.strerror)
-    end = time.monotonic() + timeout
-    code = None
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            code = exit_code(status)
-            break
-        if time.monotonic() > end:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.01)
-    return code, (read_raw(out) or "").strip(), (read_raw(err) or "").strip()
+    return Capture(argv, env, work, name, timeout).result()
 
 
 SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox")
@@ -532,19 +557,28 @@ def wrapper_problem(path):
     return None
 
 
-def check_client(probe, launcher, launcher_text, env, work):
-    """Which client the launcher runs (`--which-client`, CLAUDE_BIN unset),
-    and with --client claude its --version. Returns (result, path)."""
+def ask_for_client(launcher, launcher_text, env, work):
+    """The launcher asked which client it runs (`--which-client`, CLAUDE_BIN
+    unset), started at once: with the probe it runs while the sessions do.
+    None: the launcher cannot say."""
+    if b"--which-client" not in launcher_text:
+        return None
+    lookup = dict(env)
+    lookup.pop("CLAUDE_BIN", None)
+    return Capture([launcher, "--which-client"], lookup, work, "which-client", 10)
+
+
+def check_client(probe, asked, env, work):
+    """Which client the launcher runs (the answer to ask_for_client), and
+    with --client claude its --version. Returns (result, path)."""
     check = Check("client")
     problems = []
     path = version = None
-    lookup = dict(env)
-    lookup.pop("CLAUDE_BIN", None)
-    if b"--which-client" not in launcher_text:
+    if asked is None:
         problems.append("the deployed launcher has no --which-client (it cannot say which claude it runs)")
         why = "unknown"
     else:
-        code, out, err = run_capture([launcher, "--which-client"], lookup, work, "which-client", 10)
+        code, out, err = asked.result()
         if code == 0 and out:
             path = out.splitlines()[-1]
             why = None
@@ -653,6 +687,11 @@ def check_onboarding(sessions, probe, onboarded, logged_in):
         elif s.drive is not None and s.drive.login is False:
             problems.append("%s: the client answered its prompt with \"Not logged in\" (the login screen): "
                             "it does not see the default store's login" % s.label())
+        elif s.drive is not None and s.drive.landed and s.drive.login is None:
+            # No answer is no proof of a login: not a pass.
+            problems.append("%s: the client did not answer its prompt in %d s (neither a request nor \"Not "
+                            "logged in\"): whether it sees the login is unknown; the screen showed %r" % (
+                                s.label(), CLAUDE_ANSWER, s.drive.seen[-300:]))
         elif s.drive is None or not s.drive.landed:
             d = s.drive
             shown = (d.showed if d else None) or "%r" % (d.seen[-300:] if d else "")

@@ -7,6 +7,7 @@ main.py first of these, so the names of every part are one namespace.
 """
 import json
 import os
+import re
 import select
 import signal
 import time
@@ -23,6 +24,11 @@ import time
 
 CLAUDE_START = 30.0  # seconds for a session to reach its prompt
 CLAUDE_LAND = 10.0  # seconds for a submitted prompt to reach a history
+# Seconds for the client to answer a prompt that landed: a request (to the
+# closed port: refused, retried) or "Not logged in". It comes in well under
+# a second; on a loaded host it took more than 3 s, and a verdict given
+# without it cannot say whether the session sees the login.
+CLAUDE_ANSWER = 10.0
 CLAUDE_EXIT = 10.0  # seconds for /exit to end the client
 ESCAPE = None
 # Screens with a menu (and its ❯) that are not the prompt.
@@ -62,7 +68,7 @@ class Drive:
         self.client_pid = None
         self.showed = None  # what the screen showed when the prompt never came
         self.output_at = self.at  # when the terminal last said something
-        self.login = None  # False once the client said "Not logged in"
+        self.login = None  # False once the client said "Not logged in", True once it made a request
 
     def open(self):
         import fcntl
@@ -104,6 +110,18 @@ class Drive:
         if self.master is not None:
             os.close(self.master)
             self.master = None
+
+
+# Ink redraws only the cells that change, so a word on the screen can reach
+# us in pieces ("attemp3/10in5s"); the retry counter's "N/M in Ks" survives.
+RETRY_COUNTER = re.compile(r"[0-9]+/[0-9]+in[0-9]+s")
+
+
+def made_a_request(screen):
+    """Whether the client's screen shows it sent the prompt to the API (the
+    closed port refused it and it retries): a client that sees a login."""
+    return (any(m in screen for m in ("Connectionrefused", "retrying", "Retrying", "APIError", "Unabletoconnect"))
+            or RETRY_COUNTER.search(screen) is not None)
 
 
 def screen_says(text):
@@ -312,9 +330,9 @@ def advance(s, sessions_dir, default_history, now):
         # logged in", Claude Code's login screen of today.
         if "Notloggedin" in d.screen:
             d.login = False
-        elif any(m in d.screen for m in ("Connectionrefused", "retrying", "APIError", "Unabletoconnect")):
+        elif made_a_request(d.screen):
             d.login = True
-        if d.login is not None or waited > 3.0:
+        if d.login is not None or waited > CLAUDE_ANSWER:
             # /exit works while the client retries; an Escape first would
             # make the slash an Alt-/ instead.
             d.send(b"/exit")

@@ -205,12 +205,15 @@ def _run(args):
     outside = {}
     saved = {}
     cleaned = False
+    asked = None
     Stop.armed = Stop.signum is None
     try:
-        client_check, client = check_client(probe, launcher, launcher_text, env, work)
-        checks.append(client_check)
-        if not probe and client is None:
-            return checks + skipped(SESSION_CHECKS, "no Claude Code to run: see the client check")
+        asked = ask_for_client(launcher, launcher_text, env, work)
+        if not probe:
+            client_check, client = check_client(probe, asked, env, work)
+            checks.append(client_check)
+            if client is None:
+                return checks + skipped(SESSION_CHECKS, "no Claude Code to run: see the client check")
         cwd = os.path.join(work, "cwd")
         os.mkdir(cwd, 0o700)
         project = json.dumps(cwd)
@@ -304,6 +307,9 @@ def _run(args):
         others = {s.display for s in sessions} | {r.display for r in resumed}
         Stop.armed = False  # from here a signal waits until the clean-up is done
 
+        if probe:
+            # Asked before the sessions started; its answer is read now.
+            checks.append(check_client(probe, asked, env, work)[0])
         checks += [
             launch_check,
             check_onboarding(sessions, probe, onboarded, logged_in),
@@ -329,6 +335,8 @@ def _run(args):
         return checks
     finally:
         Stop.armed = False
+        if asked is not None:
+            asked.stop()  # interrupted before its answer was read
         everyone = sessions + [s.resume for s in sessions if s.resume]
         if not cleaned and any(s.pid for s in everyone):
             # Interrupted (or crashed) mid-run: stop what still runs and
