@@ -1262,6 +1262,13 @@ fn client_claude_real_binary_passes_and_is_named_in_every_format() {
     assert!(path.ends_with("/claude-bin/claude"), "{out}");
     let version = client["version"].as_str().unwrap_or_default().to_string();
     assert!(version.contains("Claude Code"), "{out}");
+    // Each session's prompt reached the verifier's loopback API: the proof
+    // that it sees the login does not rest on what its screen shows.
+    assert!(
+        actual_of(&json, "host1", "onboarding")
+            .contains("the verifier's loopback API took each request"),
+        "{out}"
+    );
     assert_eq!(default_state(&lab, "host1"), before, "{out}");
     assert_no_test_sessions(&lab, "host1", &BTreeSet::new());
 

@@ -149,11 +149,40 @@ def test_a_session_whose_client_never_answered_does_not_pass_onboarding(verify):
     import types
 
     s = verify["Session"](0, "run-0")
-    s.drive = types.SimpleNamespace(login=None, landed=("h", "id"), seen="❯ typed", step="exit", showed=None)
+    s.drive = types.SimpleNamespace(login=None, landed=("h", "id"), seen="❯ typed", step="exit", showed=None,
+                                    api=types.SimpleNamespace(prompted=False))
     result = verify["check_onboarding"]([s], False, True, True)
     assert result["status"] == "fail"
     assert "did not answer its prompt" in result["actual"]
     s.drive.login = True
     assert verify["check_onboarding"]([s], False, True, True)["status"] == "pass"
+    s.drive.api.prompted = True
+    assert "the verifier's loopback API took each request" in verify["check_onboarding"]([s], False, True, True)["actual"]
     s.drive.login = False
     assert "Not logged in" in verify["check_onboarding"]([s], False, True, True)["actual"]
+
+
+def test_the_loopback_api_knows_a_prompt_sent_to_it(verify):
+    """What tells a session that sees the login from one that does not: its
+    client sends the typed prompt to the API, here the verifier's port."""
+    import select
+    import socket
+
+    def heard(request):
+        api = verify["ApiListener"]()
+        try:
+            assert set(api.environ().values()) == {api.url}
+            client = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])))
+            client.sendall(request)
+            for _ in range(20):
+                api.serve(select.select(api.fds(), [], [], 0.5)[0])
+                if api.prompted or api.heard:
+                    break
+            client.close()
+            return api.prompted
+        finally:
+            api.close()
+
+    assert heard(b"POST /v1/messages?beta=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert heard(b"POST http://127.0.0.1:9/v1/messages HTTP/1.1\r\n\r\n")  # through the proxy variables
+    assert not heard(b"GET /api/hello HTTP/1.1\r\n\r\n")

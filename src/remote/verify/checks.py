@@ -700,6 +700,12 @@ def check_onboarding(sessions, probe, onboarded, logged_in):
     if problems and hint:
         problems.append("(%s: run claude once and log in on this host)" % "; ".join(hint))
     passed = "%d sessions reached the prompt; the typed prompt landed in a history" % len(sessions)
+    if not probe:
+        heard = sum(1 for s in sessions if s.drive is not None and s.drive.api.prompted)
+        passed += " and went to the API (%s)" % (
+            "the verifier's loopback API took each request" if heard == len(sessions) else
+            "%d of %d reached the verifier's loopback API; the others' retries showed on the screen"
+            % (heard, len(sessions)))
     if probe and hint:
         passed += " (the user's own claude would show %s too)" % " and ".join(
             w for w, h in (("onboarding", not onboarded), ("login", not logged_in)) if h)

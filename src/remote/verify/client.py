@@ -10,6 +10,7 @@ import os
 import re
 import select
 import signal
+import socket
 import time
 
 
@@ -69,6 +70,7 @@ class Drive:
         self.showed = None  # what the screen showed when the prompt never came
         self.output_at = self.at  # when the terminal last said something
         self.login = None  # False once the client said "Not logged in", True once it made a request
+        self.api = ApiListener()
 
     def open(self):
         import fcntl
@@ -110,6 +112,65 @@ class Drive:
         if self.master is not None:
             os.close(self.master)
             self.master = None
+        self.api.close()
+
+
+class ApiListener(object):
+    """The API this session's client is given: a loopback port of the
+    verifier's, which takes a request and answers nothing (the connection
+    closes, the client retries). A client that sends the prompt to the API
+    (`/v1/messages`) sees a login, whatever its screen shows of it."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.conns = []
+        self.heard = b""
+        self.prompted = False
+
+    def environ(self):
+        """The API and every proxy at this port: nothing leaves the host."""
+        return dict((key, self.url) for key in ("ANTHROPIC_BASE_URL", "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY",
+                                                "https_proxy", "http_proxy", "all_proxy"))
+
+    def fds(self):
+        return [self.sock] + self.conns if self.sock is not None else []
+
+    def serve(self, ready):
+        """Takes what select found ready: new connections, request bytes."""
+        if self.sock is None:
+            return
+        if self.sock in ready:
+            try:
+                conn, _ = self.sock.accept()
+                conn.setblocking(False)
+                self.conns.append(conn)
+            except OSError:
+                pass
+        for conn in [c for c in self.conns if c in ready]:
+            try:
+                data = conn.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            self.heard = (self.heard + data)[-16384:]
+            if b"/v1/messages" in self.heard:
+                self.prompted = True
+            if not data or self.prompted:
+                conn.close()
+                self.conns.remove(conn)
+
+    def close(self):
+        for conn in self.conns:
+            conn.close()
+        self.conns = []
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 # Ink redraws only the cells that change, so a word on the screen can reach
@@ -203,6 +264,7 @@ def drive_claude(sessions, sessions_dir, active_dir, default_history, watch, lau
     /exit; looks at the registry and active links while they run."""
     for s in sessions:
         s.drive = Drive(s, s.prompt)
+        s.env = dict(env, **s.drive.api.environ())
     launch(sessions, launcher, env, work, cwd, lambda s: s.drive.open())
     first = time.monotonic()
     while True:
@@ -223,9 +285,12 @@ def drive_claude(sessions, sessions_dir, active_dir, default_history, watch, lau
                 stop(s)
             continue
         fds = [s.drive.master for s in sessions if s.drive.master is not None]
+        fds += [fd for s in sessions for fd in s.drive.api.fds()]
         if watch.wake_fd is not None:
             fds.append(watch.wake_fd)
         ready = select.select(fds, [], [], 0.05)[0]
+        for s in sessions:
+            s.drive.api.serve(ready)
         if watch.wake_fd in ready:
             try:
                 os.read(watch.wake_fd, 512)
@@ -330,7 +395,7 @@ def advance(s, sessions_dir, default_history, now):
         # logged in", Claude Code's login screen of today.
         if "Notloggedin" in d.screen:
             d.login = False
-        elif made_a_request(d.screen):
+        elif d.api.prompted or made_a_request(d.screen):
             d.login = True
         if d.login is not None or waited > CLAUDE_ANSWER:
             # /exit works while the client retries; an Escape first would

@@ -42,6 +42,7 @@ class Session:
         self.display = None  # the prompt's history display, exactly
         self.prompt = None  # what is typed into the real client
         self.log = None
+        self.env = None  # its launcher's environment, where it has one of its own
 
     def label(self):
         return "session %d" % (self.index + 1)
@@ -108,7 +109,8 @@ def launch(sessions, launcher, env, work, cwd, terminal=None):
             s.launched = time.monotonic()
             s.cwd = cwd
             tty = terminal(s) if terminal else None
-            s.pid = spawn([launcher] + s.argv, env, os.path.join(work, "launcher-%s.log" % s.token), close, tty)
+            s.pid = spawn([launcher] + s.argv, s.env or env, os.path.join(work, "launcher-%s.log" % s.token),
+                          close, tty)
     finally:
         if back is not None:
             os.chdir(back)
