@@ -183,7 +183,9 @@ def _run(args):
         env.pop(key, None)
     if not probe:
         # No request leaves the host: the API and every proxy at a closed
-        # loopback port, nothing nonessential, no update. The login is the
+        # loopback port (each driven session gets a port of the verifier's
+        # instead: client.py's ApiListener), nothing nonessential, no
+        # update. The login is the
         # store's (what the credential-store check is about), not a token
         # from this shell's environment.
         env.update({"ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
