@@ -9,7 +9,6 @@ import errno
 import fcntl
 import json
 import os
-import signal
 import stat
 import time
 
@@ -516,16 +515,8 @@ class Capture(object):
 
     def stop(self):
         """Kills it (and what it started) and reaps it, if it still runs."""
-        if self.pid is None:
-            return
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        try:
-            os.waitpid(self.pid, 0)
-        except OSError:
-            pass
+        if self.pid is not None:
+            kill_and_reap(self.pid)
 
 
 def run_capture(argv, env, work, name, timeout):

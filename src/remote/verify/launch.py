@@ -92,6 +92,19 @@ def spawn(argv, env, log, close=(), tty=None, err=None):
         return os.posix_spawn(argv[0], argv, env, setpgroup=0, **options)
 
 
+def kill_and_reap(pid):
+    """Kills what spawn started (its whole session) and reaps it: its exit
+    status, or None where it was already reaped."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        return os.waitpid(pid, 0)[1]
+    except OSError:
+        return None
+
+
 def launch(sessions, launcher, env, work, cwd, terminal=None):
     """Starts each session's launcher. `terminal(s)`, for the real client:
     the path of the pseudo-terminal it gets as stdin, stdout and stderr."""
@@ -273,11 +286,7 @@ def observe(sessions, sessions_dir, active_dir, work, watch, wait_limit):
             return
         if now > hard_deadline:
             for s in running:
-                try:
-                    os.killpg(s.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                s.returncode = exit_code(os.waitpid(s.pid, 0)[1])
+                s.returncode = exit_code(kill_and_reap(s.pid))
                 s.exited = time.monotonic()
             return
         all_started = all(s.started is not None for s in sessions)

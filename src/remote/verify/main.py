@@ -345,14 +345,7 @@ def _run(args):
             # remove whatever this run left, as the cleanup check would.
             for s in everyone:
                 if s.pid and s.exited is None:
-                    try:
-                        os.killpg(s.pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-                    try:
-                        os.waitpid(s.pid, 0)
-                    except OSError:
-                        pass
+                    kill_and_reap(s.pid)
                     s.exited = time.monotonic()
             if watch is not None:
                 watch.restore()
